@@ -1,0 +1,336 @@
+"""Settings for the Knox reseller operations portal.
+
+One settings module; every value that differs between deployments comes from the environment through the
+strict helpers below (healthchecks style). With no environment at all the portal runs locally on SQLite with
+the django-q2 ORM broker and a database cache, which is what `make run` and `make test` rely on.
+
+Every variable read here is documented in `.env.example` and in the README's "Configuration" section.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Values that only ever make sense on a developer's machine. With DEBUG off the portal refuses to start while
+# either is still in use (see the checks at the bottom of this file).
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105 - refused when DEBUG is off
+DEV_FIELD_ENCRYPTION_KEY = "ZGV2LW9ubHktaW5zZWN1cmUtZmllbGQta2V5LTAwMDA="  # base64("dev-only-insecure-field-key-0000")
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: str) -> bool:
+    v = os.environ.get(name, default)
+    if v not in ("", "True", "False"):
+        raise ImproperlyConfigured(f"Unexpected value {name}={v!r}, use 'True' or 'False'")
+    return v == "True"
+
+
+def envint(name: str, default: str) -> int:
+    v = os.environ.get(name, default)
+    try:
+        return int(v)
+    except ValueError:
+        raise ImproperlyConfigured(f"Unexpected value {name}={v!r}, expected a whole number") from None
+
+
+def envfloat(name: str, default: str) -> float:
+    v = os.environ.get(name, default)
+    try:
+        return float(v)
+    except ValueError:
+        raise ImproperlyConfigured(f"Unexpected value {name}={v!r}, expected a number") from None
+
+
+def envlist(name: str, default: str) -> list[str]:
+    """A comma-separated list; blanks are dropped."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def envsecret(name: str, default: str = "") -> str:
+    """Read a secret from `NAME_FILE` (a path, for Docker/Kubernetes secrets) or else from `NAME`."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as e:
+            raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {e.strerror}") from None
+    return os.environ.get(name, default)
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    """Turn `postgres://user:pass@host:port/name?opt=val` or `sqlite:///path` into a DATABASES entry."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("postgres", "postgresql", "pgsql"):
+        options = dict(parse_qsl(parsed.query))
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parsed.path.lstrip("/")),
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(parsed.port or ""),
+            "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", "60"),
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": options,
+            "TEST": {"NAME": os.environ.get("DATABASE_TEST_NAME") or None},
+        }
+    if parsed.scheme == "sqlite":
+        # sqlite:///relative/path or sqlite:////absolute/path
+        name = url[len("sqlite:///") :] or "db.sqlite3"
+        return sqlite_database(BASE_DIR / name if not name.startswith("/") else Path(name))
+    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported; use postgres:// or sqlite:///")
+
+
+def sqlite_database(path: Path) -> dict[str, object]:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        # Several processes (web, qcluster workers, management commands) share the file: wait for the write lock
+        # instead of failing with "database is locked", and use WAL so readers never block the writer.
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+
+
+TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
+
+SECRET_KEY = envsecret("SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = envbool("DEBUG", "True")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+# Fernet keys for secrets stored in the database. The first key encrypts; every key decrypts, so a new key is
+# put first and the old one kept until `manage.py rotate_encryption_keys` has re-encrypted every row.
+_field_keys = envsecret("FIELD_ENCRYPTION_KEYS") or envsecret("FIELD_ENCRYPTION_KEY")
+FIELD_ENCRYPTION_KEYS = [k.strip() for k in _field_keys.split(",") if k.strip()] or [DEV_FIELD_ENCRYPTION_KEY]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "django_q",
+    "portal",
+    "kdp",
+    "guard",
+    "efota",
+    "sandbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Static files are served before authentication so the login page has its stylesheet.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every view needs a logged-in user unless it is decorated with @login_not_required (login, /healthz).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "portal.middleware.PermissionCacheMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "portal.middleware.SecurityHeadersMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+ASGI_APPLICATION = "portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.portal",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DATABASES = {"default": sqlite_database(BASE_DIR / "db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis, when configured, carries the django-q2 queue and the cache (tokens, rate-limit slots). Without it the
+# database does both jobs, which is enough for one host.
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", "portal"),
+        }
+    }
+else:
+    # A database cache, not local memory: Knox tokens must be shared by the web process and every worker.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "portal_cache",
+        }
+    }
+
+Q_CLUSTER: dict[str, object] = {
+    "name": env("Q_CLUSTER_NAME", "portal"),
+    "workers": envint("Q_WORKERS", "2"),
+    # A KDP upload of 200,000 devices runs 200 requests at 10/s plus status polling; give jobs room.
+    "timeout": envint("Q_TIMEOUT", "3600"),
+    # Must exceed timeout: an ORM/Redis task whose worker died is handed out again after `retry` seconds.
+    "retry": envint("Q_RETRY", "3700"),
+    "max_attempts": envint("Q_MAX_ATTEMPTS", "3"),
+    "save_limit": envint("Q_SAVE_LIMIT", "1000"),
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": envfloat("Q_POLL", "0.5"),
+    "label": "Background tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+if envbool("Q_SYNC", "False") or TESTING:
+    # Tests run tasks in-process (django-q2 docs); tests of real workers start `qcluster` themselves.
+    Q_CLUSTER["sync"] = True
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "portal:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", str(8 * 3600))  # one working day
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG and not TESTING
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# In development and tests whitenoise serves straight from the app and project static folders; production
+# serves the collected, hashed and compressed files from STATIC_ROOT (`manage.py collectstatic`).
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+WHITENOISE_AUTOREFRESH = DEBUG or TESTING
+MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(5 * 1024 * 1024))
+
+# --- Knox ---------------------------------------------------------------------------------------------------
+
+# Region preset for new accounts (each account can still pick its own region and override every base URL).
+KNOX_REGION = env("KNOX_REGION", "eu")
+if KNOX_REGION not in ("eu", "us"):
+    raise ImproperlyConfigured(f"Unexpected value KNOX_REGION={KNOX_REGION!r}, use 'eu' or 'us'")
+# Where accounts whose environment is "sandbox" send every call (see `manage.py knox_sandbox`).
+KNOX_SANDBOX_URL = env("KNOX_SANDBOX_URL", "http://127.0.0.1:8765").rstrip("/")
+KNOX_CONNECT_TIMEOUT = envfloat("KNOX_CONNECT_TIMEOUT", "5")
+KNOX_READ_TIMEOUT = envfloat("KNOX_READ_TIMEOUT", "60")
+# Attempts after the first for a call that failed with 5xx/timeout/connection error (429s do not count).
+KNOX_MAX_RETRIES = envint("KNOX_MAX_RETRIES", "4")
+KNOX_MAX_RATE_LIMITED_RETRIES = envint("KNOX_MAX_RATE_LIMITED_RETRIES", "30")
+KNOX_BACKOFF_BASE = envfloat("KNOX_BACKOFF_BASE", "0.5")
+KNOX_BACKOFF_MAX = envfloat("KNOX_BACKOFF_MAX", "30")
+# Requests per second per account and service, shared by every process. 0 switches pacing off.
+KNOX_GUARD_RATE_LIMIT = envfloat("KNOX_GUARD_RATE_LIMIT", "100")
+KNOX_KDP_RATE_LIMIT = envfloat("KNOX_KDP_RATE_LIMIT", "10")
+KNOX_EFOTA_RATE_LIMIT = envfloat("KNOX_EFOTA_RATE_LIMIT", "10")
+
+# Behind a reverse proxy the audit log takes the client address from the first X-Forwarded-For entry.
+AUDIT_TRUST_X_FORWARDED_FOR = envbool("AUDIT_TRUST_X_FORWARDED_FOR", "False")
+
+# --- Security -----------------------------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from <body hx-headers>, not the cookie; harmless either way
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", str(365 * 24 * 3600))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "True")
+    SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "True")
+    # Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto.
+    if envbool("SECURE_PROXY_SSL_HEADER", "True"):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Logging ------------------------------------------------------------------------------------------------
+
+LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Django's request logger would print tracebacks with local variables of failing views; secrets never
+        # sit in views' locals, but the portal's own error handling logs what operators need.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
+}
+
+# --- Production safety --------------------------------------------------------------------------------------
+
+if not DEBUG and not TESTING:
+    if not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY:
+        raise ImproperlyConfigured("DEBUG is False but SECRET_KEY is missing or is the development placeholder")
+    if not FIELD_ENCRYPTION_KEYS or DEV_FIELD_ENCRYPTION_KEY in FIELD_ENCRYPTION_KEYS:
+        raise ImproperlyConfigured(
+            "DEBUG is False but FIELD_ENCRYPTION_KEY(S) is missing or is the development placeholder; "
+            "generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+
+if (BASE_DIR / "local_settings.py").exists():
+    from local_settings import *  # noqa: F403
