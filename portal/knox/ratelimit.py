@@ -1,0 +1,119 @@
+"""Request pacing shared by every process, so N workers together stay under a Knox rate limit.
+
+The algorithm is a reservation form of GCRA: each (account, service) key stores the earliest time the next
+request may be sent. A caller atomically reads that time and pushes it forward by one interval (1 / rate), then
+sleeps until its reserved slot. Requests therefore leave evenly spaced, never in bursts, which keeps every
+sliding one-second window under the limit the server counts with.
+
+Two stores, picked by settings: Redis (an atomic Lua script, when REDIS_URL is set) or the database
+(`portal.RateLimitSlot`, one UPDATE inside a transaction: on PostgreSQL the row lock, on SQLite the write lock,
+serialises the read-modify-write).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Protocol
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+
+# Pace at this fraction of the published limit: a little headroom for clock jitter and for the token and
+# status calls that share the budget, so Knox's own counter never sees the limit crossed.
+RATE_LIMIT_HEADROOM = 0.97
+
+SERVICE_LIMIT_SETTINGS = {
+    "guard": "KNOX_GUARD_RATE_LIMIT",
+    "kdp": "KNOX_KDP_RATE_LIMIT",
+    "kdp_gen1": "KNOX_KDP_RATE_LIMIT",
+    "efota": "KNOX_EFOTA_RATE_LIMIT",
+}
+
+
+def limit_for(service: str) -> float:
+    """Requests per second allowed for `service` (0 = unpaced)."""
+    name = SERVICE_LIMIT_SETTINGS.get(service)
+    return float(getattr(settings, name)) if name else 0.0
+
+
+class SlotStore(Protocol):
+    def reserve(self, key: str, interval: float, now: float) -> float:
+        """Reserve the next slot for `key`; return the time at which the caller may send."""
+
+
+class DatabaseSlotStore:
+    def reserve(self, key: str, interval: float, now: float) -> float:
+        from portal.models import RateLimitSlot
+
+        with transaction.atomic():
+            updated = RateLimitSlot.objects.filter(key=key).update(
+                next_free=Greatest(F("next_free"), Value(now)) + Value(interval)
+            )
+            if not updated:
+                # First use of this key. A concurrent creator makes get_or_create return the existing row; then
+                # take a slot the normal way.
+                _, created = RateLimitSlot.objects.get_or_create(key=key, defaults={"next_free": now + interval})
+                if created:
+                    return now
+                RateLimitSlot.objects.filter(key=key).update(
+                    next_free=Greatest(F("next_free"), Value(now)) + Value(interval)
+                )
+            next_free = RateLimitSlot.objects.values_list("next_free", flat=True).get(key=key)
+        return next_free - interval
+
+
+_RESERVE_LUA = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+if nxt < now then nxt = now end
+redis.call('SET', KEYS[1], tostring(nxt + interval), 'EX', 3600)
+return tostring(nxt)
+"""
+
+
+class RedisSlotStore:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.script = self.client.register_script(_RESERVE_LUA)
+
+    def reserve(self, key: str, interval: float, now: float) -> float:
+        return float(self.script(keys=[f"portal:ratelimit:{key}"], args=[repr(now), repr(interval)]))
+
+
+@cache
+def _redis_store(url: str) -> RedisSlotStore:
+    return RedisSlotStore(url)
+
+
+def default_store() -> SlotStore:
+    if settings.REDIS_URL:
+        return _redis_store(settings.REDIS_URL)
+    return DatabaseSlotStore()
+
+
+class RateLimiter:
+    """Blocks until the caller may send one request under `rate` requests per second for `key`."""
+
+    def __init__(self, key: str, rate: float, store: SlotStore | None = None) -> None:
+        self.key = key
+        self.interval = 1.0 / (rate * RATE_LIMIT_HEADROOM) if rate > 0 else 0.0
+        self.store = store or default_store()
+
+    def acquire(self) -> float:
+        """Wait for a slot; return how long we waited (seconds)."""
+        if not self.interval:
+            return 0.0
+        # Wall-clock time: every process on every host compares against the same clock (keep hosts on NTP).
+        now = time.time()
+        at = self.store.reserve(self.key, self.interval, now)
+        wait = at - now
+        if wait > 0:
+            time.sleep(wait)
+            return wait
+        return 0.0

@@ -1,0 +1,472 @@
+"""Portal-wide models: Knox accounts with their encrypted credentials, user-visible jobs, the append-only audit
+log, the shared rate-limit slots and the role permissions."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from portal import crypto
+from portal.knox import hosts
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from portal.knox.auth import KnoxKeys
+
+
+class PortalPermissions(models.Model):
+    """Holds the portal's role permissions; no table. Views check these codenames (portal.<codename>)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("access_portal", "Can see the portal (every read-only page)"),
+            ("queue_jobs", "Can queue KDP, Knox Guard and E-FOTA actions"),
+            ("control_guard_devices", "Can lock, unlock, complete and delete Knox Guard devices"),
+            ("manage_accounts", "Can manage Knox accounts and their credentials"),
+        ]
+
+    def __str__(self) -> str:
+        return "portal permissions"
+
+
+class KnoxAccount(models.Model):
+    """One set of Knox credentials and the hosts they are used against.
+
+    Secrets live only in the `*_enc` columns, encrypted with `portal.crypto`; read them with `secret(name)` and
+    write them with `set_secret(name, value)`. Nothing renders them back: forms and the admin treat them as
+    write-only and show only whether each one is set.
+    """
+
+    class Region(models.TextChoices):
+        EU = "eu", "EU"
+        US = "us", "US"
+
+    class Environment(models.TextChoices):
+        PRODUCTION = "production", "Production"
+        INTEGRATION = "integration", "Integration (Samsung test servers)"
+        SANDBOX = "sandbox", "Local Knox sandbox"
+
+    class Generation(models.TextChoices):
+        GEN2 = "gen2", "Gen2 (x-knox-apitoken / OAuth)"
+        GEN1 = "gen1", "Gen1 (static X-WSM-API-TOKEN)"
+
+    class AuthMode(models.TextChoices):
+        KNOX_TOKEN = "knox_token", "Knox Cloud token (keys.json + Client Identifier)"
+        OAUTH = "oauth", "OAuth 2.0 client credentials"
+        GEN1_KEY = "gen1_key", "Gen1 static key (X-WSM-API-TOKEN)"
+
+    # name -> column holding its ciphertext
+    SECRET_FIELDS = {
+        "private_key": "private_key_enc",
+        "client_identifier": "client_identifier_enc",
+        "oauth_client_secret": "oauth_client_secret_enc",
+        "gen1_api_key": "gen1_api_key_enc",
+        "efota_client_secret": "efota_client_secret_enc",
+    }
+    SECRET_LABELS = {
+        "private_key": "keys.json private key",
+        "client_identifier": "Client Identifier",
+        "oauth_client_secret": "OAuth client secret",
+        "gen1_api_key": "Gen1 API key",
+        "efota_client_secret": "E-FOTA client secret",
+    }
+
+    name = models.CharField(max_length=100, unique=True)
+    region = models.CharField(max_length=2, choices=Region.choices, default=Region.EU)
+    environment = models.CharField(max_length=12, choices=Environment.choices, default=Environment.PRODUCTION)
+    kdp_generation = models.CharField(
+        "KDP generation", max_length=4, choices=Generation.choices, default=Generation.GEN2
+    )
+    auth_mode = models.CharField(max_length=12, choices=AuthMode.choices, default=AuthMode.KNOX_TOKEN)
+    reseller_id = models.CharField("reseller ID", max_length=50, blank=True)
+    vendor_id = models.CharField("vendor ID", max_length=50, blank=True, help_text="Two-tier provisioning only.")
+
+    # Blank means "the preset for this region and environment" (portal/knox/hosts.py).
+    kdp_url = models.URLField("KDP Gen2 base URL", blank=True)
+    kdp_gen1_url = models.URLField("KDP Gen1 base URL", blank=True)
+    guard_url = models.URLField("Knox Guard base URL", blank=True)
+    efota_url = models.URLField("E-FOTA base URL", blank=True)
+    auth_url = models.URLField("Auth base URL", blank=True)
+
+    # Public halves of the credentials: safe to show.
+    public_key = models.TextField(blank=True, help_text="keys.json Public (base64 SubjectPublicKeyInfo).")
+    key_identifier = models.CharField(max_length=100, blank=True, help_text="keys.json Identifier.")
+    oauth_client_id = models.CharField("OAuth client ID", max_length=200, blank=True)
+    oauth_scopes = models.CharField(
+        "OAuth scopes", max_length=300, blank=True, default="kdp.devices kdp.profilealias kdp.customers"
+    )
+    efota_client_id = models.CharField("E-FOTA client ID", max_length=200, blank=True)
+    efota_mdm_id = models.CharField("E-FOTA mdmId", max_length=50, blank=True)
+
+    # Ciphertexts (Fernet). Never rendered, never logged.
+    private_key_enc = models.TextField(blank=True, editable=False)
+    client_identifier_enc = models.TextField(blank=True, editable=False)
+    oauth_client_secret_enc = models.TextField(blank=True, editable=False)
+    gen1_api_key_enc = models.TextField(blank=True, editable=False)
+    efota_client_secret_enc = models.TextField(blank=True, editable=False)
+    # Bumped whenever a secret changes, so cached Knox tokens minted from the old credentials are not reused.
+    credentials_version = models.PositiveIntegerField(default=1, editable=False)
+
+    is_active = models.BooleanField(default=True)
+    last_test_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_test_ok = models.BooleanField(null=True, editable=False)
+    last_test_message = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # --- secrets ---------------------------------------------------------------------------------------------
+
+    def set_secret(self, name: str, value: str) -> None:
+        """Encrypt and store `value` (an empty value clears the secret). The caller saves."""
+        column = self.SECRET_FIELDS[name]
+        setattr(self, column, crypto.encrypt(value) if value else "")
+        self.credentials_version = (self.credentials_version or 0) + 1
+
+    def secret(self, name: str) -> str:
+        ciphertext = getattr(self, self.SECRET_FIELDS[name])
+        return crypto.decrypt(ciphertext) if ciphertext else ""
+
+    def has_secret(self, name: str) -> bool:
+        return bool(getattr(self, self.SECRET_FIELDS[name]))
+
+    def secrets_status(self) -> list[tuple[str, bool]]:
+        """(label, is set) pairs for display; never the values."""
+        return [(self.SECRET_LABELS[name], self.has_secret(name)) for name in self.SECRET_FIELDS]
+
+    def set_keys(self, keys: KnoxKeys) -> None:
+        """Store a validated keys.json (see portal.knox.auth.parse_keys_json)."""
+        self.set_secret("private_key", keys.private_b64)
+        self.public_key = keys.public_b64
+        self.key_identifier = keys.identifier
+
+    def keys(self) -> KnoxKeys | None:
+        from portal.knox.auth import KnoxKeys
+
+        if not self.has_secret("private_key") or not self.public_key:
+            return None
+        return KnoxKeys(
+            private_b64=self.secret("private_key"), public_b64=self.public_key, identifier=self.key_identifier
+        )
+
+    def rotate_secrets(self) -> int:
+        """Re-encrypt every stored secret with the current encryption key; returns how many were rewritten."""
+        n = 0
+        for column in self.SECRET_FIELDS.values():
+            ciphertext = getattr(self, column)
+            if ciphertext:
+                setattr(self, column, crypto.rotate(ciphertext))
+                n += 1
+        return n
+
+    # --- hosts and capabilities -------------------------------------------------------------------------------
+
+    def base_url(self, service: str) -> str:
+        override = getattr(self, hosts.OVERRIDE_FIELDS[service], "") if service in hosts.OVERRIDE_FIELDS else ""
+        if override:
+            return override.rstrip("/")
+        return hosts.preset(self.environment, self.region, service, auth_mode=self.auth_mode)
+
+    def missing_credentials(self, service: str) -> list[str]:
+        """What must still be configured before `service` can be called, in words (empty when ready)."""
+        missing: list[str] = []
+        needs_keys = (service == "guard") or (service == "kdp" and self.auth_mode == self.AuthMode.KNOX_TOKEN)
+        if service == "kdp" and self.kdp_generation == self.Generation.GEN1:
+            return ["This account uses KDP Gen1: use the Gen1 API, not Gen2"]
+        if service == "kdp_gen1":
+            if self.kdp_generation != self.Generation.GEN1:
+                return ["This account uses KDP Gen2; Gen1 calls are not allowed (Samsung: never mix generations)"]
+            if not self.has_secret("gen1_api_key"):
+                missing.append("the Gen1 API key (X-WSM-API-TOKEN)")
+        if needs_keys:
+            if not self.has_secret("private_key") or not self.public_key:
+                missing.append("keys.json (upload it on the account page)")
+            if not self.has_secret("client_identifier"):
+                missing.append("the Client Identifier")
+        oauth = service == "kdp" and self.auth_mode == self.AuthMode.OAUTH
+        if oauth and (not self.oauth_client_id or not self.has_secret("oauth_client_secret")):
+            missing.append("the OAuth client ID and secret")
+        if service == "efota":
+            if not self.efota_client_id or not self.has_secret("efota_client_secret"):
+                missing.append("the E-FOTA client ID and secret")
+            if not self.efota_mdm_id:
+                missing.append("the E-FOTA mdmId")
+        if service in ("kdp", "kdp_gen1") and not self.reseller_id:
+            missing.append("the reseller ID")
+        return missing
+
+    def kdp_service(self) -> str:
+        return "kdp_gen1" if self.kdp_generation == self.Generation.GEN1 else "kdp"
+
+    def record_test(self, ok: bool, message: str) -> None:
+        self.last_test_at = timezone.now()
+        self.last_test_ok = ok
+        self.last_test_message = message[:2000]
+        self.save(update_fields=["last_test_at", "last_test_ok", "last_test_message", "updated_at"])
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def unfinished(self) -> JobQuerySet:
+        return self.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
+
+
+class Job(models.Model):
+    """User-visible background work. The UI polls this row (never django-q2's tables).
+
+    Counters change through `add_progress()` with F() expressions so several workers can report at once, and
+    every change bumps `version`, the cursor the polling fragment uses to answer 204 when nothing moved.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Partially failed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED)
+
+    kind = models.CharField(max_length=40, help_text="What the job does, e.g. kdp.upload or guard.lock.")
+    title = models.CharField(max_length=200, blank=True)
+    account = models.ForeignKey(KnoxAccount, models.PROTECT, null=True, blank=True, related_name="jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True, help_text="Inputs of the job (never secrets).")
+    error_summary = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The jobs list (newest first, optionally by kind) and the dashboard's "recent jobs".
+            models.Index(fields=["kind", "-created_at"], name="job_kind_created_idx"),
+            # Stale-job detection scans unfinished jobs by heartbeat.
+            models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat_idx"),
+        ]
+        permissions = []
+
+    def __str__(self) -> str:
+        return f"Job #{self.pk} {self.kind}"
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def percent(self) -> int:
+        if self.is_finished and self.status != self.Status.CANCELLED:
+            return 100
+        if not self.total:
+            return 0
+        return min(100, int(100 * self.processed / self.total))
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def enqueue(self, func: str) -> None:
+        """Queue `func(job_pk)` on django-q2 once the surrounding transaction commits (rule F2)."""
+        pk = self.pk
+
+        def _send() -> None:
+            from django_q.tasks import async_task
+
+            task_id = async_task(func, pk, task_name=f"job-{pk}", group=self.kind)
+            Job.objects.filter(pk=pk).update(task_id=task_id or "")
+
+        transaction.on_commit(_send)
+
+    def mark_running(self) -> bool:
+        """Claim the job for a worker. A queued job starts; a running one (resumed after a crash) continues."""
+        now = timezone.now()
+        n = Job.objects.filter(pk=self.pk, status__in=(self.Status.QUEUED, self.Status.RUNNING)).update(
+            status=self.Status.RUNNING,
+            started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
+            heartbeat_at=now,
+            version=F("version") + 1,
+        )
+        self.refresh_from_db()
+        return n == 1
+
+    def set_total(self, total: int) -> None:
+        Job.objects.filter(pk=self.pk).update(total=total, version=F("version") + 1)
+        self.total = total
+
+    def add_progress(self, succeeded: int = 0, failed: int = 0) -> None:
+        Job.objects.filter(pk=self.pk).update(
+            succeeded=F("succeeded") + succeeded,
+            failed=F("failed") + failed,
+            heartbeat_at=timezone.now(),
+            version=F("version") + 1,
+        )
+
+    def heartbeat(self) -> None:
+        Job.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
+
+    def finish(self, error_summary: str = "") -> None:
+        """End a running job; its final status follows from the counters."""
+        self.refresh_from_db(fields=["succeeded", "failed", "total"])
+        if self.failed == 0 and not error_summary:
+            status = self.Status.SUCCEEDED
+        elif self.succeeded == 0:
+            status = self.Status.FAILED
+        else:
+            status = self.Status.PARTIAL
+        self._end(status, error_summary)
+
+    def fail(self, error_summary: str) -> None:
+        """End the job as failed with a reason the user can act on."""
+        self._end(self.Status.FAILED, error_summary)
+
+    def _end(self, status: str, error_summary: str) -> None:
+        now = timezone.now()
+        Job.objects.filter(pk=self.pk).exclude(status__in=self.FINISHED).update(
+            status=status, error_summary=error_summary[:5000], finished_at=now, heartbeat_at=now,
+            version=F("version") + 1,
+        )  # fmt: skip
+        self.refresh_from_db()
+
+    def cancel(self) -> bool:
+        """Cancel a job that no worker has started yet. Returns False when it is already running or finished."""
+        n = Job.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.CANCELLED, finished_at=timezone.now(), version=F("version") + 1
+        )
+        self.refresh_from_db()
+        return n == 1
+
+
+# Keys whose values never reach an audit summary, whatever the caller passes.
+_SECRET_KEY_RE = re.compile(
+    r"secret|passw|private|token|api_?key|apikey|client_?identifier|authori[sz]ation|cookie", re.I
+)
+REDACTED = "[redacted]"
+
+
+def scrub(value: Any) -> Any:
+    """Replace the values of secret-looking keys, recursively."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if _SECRET_KEY_RE.search(str(k)) else scrub(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
+class AppendOnlyError(Exception):
+    pass
+
+
+class AuditQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyError("The audit log is append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("The audit log is append-only")
+
+
+class AuditManager(models.Manager["AuditEvent"]):
+    def get_queryset(self) -> AuditQuerySet:
+        return AuditQuerySet(self.model, using=self._db)
+
+    def record(
+        self,
+        action: str,
+        *,
+        request: HttpRequest | None = None,
+        actor: Any = None,
+        target: models.Model | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append one event. `summary` is scrubbed of anything that looks like a secret."""
+        if actor is None and request is not None and request.user.is_authenticated:
+            actor = request.user
+        ip = None
+        if request is not None:
+            ip = request.META.get("REMOTE_ADDR") or None
+            if settings.AUDIT_TRUST_X_FORWARDED_FOR and request.META.get("HTTP_X_FORWARDED_FOR"):
+                ip = request.META["HTTP_X_FORWARDED_FOR"].split(",")[0].strip()
+        return self.create(
+            actor=actor if actor is not None and getattr(actor, "pk", None) else None,
+            actor_name=(actor.get_username() if actor is not None and hasattr(actor, "get_username") else "system"),
+            action=action,
+            target_type=target._meta.label_lower if target is not None else "",
+            target_id=str(target.pk) if target is not None else "",
+            target_repr=str(target)[:200] if target is not None else "",
+            summary=scrub(summary or {}),
+            ip=ip,
+        )
+
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what. Rows are never changed or removed through the ORM or the admin."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    # Kept so the log still names the person after their user is deleted.
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField("IP address", null=True, blank=True)
+
+    objects = AuditManager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The audit page: newest first, filtered by action or actor, or a target's timeline.
+            models.Index(fields=["-created_at"], name="audit_created_idx"),
+            models.Index(fields=["action", "-created_at"], name="audit_action_created_idx"),
+            models.Index(fields=["actor", "-created_at"], name="audit_actor_created_idx"),
+            models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.target_repr}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Audit events cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit events cannot be deleted")
+
+
+class RateLimitSlot(models.Model):
+    """Shared pacing state for one (account, service): the earliest time the next request may be sent.
+
+    Used by portal.knox.ratelimit when no Redis is configured. One row per key; every process reserves a send
+    time with a single conditional UPDATE inside a transaction, so N workers together keep the Knox limit.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    next_free = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,29 @@
+"""Audit of authentication events (the only signal handlers in the project; see portal/apps.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.dispatch import receiver
+
+from portal.models import AuditEvent
+
+
+@receiver(user_logged_in)
+def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    AuditEvent.objects.record("auth.login", request=request, actor=user)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is not None:
+        AuditEvent.objects.record("auth.logout", request=request, actor=user)
+
+
+@receiver(user_login_failed)
+def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
+    # Only the username is kept; the password never reaches the log (scrub() would redact it anyway).
+    AuditEvent.objects.record(
+        "auth.login_failed", request=request, summary={"username": str(credentials.get("username", ""))[:150]}
+    )
