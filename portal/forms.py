@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from portal.knox.auth import KeysFileError, KnoxKeys, parse_keys_json
+from portal.models import Job, KnoxAccount
+
+MAX_KEYS_FILE_BYTES = 64 * 1024
+
+
+def read_keys_file(upload: Any) -> KnoxKeys:
+    """Validate an uploaded keys.json; raises ValidationError with the reason in words."""
+    if upload.size > MAX_KEYS_FILE_BYTES:
+        raise ValidationError("This file is too large to be a keys.json (they are about 2 KB).")
+    try:
+        return parse_keys_json(upload.read())
+    except KeysFileError as e:
+        raise ValidationError(str(e)) from None
+
+
+def _formfield(field: Any, **kwargs: Any) -> Any:
+    # Knox hosts are https; say so explicitly rather than rely on Django's changing URLField default.
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
+class SecretInput(forms.PasswordInput):
+    """Write-only: the current value is never rendered back to the browser."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs={"autocomplete": "new-password", **(attrs or {})}, render_value=False)
+
+
+class KnoxAccountForm(forms.ModelForm):
+    """Create or edit a Knox account. Secret fields are write-only: leave blank to keep the stored value."""
+
+    client_identifier = forms.CharField(
+        label="Client Identifier", required=False, widget=SecretInput, max_length=4000,
+        help_text="From the Knox API portal. Leave blank to keep the stored one.",
+    )  # fmt: skip
+    keys_file = forms.FileField(
+        label="keys.json",
+        required=False,
+        help_text="As downloaded from the Knox API portal (Private, Public, Identifier).",
+    )
+    oauth_client_secret = forms.CharField(
+        label="OAuth client secret", required=False, widget=SecretInput, max_length=500
+    )
+    gen1_api_key = forms.CharField(
+        label="Gen1 API key (X-WSM-API-TOKEN)", required=False, widget=SecretInput, max_length=500
+    )
+    efota_client_secret = forms.CharField(
+        label="E-FOTA client secret", required=False, widget=SecretInput, max_length=500
+    )
+    clear_secrets = forms.MultipleChoiceField(
+        label="Remove stored secrets",
+        required=False,
+        choices=[(name, label) for name, label in KnoxAccount.SECRET_LABELS.items()],
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    SECRET_INPUTS = ("client_identifier", "oauth_client_secret", "gen1_api_key", "efota_client_secret")
+
+    class Meta:
+        model = KnoxAccount
+        formfield_callback = _formfield
+        fields = [
+            "name",
+            "environment",
+            "region",
+            "kdp_generation",
+            "auth_mode",
+            "reseller_id",
+            "vendor_id",
+            "kdp_url",
+            "kdp_gen1_url",
+            "guard_url",
+            "efota_url",
+            "auth_url",
+            "oauth_client_id",
+            "oauth_scopes",
+            "efota_client_id",
+            "efota_mdm_id",
+            "is_active",
+        ]
+
+    def clean_keys_file(self) -> KnoxKeys | None:
+        upload = self.cleaned_data.get("keys_file")
+        return read_keys_file(upload) if upload else None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        generation, auth_mode = data.get("kdp_generation"), data.get("auth_mode")
+        if generation == KnoxAccount.Generation.GEN1 and auth_mode not in (None, KnoxAccount.AuthMode.GEN1_KEY):
+            # Knox Guard still needs keys.json on a Gen1 account; the auth mode here is KDP's.
+            self.add_error("auth_mode", "A KDP Gen1 account authenticates with its static Gen1 key.")
+        if generation == KnoxAccount.Generation.GEN2 and auth_mode == KnoxAccount.AuthMode.GEN1_KEY:
+            self.add_error("auth_mode", "The Gen1 static key only works with KDP Gen1; pick a Gen2 sign-in method.")
+        return data
+
+    def save(self, commit: bool = True) -> KnoxAccount:
+        account: KnoxAccount = super().save(commit=False)
+        for name in self.cleaned_data.get("clear_secrets") or []:
+            account.set_secret(name, "")
+        for name in self.SECRET_INPUTS:
+            value = (self.cleaned_data.get(name) or "").strip()
+            if value:
+                account.set_secret(name, value)
+        keys = self.cleaned_data.get("keys_file")
+        if keys is not None:
+            account.set_keys(keys)
+        if commit:
+            account.save()
+        return account
+
+    def changed_summary(self) -> dict[str, Any]:
+        """What changed, for the audit log: field names only for secrets, never their values."""
+        changed = [f for f in self.changed_data if f not in (*self.SECRET_INPUTS, "keys_file", "clear_secrets")]
+        secrets = [f for f in self.SECRET_INPUTS if self.cleaned_data.get(f)]
+        if self.cleaned_data.get("keys_file") is not None:
+            secrets.append("keys.json")
+        # Key names avoid the word "secret": portal.models.scrub() would redact the lists themselves.
+        return {
+            "fields": changed,
+            "credentials_set": secrets,
+            "credentials_removed": self.cleaned_data.get("clear_secrets") or [],
+        }
+
+
+class KeysUploadForm(forms.Form):
+    keys_file = forms.FileField(label="keys.json")
+
+    def clean_keys_file(self) -> KnoxKeys:
+        return read_keys_file(self.cleaned_data["keys_file"])
+
+
+class JobFilterForm(forms.Form):
+    kind = forms.CharField(required=False, max_length=40)
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Job.Status.choices])
+    page = forms.IntegerField(required=False, min_value=1, max_value=100000)
+
+
+class JobPollForm(forms.Form):
+    """The polling cursor: the job version the browser last saw."""
+
+    v = forms.IntegerField(required=False, min_value=0)
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False, max_length=150, label="Who")
+    action = forms.CharField(required=False, max_length=64)
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    q = forms.CharField(required=False, max_length=200, label="Target")
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            self.add_error("date_to", "The end date is before the start date.")
+        return data
+
+    def bounds(self) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """The date range as aware datetimes: [start of date_from, start of the day after date_to)."""
+        tz = timezone.get_current_timezone()
+        start = self.cleaned_data.get("date_from")
+        end = self.cleaned_data.get("date_to")
+        return (
+            dt.datetime.combine(start, dt.time.min, tz) if start else None,
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tz) if end else None,
+        )

@@ -1,0 +1,329 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.middleware import HtmxDetails
+
+from portal import forms
+from portal.knox.checks import check_connection
+from portal.models import AuditEvent, Job, KnoxAccount
+
+logger = logging.getLogger(__name__)
+
+
+class PortalRequest(HttpRequest):
+    user: AbstractBaseUser | AnonymousUser
+    htmx: HtmxDetails
+
+
+ACCESS = "portal.access_portal"
+QUEUE = "portal.queue_jobs"
+MANAGE_ACCOUNTS = "portal.manage_accounts"
+
+
+def require_perm(perm: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """403 unless the logged-in user holds `perm` (LoginRequiredMiddleware has already sent anonymous users to
+    the login page)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.has_perm(perm):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        wrapped.required_perm = perm  # type: ignore[attr-defined]  # read by the URL-walking access test
+        return wrapped
+
+    return decorator
+
+
+def _get_job_for_user(request: PortalRequest, pk: int) -> Job:
+    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
+
+
+def _get_account_for_user(request: PortalRequest, pk: int) -> KnoxAccount:
+    return get_object_or_404(KnoxAccount, pk=pk)
+
+
+# --- health -------------------------------------------------------------------------------------------------
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the database and the task queue answer, 503 otherwise (for load balancers and monitors)."""
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        checks["database"] = "ok"
+    except Exception as e:
+        logger.warning("healthz: database check failed: %s", type(e).__name__)
+        checks["database"] = f"error: {type(e).__name__}"
+    try:
+        from django_q.brokers import get_broker
+
+        checks["queue"] = "ok" if get_broker().ping() else "error: no answer"
+    except Exception as e:
+        logger.warning("healthz: queue check failed: %s", type(e).__name__)
+        checks["queue"] = f"error: {type(e).__name__}"
+    healthy = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
+
+
+# --- dashboard and jobs -------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def dashboard(request: PortalRequest) -> HttpResponse:
+    recent = list(Job.objects.select_related("account", "created_by")[:10])
+    ctx = {
+        "recent_jobs": recent,
+        "jobs_polling": any(not job.is_finished for job in recent),
+        "job_counts": dict(Job.objects.values_list("status").annotate(n=Count("id")).order_by()),
+        "accounts": KnoxAccount.objects.filter(is_active=True),
+        "recent_events": AuditEvent.objects.select_related("actor")[:8],
+    }
+    if request.htmx:
+        return render(request, "portal/dashboard.html#recent-jobs", ctx)
+    return render(request, "portal/dashboard.html", ctx)
+
+
+@require_perm(ACCESS)
+@require_GET
+def jobs(request: PortalRequest) -> HttpResponse:
+    form = forms.JobFilterForm(request.GET)
+    qs = Job.objects.select_related("account", "created_by")
+    if form.is_valid():
+        if form.cleaned_data["kind"]:
+            qs = qs.filter(kind__startswith=form.cleaned_data["kind"])
+        if form.cleaned_data["status"]:
+            qs = qs.filter(status=form.cleaned_data["status"])
+    page = Paginator(qs, 50).get_page(form.cleaned_data.get("page") if form.is_valid() else 1)
+    ctx = {"form": form, "page": page, "kinds": Job.objects.values_list("kind", flat=True).distinct().order_by("kind")}
+    return render(request, "portal/jobs.html", ctx)
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def job_detail(request: PortalRequest, pk: int) -> HttpResponse:
+    job = _get_job_for_user(request, pk)
+    ctx = {"job": job, "can_cancel": request.user.has_perm(QUEUE) and job.status == Job.Status.QUEUED}
+    return render(request, "portal/job_detail.html", ctx)
+
+
+@require_perm(ACCESS)
+@require_GET
+@never_cache
+def job_progress(request: PortalRequest, pk: int) -> HttpResponse:
+    """The polled fragment. One query; 204 when the job has not changed since the version the browser has."""
+    form = forms.JobPollForm(request.GET)
+    seen = form.cleaned_data.get("v") if form.is_valid() else None
+    job = get_object_or_404(Job.objects.only(*JOB_PROGRESS_FIELDS), pk=pk)
+    if seen is not None and seen == job.version and not job.is_finished:
+        return HttpResponse(status=204)
+    return render(request, "portal/_job_progress.html", {"job": job})
+
+
+JOB_PROGRESS_FIELDS = (
+    "id", "kind", "title", "status", "total", "succeeded", "failed", "version", "error_summary",
+    "created_at", "started_at", "finished_at",
+)  # fmt: skip
+
+
+@require_perm(QUEUE)
+@require_POST
+def job_cancel(request: PortalRequest, pk: int) -> HttpResponse:
+    job = _get_job_for_user(request, pk)
+    if job.cancel():
+        AuditEvent.objects.record("job.cancel", request=request, target=job, summary={"kind": job.kind})
+        messages.success(request, f"Job #{job.pk} was cancelled before it started.")
+    else:
+        messages.error(
+            request, f"Job #{job.pk} is already {job.get_status_display().lower()}; only queued jobs can be cancelled."
+        )
+    return redirect("portal:job_detail", job.pk)
+
+
+# --- audit --------------------------------------------------------------------------------------------------
+
+AUDIT_PAGE_SIZE = 50
+
+
+@require_perm(ACCESS)
+@require_GET
+def audit(request: PortalRequest) -> HttpResponse:
+    """The audit log, newest first. Paged by an id cursor (`before`), never by COUNT/OFFSET, so it stays fast
+    however long the log grows."""
+    form = forms.AuditFilterForm(request.GET)
+    qs = AuditEvent.objects.select_related("actor").order_by("-id")
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["actor"]:
+            qs = qs.filter(actor_name__iexact=data["actor"])
+        if data["action"]:
+            qs = qs.filter(action__startswith=data["action"])
+        start, end = form.bounds()
+        if start:
+            qs = qs.filter(created_at__gte=start)
+        if end:
+            qs = qs.filter(created_at__lt=end)
+        if data["q"]:
+            qs = qs.filter(Q(target_repr__icontains=data["q"]) | Q(target_id=data["q"]))
+        if data["before"]:
+            qs = qs.filter(id__lt=data["before"])
+    else:
+        qs = qs.none()
+    events = list(qs[: AUDIT_PAGE_SIZE + 1])
+    more = len(events) > AUDIT_PAGE_SIZE
+    events = events[:AUDIT_PAGE_SIZE]
+    next_query = None
+    if more:
+        params = request.GET.copy()
+        params["before"] = events[-1].pk
+        next_query = params.urlencode()
+    ctx = {
+        "form": form,
+        "events": events,
+        "next_query": next_query,
+        "actions": AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200],
+    }
+    return render(request, "portal/audit.html", ctx)
+
+
+# --- Knox accounts ------------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_GET
+def accounts(request: PortalRequest) -> HttpResponse:
+    ctx = {"accounts": KnoxAccount.objects.all(), "can_manage": request.user.has_perm(MANAGE_ACCOUNTS)}
+    return render(request, "portal/accounts.html", ctx)
+
+
+@require_perm(ACCESS)
+@require_GET
+def account_detail(request: PortalRequest, pk: int) -> HttpResponse:
+    account = _get_account_for_user(request, pk)
+    can_manage = request.user.has_perm(MANAGE_ACCOUNTS)
+    ctx = {
+        "account": account,
+        "can_manage": can_manage,
+        "urls": [(label, account.base_url(service)) for service, label in _services(account)],
+        "keys_form": forms.KeysUploadForm() if can_manage else None,
+    }
+    return render(request, "portal/account_detail.html", ctx)
+
+
+def _services(account: KnoxAccount) -> list[tuple[str, str]]:
+    from portal.knox.hosts import SERVICE_LABELS
+
+    return [(s, SERVICE_LABELS[s]) for s in (account.kdp_service(), "guard", "efota", "auth")]
+
+
+@require_perm(MANAGE_ACCOUNTS)
+@require_http_methods(["GET", "POST"])
+def account_create(request: PortalRequest) -> HttpResponse:
+    form = forms.KnoxAccountForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        account = form.save()
+        AuditEvent.objects.record("account.create", request=request, target=account, summary=form.changed_summary())
+        messages.success(request, f"Knox account “{account}” created.")
+        return redirect("portal:account_detail", account.pk)
+    return render(request, "portal/account_form.html", {"form": form, "account": None})
+
+
+@require_perm(MANAGE_ACCOUNTS)
+@require_http_methods(["GET", "POST"])
+def account_edit(request: PortalRequest, pk: int) -> HttpResponse:
+    account = _get_account_for_user(request, pk)
+    form = forms.KnoxAccountForm(request.POST or None, request.FILES or None, instance=account)
+    if request.method == "POST" and form.is_valid():
+        account = form.save()
+        AuditEvent.objects.record("account.update", request=request, target=account, summary=form.changed_summary())
+        messages.success(request, f"Knox account “{account}” saved.")
+        return redirect("portal:account_detail", account.pk)
+    return render(request, "portal/account_form.html", {"form": form, "account": account})
+
+
+@require_perm(MANAGE_ACCOUNTS)
+@require_POST
+def account_keys(request: PortalRequest, pk: int) -> HttpResponse:
+    account = _get_account_for_user(request, pk)
+    form = forms.KeysUploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        account.set_keys(form.cleaned_data["keys_file"])
+        account.save()
+        AuditEvent.objects.record(
+            "account.keys_upload", request=request, target=account, summary={"identifier": account.key_identifier}
+        )
+        messages.success(request, "keys.json stored (encrypted). Use “Test connection” to check it against Knox.")
+    else:
+        for error in form.errors.get("keys_file", []):
+            messages.error(request, f"keys.json not stored: {error}")
+    return redirect("portal:account_detail", account.pk)
+
+
+@require_perm(MANAGE_ACCOUNTS)
+@require_POST
+def account_test(request: PortalRequest, pk: int) -> HttpResponse:
+    account = _get_account_for_user(request, pk)
+    results = run_connection_test(account, request)
+    ctx = {"account": account, "results": results}
+    if request.htmx:
+        return render(request, "portal/account_detail.html#test-results", ctx)
+    for r in results:
+        level = messages.SUCCESS if r.ok else messages.ERROR if r.ok is False else messages.INFO
+        messages.add_message(request, level, f"{r.label}: {r.message}")
+    return redirect("portal:account_detail", account.pk)
+
+
+def run_connection_test(account: KnoxAccount, request: HttpRequest) -> list[Any]:
+    """Run the checks, store the outcome on the account, audit it. Shared by the account page and the admin."""
+    results = check_connection(account)
+    tried = [r for r in results if r.ok is not None]
+    ok = bool(tried) and all(r.ok for r in tried)
+    account.record_test(ok, "\n".join(f"{r.label}: {r.message}" for r in results))
+    AuditEvent.objects.record(
+        "account.test_connection",
+        request=request,
+        target=account,
+        summary={"ok": ok, "results": [{"service": r.service, "ok": r.ok, "code": r.code} for r in results]},
+    )
+    return results
+
+
+def service_index(request: HttpRequest, *, service: str, title: str) -> HttpResponse:
+    """Landing page of a Knox service: which accounts can call it, and its recent jobs."""
+    accounts = [
+        (a, a.missing_credentials(a.kdp_service() if service == "kdp" else service))
+        for a in KnoxAccount.objects.filter(is_active=True)
+    ]
+    ctx = {
+        "title": title,
+        "service": service,
+        "accounts": accounts,
+        "jobs": Job.objects.filter(kind__startswith=f"{service}.").select_related("account", "created_by")[:20],
+    }
+    return render(request, "portal/service_index.html", ctx)
