@@ -1,0 +1,176 @@
+"""Knox accounts: creation with keys.json, write-only encrypted secrets, keys upload errors, test connection."""
+
+from __future__ import annotations
+
+import json
+
+import responses
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+
+from portal.models import AuditEvent, KnoxAccount
+from tests.base import BaseTestCase
+from tests.keys import keys_dict, keys_json
+
+CLIENT_ID = "cid-PLAINTEXT-4c1d"
+OAUTH_SECRET = "oauth-PLAINTEXT-9f2e"
+GEN1_KEY = "gen1-PLAINTEXT-77aa"
+EFOTA_SECRET = "efota-PLAINTEXT-31bb"
+
+
+def upload(content: bytes = b"", name: str = "keys.json") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content or keys_json(), content_type="application/json")
+
+
+class AccountsTestCase(BaseTestCase):
+    def form_data(self, **extra):
+        data = {
+            "name": "Acme EU",
+            "environment": "sandbox",
+            "region": "eu",
+            "kdp_generation": "gen2",
+            "auth_mode": "knox_token",
+            "reseller_id": "4600000925",
+            "oauth_scopes": "kdp.devices",
+            "oauth_client_id": "client-1",
+            "efota_client_id": "efota-1",
+            "efota_mdm_id": "d1e2f3g4h5",
+            "is_active": "on",
+            "client_identifier": CLIENT_ID,
+            "oauth_client_secret": OAUTH_SECRET,
+            "efota_client_secret": EFOTA_SECRET,
+        }
+        data.update(extra)
+        return data
+
+    def create(self) -> KnoxAccount:
+        self.client.force_login(self.admin)
+        r = self.client.post("/accounts/new/", {**self.form_data(), "keys_file": upload()})
+        account = KnoxAccount.objects.get(name="Acme EU")
+        self.assertRedirects(r, f"/accounts/{account.pk}/")
+        return account
+
+    def raw_row(self, pk: int) -> str:
+        with connection.cursor() as c:
+            c.execute("SELECT * FROM portal_knoxaccount WHERE id = %s", [pk])
+            return repr(c.fetchone())
+
+    def test_it_creates_an_account_with_encrypted_secrets(self):
+        account = self.create()
+        assert account.secret("client_identifier") == CLIENT_ID
+        assert account.secret("oauth_client_secret") == OAUTH_SECRET
+        assert account.secret("private_key") == keys_dict()["Private"]
+        assert account.public_key == keys_dict()["Public"]
+        assert account.key_identifier == "test-key-2048-0"
+        row = self.raw_row(account.pk)
+        for plaintext in (
+            CLIENT_ID,
+            OAUTH_SECRET,
+            EFOTA_SECRET,
+            keys_dict()["Private"][:60],
+            keys_dict()["Private"][-60:],
+        ):
+            assert plaintext not in row
+
+    def test_secrets_are_never_rendered_back(self):
+        account = self.create()
+        pages = [
+            f"/accounts/{account.pk}/",
+            f"/accounts/{account.pk}/edit/",
+            "/accounts/",
+            f"/admin/portal/knoxaccount/{account.pk}/change/",
+            "/admin/portal/knoxaccount/",
+            "/audit/",
+            "/admin/portal/auditevent/",
+        ]
+        for url in pages:
+            html = self.client.get(url).content.decode()
+            for plaintext in (CLIENT_ID, OAUTH_SECRET, EFOTA_SECRET, keys_dict()["Private"][:40]):
+                assert plaintext not in html, url
+        assert "set" in self.client.get(f"/accounts/{account.pk}/").content.decode()
+
+    def test_blank_secret_fields_keep_the_stored_value_and_clear_removes_it(self):
+        account = self.create()
+        data = self.form_data(
+            client_identifier="", oauth_client_secret="", efota_client_secret="", clear_secrets=["efota_client_secret"]
+        )
+        self.client.post(f"/accounts/{account.pk}/edit/", data)
+        account.refresh_from_db()
+        assert account.secret("client_identifier") == CLIENT_ID
+        assert account.secret("oauth_client_secret") == OAUTH_SECRET
+        assert not account.has_secret("efota_client_secret")
+
+    def test_audit_summaries_name_secrets_but_never_hold_them(self):
+        self.create()
+        event = AuditEvent.objects.get(action="account.create")
+        text = json.dumps(event.summary)
+        assert "client_identifier" in text and "keys.json" in text
+        for plaintext in (CLIENT_ID, OAUTH_SECRET, EFOTA_SECRET):
+            assert plaintext not in text
+
+    def test_a_bad_keys_file_is_refused_with_the_reason(self):
+        account = self.create()
+        r = self.client.post(f"/accounts/{account.pk}/keys/", {"keys_file": upload(b'{"Public": "x"}')}, follow=True)
+        self.assertContains(r, "keys.json lacks Private")
+        account.refresh_from_db()
+        assert account.secret("private_key") == keys_dict()["Private"]
+        r = self.client.post("/accounts/new/", {**self.form_data(name="Other"), "keys_file": upload(b"{oops")})
+        self.assertContains(r, "not valid JSON")
+        assert not KnoxAccount.objects.filter(name="Other").exists()
+
+    def test_uploading_new_keys_replaces_them(self):
+        account = self.create()
+        version = account.credentials_version
+        self.client.post(f"/accounts/{account.pk}/keys/", {"keys_file": upload(keys_json(n=1))})
+        account.refresh_from_db()
+        assert account.public_key == keys_dict(n=1)["Public"]
+        assert account.credentials_version > version
+        assert AuditEvent.objects.filter(action="account.keys_upload").count() == 1
+
+    def test_gen1_and_gen2_cannot_be_mixed(self):
+        self.client.force_login(self.admin)
+        r = self.client.post("/accounts/new/", self.form_data(kdp_generation="gen1", auth_mode="knox_token"))
+        self.assertContains(r, "authenticates with its static Gen1 key")
+        r = self.client.post("/accounts/new/", self.form_data(kdp_generation="gen2", auth_mode="gen1_key"))
+        self.assertContains(r, "only works with KDP Gen1")
+
+    def test_base_urls_follow_presets_and_overrides(self):
+        account = KnoxAccount(name="x", environment="production", region="us")
+        assert account.base_url("kdp") == "https://us-kcs-api.samsungknox.com/kcs/v1/rp"
+        assert account.base_url("guard") == "https://us-kcs-api.samsungknox.com/kcs/v1.1/kg"
+        assert account.base_url("kdp_gen1") == "https://us-be-reseller.samsungknox.com"
+        assert account.base_url("auth") == "https://us-kcs-api.samsungknox.com"
+        account.environment = "integration"
+        assert account.base_url("guard") == "https://us-kcs-api.samsungknox.com/integration"
+        account.auth_mode = "oauth"
+        assert account.base_url("auth") == "https://api.samsungknox.com"
+        assert account.base_url("kdp") == "https://api.samsungknox.com/kcs/v1/rp"
+        account.guard_url = "https://proxy.example.org/kg/"
+        assert account.base_url("guard") == "https://proxy.example.org/kg"
+
+    @responses.activate
+    def test_test_connection_reports_each_service(self):
+        with self.settings(
+            KNOX_SANDBOX_URL="http://knox.test", KNOX_KDP_RATE_LIMIT=0, KNOX_GUARD_RATE_LIMIT=0, KNOX_MAX_RETRIES=0
+        ):
+            account = self.create()
+            responses.post("http://knox.test/ams/v1/users/accesstoken", json={"accessToken": "a"})
+            responses.get("http://knox.test/kcs/v1/rp/customers", json={"totalCount": 5, "customers": []})
+            responses.get(
+                "http://knox.test/kcs/v1.1/kg/authorization",
+                status=401,
+                json={
+                    "result": "FAIL",
+                    "error": {"code": 4010000, "message": "AUTHORIZATION_FAIL", "reason": "Invalid Api Key"},
+                },
+            )
+            responses.post("http://knox.test/iam/auth/oauth/v2/token", json={"access_token": "e", "expires_in": 3600})
+            r = self.client.post(f"/accounts/{account.pk}/test/", headers={"HX-Request": "true"})
+        html = r.content.decode()
+        assert "<html" not in html
+        assert "5 customer(s) visible" in html
+        assert "Knox Guard rejected the credentials" in html and "4010000" in html
+        assert "token issued" in html
+        account.refresh_from_db()
+        assert account.last_test_ok is False and account.last_test_at is not None
+        assert AuditEvent.objects.filter(action="account.test_connection").exists()

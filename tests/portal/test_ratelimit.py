@@ -1,0 +1,110 @@
+"""Shared pacing: several processes together never exceed the per-account, per-service limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from portal.knox.ratelimit import RATE_LIMIT_HEADROOM, DatabaseSlotStore, RateLimiter
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_database_slots_are_spaced_by_the_interval(db):
+    store = DatabaseSlotStore()
+    slots = [store.reserve("acct:guard", 0.01, now=1000.0) for _ in range(5)]
+    assert slots == pytest.approx([1000.0, 1000.01, 1000.02, 1000.03, 1000.04])
+    # After an idle period the next slot is "now", not in the past.
+    assert store.reserve("acct:guard", 0.01, now=2000.0) == pytest.approx(2000.0)
+    # Keys are independent.
+    assert store.reserve("other:guard", 0.01, now=1000.0) == pytest.approx(1000.0)
+
+
+def test_unlimited_services_do_not_wait(db):
+    assert RateLimiter("k", 0).acquire() == 0.0
+
+
+WORKER = """
+import json, os, sys, time
+import django
+django.setup()
+from portal.knox.ratelimit import RateLimiter, RedisSlotStore, DatabaseSlotStore
+store = RedisSlotStore(os.environ["TEST_REDIS"]) if os.environ.get("TEST_REDIS") else DatabaseSlotStore()
+limiter = RateLimiter(os.environ["KEY"], float(os.environ["RATE"]), store=store)
+out = []
+for _ in range(int(os.environ["N"])):
+    limiter.acquire()
+    out.append(time.time())
+print(json.dumps(out))
+"""
+
+
+def run_processes(n_procs: int, per_proc: int, rate: float, env: dict[str, str]) -> list[float]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "portal.settings",
+                "N": str(per_proc),
+                "RATE": str(rate),
+                **env,
+            },
+        )
+        for _ in range(n_procs)
+    ]
+    times: list[float] = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        times.extend(json.loads(out))
+    return times
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379 (see DEVELOPERS.md to start it)")
+def test_processes_sharing_redis_keep_the_limit():
+    import uuid
+
+    key = f"test:{uuid.uuid4().hex}"
+    times = run_processes(3, 40, 60, {"TEST_REDIS": REDIS_URL, "KEY": key})
+    assert len(times) == 120
+    assert max_in_window(times) <= 60
+    # And they are not needlessly slow: 120 requests at 60/s (with headroom) take about two seconds.
+    assert max(times) - min(times) >= (119 / (60 * RATE_LIMIT_HEADROOM)) * 0.95
+
+
+@pytest.mark.slow
+def test_processes_sharing_a_sqlite_database_keep_the_limit(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/rl.sqlite3", "KEY": "1:kdp"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env={**os.environ, **env})
+    times = run_processes(3, 20, 30, env)
+    assert len(times) == 60
+    assert max_in_window(times) <= 30
