@@ -11,4 +11,4 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         # Login/logout are audited through Django's auth signals: they are the one hook that covers both the
         # portal's login page and the admin's.
-        from portal import signals  # noqa: F401
+        from portal import checks, signals  # noqa: F401

@@ -1,0 +1,122 @@
+"""Settings come from the environment through strict helpers; production refuses development secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from portal import settings as portal_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = {
+    "DEBUG": "False",
+    "SECRET_KEY": "x" * 20 + "-production-like-secret-key-for-tests-only-0123456789",
+    "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    "ALLOWED_HOSTS": "portal.example.com",
+}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEY", "FIELD_ENCRYPTION_KEYS")
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_passes_without_warnings_in_production():
+    r = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+    assert r.returncode == 0, r.stderr
+    assert "no issues" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("SECRET_KEY", "SECRET_KEY is missing or is the development placeholder"),
+        ("FIELD_ENCRYPTION_KEY", "FIELD_ENCRYPTION_KEY"),
+    ],
+)
+def test_production_refuses_missing_secrets(missing, message):
+    env = {k: v for k, v in PRODUCTION.items() if k != missing}
+    r = manage("check", env=env)
+    assert r.returncode != 0 and message in r.stderr
+
+
+def test_production_refuses_the_development_placeholders():
+    r = manage("check", env={**PRODUCTION, "SECRET_KEY": portal_settings.DEV_SECRET_KEY})
+    assert r.returncode != 0 and "development placeholder" in r.stderr
+    r = manage("check", env={**PRODUCTION, "FIELD_ENCRYPTION_KEY": portal_settings.DEV_FIELD_ENCRYPTION_KEY})
+    assert r.returncode != 0 and "development placeholder" in r.stderr
+
+
+def test_secrets_can_come_from_files(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(PRODUCTION["SECRET_KEY"] + "\n")
+    env = {**PRODUCTION, "SECRET_KEY_FILE": str(key_file)}
+    del env["SECRET_KEY"]
+    assert manage("check", env=env).returncode == 0
+    r = manage("check", env={**env, "SECRET_KEY_FILE": str(tmp_path / "absent")})
+    assert r.returncode != 0 and "SECRET_KEY_FILE" in r.stderr and "cannot be read" in r.stderr
+
+
+def test_a_malformed_encryption_key_is_reported():
+    r = manage("check", env={"FIELD_ENCRYPTION_KEY": "not-a-key"})
+    assert r.returncode != 0 and "portal.E001" in r.stderr
+
+
+def test_strict_helpers(monkeypatch):
+    monkeypatch.setenv("X_BOOL", "yes")
+    with pytest.raises(ImproperlyConfigured, match="use 'True' or 'False'"):
+        portal_settings.envbool("X_BOOL", "False")
+    monkeypatch.setenv("X_INT", "12a")
+    with pytest.raises(ImproperlyConfigured, match="whole number"):
+        portal_settings.envint("X_INT", "1")
+    monkeypatch.setenv("X_LIST", " a, ,b ,")
+    assert portal_settings.envlist("X_LIST", "") == ["a", "b"]
+    monkeypatch.setenv("X_SECRET", "plain")
+    assert portal_settings.envsecret("X_SECRET") == "plain"
+
+
+def test_database_url_parsing():
+    pg = portal_settings.database_from_url("postgres://user:p%40ss@db.example:5433/portal?sslmode=require")
+    assert pg["ENGINE"] == "django.db.backends.postgresql"
+    assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
+        "portal",
+        "user",
+        "p@ss",
+        "db.example",
+        "5433",
+    )
+    assert pg["OPTIONS"] == {"sslmode": "require"}
+    lite = portal_settings.database_from_url("sqlite:////tmp/x.sqlite3")
+    assert str(lite["NAME"]) == "/tmp/x.sqlite3"
+    with pytest.raises(ImproperlyConfigured, match="not supported"):
+        portal_settings.database_from_url("mysql://x/y")
+
+
+def test_redis_url_switches_queue_and_cache():
+    code = "from django.conf import settings as s; print(s.Q_CLUSTER.get('redis'), s.CACHES['default']['BACKEND'])"
+    r = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "REDIS_URL": "redis://127.0.0.1:6379/3"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert r.stdout.split() == ["redis://127.0.0.1:6379/3", "django.core.cache.backends.redis.RedisCache"]
