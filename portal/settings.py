@@ -82,7 +82,7 @@ def database_from_url(url: str) -> dict[str, object]:
             "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", "60"),
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": options,
-            "TEST": {"NAME": os.environ.get("DATABASE_TEST_NAME") or None},
+            "TEST": {"NAME": env("DATABASE_TEST_NAME") or None},
         }
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path or sqlite:////absolute/path
@@ -105,7 +105,24 @@ def sqlite_database(path: Path) -> dict[str, object]:
     }
 
 
+def load_dotenv(path: Path) -> None:
+    """Read KEY=VALUE lines from `.env` into the environment; real environment variables win."""
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip().strip("'\"")
+        if value:  # an empty line in a copied .env.example means "use the default"
+            os.environ.setdefault(key.strip(), value)
+
+
 TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
+
+if not TESTING:
+    load_dotenv(BASE_DIR / ".env")
 
 SECRET_KEY = envsecret("SECRET_KEY", DEV_SECRET_KEY)
 DEBUG = envbool("DEBUG", "True")
@@ -259,7 +276,7 @@ STORAGES = {
 # serves the collected, hashed and compressed files from STATIC_ROOT (`manage.py collectstatic`).
 WHITENOISE_USE_FINDERS = DEBUG or TESTING
 WHITENOISE_AUTOREFRESH = DEBUG or TESTING
-MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+MEDIA_ROOT = BASE_DIR / env("MEDIA_ROOT", "var/media")  # relative paths are taken from the project folder
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(5 * 1024 * 1024))
 
 # --- Knox ---------------------------------------------------------------------------------------------------
