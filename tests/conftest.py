@@ -13,3 +13,26 @@ def _isolated_redis(settings):
 
         cache.clear()
     yield
+
+
+@pytest.fixture
+def knox_sandbox(tmp_path, settings):
+    """A real Knox sandbox on an ephemeral loopback port; accounts with environment "sandbox" point at it."""
+    from sandbox.testing import running_sandbox
+
+    with running_sandbox(tmp_path / "knox-sandbox", process_delay=0.2) as server:
+        settings.KNOX_SANDBOX_URL = server.url
+        yield server
+
+
+@pytest.fixture
+def sandbox_account(knox_sandbox, db):
+    """The portal account `make run` would create, imported from the running sandbox's credentials.json."""
+    import io
+
+    from django.core.management import call_command
+
+    from portal.models import KnoxAccount
+
+    call_command("import_sandbox_account", str(knox_sandbox.credentials_path.parent), stdout=io.StringIO())
+    return KnoxAccount.objects.get(name="Sandbox")
