@@ -67,6 +67,25 @@ class KnoxAccountForm(forms.ModelForm):
     )
 
     SECRET_INPUTS = ("client_identifier", "oauth_client_secret", "gen1_api_key", "efota_client_secret")
+    SECTIONS = (
+        (
+            "Account",
+            ("name", "environment", "region", "kdp_generation", "auth_mode", "reseller_id", "vendor_id", "is_active"),
+        ),
+        ("Knox Cloud token", ("keys_file", "client_identifier")),
+        ("OAuth 2.0 (KDP Gen2)", ("oauth_client_id", "oauth_client_secret", "oauth_scopes")),
+        ("KDP Gen1", ("gen1_api_key",)),
+        ("E-FOTA", ("efota_client_id", "efota_client_secret", "efota_mdm_id")),
+        (
+            "Base URL overrides (leave blank for the region's preset)",
+            ("kdp_url", "kdp_gen1_url", "guard_url", "efota_url", "auth_url"),
+        ),
+        ("Remove stored secrets", ("clear_secrets",)),
+    )
+
+    def sections(self) -> list[tuple[str, list[Any]]]:
+        """The bound fields grouped for display (every field appears exactly once)."""
+        return [(title, [self[name] for name in names]) for title, names in self.SECTIONS]
 
     class Meta:
         model = KnoxAccount

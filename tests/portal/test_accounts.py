@@ -174,3 +174,11 @@ class AccountsTestCase(BaseTestCase):
         account.refresh_from_db()
         assert account.last_test_ok is False and account.last_test_at is not None
         assert AuditEvent.objects.filter(action="account.test_connection").exists()
+
+
+def test_the_account_form_shows_every_field_once():
+    from portal.forms import KnoxAccountForm
+
+    form = KnoxAccountForm()
+    shown = [bound.name for _, fields in form.sections() for bound in fields]
+    assert sorted(shown) == sorted(form.fields)
