@@ -16,6 +16,9 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
+from guard.constants import KG_MAX_REQUESTS_PER_SECOND
+from kdp.constants import KDP_MAX_REQUESTS_PER_SECOND
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Values that only ever make sense on a developer's machine. With DEBUG off the portal refuses to start while
@@ -295,8 +298,8 @@ KNOX_MAX_RATE_LIMITED_RETRIES = envint("KNOX_MAX_RATE_LIMITED_RETRIES", "30")
 KNOX_BACKOFF_BASE = envfloat("KNOX_BACKOFF_BASE", "0.5")
 KNOX_BACKOFF_MAX = envfloat("KNOX_BACKOFF_MAX", "30")
 # Requests per second per account and service, shared by every process. 0 switches pacing off.
-KNOX_GUARD_RATE_LIMIT = envfloat("KNOX_GUARD_RATE_LIMIT", "100")
-KNOX_KDP_RATE_LIMIT = envfloat("KNOX_KDP_RATE_LIMIT", "10")
+KNOX_GUARD_RATE_LIMIT = envfloat("KNOX_GUARD_RATE_LIMIT", str(KG_MAX_REQUESTS_PER_SECOND))
+KNOX_KDP_RATE_LIMIT = envfloat("KNOX_KDP_RATE_LIMIT", str(KDP_MAX_REQUESTS_PER_SECOND))
 KNOX_EFOTA_RATE_LIMIT = envfloat("KNOX_EFOTA_RATE_LIMIT", "10")
 
 # Behind a reverse proxy the audit log takes the client address from the first X-Forwarded-For entry.

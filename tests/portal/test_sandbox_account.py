@@ -100,3 +100,19 @@ def test_a_dead_knox_is_reported_not_retried_forever(sandbox_account, settings):
     settings.KNOX_BACKOFF_BASE = 0.01
     with pytest.raises(errors.KnoxUnavailable, match="refused"):
         KnoxSession(sandbox_account).request("guard", "GET", "/authorization", idempotent=True)
+
+
+def test_admin_action_tests_the_connection(sandbox_account, client):
+    from tests.base import make_user
+
+    admin = make_user("root", "admin", is_staff=True)
+    client.force_login(admin)
+    r = client.post(
+        "/admin/portal/knoxaccount/",
+        {"action": "test_connection", "_selected_action": [sandbox_account.pk]},
+        follow=True,
+    )
+    assert r.status_code == 200
+    assert "Sandbox: KDP Gen2: 5 customer(s) visible" in r.content.decode()
+    sandbox_account.refresh_from_db()
+    assert sandbox_account.last_test_ok is True

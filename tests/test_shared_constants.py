@@ -1,0 +1,45 @@
+"""knox-api.md §6: every undocumented value lives in one named constant in the client and, with the same name
+and value, in the sandbox. This is the one place that imports both sides."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import sandbox.constants as sandbox_constants
+from guard import constants as guard_constants
+from kdp import constants as kdp_constants
+from portal.knox import auth as portal_auth
+
+CLIENT_MODULES = [portal_auth, kdp_constants, guard_constants]
+SHARED = [
+    (portal_auth, "KNOX_ACCESS_TOKEN_VALIDITY_MINUTES"),
+    (kdp_constants, "KDP_MAX_REQUESTS_PER_SECOND"),
+    (guard_constants, "KG_MAX_REQUESTS_PER_SECOND"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), SHARED, ids=[name for _, name in SHARED])
+def test_client_and_sandbox_agree(module, name):
+    assert getattr(module, name) == getattr(sandbox_constants, name)
+
+
+def test_every_section_6_constant_the_client_declares_is_compared():
+    """A client constant that also exists in the sandbox must be in SHARED, so none drifts unnoticed."""
+    compared = {name for _, name in SHARED}
+    for module in CLIENT_MODULES:
+        for name in dir(module):
+            if name.isupper() and hasattr(sandbox_constants, name):
+                assert name in compared, f"{module.__name__}.{name} is shared with the sandbox but not compared"
+
+
+@pytest.mark.skipif(
+    bool({"KNOX_KDP_RATE_LIMIT", "KNOX_GUARD_RATE_LIMIT"} & set(os.environ)),
+    reason="rate limits overridden by the environment",
+)
+def test_default_rate_limits_follow_the_constants():
+    from portal import settings as portal_settings
+
+    assert portal_settings.KNOX_KDP_RATE_LIMIT == kdp_constants.KDP_MAX_REQUESTS_PER_SECOND
+    assert portal_settings.KNOX_GUARD_RATE_LIMIT == guard_constants.KG_MAX_REQUESTS_PER_SECOND
