@@ -4,6 +4,7 @@ log, the shared rate-limit slots and the role permissions."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -222,9 +223,21 @@ class JobQuerySet(models.QuerySet["Job"]):
     def unfinished(self) -> JobQuerySet:
         return self.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
 
+    def stale(self) -> JobQuerySet:
+        """Running jobs whose worker stopped renewing its lease (killed, crashed, host lost)."""
+        return self.filter(status=Job.Status.RUNNING, lease_until__lt=timezone.now())
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now; the current one must stop without touching it."""
+
 
 class Job(models.Model):
     """User-visible background work. The UI polls this row (never django-q2's tables).
+
+    Exactly one worker works on a job at a time: it must `claim()` a lease first and keep renewing it with
+    `heartbeat()`. A worker that dies stops renewing; `portal.tasks.resume_stale_jobs` (a django-q2 schedule)
+    then queues the job's task again, and the new worker resumes from what is recorded.
 
     Counters change through `add_progress()` with F() expressions so several workers can report at once, and
     every change bumps `version`, the cursor the polling fragment uses to answer 204 when nothing moved.
@@ -239,6 +252,8 @@ class Job(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED)
+    # A worker renews its lease at least this often while it works (see heartbeat()).
+    LEASE_SECONDS = 60
 
     kind = models.CharField(max_length=40, help_text="What the job does, e.g. kdp.upload or guard.lock.")
     title = models.CharField(max_length=200, blank=True)
@@ -250,7 +265,10 @@ class Job(models.Model):
     failed = models.PositiveIntegerField(default=0)
     params = models.JSONField(default=dict, blank=True, help_text="Inputs of the job (never secrets).")
     error_summary = models.TextField(blank=True)
+    func = models.CharField(max_length=100, blank=True, help_text="Dotted path of the task that runs the job.")
     task_id = models.CharField(max_length=64, blank=True)
+    lease_owner = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -264,13 +282,12 @@ class Job(models.Model):
         indexes = [
             # The jobs list (newest first, optionally by kind) and the dashboard's "recent jobs".
             models.Index(fields=["kind", "-created_at"], name="job_kind_created_idx"),
-            # Stale-job detection scans unfinished jobs by heartbeat.
-            models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat_idx"),
+            # resume_stale_jobs scans running jobs by lease expiry.
+            models.Index(fields=["status", "lease_until"], name="job_status_lease_idx"),
         ]
-        permissions = []
 
     def __str__(self) -> str:
-        return f"Job #{self.pk} {self.kind}"
+        return f"Job #{self.pk} {self.title or self.kind}"
 
     @property
     def processed(self) -> int:
@@ -290,27 +307,44 @@ class Job(models.Model):
 
     def enqueue(self, func: str) -> None:
         """Queue `func(job_pk)` on django-q2 once the surrounding transaction commits (rule F2)."""
-        pk = self.pk
+        if self.func != func:
+            self.func = func
+            Job.objects.filter(pk=self.pk).update(func=func)
+        transaction.on_commit(lambda: self.send())
 
-        def _send() -> None:
-            from django_q.tasks import async_task
+    def send(self) -> None:
+        """Hand the job's task to the queue now (used by enqueue() and by resume_stale_jobs)."""
+        from django_q.tasks import async_task
 
-            task_id = async_task(func, pk, task_name=f"job-{pk}", group=self.kind)
-            Job.objects.filter(pk=pk).update(task_id=task_id or "")
+        task_id = async_task(self.func, self.pk, task_name=f"job-{self.pk}-{timezone.now():%H%M%S%f}", group=self.kind)
+        Job.objects.filter(pk=self.pk).update(task_id=task_id or "")
 
-        transaction.on_commit(_send)
-
-    def mark_running(self) -> bool:
-        """Claim the job for a worker. A queued job starts; a running one (resumed after a crash) continues."""
+    def claim(self, owner: str) -> bool:
+        """Take the job's lease for worker `owner`. False when it is finished or another worker holds it."""
         now = timezone.now()
-        n = Job.objects.filter(pk=self.pk, status__in=(self.Status.QUEUED, self.Status.RUNNING)).update(
-            status=self.Status.RUNNING,
-            started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
-            heartbeat_at=now,
-            version=F("version") + 1,
+        n = (
+            Job.objects.filter(pk=self.pk, status__in=(self.Status.QUEUED, self.Status.RUNNING))
+            .filter(models.Q(lease_until__isnull=True) | models.Q(lease_until__lt=now) | models.Q(lease_owner=owner))
+            .update(
+                status=self.Status.RUNNING,
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=self.LEASE_SECONDS),
+                started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
+                heartbeat_at=now,
+                version=F("version") + 1,
+            )
         )
         self.refresh_from_db()
         return n == 1
+
+    def heartbeat(self, owner: str) -> None:
+        """Renew the lease; raise LeaseLost if another worker has taken the job over."""
+        now = timezone.now()
+        n = Job.objects.filter(pk=self.pk, lease_owner=owner, status=self.Status.RUNNING).update(
+            lease_until=now + timedelta(seconds=self.LEASE_SECONDS), heartbeat_at=now
+        )
+        if n != 1:
+            raise LeaseLost(f"job {self.pk} is no longer held by this worker")
 
     def set_total(self, total: int) -> None:
         Job.objects.filter(pk=self.pk).update(total=total, version=F("version") + 1)
@@ -323,9 +357,6 @@ class Job(models.Model):
             heartbeat_at=timezone.now(),
             version=F("version") + 1,
         )
-
-    def heartbeat(self) -> None:
-        Job.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
 
     def finish(self, error_summary: str = "") -> None:
         """End a running job; its final status follows from the counters."""
@@ -346,7 +377,7 @@ class Job(models.Model):
         now = timezone.now()
         Job.objects.filter(pk=self.pk).exclude(status__in=self.FINISHED).update(
             status=status, error_summary=error_summary[:5000], finished_at=now, heartbeat_at=now,
-            version=F("version") + 1,
+            lease_owner="", lease_until=None, version=F("version") + 1,
         )  # fmt: skip
         self.refresh_from_db()
 

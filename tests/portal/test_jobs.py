@@ -9,13 +9,13 @@ from tests.base import BaseTestCase
 class JobModelTestCase(BaseTestCase):
     def test_lifecycle_and_final_status_from_counters(self):
         job = Job.objects.create(kind="kdp.upload", created_by=self.operator)
-        assert job.mark_running() and job.status == Job.Status.RUNNING and job.started_at
+        assert job.claim("w1") and job.status == Job.Status.RUNNING and job.started_at
         job.set_total(10)
         job.add_progress(succeeded=7)
         job.add_progress(failed=3)
         job.finish()
         assert job.status == Job.Status.PARTIAL and job.processed == 10 and job.percent == 100
-        assert not job.mark_running()  # a finished job is not claimed again
+        assert not job.claim("w1")  # a finished job is not claimed again
 
     def test_final_status_variants(self):
         ok = Job.objects.create(kind="k")
@@ -34,13 +34,13 @@ class JobModelTestCase(BaseTestCase):
         job = Job.objects.create(kind="k")
         assert job.cancel() and job.status == Job.Status.CANCELLED
         running = Job.objects.create(kind="k")
-        running.mark_running()
+        running.claim("w1")
         assert not running.cancel()
 
     def test_every_change_bumps_the_version(self):
         job = Job.objects.create(kind="k")
         v = [job.version]
-        job.mark_running()
+        job.claim("w1")
         v.append(job.version)
         job.add_progress(succeeded=1)
         job.refresh_from_db()
@@ -57,6 +57,7 @@ class JobModelTestCase(BaseTestCase):
             send.assert_not_called()
         send.assert_called_once()
         assert send.call_args.args == ("portal.tasks.noop", job.pk)
+        assert Job.objects.get(pk=job.pk).func == "portal.tasks.noop"
         job.refresh_from_db()
         assert job.task_id == "task-1"
 
@@ -65,7 +66,7 @@ class JobPagesTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.job = Job.objects.create(kind="kdp.upload", title="Upload 10 devices", total=10, created_by=self.operator)
-        self.job.mark_running()
+        self.job.claim("w1")
         self.url = f"/jobs/{self.job.pk}/"
         self.progress_url = f"/jobs/{self.job.pk}/progress/"
 
@@ -135,3 +136,76 @@ class JobPagesTestCase(BaseTestCase):
         self.assertContains(r, 'hx-trigger="every 3s"')
         r = self.client.get("/", headers={"HX-Request": "true"})
         assert b"<html" not in r.content and b'id="recent-jobs"' in r.content
+
+
+class JobLeaseTestCase(BaseTestCase):
+    def test_one_worker_at_a_time_and_takeover_after_expiry(self):
+        from datetime import timedelta
+
+        import pytest
+        from django.utils import timezone
+
+        from portal.models import LeaseLost
+
+        job = Job.objects.create(kind="k")
+        assert job.claim("a")
+        assert not Job.objects.get(pk=job.pk).claim("b")
+        Job.objects.filter(pk=job.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+        assert list(Job.objects.stale()) == [job]
+        assert Job.objects.get(pk=job.pk).claim("b")
+        with pytest.raises(LeaseLost):
+            job.heartbeat("a")
+        job.heartbeat("b")
+
+    def test_run_job_records_knox_failures_and_reraises_bugs(self):
+        import pytest
+
+        from portal.knox.errors import KnoxUnavailable
+        from portal.tasks import run_job
+
+        def dead_knox(job, owner):
+            raise KnoxUnavailable("The connection to Knox failed (refused or reset)")
+
+        job = Job.objects.create(kind="k")
+        run_job(job.pk, dead_knox)
+        job.refresh_from_db()
+        assert job.status == Job.Status.FAILED and "connection to Knox failed" in job.error_summary
+
+        def bug(job, owner):
+            raise ZeroDivisionError
+
+        job2 = Job.objects.create(kind="k")
+        with pytest.raises(ZeroDivisionError):
+            run_job(job2.pk, bug)
+        job2.refresh_from_db()
+        assert job2.status == Job.Status.FAILED and "Internal error (ZeroDivisionError)" in job2.error_summary
+
+    def test_run_job_leaves_finished_jobs_alone(self):
+        from portal.tasks import run_job
+
+        job = Job.objects.create(kind="k")
+        job.cancel()
+        calls = []
+        run_job(job.pk, lambda j, o: calls.append(j))
+        assert calls == []
+
+    def test_stale_jobs_are_queued_again(self):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from portal.tasks import resume_stale_jobs
+
+        job = Job.objects.create(kind="kdp.upload", func="kdp.tasks.run_upload")
+        job.claim("dead-worker")
+        assert resume_stale_jobs() == 0
+        Job.objects.filter(pk=job.pk).update(lease_until=timezone.now() - timedelta(seconds=5))
+        with mock.patch("django_q.tasks.async_task", return_value="t2") as send:
+            assert resume_stale_jobs() == 1
+        assert send.call_args.args == ("kdp.tasks.run_upload", job.pk)
+
+    def test_the_resume_schedule_exists(self):
+        from django_q.models import Schedule
+
+        s = Schedule.objects.get(func="portal.tasks.resume_stale_jobs")
+        assert s.schedule_type == Schedule.MINUTES and s.minutes == 1 and s.repeats == -1

@@ -1,0 +1,60 @@
+"""Running jobs in django-q2 workers: the lease-holding wrapper every job task uses, and the schedule that
+resumes jobs whose worker died."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+from portal.knox.errors import KnoxError
+from portal.models import Job, LeaseLost
+
+logger = logging.getLogger(__name__)
+
+JobWork = Callable[[Job, str], None]
+
+
+def run_job(job_pk: int, work: JobWork) -> None:
+    """Claim job `job_pk` and run `work(job, owner)` under its lease.
+
+    1. A finished job, or one another live worker holds, is left alone (duplicate deliveries are harmless).
+    2. `work` calls `job.heartbeat(owner)` as it goes and ends the job itself (finish/fail).
+    3. A Knox failure that escapes `work` (Knox unreachable after bounded retries, credentials refused) ends
+       the job as failed with Knox's explanation: the reason is the job's record, nothing is lost.
+    4. Anything unexpected also ends the job as failed, then is re-raised so the worker logs the traceback
+       (style rule F6: never swallow exceptions in workers).
+    """
+    job = Job.objects.get(pk=job_pk)
+    if job.is_finished:
+        return
+    owner = uuid.uuid4().hex
+    if not job.claim(owner):
+        logger.info("job %s is held by another worker; this delivery does nothing", job_pk)
+        return
+    try:
+        work(job, owner)
+    except LeaseLost:
+        logger.warning("job %s was taken over by another worker; stopping here", job_pk)
+    except KnoxError as e:
+        logger.warning("job %s failed: %s", job_pk, e)
+        job.fail(str(e))
+    except Exception as e:
+        job.fail(f"Internal error ({type(e).__name__}); the details are in the worker log. Nothing further was sent.")
+        raise
+    else:
+        job.refresh_from_db()
+        if not job.is_finished:
+            job.finish()
+
+
+def resume_stale_jobs() -> int:
+    """Queue again every running job whose lease expired (its worker was killed or lost). Runs on a schedule
+    (migration portal 0005) and is safe to run at any time: a job still held by a live worker is skipped by
+    `claim()`."""
+    n = 0
+    for job in Job.objects.stale().exclude(func=""):
+        logger.warning("job %s (%s) lost its worker; queueing it again to resume", job.pk, job.kind)
+        job.send()
+        n += 1
+    return n
