@@ -1,7 +1,53 @@
-"""KDP values Samsung does not document: one named constant each, with the same name and value as in the
-sandbox (knox-api.md §6). tests/test_shared_constants.py keeps the two in step."""
+"""KDP values Samsung does not document (knox-api.md §6): one named constant each, with the same name and value
+as in the sandbox. tests/test_shared_constants.py keeps the two in step; when Samsung documents a value, change
+both and record the source in knox-api.md."""
 
 from __future__ import annotations
 
-# §6 q11: no published KDP rate limit; Knox Configure documents 10 requests/s per token.
+# q1: devices per upload/delete request; larger uploads are split into chunks of at most this many.
+KDP_MAX_DEVICES_PER_REQUEST = 1000
+# q2: `type` literals; MEIDs cannot be uploaded.
+KDP_DEVICE_TYPE_IMEI = "IMEI"
+KDP_DEVICE_TYPE_SERIAL = "SN"
+# q3: members of a ProfileAliasObject, and the service they name.
+KDP_PROFILE_ALIAS_SERVICE_KEY = "service"
+KDP_PROFILE_ALIAS_NAME_KEY = "aliasName"
+KDP_TARGET_SERVICE_KME = "KME"
+# q4: the profile-alias call takes these as headers (since July 2020); the answer is [{aliasName, profileId}].
+KDP_PROFILE_ALIAS_HEADERS = ("resellerId", "customerId")
+# q5: the immediate answer to upload/delete; the client relies only on 2xx.
+KDP_ACCEPTED_STATE = "Progress"
+KDP_SUCCESS_CODE = 2000000
+# q6: status query parameters.
+KDP_STATUS_QUERY_PARAMS = ("transactionId",)
+# q7: states after which a transaction no longer changes; give up polling after this long.
+KDP_TERMINAL_STATES = ("Complete", "Rejected")
+KDP_POLL_TIMEOUT_SECONDS = 3600
+# q8: we send uuid4().hex (32 characters).
+KDP_TRANSACTION_ID_MAX_LENGTH = 32
+# q9: device-list paging.
+KDP_PAGE_SIZE = 1000
+# q10: the documented list key is `mei`; take the first present.
+KDP_LIST_IMEI_KEYS = ("imei", "mei")
+# q11: no published KDP rate limit; Knox Configure documents 10 requests/s per token.
 KDP_MAX_REQUESTS_PER_SECOND = 10
+# q12: HTTP status of each KDP code (§3.10); 4092100's status is not documented, 409 follows its digits.
+KDP_ERROR_HTTP_STATUS = {
+    2000000: 200,
+    40000004: 400,
+    40000011: 400,
+    40000044: 400,
+    4012250: 401,
+    40300000: 403,
+    40400001: 404,
+    50000000: 500,
+    4002101: 400,
+    4042104: 404,
+    4092100: 409,
+}
+
+# Portal-side choices (not shared with the sandbox).
+# First status poll this long after a chunk was accepted, then backing off by POLL_BACKOFF up to POLL_MAX_INTERVAL.
+POLL_FIRST_DELAY_SECONDS = 1.0
+POLL_BACKOFF = 1.5
+POLL_MAX_INTERVAL_SECONDS = 30.0

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlparse
 from django.core.exceptions import ImproperlyConfigured
 
 from guard.constants import KG_MAX_REQUESTS_PER_SECOND
-from kdp.constants import KDP_MAX_REQUESTS_PER_SECOND
+from kdp.constants import KDP_MAX_DEVICES_PER_REQUEST, KDP_MAX_REQUESTS_PER_SECOND
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -304,6 +304,12 @@ KNOX_EFOTA_RATE_LIMIT = envfloat("KNOX_EFOTA_RATE_LIMIT", "10")
 
 # Behind a reverse proxy the audit log takes the client address from the first X-Forwarded-For entry.
 AUDIT_TRUST_X_FORWARDED_FOR = envbool("AUDIT_TRUST_X_FORWARDED_FOR", "False")
+
+# Spreadsheets staff upload (KDP and Knox Guard): refused above these sizes, with a message saying so.
+SPREADSHEET_MAX_BYTES = envint("SPREADSHEET_MAX_BYTES", str(20 * 1024 * 1024))
+SPREADSHEET_MAX_ROWS = envint("SPREADSHEET_MAX_ROWS", "200000")
+# Devices per KDP request; capped at KDP_MAX_DEVICES_PER_REQUEST (knox-api.md §6 q1).
+KDP_CHUNK_SIZE = envint("KDP_CHUNK_SIZE", str(KDP_MAX_DEVICES_PER_REQUEST))
 
 # --- Security -----------------------------------------------------------------------------------------------
 

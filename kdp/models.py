@@ -1,0 +1,478 @@
+"""KDP records: customers and their KME profile aliases (synced from Knox), staged spreadsheets, devices,
+Knox transactions (one per chunk) and each device's outcome in each transaction, and reconcile reports.
+
+Scale: built for a million devices. Device lists page by keyset (never COUNT/OFFSET), identifier search is a
+range scan on an index, and per-customer device counts are kept on the customer row by the jobs that change them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Count
+from django.utils import timezone
+
+from portal.models import AuditEvent, Job, KnoxAccount
+
+
+class Customer(models.Model):
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="kdp_customers")
+    customer_id = models.CharField("Knox customer ID", max_length=50)
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=40, blank=True, help_text="As Knox reports it, e.g. Verified or Pending.")
+    # Kept up to date by upload/delete jobs, so pages never count a million devices.
+    device_count = models.PositiveIntegerField(default=0)
+    last_upload_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    present_in_knox = models.BooleanField(default=True, help_text="False when the last sync no longer found it.")
+
+    class Meta:
+        ordering = ["name", "customer_id"]
+        constraints = [
+            # sync_customers upserts on this pair.
+            models.UniqueConstraint(fields=["account", "customer_id"], name="kdp_customer_account_id_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.customer_id} ({self.customer_id})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status.lower() == "pending"
+
+    def recount(self) -> None:
+        self.device_count = Device.objects.filter(customer=self, state=Device.State.REGISTERED).count()
+        self.save(update_fields=["device_count"])
+
+
+class ProfileAlias(models.Model):
+    customer = models.ForeignKey(Customer, models.CASCADE, related_name="aliases")
+    name = models.CharField(max_length=200)
+    profile_id = models.CharField(max_length=100, blank=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["customer", "name"], name="kdp_alias_customer_name_uniq")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Upload(models.Model):
+    """A spreadsheet as staged for preview: its rows are parsed once into UploadRow, then confirmed into a job."""
+
+    class Operation(models.TextChoices):
+        UPLOAD = "upload", "Register devices"
+        DELETE = "delete", "Delete devices"
+
+    class Status(models.TextChoices):
+        PARSING = "parsing", "Reading the file"
+        READY = "ready", "Ready for review"
+        REFUSED = "refused", "File refused"
+        SUBMITTED = "submitted", "Submitted"
+
+    account = models.ForeignKey(KnoxAccount, models.PROTECT, related_name="kdp_uploads")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
+    operation = models.CharField(max_length=6, choices=Operation.choices, default=Operation.UPLOAD)
+    filename = models.CharField(max_length=255)
+    file = models.FileField(upload_to="kdp/uploads/%Y/%m/", max_length=300)
+    sheet = models.CharField(max_length=100, blank=True)
+    device_column = models.CharField(max_length=200, blank=True)
+    allow_bad_check_digit = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PARSING)
+    error = models.TextField(blank=True, help_text="Why the file was refused, in words.")
+    notices = models.JSONField(default=list, blank=True)
+    sheets = models.JSONField(default=list, blank=True)
+    columns = models.JSONField(default=list, blank=True, help_text="Candidate device columns [header text].")
+    rows_total = models.PositiveIntegerField(default=0)
+    valid = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    duplicate = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    conflicts = models.PositiveIntegerField(default=0, help_text="Valid in form but refused by local records.")
+    parse_job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.get_operation_display().lower()})"
+
+    def count_rows(self) -> None:
+        """Recompute the counters from the staged rows (one grouped query)."""
+        counts = dict(self.rows.values_list("status").annotate(n=Count("id")).order_by())
+        self.valid = counts.get(UploadRow.Status.VALID, 0)
+        self.invalid = counts.get(UploadRow.Status.INVALID, 0)
+        self.duplicate = counts.get(UploadRow.Status.DUPLICATE, 0)
+        self.skipped = counts.get(UploadRow.Status.SKIPPED, 0)
+        self.conflicts = sum(counts.get(s, 0) for s in UploadRow.CONFLICTS)
+        self.rows_total = sum(counts.values())
+
+    @property
+    def problems(self) -> int:
+        return self.invalid + self.duplicate + self.conflicts
+
+    def start_parsing(self, user: Any) -> Job:
+        """Queue the job that reads the file into rows (the preview polls it)."""
+        job = Job.objects.create(
+            kind="kdp.parse", title=f"Read {self.filename}", account=self.account, created_by=user,
+            params={"upload": self.pk},
+        )  # fmt: skip
+        Upload.objects.filter(pk=self.pk).update(parse_job=job, status=Upload.Status.PARSING)
+        self.parse_job, self.status = job, Upload.Status.PARSING
+        job.enqueue("kdp.tasks.parse_upload")
+        return job
+
+    def submit(
+        self,
+        *,
+        user: Any,
+        customer: Customer,
+        profile_alias: str = "",
+        order_no: str = "",
+        order_time: int | None = None,
+        request: Any = None,
+    ) -> Job:
+        """Queue the upload/delete of the valid rows to `customer`. Only a READY upload can be submitted, once."""
+        params = {
+            "upload": self.pk, "customer": customer.pk, "profile_alias": profile_alias, "order_no": order_no,
+            "order_time": order_time,
+        }  # fmt: skip
+        verb = "Register" if self.operation == self.Operation.UPLOAD else "Delete"
+        job = Job.objects.create(
+            kind=f"kdp.{self.operation}", account=self.account, created_by=user, params=params, total=self.valid,
+            title=f"{verb} {self.valid} device{'s' if self.valid != 1 else ''} for {customer.name or customer.customer_id}",
+        )  # fmt: skip
+        if (
+            Upload.objects.filter(pk=self.pk, status=Upload.Status.READY).update(
+                status=Upload.Status.SUBMITTED, job=job
+            )
+            != 1
+        ):
+            job.delete()
+            raise ValueError("This spreadsheet was already submitted or is not ready.")
+        AuditEvent.objects.record(
+            f"kdp.{self.operation}", request=request, actor=user, target=job,
+            summary={"file": self.filename, "devices": self.valid, "customer": customer.customer_id,
+                     "profile_alias": profile_alias, "order_no": order_no, "skipped_rows": self.problems + self.skipped},
+        )  # fmt: skip
+        job.enqueue("kdp.tasks.run_transfer")
+        return job
+
+
+class UploadRow(models.Model):
+    class Status(models.TextChoices):
+        VALID = "valid", "Valid"
+        INVALID = "invalid", "Invalid"
+        DUPLICATE = "duplicate", "Duplicate in file"
+        SKIPPED = "skipped", "Empty, skipped"
+        # Checks against the portal's own records (uploads only): not submitted.
+        REGISTERED = "registered", "Already registered"
+        IN_FLIGHT = "inflight", "Another job is handling it"
+
+    CONFLICTS = (Status.REGISTERED, Status.IN_FLIGHT)
+
+    upload = models.ForeignKey(Upload, models.CASCADE, related_name="rows")
+    row_number = models.PositiveIntegerField()
+    raw = models.CharField(max_length=100, blank=True)
+    value = models.CharField(max_length=40, blank=True)
+    kind = models.CharField(max_length=6, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    reason = models.CharField(max_length=400, blank=True)
+    suggestion = models.CharField(max_length=40, blank=True)
+    order_no = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=60, blank=True)
+
+    class Meta:
+        ordering = ["row_number"]
+        indexes = [
+            # The preview table filters by status and pages by row number.
+            models.Index(fields=["upload", "status", "row_number"], name="kdp_uprow_status_idx"),
+            models.Index(fields=["upload", "row_number"], name="kdp_uprow_number_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"row {self.row_number}: {self.raw}"
+
+
+class DeviceQuerySet(models.QuerySet["Device"]):
+    def matching(self, account: KnoxAccount | None, filters: dict[str, Any]) -> DeviceQuerySet:
+        """The device-list filter, from plain values (they are stored in job params for "delete all matching").
+
+        Keys: q (identifier prefix), customer (pk), state, model, job (last upload/delete job), date_from and
+        date_to (ISO dates, on registered_at).
+        """
+        qs = self.filter(account=account) if account is not None else self.all()
+        if filters.get("q"):
+            qs = qs.search(str(filters["q"]))
+        if filters.get("customer"):
+            qs = qs.filter(customer_id=int(filters["customer"]))
+        if filters.get("state"):
+            qs = qs.filter(state=filters["state"])
+        if filters.get("model"):
+            qs = qs.filter(model=filters["model"])
+        if filters.get("job"):
+            qs = qs.filter(last_transaction__job_id=int(filters["job"]))
+        tz = timezone.get_current_timezone()
+        if filters.get("date_from"):
+            start = datetime.combine(date.fromisoformat(filters["date_from"]), time.min, tz)
+            qs = qs.filter(registered_at__gte=start)
+        if filters.get("date_to"):
+            end = datetime.combine(date.fromisoformat(filters["date_to"]) + timedelta(days=1), time.min, tz)
+            qs = qs.filter(registered_at__lt=end)
+        return qs
+
+    def search(self, text: str) -> DeviceQuerySet:
+        """Identifier prefix search as a range scan, which every database serves from the unique index."""
+        prefix = "".join(ch for ch in text.upper() if ch.isalnum())
+        if not prefix:
+            return self
+        return self.filter(identifier__gte=prefix, identifier__lt=prefix + "\uffff")
+
+
+class Device(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Being registered"
+        REGISTERED = "registered", "Registered"
+        FAILED = "failed", "Not registered"
+        DELETED = "deleted", "Deleted"
+
+    class Kind(models.TextChoices):
+        IMEI = "imei", "IMEI"
+        SERIAL = "serial", "Serial number"
+
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="kdp_devices")
+    identifier = models.CharField(max_length=20, help_text="The IMEI or serial number registered with Knox.")
+    kind = models.CharField(max_length=6, choices=Kind.choices)
+    imei = models.CharField(max_length=20, blank=True)
+    serial_number = models.CharField(max_length=20, blank=True)
+    meid = models.CharField(max_length=20, blank=True)
+    model = models.CharField(max_length=60, blank=True)
+    customer = models.ForeignKey(Customer, models.SET_NULL, null=True, blank=True, related_name="devices")
+    profile_alias = models.CharField(max_length=200, blank=True)
+    order_no = models.CharField(max_length=100, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    knox_state = models.CharField(max_length=40, blank=True, help_text="Knox's own state, e.g. Verified.")
+    # The job currently working on this device (upload, delete), so a second job does not race it.
+    pending_job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    last_transaction = models.ForeignKey("Transaction", models.SET_NULL, null=True, blank=True, related_name="+")
+    last_code = models.CharField(max_length=20, blank=True)
+    last_message = models.CharField(max_length=400, blank=True)
+    # Stamped by reconcile jobs: a registered device not stamped by a run was not in Knox's list.
+    seen_in_knox_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = DeviceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # Upserts from jobs and the identifier prefix search (DeviceQuerySet.search) rely on this index.
+            models.UniqueConstraint(fields=["account", "identifier"], name="kdp_device_account_ident_uniq"),
+        ]
+        indexes = [
+            # Device list: newest first, optionally one customer and/or state (keyset on id).
+            models.Index(fields=["customer", "state", "-id"], name="kdp_device_cust_state_idx"),
+            models.Index(fields=["state", "-id"], name="kdp_device_state_idx"),
+            # Search across accounts by identifier prefix.
+            models.Index(fields=["identifier"], name="kdp_device_identifier_idx"),
+            models.Index(fields=["model", "-id"], name="kdp_device_model_idx"),
+            models.Index(fields=["registered_at"], name="kdp_device_registered_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.identifier
+
+
+def new_transaction_id() -> str:
+    return uuid.uuid4().hex  # 32 characters: KDP_TRANSACTION_ID_MAX_LENGTH
+
+
+class Transaction(models.Model):
+    """One Knox transaction: a chunk of at most KDP_MAX_DEVICES_PER_REQUEST devices.
+
+    The transactionId is generated and stored (state PREPARED) before anything is sent, so a retry after a crash
+    re-sends the same id instead of creating a second registration.
+    """
+
+    class State(models.TextChoices):
+        PREPARED = "prepared", "Prepared"
+        SUBMITTED = "submitted", "Sent, in progress at Knox"
+        COMPLETE = "complete", "Complete"
+        REJECTED = "rejected", "Rejected by Knox"
+        FAILED = "failed", "Not accepted"
+
+    TERMINAL = (State.COMPLETE, State.REJECTED, State.FAILED)
+
+    account = models.ForeignKey(KnoxAccount, models.PROTECT, related_name="kdp_transactions")
+    job = models.ForeignKey(Job, models.CASCADE, related_name="kdp_transactions")
+    sequence = models.PositiveIntegerField(help_text="Order of the chunk within its job.")
+    transaction_id = models.CharField(max_length=32, default=new_transaction_id)
+    operation = models.CharField(max_length=6, choices=Upload.Operation.choices)
+    generation = models.CharField(max_length=4)
+    customer = models.ForeignKey(Customer, models.PROTECT, related_name="transactions")
+    device_type = models.CharField(max_length=4)
+    profile_alias = models.CharField(max_length=200, blank=True)
+    order_no = models.CharField(max_length=100, blank=True)
+    order_time = models.BigIntegerField(null=True, blank=True)
+    device_count = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARED)
+    knox_state = models.CharField(max_length=20, blank=True)
+    knox_code = models.CharField(max_length=20, blank=True)
+    knox_message = models.TextField(blank=True)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Set (and committed) just before the first send: a PREPARED transaction with this set may already be at
+    # Knox, so a resumed job asks Knox for its status before sending it again.
+    send_attempted_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveIntegerField(default=0)
+    raw_status = models.JSONField(null=True, blank=True, help_text="Knox's last status answer for this transaction.")
+
+    class Meta:
+        ordering = ["-created_at", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "transaction_id"], name="kdp_tx_account_txid_uniq"),
+            models.UniqueConstraint(fields=["job", "sequence"], name="kdp_tx_job_sequence_uniq"),
+        ]
+        indexes = [
+            # The dashboard chart sums registrations per day.
+            models.Index(fields=["operation", "completed_at"], name="kdp_tx_op_completed_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.transaction_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+class TransactionDevice(models.Model):
+    """A device's outcome in one transaction (and so in one job)."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    transaction = models.ForeignKey(Transaction, models.CASCADE, related_name="devices")
+    job = models.ForeignKey(Job, models.CASCADE, related_name="+")
+    identifier = models.CharField(max_length=20)
+    row_number = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=9, choices=Outcome.choices, default=Outcome.PENDING)
+    code = models.CharField(max_length=20, blank=True)
+    message = models.CharField(max_length=100, blank=True)
+    data = models.CharField(max_length=400, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Job results table: one job's devices, filtered by outcome, in order.
+            models.Index(fields=["job", "outcome", "id"], name="kdp_txdev_job_outcome_idx"),
+            models.Index(fields=["transaction", "outcome"], name="kdp_txdev_tx_outcome_idx"),
+            # Device timeline.
+            models.Index(fields=["identifier"], name="kdp_txdev_identifier_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.identifier}: {self.outcome}"
+
+    def explanation(self) -> str:
+        from portal.knox.errors import explain
+
+        if self.outcome != self.Outcome.FAILED:
+            return ""
+        return explain(self.code, fallback=self.message or self.data)
+
+
+class ReconcileItem(models.Model):
+    """One difference between Knox's device list and the portal's, found by a reconcile job."""
+
+    class Drift(models.TextChoices):
+        ONLY_IN_KNOX = "knox_only", "In Knox, not in the portal"
+        ONLY_LOCAL = "local_only", "In the portal, not in Knox"
+        OTHER_CUSTOMER = "customer", "Different customer"
+
+    job = models.ForeignKey(Job, models.CASCADE, related_name="kdp_drift")
+    identifier = models.CharField(max_length=20)
+    drift = models.CharField(max_length=10, choices=Drift.choices)
+    knox_customer_id = models.CharField(max_length=50, blank=True)
+    local_customer_id = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=60, blank=True)
+
+    class Meta:
+        ordering = ["drift", "identifier"]
+        indexes = [models.Index(fields=["job", "drift", "identifier"], name="kdp_drift_job_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.identifier}: {self.get_drift_display()}"
+
+
+def queue_retry(job: Job, *, user: Any, request: Any = None) -> Job:
+    """Queue a new job for just the failed devices of a finished upload/delete job."""
+    failed = TransactionDevice.objects.filter(job=job, outcome=TransactionDevice.Outcome.FAILED).count()
+    if not job.is_finished or job.kind not in ("kdp.upload", "kdp.delete") or not failed:
+        raise ValueError("Only a finished upload or delete job with failed devices can be retried.")
+    first = job.kdp_transactions.order_by("sequence").first()
+    params = {"retry_of": job.pk, "profile_alias": first.profile_alias if first else "", "order_no": job.params.get("order_no", ""),
+              "order_time": job.params.get("order_time")}  # fmt: skip
+    retry = Job.objects.create(
+        kind=job.kind, account=job.account, created_by=user, params=params, total=failed,
+        title=f"Retry {failed} failed device{'s' if failed != 1 else ''} of job #{job.pk}",
+    )  # fmt: skip
+    AuditEvent.objects.record(
+        "kdp.retry", request=request, actor=user, target=retry, summary={"retry_of": job.pk, "devices": failed}
+    )
+    retry.enqueue("kdp.tasks.run_transfer")
+    return retry
+
+
+def queue_delete_matching(account: KnoxAccount, filters: dict[str, Any], *, user: Any, request: Any = None) -> Job:
+    """Queue the deletion of every registered device matching the device-list filter."""
+    n = Device.objects.matching(account, filters).filter(state=Device.State.REGISTERED).exclude(customer=None).count()
+    if not n:
+        raise ValueError("No registered device matches this filter.")
+    job = Job.objects.create(
+        kind="kdp.delete", account=account, created_by=user, params={"filter": filters}, total=n,
+        title=f"Delete {n} device{'s' if n != 1 else ''} from the device list",
+    )  # fmt: skip
+    AuditEvent.objects.record(
+        "kdp.delete", request=request, actor=user, target=job, summary={"filter": filters, "devices": n}
+    )
+    job.enqueue("kdp.tasks.run_transfer")
+    return job
+
+
+def queue_customer_sync(account: KnoxAccount, *, user: Any, request: Any = None) -> Job:
+    job = Job.objects.create(
+        kind="kdp.customers", title=f"Refresh customers of {account}", account=account, created_by=user
+    )
+    AuditEvent.objects.record(
+        "kdp.customers_refresh", request=request, actor=user, target=job, summary={"account": account.pk}
+    )
+    job.enqueue("kdp.tasks.sync_customers")
+    return job
+
+
+def queue_reconcile(account: KnoxAccount, *, user: Any, request: Any = None, via: str = "portal") -> Job:
+    job = Job.objects.create(
+        kind="kdp.reconcile", title=f"Reconcile {account} with Knox", account=account, created_by=user
+    )
+    AuditEvent.objects.record(
+        "kdp.reconcile", request=request, actor=user, target=job, summary={"account": account.pk, "via": via}
+    )
+    job.enqueue("kdp.tasks.run_reconcile")
+    return job

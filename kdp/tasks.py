@@ -1,0 +1,674 @@
+"""KDP background work (django-q2 tasks; each takes a Job primary key).
+
+- `parse_upload`: read a staged spreadsheet into UploadRow records with verdicts and local-record checks.
+- `run_transfer`: upload or delete devices at Knox, chunk by chunk, and record every device's outcome.
+- `sync_customers`: refresh customers and their KME profile aliases from Knox.
+- `run_reconcile`: page through Knox's device list and report drift from the portal's records.
+
+How a transfer stays exactly-once (knox-api.md §3; issue "crash safety"):
+1. Plan: in one database transaction, split the devices into chunks of at most KDP_CHUNK_SIZE, give each
+   chunk a Transaction with a fresh transactionId (state PREPARED) and its TransactionDevice rows, and mark
+   the devices as handled by this job. Nothing is sent before the plan is committed.
+2. Send a PREPARED chunk: commit `send_attempted_at` first, then PUT with the stored transactionId. A chunk
+   that was being sent when a worker died is first looked up at Knox by its transactionId; if Knox has it, it
+   is never sent again.
+3. Poll SUBMITTED chunks until Knox says Complete/Rejected, then apply the outcome in one database
+   transaction: device outcomes, device records, the chunk's state and the job's counters together.
+The job's lease (portal.models.Job.claim) makes sure only one worker does this at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from kdp.client import KdpClient, Submission, TransactionStatus, device_type_for
+from kdp.constants import (
+    KDP_MAX_DEVICES_PER_REQUEST,
+    KDP_POLL_TIMEOUT_SECONDS,
+    POLL_BACKOFF,
+    POLL_FIRST_DELAY_SECONDS,
+    POLL_MAX_INTERVAL_SECONDS,
+)
+from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice, Upload, UploadRow
+from portal import spreadsheets
+from portal.knox import errors
+from portal.models import Job
+from portal.tasks import run_job
+
+logger = logging.getLogger(__name__)
+
+STAGE_BATCH = 5000
+ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
+# Whole-request refusals that will refuse every other chunk of the job the same way.
+JOB_LEVEL_CODES = {"40000011", "4042104", "40400001", "40300000", "4002101", "4010000"}
+UNKNOWN_OUTCOME_CODE = "UNKNOWN"
+
+
+def chunk_size() -> int:
+    return max(1, min(settings.KDP_CHUNK_SIZE, KDP_MAX_DEVICES_PER_REQUEST))
+
+
+# --- parsing ------------------------------------------------------------------------------------------------
+
+
+def parse_upload(job_pk: int) -> None:
+    run_job(job_pk, _parse)
+
+
+def _parse(job: Job, owner: str) -> None:
+    upload = Upload.objects.select_related("account").get(pk=job.params["upload"])
+    stage_upload(upload, job=job, owner=owner)
+    job.refresh_from_db()
+    job.add_progress(succeeded=upload.rows_total)
+    if upload.status == Upload.Status.REFUSED:
+        job.fail(upload.error)
+    else:
+        job.finish()
+
+
+def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> Upload:
+    """Read the file into UploadRow records (replacing any earlier staging) and count them.
+
+    A refused file leaves no rows and a sentence in `upload.error`; nothing is half-staged: rows go in inside
+    one database transaction.
+    """
+    try:
+        with transaction.atomic():
+            upload.rows.all().delete()
+            with spreadsheets.open_spreadsheet(
+                Path(upload.file.path),
+                upload.filename,
+                max_bytes=settings.SPREADSHEET_MAX_BYTES,
+                max_rows=settings.SPREADSHEET_MAX_ROWS,
+                sheet=upload.sheet or None,
+                device_column=upload.device_column or None,
+                allow_bad_check_digit=upload.allow_bad_check_digit,
+            ) as sheet:
+                upload.sheets = list(sheet.sheets)
+                upload.sheet = sheet.sheet or ""
+                upload.columns = [c.header for c in sheet.candidates]
+                upload.device_column = sheet.device_column.header if sheet.device_column else ""
+                upload.notices = list(sheet.notices)
+                batch: list[UploadRow] = []
+                for row in sheet.iter_rows():
+                    batch.append(_staged_row(upload, row))
+                    if len(batch) >= STAGE_BATCH:
+                        _check_and_insert(upload, batch)
+                        batch = []
+                        if job is not None:
+                            job.heartbeat(owner)
+                _check_and_insert(upload, batch)
+    except spreadsheets.SpreadsheetError as e:
+        upload.status = Upload.Status.REFUSED
+        upload.error = e.message
+        upload.sheets = list(getattr(e, "sheets", []) or upload.sheets)
+        upload.columns = list(getattr(e, "headers", []) or [])
+        upload.rows_total = upload.valid = upload.invalid = upload.duplicate = upload.skipped = upload.conflicts = 0
+        upload.save()
+        return upload
+    upload.count_rows()
+    upload.status = Upload.Status.READY if upload.valid else Upload.Status.REFUSED
+    upload.error = "" if upload.valid else "No row holds a device that can be submitted; see the reasons below."
+    upload.save()
+    return upload
+
+
+def _staged_row(upload: Upload, row: spreadsheets.Row) -> UploadRow:
+    verdict = row.verdict
+    status = {
+        spreadsheets.Status.VALID: UploadRow.Status.VALID,
+        spreadsheets.Status.INVALID: UploadRow.Status.INVALID,
+        spreadsheets.Status.DUPLICATE: UploadRow.Status.DUPLICATE,
+        spreadsheets.Status.SKIPPED: UploadRow.Status.SKIPPED,
+    }[row.status]
+    reason = row.message
+    if status == UploadRow.Status.VALID and verdict.kind == "meid":
+        # knox-api.md §6 q2: KDP takes IMEIs and serial numbers only.
+        status = UploadRow.Status.INVALID
+        reason = "this is a MEID; Knox Deployment Program registers IMEIs and serial numbers, so use the device's IMEI"
+    return UploadRow(
+        upload=upload,
+        row_number=row.number,
+        raw=str(row.raw)[:100],
+        value=verdict.value[:40] if status == UploadRow.Status.VALID else "",
+        kind=str(verdict.kind or "")[:6],
+        status=status,
+        reason=reason[:400],
+        suggestion=(verdict.suggestion or "")[:40],
+        order_no=str(row.extra.get("order_no", ""))[:100],
+        model=str(row.extra.get("model", ""))[:60],
+    )
+
+
+def _check_and_insert(upload: Upload, rows: list[UploadRow]) -> None:
+    """Compare valid rows with the portal's records, then insert the batch."""
+    values = [r.value for r in rows if r.status == UploadRow.Status.VALID]
+    if values:
+        known = {
+            d["identifier"]: d
+            for d in Device.objects.filter(account=upload.account, identifier__in=values).values(
+                "identifier",
+                "state",
+                "customer__name",
+                "customer__customer_id",
+                "pending_job_id",
+                "pending_job__status",
+            )
+        }
+        for r in rows:
+            d = known.get(r.value) if r.status == UploadRow.Status.VALID else None
+            if d is None:
+                continue
+            if d["pending_job_id"] and d["pending_job__status"] in ACTIVE:
+                r.status = UploadRow.Status.IN_FLIGHT
+                r.reason = f"job #{d['pending_job_id']} is already working on this device; wait for it to finish"
+            elif upload.operation == Upload.Operation.UPLOAD and d["state"] == Device.State.REGISTERED:
+                r.status = UploadRow.Status.REGISTERED
+                r.reason = (
+                    f"already registered to {d['customer__name'] or d['customer__customer_id']} "
+                    f"({d['customer__customer_id']}); delete it there first to move it"
+                )
+    UploadRow.objects.bulk_create(rows, batch_size=STAGE_BATCH)
+
+
+# --- planning -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    identifier: str
+    kind: str  # "imei" | "serial"
+    customer_pk: int
+    row_number: int | None = None
+    order_no: str = ""
+    model: str = ""
+
+
+def plan_items(job: Job) -> Iterator[PlanItem]:
+    """The devices a transfer job acts on, from its source: a staged upload, a failed-device retry or a selection."""
+    p = job.params
+    if "upload" in p:
+        rows = UploadRow.objects.filter(upload_id=p["upload"], status=UploadRow.Status.VALID).order_by("row_number")
+        for r in rows.values_list("value", "kind", "row_number", "order_no", "model").iterator(chunk_size=5000):
+            yield PlanItem(r[0], r[1], p["customer"], r[2], r[3], r[4])
+    elif "retry_of" in p:
+        failed = TransactionDevice.objects.filter(job_id=p["retry_of"], outcome=TransactionDevice.Outcome.FAILED)
+        rows = failed.values_list("identifier", "row_number", "transaction__customer_id", "transaction__device_type")
+        for identifier, row_number, customer_pk, device_type in rows.order_by("id").iterator(chunk_size=5000):
+            kind = "imei" if device_type == "IMEI" else "serial"
+            yield PlanItem(identifier, kind, p.get("customer") or customer_pk, row_number)
+    elif "filter" in p:
+        # Delete from the device list: the registered devices matching the filter when the job was queued.
+        qs = (
+            Device.objects.matching(job.account, p["filter"])
+            .filter(state=Device.State.REGISTERED)
+            .exclude(customer=None)
+        )
+        for identifier, kind, customer_pk in (
+            qs.values_list("identifier", "kind", "customer_id").order_by("id").iterator(chunk_size=5000)
+        ):
+            yield PlanItem(identifier, kind, customer_pk)
+    else:
+        raise ValueError(f"job {job.pk} has no device source")
+
+
+def plan(job: Job) -> int:
+    """Create every chunk's Transaction and TransactionDevice rows, and claim the devices, in one transaction.
+
+    Devices another active job is working on are recorded as failed outcomes straight away (they are not sent),
+    so the job's counters always add up to its total.
+    """
+    account = job.account
+    p = job.params
+    operation = "upload" if job.kind == "kdp.upload" else "delete"
+    now = timezone.now()
+    with transaction.atomic():
+        groups: dict[tuple[int, str], list[PlanItem]] = defaultdict(list)
+        for item in plan_items(job):
+            groups[(item.customer_pk, item.kind)].append(item)
+        total = sum(len(items) for items in groups.values())
+        sequence = 0
+        busy_total = 0
+        for (customer_pk, kind), items in groups.items():
+            for start in range(0, len(items), chunk_size()):
+                chunk = items[start : start + chunk_size()]
+                identifiers = [i.identifier for i in chunk]
+                busy = _claim_devices(job, account, chunk, operation, now)
+                sequence += 1
+                tx = Transaction.objects.create(
+                    account=account,
+                    job=job,
+                    sequence=sequence,
+                    operation=operation,
+                    generation=account.kdp_generation,
+                    customer_id=customer_pk,
+                    device_type=device_type_for(kind),
+                    profile_alias=p.get("profile_alias", ""),
+                    order_no=p.get("order_no", ""),
+                    order_time=p.get("order_time"),
+                    device_count=len(identifiers) - len(busy),
+                )
+                TransactionDevice.objects.bulk_create(
+                    [
+                        TransactionDevice(
+                            transaction=tx,
+                            job=job,
+                            identifier=i.identifier,
+                            row_number=i.row_number,
+                            outcome=TransactionDevice.Outcome.FAILED
+                            if i.identifier in busy
+                            else TransactionDevice.Outcome.PENDING,
+                            code="BUSY" if i.identifier in busy else "",
+                            message="another job is working on this device" if i.identifier in busy else "",
+                            data=busy.get(i.identifier, ""),
+                        )
+                        for i in chunk
+                    ],
+                    batch_size=STAGE_BATCH,
+                )
+                if len(busy) == len(chunk):
+                    Transaction.objects.filter(pk=tx.pk).update(
+                        state=Transaction.State.FAILED, knox_message="nothing to send"
+                    )
+                busy_total += len(busy)
+        Job.objects.filter(pk=job.pk).update(total=total, failed=busy_total, version=F("version") + 1)
+    return total
+
+
+def _claim_devices(job: Job, account: object, chunk: list[PlanItem], operation: str, now: object) -> dict[str, str]:
+    """Create missing Device rows, mark the chunk's devices as handled by `job`; return those another active job
+    already holds (identifier → reason)."""
+    identifiers = [i.identifier for i in chunk]
+    if operation == "upload":
+        Device.objects.bulk_create(
+            [
+                Device(
+                    account=account,
+                    identifier=i.identifier,
+                    kind=i.kind,
+                    model=i.model,
+                    order_no=i.order_no,
+                    imei=i.identifier if i.kind == "imei" else "",
+                    serial_number=i.identifier if i.kind == "serial" else "",
+                )
+                for i in chunk
+            ],
+            ignore_conflicts=True,
+            batch_size=STAGE_BATCH,
+        )
+    rows = Device.objects.select_for_update().filter(account=account, identifier__in=identifiers)
+    busy = {
+        ident: f"job #{pending}"
+        for ident, pending in rows.filter(pending_job__status__in=ACTIVE)
+        .exclude(pending_job=job)
+        .values_list("identifier", "pending_job_id")
+    }
+    rows.exclude(identifier__in=list(busy)).update(pending_job=job, updated_at=now)
+    return busy
+
+
+# --- transfer -----------------------------------------------------------------------------------------------
+
+
+def run_transfer(job_pk: int) -> None:
+    run_job(job_pk, _transfer)
+
+
+def _transfer(job: Job, owner: str) -> None:
+    if not job.kdp_transactions.exists():
+        plan(job)
+    try:
+        job_level_error = _transfer_loop(job, owner)
+    except errors.KnoxError as e:
+        # Knox unreachable or overloaded past the bounded retries: record every unfinished device, then let
+        # run_job end the job as failed with Knox's reason.
+        end_unfinished_transfer(job, e.explain())
+        _recount_customers(job)
+        raise
+    _finalize(job, job_level_error)
+
+
+def _transfer_loop(job: Job, owner: str) -> errors.KnoxError | None:
+    client = KdpClient(job.account)
+    job_level_error: errors.KnoxError | None = None
+    while True:
+        job.heartbeat(owner)
+        now = timezone.now()
+        pending = Transaction.objects.filter(job=job, state=Transaction.State.PREPARED).order_by("sequence").first()
+        due = (
+            Transaction.objects.filter(job=job, state=Transaction.State.SUBMITTED, next_poll_at__lte=now)
+            .order_by("next_poll_at")
+            .first()
+        )
+        if pending is not None and job_level_error is not None:
+            _fail_transaction(
+                job, pending, job_level_error.code or "NOT_SENT", f"not sent: {job_level_error.explain()}"
+            )
+            continue
+        if due is not None:
+            _poll(job, client, due)
+        elif pending is not None:
+            job_level_error = _send(job, client, pending)
+        else:
+            waiting = (
+                Transaction.objects.filter(job=job, state=Transaction.State.SUBMITTED).order_by("next_poll_at").first()
+            )
+            if waiting is None:
+                return job_level_error
+            pause = (waiting.next_poll_at - timezone.now()).total_seconds() if waiting.next_poll_at else 0
+            time.sleep(min(max(pause, 0.05), 5.0))
+
+
+def _send(job: Job, client: KdpClient, tx: Transaction) -> errors.KnoxError | None:
+    """Send one chunk; return the error if Knox refused the whole request in a way every chunk will meet."""
+    if tx.send_attempted_at is not None:
+        # A previous worker may have sent it before dying: ask Knox first, never upload the same chunk twice.
+        status = client.status(tx.transaction_id)
+        if status.found:
+            _mark_submitted(tx)
+            if status.is_terminal:
+                _apply(job, tx, status)
+            return None
+    Transaction.objects.filter(pk=tx.pk).update(send_attempted_at=timezone.now())
+    identifiers = list(
+        tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING).values_list("identifier", flat=True)
+    )
+    account = job.account
+    submission = Submission(
+        transaction_id=tx.transaction_id,
+        operation=tx.operation,
+        reseller_id=account.reseller_id,
+        customer_id=tx.customer.customer_id,
+        device_type=tx.device_type,
+        devices=identifiers,
+        vendor_id=account.vendor_id,
+        order_no=tx.order_no,
+        order_time=tx.order_time,
+        profile_alias=tx.profile_alias,
+    )
+    try:
+        client.submit(submission)
+    except (errors.KnoxUnavailable, errors.KnoxServerError, errors.KnoxRateLimited):
+        raise  # Knox is down or overloaded beyond our bounded retries: the job ends with that reason
+    except errors.KnoxError as e:
+        state = Transaction.State.REJECTED if e.status == 404 and e.code == "4042104" else Transaction.State.FAILED
+        _fail_transaction(job, tx, e.code or f"HTTP{e.status}", e.explain(), state=state, detail=e.detail)
+        return e if (e.code in JOB_LEVEL_CODES or isinstance(e, errors.KnoxAuthError)) else None
+    _mark_submitted(tx)
+    return None
+
+
+def _mark_submitted(tx: Transaction) -> None:
+    now = timezone.now()
+    Transaction.objects.filter(pk=tx.pk, state=Transaction.State.PREPARED).update(
+        state=Transaction.State.SUBMITTED,
+        submitted_at=now,
+        next_poll_at=now + timedelta(seconds=POLL_FIRST_DELAY_SECONDS),
+    )
+    tx.refresh_from_db()
+
+
+def _poll(job: Job, client: KdpClient, tx: Transaction) -> None:
+    status = client.status(tx.transaction_id)
+    now = timezone.now()
+    if status.is_terminal:
+        _apply(job, tx, status)
+        return
+    if tx.submitted_at and (now - tx.submitted_at).total_seconds() > KDP_POLL_TIMEOUT_SECONDS:
+        _fail_transaction(
+            job, tx, UNKNOWN_OUTCOME_CODE,
+            f"Knox did not finish this transaction within {KDP_POLL_TIMEOUT_SECONDS // 60} minutes; check with Reconcile",
+        )  # fmt: skip
+        return
+    interval = min(POLL_MAX_INTERVAL_SECONDS, POLL_FIRST_DELAY_SECONDS * (POLL_BACKOFF ** (tx.polls + 1)))
+    Transaction.objects.filter(pk=tx.pk).update(
+        polls=F("polls") + 1, knox_state=status.state[:20], next_poll_at=now + timedelta(seconds=interval)
+    )
+
+
+def _apply(job: Job, tx: Transaction, status: TransactionStatus) -> None:
+    """Record Knox's verdict for every device of a finished transaction, all in one database transaction."""
+    with transaction.atomic():
+        tx = Transaction.objects.select_for_update().get(pk=tx.pk)
+        if tx.is_terminal:
+            return  # applied already (a resumed worker polled it again)
+        pending = list(tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING))
+        rejected = status.state == "Rejected"
+        failed: list[TransactionDevice] = []
+        succeeded: list[str] = []
+        for d in pending:
+            failure = status.failures.get(d.identifier)
+            if rejected or failure is not None:
+                d.outcome = TransactionDevice.Outcome.FAILED
+                d.code = (failure.code if failure else tx.knox_code or "REJECTED")[:20]
+                d.message = (failure.message if failure else "REJECTED")[:100]
+                d.data = (failure.data if failure else "Knox rejected the whole transaction")[:400]
+                failed.append(d)
+            else:
+                succeeded.append(d.identifier)
+        TransactionDevice.objects.bulk_update(failed, ["outcome", "code", "message", "data"], batch_size=1000)
+        tx.devices.filter(identifier__in=succeeded, outcome=TransactionDevice.Outcome.PENDING).update(
+            outcome=TransactionDevice.Outcome.SUCCEEDED
+        )
+        _update_devices(tx, succeeded, failed)
+        now = timezone.now()
+        Transaction.objects.filter(pk=tx.pk).update(
+            state=Transaction.State.REJECTED if rejected else Transaction.State.COMPLETE,
+            knox_state=status.state[:20],
+            succeeded=len(succeeded),
+            failed=len(failed),
+            completed_at=now,
+            polls=F("polls") + 1,
+            raw_status={
+                "state": status.state,
+                "failures": {k: vars(v) for k, v in list(status.failures.items())[:1000]},
+            },
+        )
+        job.add_progress(succeeded=len(succeeded), failed=len(failed))
+
+
+def _update_devices(tx: Transaction, succeeded: list[str], failed: list[TransactionDevice]) -> None:
+    now = timezone.now()
+    devices = Device.objects.filter(account_id=tx.account_id)
+    if succeeded:
+        if tx.operation == "upload":
+            devices.filter(identifier__in=succeeded).update(
+                state=Device.State.REGISTERED, customer_id=tx.customer_id, profile_alias=tx.profile_alias,
+                registered_at=now, last_transaction=tx, last_code="", last_message="", updated_at=now,
+            )  # fmt: skip
+            if tx.order_no:
+                devices.filter(identifier__in=succeeded).update(order_no=tx.order_no)
+        else:
+            devices.filter(identifier__in=succeeded).update(
+                state=Device.State.DELETED, last_transaction=tx, last_code="", last_message="", updated_at=now
+            )
+    by_code: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for d in failed:
+        by_code[(d.code, d.message)].append(d.identifier)
+    for (code, message), identifiers in by_code.items():
+        # A failed upload leaves an earlier registration as it was; a device never registered is "not registered".
+        devices.filter(identifier__in=identifiers).update(
+            last_transaction=tx, last_code=code, last_message=message, updated_at=now
+        )
+        if tx.operation == "upload":
+            devices.filter(identifier__in=identifiers, state=Device.State.PENDING).update(state=Device.State.FAILED)
+
+
+def _fail_transaction(
+    job: Job, tx: Transaction, code: str, message: str, *, state: str = Transaction.State.FAILED, detail: str = ""
+) -> None:
+    """Every still-pending device of `tx` fails with `code`; used when Knox refused or could not be asked."""
+    with transaction.atomic():
+        tx = Transaction.objects.select_for_update().get(pk=tx.pk)
+        if tx.is_terminal:
+            return
+        pending = list(tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING))
+        for d in pending:
+            d.outcome, d.code, d.message, d.data = (
+                TransactionDevice.Outcome.FAILED,
+                code[:20],
+                message[:100],
+                (detail or message)[:400],
+            )
+        TransactionDevice.objects.bulk_update(pending, ["outcome", "code", "message", "data"], batch_size=1000)
+        _update_devices(tx, [], pending)
+        Transaction.objects.filter(pk=tx.pk).update(
+            state=state, knox_code=code[:20], knox_message=message, failed=len(pending), completed_at=timezone.now()
+        )
+        job.add_progress(failed=len(pending))
+
+
+def _recount_customers(job: Job) -> None:
+    """Release the job's devices and refresh the device counts of the customers it touched."""
+    now = timezone.now()
+    Device.objects.filter(pending_job=job).update(pending_job=None)
+    customers = set(Transaction.objects.filter(job=job).values_list("customer_id", flat=True))
+    for customer in Customer.objects.filter(pk__in=customers):
+        customer.recount()
+        if job.kind == "kdp.upload":
+            Customer.objects.filter(pk=customer.pk).update(last_upload_at=now)
+
+
+def _finalize(job: Job, job_level_error: errors.KnoxError | None) -> None:
+    _recount_customers(job)
+    job.refresh_from_db()
+    summary = ""
+    if job_level_error is not None:
+        summary = f"Knox refused the request: {job_level_error.explain()}"
+        if job_level_error.code:
+            summary += f" [{job_level_error.code}]"
+    job.finish(summary)
+
+
+def end_unfinished_transfer(job: Job, reason: str) -> None:
+    """After a fatal error: chunks never sent fail as 'not sent'; chunks Knox accepted but whose result we could
+    not read fail as 'outcome unknown' (a retry is safe: Knox ignores a repeated upload to the same customer)."""
+    for tx in Transaction.objects.filter(job=job, state=Transaction.State.PREPARED):
+        _fail_transaction(job, tx, "NOT_SENT", f"not sent: {reason}")
+    for tx in Transaction.objects.filter(job=job, state=Transaction.State.SUBMITTED):
+        _fail_transaction(
+            job, tx, UNKNOWN_OUTCOME_CODE, "sent, but Knox's result could not be read; retry or reconcile"
+        )
+
+
+# --- customers ----------------------------------------------------------------------------------------------
+
+
+def sync_customers(job_pk: int) -> None:
+    run_job(job_pk, _sync_customers)
+
+
+def _sync_customers(job: Job, owner: str) -> None:
+    client = KdpClient(job.account)
+    found = client.customers()
+    job.set_total(len(found))
+    now = timezone.now()
+    seen = []
+    for info in found:
+        if not info.customer_id:
+            continue
+        customer, _ = Customer.objects.update_or_create(
+            account=job.account,
+            customer_id=info.customer_id,
+            defaults={"name": info.name, "status": info.status, "synced_at": now, "present_in_knox": True},
+        )
+        seen.append(customer.pk)
+        aliases = client.profile_aliases(info.customer_id)
+        for name, profile_id in aliases:
+            ProfileAlias.objects.update_or_create(
+                customer=customer, name=name, defaults={"profile_id": profile_id, "synced_at": now}
+            )
+        customer.aliases.exclude(name__in=[n for n, _ in aliases]).delete()
+        job.add_progress(succeeded=1)
+        job.heartbeat(owner)
+    Customer.objects.filter(account=job.account).exclude(pk__in=seen).update(present_in_knox=False)
+
+
+# --- reconcile ----------------------------------------------------------------------------------------------
+
+RECONCILE_BATCH = 1000
+
+
+def run_reconcile(job_pk: int) -> None:
+    run_job(job_pk, _reconcile)
+
+
+def _reconcile(job: Job, owner: str) -> None:
+    """Compare Knox's device list with the portal's registered devices and record every difference."""
+    account = job.account
+    started = job.started_at or timezone.now()
+    ReconcileItem.objects.filter(job=job).delete()  # a resumed run starts the comparison again
+    customers = dict(Customer.objects.filter(account=account).values_list("customer_id", "pk"))
+    batch = []
+    seen = 0
+    for listed in KdpClient(account).iter_devices():
+        batch.append(listed)
+        if len(batch) >= RECONCILE_BATCH:
+            seen += _reconcile_batch(job, account, batch, customers, started)
+            batch = []
+            job.heartbeat(owner)
+    seen += _reconcile_batch(job, account, batch, customers, started)
+    local_only = Device.objects.filter(account=account, state=Device.State.REGISTERED).filter(
+        Q(seen_in_knox_at__isnull=True) | Q(seen_in_knox_at__lt=started)
+    )
+    ReconcileItem.objects.bulk_create(
+        (
+            ReconcileItem(
+                job=job,
+                identifier=ident,
+                drift=ReconcileItem.Drift.ONLY_LOCAL,
+                local_customer_id=cid or "",
+                model=model,
+            )
+            for ident, cid, model in local_only.values_list("identifier", "customer__customer_id", "model").iterator()
+        ),
+        batch_size=STAGE_BATCH,
+    )
+    drift = ReconcileItem.objects.filter(job=job).count()
+    job.set_total(seen)
+    Job.objects.filter(pk=job.pk).update(succeeded=seen, failed=0, params={**job.params, "drift": drift})
+    job.finish()
+
+
+def _reconcile_batch(job: Job, account: object, batch: list, customers: dict[str, int], started: object) -> int:
+    if not batch:
+        return 0
+    ids = [d.identifier for d in batch]
+    local = {
+        ident: (cid, state)
+        for ident, cid, state in Device.objects.filter(account=account, identifier__in=ids).values_list(
+            "identifier", "customer__customer_id", "state"
+        )
+    }
+    items = []
+    for d in batch:
+        mine = local.get(d.identifier)
+        if mine is None or mine[1] != Device.State.REGISTERED:
+            items.append(ReconcileItem(job=job, identifier=d.identifier, drift=ReconcileItem.Drift.ONLY_IN_KNOX,
+                                       knox_customer_id=d.customer_id, model=d.model))  # fmt: skip
+        elif d.customer_id and mine[0] != d.customer_id:
+            items.append(ReconcileItem(job=job, identifier=d.identifier, drift=ReconcileItem.Drift.OTHER_CUSTOMER,
+                                       knox_customer_id=d.customer_id, local_customer_id=mine[0] or "", model=d.model))  # fmt: skip
+    ReconcileItem.objects.bulk_create(items)
+    Device.objects.filter(account=account, identifier__in=ids).update(seen_in_knox_at=timezone.now())
+    job.add_progress(succeeded=len(batch))
+    return len(batch)
+
+
+def scheduled_reconcile(account_pk: int) -> int:
+    """Entry point for a django-q2 Schedule: queue a reconcile job for the account; returns the job id."""
+    from kdp.models import queue_reconcile
+    from portal.models import KnoxAccount
+
+    return queue_reconcile(KnoxAccount.objects.get(pk=account_pk), user=None, via="schedule").pk

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+
+from kdp.models import Customer, Upload
+from kdp.tasks import stage_upload, sync_customers
+from portal.models import Job
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def synced(sandbox_account):
+    """The sandbox account with its customers and profile aliases synced from Knox."""
+    job = Job.objects.create(kind="kdp.customers", account=sandbox_account)
+    sync_customers(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error_summary
+    return sandbox_account
+
+
+@pytest.fixture
+def customer(synced):
+    return Customer.objects.filter(account=synced, status="Verified").order_by("name").first()
+
+
+def make_upload(account, content: bytes, filename: str, *, operation: str = "upload", user=None, **extra) -> Upload:
+    upload = Upload(account=account, filename=filename, operation=operation, created_by=user, **extra)
+    upload.file.save(filename, ContentFile(content), save=False)
+    upload.save()
+    return stage_upload(upload)
+
+
+def imei_csv(imeis) -> bytes:
+    out = io.StringIO()
+    out.write("IMEI,Order No\n")
+    for i in imeis:
+        out.write(f"{i},PO-1\n")
+    return out.getvalue().encode()
