@@ -7,3 +7,8 @@ class KdpConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "kdp"
     verbose_name = "Knox Deployment Program"
+
+    def ready(self) -> None:
+        from portal.dashboard import register
+
+        register("kdp.views.dashboard_panel")

@@ -206,10 +206,12 @@ class DeviceQuerySet(models.QuerySet["Device"]):
     def matching(self, account: KnoxAccount | None, filters: dict[str, Any]) -> DeviceQuerySet:
         """The device-list filter, from plain values (they are stored in job params for "delete all matching").
 
-        Keys: q (identifier prefix), customer (pk), state, model, job (last upload/delete job), date_from and
+        Keys: ids (device pks), q (identifier prefix), customer (pk), state, model, job (last upload/delete job), date_from and
         date_to (ISO dates, on registered_at).
         """
         qs = self.filter(account=account) if account is not None else self.all()
+        if filters.get("ids"):
+            qs = qs.filter(pk__in=[int(i) for i in filters["ids"]])
         if filters.get("q"):
             qs = qs.search(str(filters["q"]))
         if filters.get("customer"):

@@ -1,12 +1,622 @@
+"""KDP pages: spreadsheet → preview → customer and profile alias → job with live results; devices, customers,
+transactions and reconcile reports.
+
+Every list that can grow to a million rows pages by keyset (an id or identifier cursor), never COUNT/OFFSET.
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from datetime import date, timedelta
+from typing import Any
 
-from portal.views import ACCESS, require_perm, service_index
+from django.contrib import messages
+from django.core.cache import cache
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRefresh
+from django_q.models import Schedule
+
+from kdp import forms
+from kdp.models import (
+    Customer,
+    Device,
+    ProfileAlias,
+    ReconcileItem,
+    Transaction,
+    TransactionDevice,
+    Upload,
+    UploadRow,
+    queue_customer_sync,
+    queue_delete_matching,
+    queue_reconcile,
+    queue_retry,
+)
+from portal import exports
+from portal.charts import bar_chart_svg, daily_series
+from portal.models import AuditEvent, Job, KnoxAccount
+from portal.views import ACCESS, QUEUE, require_perm
+
+PAGE_SIZE = 50
+KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.reconcile")
+
+
+def _get_upload_for_user(request: HttpRequest, pk: int) -> Upload:
+    return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk)
+
+
+def _get_kdp_job_for_user(request: HttpRequest, pk: int) -> Job:
+    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk, kind__in=KDP_JOB_KINDS)
+
+
+def _account_or_404(pk: Any) -> KnoxAccount:
+    return get_object_or_404(KnoxAccount, pk=pk, is_active=True)
+
+
+# --- home ---------------------------------------------------------------------------------------------------
 
 
 @require_perm(ACCESS)
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    return service_index(request, service="kdp", title="KDP")
+    ctx = {
+        "accounts": [(a, a.missing_credentials(a.kdp_service())) for a in KnoxAccount.objects.filter(is_active=True)],
+        "jobs": Job.objects.filter(kind__in=KDP_JOB_KINDS).select_related("account", "created_by")[:15],
+        "uploads": Upload.objects.select_related("account", "job")[:10],
+        "can_queue": request.user.has_perm(QUEUE),
+    }
+    return render(request, "kdp/index.html", ctx)
+
+
+# --- upload → preview → confirm -----------------------------------------------------------------------------
+
+
+@require_perm(QUEUE)
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    form = forms.UploadForm(
+        request.POST or None, request.FILES or None, initial={"operation": request.GET.get("operation", "upload")}
+    )
+    if request.method == "POST" and form.is_valid():
+        f = form.cleaned_data["file"]
+        staged = Upload(
+            account=form.cleaned_data["account"],
+            created_by=request.user,
+            operation=form.cleaned_data["operation"],
+            filename=f.name[:255],
+            allow_bad_check_digit=form.cleaned_data["allow_bad_check_digit"],
+        )
+        staged.file.save(f.name, f, save=False)
+        staged.save()
+        staged.start_parsing(request.user)
+        AuditEvent.objects.record(
+            "kdp.file_upload",
+            request=request,
+            target=staged,
+            summary={"file": f.name, "bytes": f.size, "operation": staged.operation},
+        )
+        return redirect("kdp:upload_detail", staged.pk)
+    ctx = {"form": form, "has_accounts": bool(form.fields["account"].queryset.exists())}
+    return render(request, "kdp/upload.html", ctx)
+
+
+@require_perm(ACCESS)
+@require_GET
+def template_xlsx(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse(exports.device_template_xlsx(), content_type=exports.XLSX_CONTENT_TYPE)
+    response["Content-Disposition"] = 'attachment; filename="knox-devices-template.xlsx"'
+    return response
+
+
+@require_perm(ACCESS)
+@require_GET
+def template_csv(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse(exports.device_template_csv(), content_type=exports.CSV_CONTENT_TYPE)
+    response["Content-Disposition"] = 'attachment; filename="knox-devices-template.csv"'
+    return response
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
+    staged = _get_upload_for_user(request, pk)
+    filters = forms.PreviewFilterForm(request.GET)
+    rows = UploadRow.objects.filter(upload=staged)
+    after = 0
+    if filters.is_valid():
+        status = filters.cleaned_data["status"]
+        if status == "problems":
+            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
+        elif status:
+            rows = rows.filter(status=status)
+        after = filters.cleaned_data["after"] or 0
+    page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PAGE_SIZE + 1])
+    ctx = {
+        "upload": staged,
+        "rows": page[:PAGE_SIZE],
+        "next_after": page[PAGE_SIZE - 1].row_number if len(page) > PAGE_SIZE else None,
+        "filters": filters,
+        "status_filter": filters.cleaned_data.get("status", "") if filters.is_valid() else "",
+        "can_queue": request.user.has_perm(QUEUE),
+        "confirm": forms.ConfirmForm(upload=staged) if staged.status == Upload.Status.READY else None,
+        "ambiguous": len(staged.sheets) > 1 or len(staged.columns) > 1,
+    }
+    if request.htmx and request.htmx.target == "upload-status":
+        if staged.status != Upload.Status.PARSING:
+            return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
+        return render(request, "kdp/upload_detail.html#upload-status", ctx)
+    if request.htmx and request.htmx.target == "preview-rows":
+        return render(request, "kdp/upload_detail.html#preview-rows", ctx)
+    return render(request, "kdp/upload_detail.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_POST
+def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
+    staged = _get_upload_for_user(request, pk)
+    form = forms.RestageForm(request.POST)
+    if staged.status == Upload.Status.SUBMITTED or not form.is_valid():
+        messages.error(request, "This spreadsheet was already submitted; upload it again to change how it is read.")
+        return redirect("kdp:upload_detail", staged.pk)
+    staged.sheet = form.cleaned_data["sheet"]
+    staged.device_column = form.cleaned_data["device_column"]
+    staged.allow_bad_check_digit = form.cleaned_data["allow_bad_check_digit"]
+    staged.save(update_fields=["sheet", "device_column", "allow_bad_check_digit"])
+    staged.start_parsing(request.user)
+    return redirect("kdp:upload_detail", staged.pk)
+
+
+@require_perm(QUEUE)
+@require_POST
+def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
+    staged = _get_upload_for_user(request, pk)
+    if staged.status != Upload.Status.READY:
+        messages.error(
+            request,
+            "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted).",
+        )
+        return redirect("kdp:upload_detail", staged.pk)
+    missing = staged.account.missing_credentials(staged.account.kdp_service())
+    if missing:
+        messages.error(request, f"{staged.account} cannot call KDP yet: it needs {', '.join(missing)}.")
+        return redirect("kdp:upload_detail", staged.pk)
+    form = forms.ConfirmForm(request.POST, upload=staged)
+    if not form.is_valid():
+        ctx = {"upload": staged, "confirm": form, "rows": [], "filters": forms.PreviewFilterForm(), "can_queue": True}
+        return render(request, "kdp/upload_detail.html", ctx, status=200)
+    try:
+        job = staged.submit(
+            user=request.user,
+            customer=form.cleaned_data["customer"],
+            profile_alias=form.cleaned_data.get("profile_alias", ""),
+            order_no=form.cleaned_data.get("order_no", ""),
+            order_time=form.order_time(),
+            request=request,
+        )
+    except ValueError as e:
+        messages.error(request, str(e))
+        return redirect("kdp:upload_detail", staged.pk)
+    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
+    return redirect("kdp:job", job.pk)
+
+
+@require_perm(ACCESS)
+@require_GET
+def upload_invalid_xlsx(request: HttpRequest, pk: int) -> HttpResponse:
+    staged = _get_upload_for_user(request, pk)
+    rows = UploadRow.objects.filter(upload=staged).exclude(
+        status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED)
+    )
+    columns = [
+        exports.Column("Row", "row_number", "number", 8),
+        exports.Column("Value in the file", "raw", "identifier", 24),
+        exports.Column("Problem", lambda r: r.get_status_display(), "text", 22),
+        exports.Column("Reason", "reason", "text", 70),
+        exports.Column("Suggested value", "suggestion", "identifier", 20),
+        exports.Column("Order number", "order_no", "identifier", 16),
+    ]
+    AuditEvent.objects.record("kdp.export", request=request, target=staged, summary={"what": "invalid rows"})
+    return exports.xlsx_response(
+        columns, rows.order_by("row_number").iterator(), f"{staged.filename}-problems.xlsx", "Problems"
+    )
+
+
+@require_perm(ACCESS)
+@require_GET
+def aliases(request: HttpRequest) -> HttpResponse:
+    """HTMX: the profile-alias options of the chosen customer."""
+    try:
+        customer_pk = int(request.GET.get("customer") or 0)
+    except ValueError:
+        return HttpResponseBadRequest()
+    names = list(ProfileAlias.objects.filter(customer_id=customer_pk).values_list("name", flat=True))
+    return render(request, "kdp/_alias_select.html", {"aliases": names, "chosen": request.GET.get("profile_alias", "")})
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def job(request: HttpRequest, pk: int) -> HttpResponse:
+    the_job = _get_kdp_job_for_user(request, pk)
+    outcome = request.GET.get("outcome", "")
+    if outcome not in ("", *TransactionDevice.Outcome.values):
+        outcome = ""
+    try:
+        after = int(request.GET.get("after") or 0)
+    except ValueError:
+        after = 0
+    results = TransactionDevice.objects.filter(job=the_job)
+    if outcome:
+        results = results.filter(outcome=outcome)
+    page = list(results.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
+    ctx = {
+        "job": the_job,
+        "results": page[:PAGE_SIZE],
+        "next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "outcome": outcome,
+        "outcomes": TransactionDevice.Outcome.choices,
+        "transactions": Transaction.objects.filter(job=the_job).select_related("customer").order_by("sequence")[:200],
+        "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
+        "drift": ReconcileItem.objects.filter(job=the_job).values("drift").annotate(n=Count("id")).order_by("drift")
+        if the_job.kind == "kdp.reconcile"
+        else None,
+        "can_queue": request.user.has_perm(QUEUE),
+        "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
+        "can_retry": request.user.has_perm(QUEUE)
+        and the_job.is_finished
+        and the_job.failed
+        and the_job.kind in ("kdp.upload", "kdp.delete"),
+    }
+    if request.htmx and request.htmx.target == "job-results":
+        return render(request, "kdp/job.html#job-results", ctx)
+    return render(request, "kdp/job.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_POST
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    the_job = _get_kdp_job_for_user(request, pk)
+    try:
+        retry = queue_retry(the_job, user=request.user, request=request)
+    except ValueError as e:
+        messages.error(request, str(e))
+        return redirect("kdp:job", the_job.pk)
+    messages.success(request, f"Job #{retry.pk} queued for the {retry.total} failed devices.")
+    return redirect("kdp:job", retry.pk)
+
+
+RESULT_COLUMNS = [
+    exports.Column("IMEI / serial", "identifier", "identifier", 20),
+    exports.Column("Row in file", "row_number", "number", 10),
+    exports.Column("Outcome", "outcome", "text", 12),
+    exports.Column("Knox code", "code", "identifier", 12),
+    exports.Column("Knox message", "message", "text", 34),
+    exports.Column("What it means", lambda d: d.explanation(), "text", 70),
+    exports.Column("Knox detail", "data", "text", 40),
+    exports.Column("Knox transaction", lambda d: d.transaction.transaction_id, "identifier", 34),
+]
+
+
+@require_perm(ACCESS)
+@require_GET
+def job_report(request: HttpRequest, pk: int) -> HttpResponse:
+    the_job = _get_kdp_job_for_user(request, pk)
+    rows = TransactionDevice.objects.filter(job=the_job).select_related("transaction").order_by("id")
+    AuditEvent.objects.record("kdp.export", request=request, target=the_job, summary={"what": "job report"})
+    if the_job.kind == "kdp.reconcile":
+        drift_cols = [
+            exports.Column("IMEI / serial", "identifier", "identifier", 20),
+            exports.Column("Difference", lambda r: r.get_drift_display(), "text", 30),
+            exports.Column("Customer in Knox", "knox_customer_id", "identifier", 18),
+            exports.Column("Customer in the portal", "local_customer_id", "identifier", 18),
+            exports.Column("Model", "model", "text", 16),
+        ]
+        items = ReconcileItem.objects.filter(job=the_job).order_by("drift", "identifier").iterator()
+        return exports.xlsx_response(drift_cols, items, f"reconcile-{the_job.pk}.xlsx", "Drift")
+    return exports.xlsx_response(
+        RESULT_COLUMNS, rows.iterator(chunk_size=2000), f"job-{the_job.pk}-report.xlsx", "Results"
+    )
+
+
+# --- devices ------------------------------------------------------------------------------------------------
+
+
+def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None]:
+    """One page of the device list by keyset: `after` is the last id (or identifier) of the previous page."""
+    qs = Device.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("customer")
+    sort = form.cleaned_data.get("sort") or ("identifier" if form.cleaned_data.get("q") else "newest")
+    after = form.cleaned_data.get("after") or ""
+    if sort == "identifier":
+        if after:
+            qs = qs.filter(identifier__gt=after)
+        qs = qs.order_by("identifier")
+        key = "identifier"
+    elif sort == "oldest":
+        if after.isdigit():
+            qs = qs.filter(id__gt=int(after))
+        qs = qs.order_by("id")
+        key = "pk"
+    else:
+        if after.isdigit():
+            qs = qs.filter(id__lt=int(after))
+        qs = qs.order_by("-id")
+        key = "pk"
+    page = list(qs[: PAGE_SIZE + 1])
+    next_after = str(getattr(page[PAGE_SIZE - 1], key)) if len(page) > PAGE_SIZE else None
+    return page[:PAGE_SIZE], next_after
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def devices(request: HttpRequest) -> HttpResponse:
+    form = forms.DeviceFilterForm(request.GET)
+    rows, next_after = _device_page(form) if form.is_valid() else ([], None)
+    query = request.GET.copy()
+    query.pop("after", None)
+    ctx = {
+        "form": form,
+        "devices": rows,
+        "next_after": next_after,
+        "query": query.urlencode(),
+        "can_queue": request.user.has_perm(QUEUE),
+    }
+    if request.htmx and request.htmx.target == "device-table":
+        return render(request, "kdp/devices.html#device-table", ctx)
+    return render(request, "kdp/devices.html", ctx)
+
+
+DEVICE_COLUMNS = [
+    exports.Column("IMEI / serial", "identifier", "identifier", 20),
+    exports.Column("Type", "kind", "text", 8),
+    exports.Column("IMEI", "imei", "identifier", 18),
+    exports.Column("Serial number", "serial_number", "identifier", 14),
+    exports.Column("MEID", "meid", "identifier", 18),
+    exports.Column("Model", "model", "text", 14),
+    exports.Column("Customer ID", lambda d: d.customer.customer_id if d.customer else "", "identifier", 14),
+    exports.Column("Customer", lambda d: d.customer.name if d.customer else "", "text", 24),
+    exports.Column("KME profile alias", "profile_alias", "text", 18),
+    exports.Column("State", lambda d: d.get_state_display(), "text", 14),
+    exports.Column("Order number", "order_no", "identifier", 14),
+    exports.Column("Registered", "registered_at", "datetime", 20),
+    exports.Column("Last Knox code", "last_code", "identifier", 12),
+]
+
+
+@require_perm(ACCESS)
+@require_GET
+def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    form = forms.DeviceFilterForm(request.GET)
+    if not form.is_valid() or fmt not in ("csv", "xlsx"):
+        return HttpResponseBadRequest("Invalid filter")
+    qs = (
+        Device.objects.matching(form.cleaned_data.get("account"), form.filters())
+        .select_related("customer")
+        .order_by("id")
+    )
+    AuditEvent.objects.record(
+        "kdp.export", request=request, summary={"what": "devices", "format": fmt, "filter": form.filters()}
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    if fmt == "csv":
+        return exports.stream_csv(DEVICE_COLUMNS, qs.iterator(chunk_size=2000), f"devices-{stamp}.csv")
+    return exports.xlsx_response(DEVICE_COLUMNS, qs.iterator(chunk_size=2000), f"devices-{stamp}.xlsx", "Devices")
+
+
+@require_perm(QUEUE)
+@require_POST
+def devices_delete(request: HttpRequest) -> HttpResponse:
+    """Delete the selected devices, or all registered devices matching the filter, as one KDP delete job."""
+    filters_form = forms.DeviceFilterForm(request.POST)
+    action = forms.DeleteDevicesForm(request.POST)
+    if not filters_form.is_valid() or not action.is_valid():
+        return HttpResponseBadRequest("Invalid selection")
+    account = filters_form.cleaned_data.get("account")
+    if account is None:
+        messages.error(
+            request, "Choose one Knox account in the filter before deleting: a delete job runs against one account."
+        )
+        return redirect("kdp:devices")
+    filters = filters_form.filters()
+    if action.cleaned_data["scope"] == "selected":
+        ids = action.cleaned_data["ids"][:500]
+        if not ids:
+            messages.error(request, "Select at least one device, or choose “all matching”.")
+            return redirect("kdp:devices")
+        filters = {"ids": ids}
+    try:
+        job = queue_delete_matching(account, filters, user=request.user, request=request)
+    except ValueError as e:
+        messages.error(request, str(e))
+        return redirect("kdp:devices")
+    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
+    return redirect("kdp:job", job.pk)
+
+
+@require_perm(ACCESS)
+@require_GET
+def device_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    device = get_object_or_404(
+        Device.objects.select_related("account", "customer", "pending_job", "last_transaction"), pk=pk
+    )
+    history = (
+        TransactionDevice.objects.filter(identifier=device.identifier, transaction__account=device.account)
+        .select_related("transaction", "transaction__customer", "job", "job__created_by")
+        .order_by("-id")[:100]
+    )
+    job_ids = {str(h.job_id) for h in history}
+    events = AuditEvent.objects.filter(
+        target_type__in=("portal.job", "kdp.device"), target_id__in=[*job_ids, str(device.pk)]
+    ).order_by("-id")[:100]
+    timeline = sorted(
+        [("knox", h.transaction.submitted_at or h.transaction.created_at, h) for h in history]
+        + [("audit", e.created_at, e) for e in events],
+        key=lambda item: item[1],
+        reverse=True,
+    )
+    return render(request, "kdp/device_detail.html", {"device": device, "timeline": timeline})
+
+
+# --- customers ----------------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_GET
+def customers(request: HttpRequest) -> HttpResponse:
+    accounts = KnoxAccount.objects.filter(is_active=True)
+    ctx = {
+        "accounts": [
+            (a, Customer.objects.filter(account=a).prefetch_related("aliases"), a.missing_credentials(a.kdp_service()))
+            for a in accounts
+        ],
+        "can_queue": request.user.has_perm(QUEUE),
+    }
+    return render(request, "kdp/customers.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_POST
+def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
+    account = _account_or_404(account_pk)
+    missing = account.missing_credentials(account.kdp_service())
+    if missing:
+        messages.error(request, f"{account} cannot call KDP yet: it needs {', '.join(missing)}.")
+        return redirect("kdp:customers")
+    job = queue_customer_sync(account, user=request.user, request=request)
+    messages.success(request, f"Job #{job.pk} is refreshing the customers of {account} from Knox.")
+    return redirect("kdp:job", job.pk)
+
+
+# --- transactions -------------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_GET
+def transactions(request: HttpRequest) -> HttpResponse:
+    qs = Transaction.objects.select_related("customer", "account", "job").order_by("-id")
+    try:
+        before = int(request.GET.get("before") or 0)
+    except ValueError:
+        before = 0
+    if before:
+        qs = qs.filter(id__lt=before)
+    search = (request.GET.get("q") or "").strip()[:40]
+    if search:
+        qs = qs.filter(transaction_id__startswith=search.lower())
+    page = list(qs[: PAGE_SIZE + 1])
+    ctx = {
+        "transactions": page[:PAGE_SIZE],
+        "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "q": search,
+    }
+    return render(request, "kdp/transactions.html", ctx)
+
+
+@require_perm(ACCESS)
+@require_GET
+def transaction_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    tx = get_object_or_404(Transaction.objects.select_related("customer", "account", "job"), pk=pk)
+    failures = tx.devices.filter(outcome=TransactionDevice.Outcome.FAILED).order_by("id")[:500]
+    return render(request, "kdp/transaction_detail.html", {"tx": tx, "failures": failures})
+
+
+# --- reconcile ----------------------------------------------------------------------------------------------
+
+RECONCILE_SCHEDULE_PREFIX = "KDP reconcile: account "
+
+
+@require_perm(ACCESS)
+@require_GET
+def reconcile(request: HttpRequest) -> HttpResponse:
+    ctx = {
+        "jobs": Job.objects.filter(kind="kdp.reconcile").select_related("account", "created_by")[:30],
+        "accounts": KnoxAccount.objects.filter(is_active=True),
+        "schedules": Schedule.objects.filter(func="kdp.tasks.scheduled_reconcile").order_by("name"),
+        "schedule_form": forms.ScheduleForm(),
+        "can_queue": request.user.has_perm(QUEUE),
+    }
+    return render(request, "kdp/reconcile.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_POST
+def reconcile_run(request: HttpRequest) -> HttpResponse:
+    account = _account_or_404(request.POST.get("account") or 0)
+    job = queue_reconcile(account, user=request.user, request=request)
+    messages.success(request, f"Job #{job.pk} is comparing {account} with Knox.")
+    return redirect("kdp:job", job.pk)
+
+
+@require_perm(QUEUE)
+@require_POST
+def reconcile_schedule(request: HttpRequest) -> HttpResponse:
+    form = forms.ScheduleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose an account and an hour between 0 and 23.")
+        return redirect("kdp:reconcile")
+    account, hour = form.cleaned_data["account"], form.cleaned_data["hour"]
+    Schedule.objects.update_or_create(
+        name=f"{RECONCILE_SCHEDULE_PREFIX}{account.pk}",
+        defaults={
+            "func": "kdp.tasks.scheduled_reconcile",
+            "args": repr((account.pk,)),
+            "schedule_type": Schedule.CRON,
+            "cron": f"0 {hour} * * *",
+            "repeats": -1,
+        },
+    )
+    AuditEvent.objects.record("kdp.reconcile_schedule", request=request, target=account, summary={"hour_utc": hour})
+    messages.success(request, f"{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.")
+    return redirect("kdp:reconcile")
+
+
+@require_perm(QUEUE)
+@require_POST
+def reconcile_unschedule(request: HttpRequest, pk: int) -> HttpResponse:
+    schedule = get_object_or_404(Schedule, pk=pk, func="kdp.tasks.scheduled_reconcile")
+    AuditEvent.objects.record("kdp.reconcile_unschedule", request=request, summary={"schedule": schedule.name})
+    schedule.delete()
+    messages.success(request, "Daily reconcile removed.")
+    return redirect("kdp:reconcile")
+
+
+# --- dashboard panel (portal.dashboard calls this; see kdp/apps.py) -----------------------------------------
+
+CHART_DAYS = 30
+
+
+def dashboard_panel(request: HttpRequest) -> str:
+    """KDP figures for the dashboard: devices by state and by customer, and registrations per day as SVG."""
+    # Counting a million devices by state takes a noticeable moment: reuse the figure for a minute.
+    by_state = cache.get_or_set(
+        "kdp:dashboard:by_state",
+        lambda: dict(Device.objects.values_list("state").annotate(n=Count("id")).order_by()),
+        60,
+    )
+    top_customers = Customer.objects.filter(device_count__gt=0).select_related("account").order_by("-device_count")[:8]
+    start = timezone.localdate() - timedelta(days=CHART_DAYS - 1)
+    per_day = (
+        Transaction.objects.filter(operation="upload", completed_at__date__gte=start)
+        .annotate(day=TruncDate("completed_at"))
+        .values("day")
+        .annotate(n=Sum("succeeded"))
+        .order_by()
+    )
+    counts: dict[date, int] = {row["day"]: row["n"] or 0 for row in per_day}
+    chart = bar_chart_svg(daily_series(counts, start, timezone.localdate()), title="Devices registered per day")
+    ctx = {
+        "by_state": [(label, by_state.get(value, 0)) for value, label in Device.State.choices],
+        "top_customers": top_customers,
+        "chart": chart,
+    }
+    return render_to_string("kdp/_dashboard_panel.html", ctx, request=request)

@@ -289,6 +289,15 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"Job #{self.pk} {self.title or self.kind}"
 
+    def get_absolute_url(self) -> str:
+        """The service app's job page when it has one (kdp:job, guard:job, ...), else the generic page."""
+        from django.urls import NoReverseMatch, reverse
+
+        try:
+            return reverse(f"{self.kind.split('.')[0]}:job", args=[self.pk])
+        except NoReverseMatch:
+            return reverse("portal:job_detail", args=[self.pk])
+
     @property
     def processed(self) -> int:
         return self.succeeded + self.failed

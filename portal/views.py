@@ -17,9 +17,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from portal import forms
+from portal.dashboard import render_panels
 from portal.knox.checks import check_connection
 from portal.models import AuditEvent, Job, KnoxAccount
 
@@ -106,6 +108,7 @@ def dashboard(request: PortalRequest) -> HttpResponse:
     }
     if request.htmx:
         return render(request, "portal/dashboard.html#recent-jobs", ctx)
+    ctx["panels"] = render_panels(request)
     return render(request, "portal/dashboard.html", ctx)
 
 
@@ -129,6 +132,8 @@ def jobs(request: PortalRequest) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def job_detail(request: PortalRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
+    if job.get_absolute_url() != request.path:
+        return redirect(job.get_absolute_url())  # the service app's own page shows per-device results
     ctx = {"job": job, "can_cancel": request.user.has_perm(QUEUE) and job.status == Job.Status.QUEUED}
     return render(request, "portal/job_detail.html", ctx)
 
@@ -143,7 +148,11 @@ def job_progress(request: PortalRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.only(*JOB_PROGRESS_FIELDS), pk=pk)
     if seen is not None and seen == job.version and not job.is_finished:
         return HttpResponse(status=204)
-    return render(request, "portal/_job_progress.html", {"job": job})
+    response = render(request, "portal/_job_progress.html", {"job": job})
+    if job.is_finished and request.htmx:
+        # The last poll: tell other regions of the page (per-device results) to refresh once (rule E7).
+        trigger_client_event(response, "jobFinished")
+    return response
 
 
 JOB_PROGRESS_FIELDS = (

@@ -15,7 +15,28 @@ from portal.knox import auth as portal_auth
 CLIENT_MODULES = [portal_auth, kdp_constants, guard_constants]
 SHARED = [
     (portal_auth, "KNOX_ACCESS_TOKEN_VALIDITY_MINUTES"),
-    (kdp_constants, "KDP_MAX_REQUESTS_PER_SECOND"),
+    *[
+        (kdp_constants, name)
+        for name in (
+            "KDP_MAX_DEVICES_PER_REQUEST",
+            "KDP_DEVICE_TYPE_IMEI",
+            "KDP_DEVICE_TYPE_SERIAL",
+            "KDP_PROFILE_ALIAS_SERVICE_KEY",
+            "KDP_PROFILE_ALIAS_NAME_KEY",
+            "KDP_TARGET_SERVICE_KME",
+            "KDP_PROFILE_ALIAS_HEADERS",
+            "KDP_ACCEPTED_STATE",
+            "KDP_SUCCESS_CODE",
+            "KDP_STATUS_QUERY_PARAMS",
+            "KDP_TERMINAL_STATES",
+            "KDP_POLL_TIMEOUT_SECONDS",
+            "KDP_TRANSACTION_ID_MAX_LENGTH",
+            "KDP_PAGE_SIZE",
+            "KDP_LIST_IMEI_KEYS",
+            "KDP_MAX_REQUESTS_PER_SECOND",
+            "KDP_ERROR_HTTP_STATUS",
+        )
+    ],  # fmt: skip
     (guard_constants, "KG_MAX_REQUESTS_PER_SECOND"),
 ]
 

@@ -65,7 +65,7 @@ class JobModelTestCase(BaseTestCase):
 class JobPagesTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.job = Job.objects.create(kind="kdp.upload", title="Upload 10 devices", total=10, created_by=self.operator)
+        self.job = Job.objects.create(kind="test.upload", title="Upload 10 devices", total=10, created_by=self.operator)
         self.job.claim("w1")
         self.url = f"/jobs/{self.job.pk}/"
         self.progress_url = f"/jobs/{self.job.pk}/progress/"
@@ -103,7 +103,7 @@ class JobPagesTestCase(BaseTestCase):
         self.assertContains(r, "Succeeded")
 
     def test_cancel_is_post_only_and_needs_the_operator_role(self):
-        queued = Job.objects.create(kind="kdp.upload")
+        queued = Job.objects.create(kind="test.upload")
         url = f"/jobs/{queued.pk}/cancel/"
         self.client.force_login(self.viewer)
         assert self.client.post(url).status_code == 403

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from kdp.models import Customer, Device, ProfileAlias, Upload, UploadRow
+from portal.models import KnoxAccount
+
+ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
+
+
+def kdp_accounts() -> list[KnoxAccount]:
+    """Active accounts that can call KDP (Gen1 or Gen2) right now."""
+    return [a for a in KnoxAccount.objects.filter(is_active=True) if not a.missing_credentials(a.kdp_service())]
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(label="Spreadsheet", help_text="Excel (.xlsx, .xls) or CSV; one device per row.")
+    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.none(), label="Knox account", empty_label=None)
+    operation = forms.ChoiceField(
+        choices=Upload.Operation.choices, initial=Upload.Operation.UPLOAD, widget=forms.RadioSelect
+    )
+    allow_bad_check_digit = forms.BooleanField(
+        required=False,
+        label="Accept IMEIs whose check digit is wrong",
+        help_text="Some of Samsung's own test IMEIs fail the check; leave this off for real orders.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        ready = kdp_accounts()
+        self.fields["account"].queryset = KnoxAccount.objects.filter(pk__in=[a.pk for a in ready])
+
+    def clean_file(self) -> Any:
+        f = self.cleaned_data["file"]
+        name = f.name.lower()
+        if not name.endswith(ALLOWED_EXTENSIONS):
+            raise forms.ValidationError(
+                f"“{f.name}” is not a spreadsheet this portal reads; upload an Excel workbook (.xlsx, .xls) or a CSV file."
+            )
+        if f.size == 0:
+            raise forms.ValidationError("The file is empty (0 bytes); check that you chose the right file.")
+        if f.size > settings.SPREADSHEET_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The file is {f.size / 1048576:.1f} MB; the limit is {settings.SPREADSHEET_MAX_BYTES / 1048576:.0f} MB. "
+                "Split it into smaller files."
+            )
+        return f
+
+
+class RestageForm(forms.Form):
+    """Pick the sheet or the device column when the file is ambiguous."""
+
+    sheet = forms.CharField(required=False, max_length=100)
+    device_column = forms.CharField(required=False, max_length=200)
+    allow_bad_check_digit = forms.BooleanField(required=False)
+
+
+class PreviewFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        required=False, choices=[("", "All rows"), ("problems", "Problems only"), *UploadRow.Status.choices]
+    )
+    after = forms.IntegerField(required=False, min_value=0)
+
+
+class ConfirmForm(forms.Form):
+    customer = forms.ModelChoiceField(queryset=Customer.objects.none(), empty_label="Choose a customer…")
+    profile_alias = forms.CharField(required=False, max_length=200, label="KME profile alias")
+    order_no = forms.CharField(required=False, max_length=100, label="Order number")
+    order_date = forms.DateField(required=False, label="Order date", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, upload: Upload, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upload = upload
+        self.fields["customer"].queryset = Customer.objects.filter(account=upload.account, present_in_knox=True)
+        if upload.operation == Upload.Operation.DELETE:
+            del self.fields["profile_alias"], self.fields["order_no"], self.fields["order_date"]
+
+    def clean_customer(self) -> Customer:
+        customer = self.cleaned_data["customer"]
+        if customer.is_pending and self.upload.operation == Upload.Operation.UPLOAD:
+            raise forms.ValidationError(
+                f"{customer.name} is still pending verification in Knox; devices can be registered once Samsung verifies the customer."
+            )
+        return customer
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        alias = (data.get("profile_alias") or "").strip()
+        customer = data.get("customer")
+        if alias and customer and not ProfileAlias.objects.filter(customer=customer, name=alias).exists():
+            self.add_error(
+                "profile_alias",
+                f"{customer.name} has no KME profile alias “{alias}”; refresh the customer list if it was just created.",
+            )
+        data["profile_alias"] = alias
+        return data
+
+    def order_time(self) -> int | None:
+        """Order date as epoch seconds (the one documented example, knox-api.md §3.2)."""
+        day = self.cleaned_data.get("order_date")
+        return calendar.timegm(dt.datetime.combine(day, dt.time.min).timetuple()) if day else None
+
+
+class DeviceFilterForm(forms.Form):
+    """Filters of the device list; the cleaned values are plain (JSON-safe) so a delete job can store them."""
+
+    SORTS = [("newest", "Newest first"), ("oldest", "Oldest first"), ("identifier", "IMEI / serial")]
+
+    q = forms.CharField(required=False, max_length=20, label="IMEI / serial / MEID starts with")
+    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.all(), required=False, empty_label="All accounts")
+    customer = forms.ModelChoiceField(queryset=Customer.objects.all(), required=False, empty_label="All customers")
+    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *Device.State.choices])
+    model = forms.CharField(required=False, max_length=60)
+    job = forms.IntegerField(required=False, min_value=1, label="Job #")
+    date_from = forms.DateField(required=False, label="Registered from", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="to", widget=forms.DateInput(attrs={"type": "date"}))
+    sort = forms.ChoiceField(required=False, choices=SORTS)
+    after = forms.CharField(required=False, max_length=40)
+
+    def filters(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        out: dict[str, Any] = {}
+        if d.get("q"):
+            out["q"] = d["q"]
+        if d.get("customer"):
+            out["customer"] = d["customer"].pk
+        for key in ("state", "model"):
+            if d.get(key):
+                out[key] = d[key]
+        if d.get("job"):
+            out["job"] = d["job"]
+        for key in ("date_from", "date_to"):
+            if d.get(key):
+                out[key] = d[key].isoformat()
+        return out
+
+
+class DeleteDevicesForm(forms.Form):
+    """Delete selected devices (ids) or every registered device matching the current filter."""
+
+    scope = forms.ChoiceField(choices=[("selected", "Selected"), ("matching", "All matching")])
+    ids = forms.TypedMultipleChoiceField(coerce=int, required=False)
+    expected = forms.IntegerField(required=False, min_value=0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Any id may be posted; the view limits them to the account's registered devices.
+        self.fields["ids"].choices = [
+            (v, v) for v in (self.data.getlist("ids") if hasattr(self.data, "getlist") else [])
+        ]
+
+
+class ScheduleForm(forms.Form):
+    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.filter(is_active=True))
+    hour = forms.IntegerField(min_value=0, max_value=23, initial=2, label="Daily at (hour, UTC)")
