@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -49,6 +50,7 @@ from portal.tasks import run_job
 logger = logging.getLogger(__name__)
 
 STAGE_BATCH = 5000
+DASHBOARD_STATE_CACHE_KEY = "kdp:dashboard:by_state"
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 # Whole-request refusals that will refuse every other chunk of the job the same way.
 JOB_LEVEL_CODES = {"40000011", "4042104", "40400001", "40300000", "4002101", "4010000"}
@@ -69,7 +71,7 @@ def parse_upload(job_pk: int) -> None:
 def _parse(job: Job, owner: str) -> None:
     upload = Upload.objects.select_related("account").get(pk=job.params["upload"])
     stage_upload(upload, job=job, owner=owner)
-    job.refresh_from_db()
+    job.set_total(upload.rows_total)
     job.add_progress(succeeded=upload.rows_total)
     if upload.status == Upload.Status.REFUSED:
         job.fail(upload.error)
@@ -533,6 +535,7 @@ def _recount_customers(job: Job) -> None:
     """Release the job's devices and refresh the device counts of the customers it touched."""
     now = timezone.now()
     Device.objects.filter(pending_job=job).update(pending_job=None)
+    cache.delete(DASHBOARD_STATE_CACHE_KEY)  # the dashboard's per-state counts changed
     customers = set(Transaction.objects.filter(job=job).values_list("customer_id", flat=True))
     for customer in Customer.objects.filter(pk__in=customers):
         customer.recount()

@@ -37,6 +37,7 @@ from kdp.models import (
     queue_reconcile,
     queue_retry,
 )
+from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
 from portal.models import AuditEvent, Job, KnoxAccount
@@ -599,7 +600,7 @@ def dashboard_panel(request: HttpRequest) -> str:
     """KDP figures for the dashboard: devices by state and by customer, and registrations per day as SVG."""
     # Counting a million devices by state takes a noticeable moment: reuse the figure for a minute.
     by_state = cache.get_or_set(
-        "kdp:dashboard:by_state",
+        DASHBOARD_STATE_CACHE_KEY,
         lambda: dict(Device.objects.values_list("state").annotate(n=Count("id")).order_by()),
         60,
     )

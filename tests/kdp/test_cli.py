@@ -1,0 +1,281 @@
+"""The command-line upload, delete and job status commands, against the in-process sandbox (real HTTP over
+loopback), plus one real `manage.py kdp_upload` process with its own SQLite file."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from kdp.models import Device, TransactionDevice, Upload
+from portal.models import Job, KnoxAccount
+from tests.kdp.conftest import SAMPLES, imei_csv
+from tests.kdp.test_transfer import fresh_imeis
+
+ROOT = Path(__file__).resolve().parents[2]
+MIXED = SAMPLES / "kdp-upload-mixed.csv"
+MIXED_VALID = ["359221145350335", "351121670763365", "355488840597445", "358060368779353"]
+
+
+@pytest.fixture(autouse=True)
+def _unpaced(settings):
+    """Our client's pacing off: it spaces KDP calls 0.1 s apart, which would be most of this module's time. The
+    sandbox still enforces Knox's limit, and these tests make far fewer calls than that per second."""
+    settings.KNOX_KDP_RATE_LIMIT = 0
+
+
+def run(command: str, *args: str) -> tuple[int, str, str]:
+    """call_command as the shell would see it: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command(command, *args, stdout=out, stderr=err)
+    except CommandError as e:
+        err.write(f"CommandError: {e}\n")
+        return e.returncode, out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def run_json(command: str, *args: str) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run(command, *args, "--json")
+    return code, json.loads(out)  # exactly one JSON object on stdout, whatever the outcome
+
+
+def upload_args(path: Path, customer_id: str, *more: str) -> list[str]:
+    return [str(path), "--account", "Sandbox", "--customer", customer_id, *more]
+
+
+def write_csv(tmp_path: Path, imeis: list[str], name: str = "devices.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(imei_csv(imeis))
+    return path
+
+
+def test_it_uploads_the_mixed_sample_and_waits(customer):
+    alias = customer.aliases.first().name
+    code, data = run_json(
+        "kdp_upload",
+        *upload_args(MIXED, customer.customer_id, "--wait", "--profile-alias", alias, "--order-no", "PO-7"),
+        "--order-date",
+        "2025-03-31",
+    )
+    assert code == 0, data
+    assert data["kind"] == "kdp.upload" and data["status"] == "succeeded" and data["error"] is None
+    figures = {k: data[k] for k in ("rows", "valid", "invalid", "duplicate", "skipped", "conflicts", "submitted")}
+    assert figures == {
+        "rows": 9, "valid": 4, "invalid": 5, "duplicate": 1, "skipped": 1, "conflicts": 0, "submitted": 4,
+    }  # fmt: skip
+    assert (data["succeeded"], data["failed"], data["failures"]) == (4, 0, [])
+    assert (data["account"], data["customer"], data["file"]) == ("Sandbox", customer.customer_id, MIXED.name)
+    assert [p["row"] for p in data["problems"]] == [6, 7, 8, 9, 11]
+    job = Job.objects.get(pk=data["job"])
+    assert job.params["order_time"] == 1743379200 and job.params["profile_alias"] == alias
+    devices = Device.objects.filter(identifier__in=MIXED_VALID)
+    assert set(devices.values_list("state", "customer", "profile_alias")) == {
+        (Device.State.REGISTERED, customer.pk, alias)
+    }
+
+
+def test_it_reports_knox_refusals_per_device_and_exits_1(customer, knox_sandbox, tmp_path):
+    theirs = knox_sandbox.credentials["second_reseller"]["device_ids"][0]  # an IMEI another reseller owns
+    path = write_csv(tmp_path, [*fresh_imeis(2, "35700000"), theirs])
+    code, data = run_json("kdp_upload", *upload_args(path, customer.customer_id, "--wait"))
+    assert code == 1
+    assert data["status"] == "partial" and (data["succeeded"], data["failed"]) == (2, 1)
+    failure = data["failures"][0]
+    assert failure["identifier"] == theirs and failure["code"] == "4092100" and failure["row"] == 4
+    assert "already registered" in failure["reason"]
+
+
+def test_human_output_names_the_failed_device(customer, knox_sandbox, tmp_path):
+    theirs = knox_sandbox.credentials["second_reseller"]["device_ids"][1]
+    path = write_csv(tmp_path, [*fresh_imeis(1, "35710000"), theirs])
+    code, out, err = run("kdp_upload", *upload_args(path, customer.customer_id, "--wait"))
+    assert code == 1
+    assert "Status: partial" in out and theirs in out and "4092100" in out
+    assert "running it in this process" in err and "1 of 2 devices failed" in err
+
+
+def test_a_dry_run_submits_nothing(customer):
+    code, data = run_json("kdp_upload", *upload_args(MIXED, customer.customer_id, "--dry-run", "--wait"))
+    assert code == 0
+    assert data["job"] is None and data["status"] == "dry-run"
+    assert (data["rows"], data["valid"], data["invalid"], data["submitted"]) == (9, 4, 5, 0)
+    assert data["problems"][0] == {
+        "row": 6, "value": "359221145350336", "status": "invalid",
+        "reason": "wrong check digit: the last digit should be 5, not 6; check the IMEI for a typo",
+    }  # fmt: skip
+    assert not Job.objects.filter(kind__in=["kdp.upload", "kdp.delete"]).exists()
+    assert not Upload.objects.exists()  # the staging is discarded
+    assert not Device.objects.exists()
+
+    code, out, _ = run("kdp_upload", *upload_args(MIXED, customer.customer_id, "--dry-run"))
+    assert code == 0
+    assert "nothing was submitted" in out and "4 valid" in out and "row 11" in out
+
+    # The same keys as the summary of a submitted job, so scripts read both alike.
+    _, queued = run_json("kdp_upload", *upload_args(MIXED, customer.customer_id))
+    assert list(data) == list(queued)
+
+
+def test_without_wait_it_queues_the_job_and_returns(customer):
+    code, data = run_json("kdp_upload", *upload_args(MIXED, customer.customer_id))
+    assert code == 0
+    assert data["status"] == "queued" and data["job"] and data["submitted"] == 4
+    job = Job.objects.get(pk=data["job"])
+    assert job.kind == "kdp.upload" and job.status == Job.Status.QUEUED and job.func == "kdp.tasks.run_transfer"
+    assert job.created_by is None
+    assert Upload.objects.get(job=job).status == Upload.Status.SUBMITTED
+    assert not TransactionDevice.objects.exists()  # nothing sent: a worker will do it
+
+
+@pytest.fixture
+def offline_account(db):
+    """An account that looks ready for KDP; for checks that fail before anything would call Knox."""
+    account = KnoxAccount(name="Offline", environment=KnoxAccount.Environment.SANDBOX, reseller_id="4700000000")
+    account.public_key = "not-used"
+    account.set_secret("private_key", "not-used")
+    account.set_secret("client_identifier", "not-used")
+    account.save()
+    return account
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([str(MIXED), "--account", "Nobody"], "There is no Knox account named “Nobody”; the accounts are: “Offline”."),
+        ([str(MIXED), "--account", "Offline", "--order-date", "31/03/2025"], "must be written YYYY-MM-DD"),
+        (["missing.csv", "--account", "Offline"], "Cannot read missing.csv: there is no such file."),
+    ],
+)
+def test_unusable_input_exits_2_with_a_sentence(offline_account, argv, message):
+    code, out, err = run("kdp_upload", *argv, "--customer", "4650161365", "--wait")
+    assert code == 2 and message in err and out == ""
+    code, data = run_json("kdp_upload", *argv, "--customer", "4650161365", "--wait")
+    assert code == 2 and message in data["error"] and data["status"] == "refused" and data["job"] is None
+    assert not Job.objects.exists() and not Upload.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--customer", "4000000000"], "has no customer with Knox customer ID 4000000000 even after refreshing"),
+        (["--profile-alias", "Lobby"], "has no KME profile alias “Lobby”; its aliases are: “Default”"),
+    ],
+)
+def test_an_unknown_customer_or_alias_exits_2_after_a_refresh(customer, argv, message):
+    options = {"--customer": customer.customer_id, "--profile-alias": ""}
+    options.update(zip(argv[::2], argv[1::2], strict=True))
+    code, _, err = run("kdp_upload", str(MIXED), "--account", "Sandbox", *[x for kv in options.items() for x in kv])
+    assert code == 2 and message in err
+    assert not Job.objects.filter(kind="kdp.upload").exists()
+    assert Job.objects.filter(kind="kdp.customers").count() == 2  # the fixture's sync, then the command's
+
+
+def test_a_file_of_scientific_notation_is_refused(customer):
+    code, data = run_json("kdp_upload", *upload_args(SAMPLES / "kdp-upload-scientific.csv", customer.customer_id))
+    assert code == 2
+    assert data["status"] == "refused" and data["job"] is None and data["valid"] == 0
+    assert "scientific notation" in data["error"] and "row 2" in data["error"]
+    assert len(data["problems"]) == data["rows"] == 4
+    assert not Job.objects.filter(kind="kdp.upload").exists() and not Upload.objects.exists()
+
+
+def test_an_account_without_kdp_credentials_is_refused(customer):
+    KnoxAccount.objects.create(name="Bare", environment=KnoxAccount.Environment.SANDBOX)
+    code, _, err = run("kdp_upload", str(MIXED), "--account", "Bare", "--customer", customer.customer_id)
+    assert code == 2
+    assert "not ready for KDP" in err and "Client Identifier" in err
+
+
+def test_a_pending_customer_is_refused_before_anything_is_sent(synced):
+    from kdp.models import Customer
+
+    pending = Customer.objects.get(account=synced, status="Pending")
+    code, _, err = run("kdp_upload", *upload_args(MIXED, pending.customer_id, "--wait"))
+    assert code == 2 and "pending verification" in err
+
+
+def test_an_unknown_customer_is_looked_up_in_knox_first(sandbox_account, knox_sandbox):
+    customer_id = knox_sandbox.credentials["customers"][0]["customerId"]  # not synced yet
+    code, data = run_json("kdp_upload", *upload_args(MIXED, customer_id, "--dry-run"))
+    assert code == 2 and "No customers are synced" in data["error"]  # a dry run never calls Knox
+    code, data = run_json("kdp_upload", *upload_args(MIXED, customer_id))
+    assert code == 0 and data["status"] == "queued" and data["customer"] == customer_id
+    assert Job.objects.get(kind="kdp.customers").status == Job.Status.SUCCEEDED
+
+
+def test_it_deletes_devices_and_waits(customer, tmp_path):
+    imeis = fresh_imeis(3, "35720000")
+    path = write_csv(tmp_path, imeis)
+    assert run_json("kdp_upload", *upload_args(path, customer.customer_id, "--wait"))[0] == 0
+    code, data = run_json("kdp_delete", *upload_args(path, customer.customer_id, "--wait"))
+    assert code == 0, data
+    assert data["kind"] == "kdp.delete" and data["status"] == "succeeded" and data["succeeded"] == 3
+    assert set(Device.objects.filter(identifier__in=imeis).values_list("state", flat=True)) == {Device.State.DELETED}
+    # job_status prints the very same summary for the finished job
+    code, again = run_json("job_status", str(data["job"]))
+    assert code == 0 and again == data
+
+
+def test_job_status_reports_a_finished_partial_job(customer, knox_sandbox, tmp_path):
+    theirs = knox_sandbox.credentials["second_reseller"]["device_ids"][2]
+    path = write_csv(tmp_path, [*fresh_imeis(1, "35730000"), theirs])
+    _, data = run_json("kdp_upload", *upload_args(path, customer.customer_id, "--wait"))
+    code, status = run_json("job_status", str(data["job"]), "--wait")
+    assert code == 1
+    assert status["status"] == "partial" and status["failures"][0]["code"] == "4092100"
+    assert status["started_at"] and status["finished_at"] and status["created_by"] is None
+    code, out, _ = run("job_status", f"#{data['job']}")
+    assert code == 1 and "Status: partial" in out
+
+
+def test_job_status_of_a_queued_job_exits_0(db):
+    job = Job.objects.create(kind="guard.lock", title="Lock 3 devices", total=3)
+    code, data = run_json("job_status", str(job.pk))
+    assert code == 0
+    assert data["status"] == "queued" and data["kind"] == "guard.lock" and "failures" not in data
+
+
+def test_job_status_of_an_unknown_job_exits_2(db):
+    code, _, err = run("job_status", "999999")
+    assert code == 2 and "There is no job 999999" in err
+    code, data = run_json("job_status", "999999")
+    assert code == 2 and data["job"] is None and "There is no job 999999" in data["error"]
+    assert run("job_status", "twelve")[0] == 2
+
+
+@pytest.mark.slow
+def test_the_real_command_uploads_against_the_sandbox(knox_sandbox, tmp_path):
+    """`manage.py kdp_upload --json --wait` as a shell runs it: its own process, database file and no qcluster."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/cli.sqlite3",
+        "KNOX_SANDBOX_URL": knox_sandbox.url,
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "Q_SYNC": "False",
+    }
+
+    def manage(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    assert manage("migrate", "-v0").returncode == 0
+    imported = manage("import_sandbox_account", str(knox_sandbox.credentials_path.parent))
+    assert imported.returncode == 0, imported.stderr
+    customer_id = next(c["customerId"] for c in knox_sandbox.credentials["customers"] if c["status"] == "Verified")
+    done = manage("kdp_upload", str(MIXED), "--account", "Sandbox", "--customer", customer_id, "--json", "--wait")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["status"], data["rows"], data["valid"], data["invalid"]) == ("succeeded", 9, 4, 5)
+    assert (data["submitted"], data["succeeded"], data["failed"]) == (4, 4, 0)
+    refused = manage("kdp_upload", str(MIXED), "--account", "Nobody", "--customer", customer_id)
+    assert refused.returncode == 2 and "There is no Knox account named “Nobody”" in refused.stderr
