@@ -24,8 +24,9 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -43,6 +44,7 @@ from kdp.constants import (
 )
 from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice, Upload, UploadRow
 from portal import spreadsheets
+from portal.db import db_datetime, insert_rows
 from portal.knox import errors
 from portal.models import Job
 from portal.tasks import run_job
@@ -102,9 +104,9 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
                 upload.columns = [c.header for c in sheet.candidates]
                 upload.device_column = sheet.device_column.header if sheet.device_column else ""
                 upload.notices = list(sheet.notices)
-                batch: list[UploadRow] = []
+                batch: list[StagedRow] = []
                 for row in sheet.iter_rows():
-                    batch.append(_staged_row(upload, row))
+                    batch.append(_staged_row(row))
                     if len(batch) >= STAGE_BATCH:
                         _check_and_insert(upload, batch)
                         batch = []
@@ -126,7 +128,25 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
     return upload
 
 
-def _staged_row(upload: Upload, row: spreadsheets.Row) -> UploadRow:
+@dataclass(slots=True)
+class StagedRow:
+    """An UploadRow before it is inserted (plain values: staging 100k rows must not build 100k model instances)."""
+
+    row_number: int
+    raw: str
+    value: str
+    kind: str
+    status: str
+    reason: str
+    suggestion: str
+    order_no: str
+    model: str
+
+
+STAGED_FIELDS = ("upload", "row_number", "raw", "value", "kind", "status", "reason", "suggestion", "order_no", "model")
+
+
+def _staged_row(row: spreadsheets.Row) -> StagedRow:
     verdict = row.verdict
     status = {
         spreadsheets.Status.VALID: UploadRow.Status.VALID,
@@ -139,13 +159,12 @@ def _staged_row(upload: Upload, row: spreadsheets.Row) -> UploadRow:
         # knox-api.md §6 q2: KDP takes IMEIs and serial numbers only.
         status = UploadRow.Status.INVALID
         reason = "this is a MEID; Knox Deployment Program registers IMEIs and serial numbers, so use the device's IMEI"
-    return UploadRow(
-        upload=upload,
+    return StagedRow(
         row_number=row.number,
         raw=str(row.raw)[:100],
         value=verdict.value[:40] if status == UploadRow.Status.VALID else "",
         kind=str(verdict.kind or "")[:6],
-        status=status,
+        status=str(status),
         reason=reason[:400],
         suggestion=(verdict.suggestion or "")[:40],
         order_no=str(row.extra.get("order_no", ""))[:100],
@@ -153,7 +172,7 @@ def _staged_row(upload: Upload, row: spreadsheets.Row) -> UploadRow:
     )
 
 
-def _check_and_insert(upload: Upload, rows: list[UploadRow]) -> None:
+def _check_and_insert(upload: Upload, rows: list[StagedRow]) -> None:
     """Compare valid rows with the portal's records, then insert the batch."""
     values = [r.value for r in rows if r.status == UploadRow.Status.VALID]
     if values:
@@ -181,7 +200,14 @@ def _check_and_insert(upload: Upload, rows: list[UploadRow]) -> None:
                     f"already registered to {d['customer__name'] or d['customer__customer_id']} "
                     f"({d['customer__customer_id']}); delete it there first to move it"
                 )
-    UploadRow.objects.bulk_create(rows, batch_size=STAGE_BATCH)
+    insert_rows(
+        UploadRow,
+        STAGED_FIELDS,
+        (
+            (upload.pk, r.row_number, r.raw, r.value, r.kind, r.status, r.reason, r.suggestion, r.order_no, r.model)
+            for r in rows
+        ),
+    )
 
 
 # --- planning -----------------------------------------------------------------------------------------------
@@ -261,23 +287,24 @@ def plan(job: Job) -> int:
                     order_time=p.get("order_time"),
                     device_count=len(identifiers) - len(busy),
                 )
-                TransactionDevice.objects.bulk_create(
-                    [
-                        TransactionDevice(
-                            transaction=tx,
-                            job=job,
-                            identifier=i.identifier,
-                            row_number=i.row_number,
-                            outcome=TransactionDevice.Outcome.FAILED
-                            if i.identifier in busy
-                            else TransactionDevice.Outcome.PENDING,
-                            code="BUSY" if i.identifier in busy else "",
-                            message="another job is working on this device" if i.identifier in busy else "",
-                            data=busy.get(i.identifier, ""),
+                insert_rows(
+                    TransactionDevice,
+                    ("transaction", "job", "identifier", "row_number", "outcome", "code", "message", "data"),
+                    (
+                        (
+                            tx.pk,
+                            job.pk,
+                            i.identifier,
+                            i.row_number,
+                            "failed",
+                            "BUSY",
+                            "another job is working on this device",
+                            busy[i.identifier],
                         )
+                        if i.identifier in busy
+                        else (tx.pk, job.pk, i.identifier, i.row_number, "pending", "", "", "")
                         for i in chunk
-                    ],
-                    batch_size=STAGE_BATCH,
+                    ),
                 )
                 if len(busy) == len(chunk):
                     Transaction.objects.filter(pk=tx.pk).update(
@@ -288,26 +315,43 @@ def plan(job: Job) -> int:
     return total
 
 
-def _claim_devices(job: Job, account: object, chunk: list[PlanItem], operation: str, now: object) -> dict[str, str]:
+# New Device rows made while planning (every non-null column without a database default).
+DEVICE_FIELDS = (
+    "account", "identifier", "kind", "imei", "serial_number", "meid", "model", "profile_alias", "order_no", "state",
+    "knox_state", "last_code", "last_message", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def _claim_devices(job: Job, account: Any, chunk: list[PlanItem], operation: str, now: datetime) -> dict[str, str]:
     """Create missing Device rows, mark the chunk's devices as handled by `job`; return those another active job
     already holds (identifier → reason)."""
     identifiers = [i.identifier for i in chunk]
     if operation == "upload":
-        Device.objects.bulk_create(
-            [
-                Device(
-                    account=account,
-                    identifier=i.identifier,
-                    kind=i.kind,
-                    model=i.model,
-                    order_no=i.order_no,
-                    imei=i.identifier if i.kind == "imei" else "",
-                    serial_number=i.identifier if i.kind == "serial" else "",
+        stamp = db_datetime(now)
+        insert_rows(
+            Device,
+            DEVICE_FIELDS,
+            (
+                (
+                    account.pk,
+                    i.identifier,
+                    i.kind,
+                    i.identifier if i.kind == "imei" else "",
+                    i.identifier if i.kind == "serial" else "",
+                    "",
+                    i.model,
+                    "",
+                    i.order_no,
+                    Device.State.PENDING.value,
+                    "",
+                    "",
+                    "",
+                    stamp,
+                    stamp,
                 )
                 for i in chunk
-            ],
+            ),
             ignore_conflicts=True,
-            batch_size=STAGE_BATCH,
         )
     rows = Device.objects.select_for_update().filter(account=account, identifier__in=identifiers)
     busy = {
