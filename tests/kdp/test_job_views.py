@@ -1,0 +1,384 @@
+"""The KDP job page (per-device results), its report, retry, the portal's polling fragment for it, and the
+Knox transaction pages.
+
+Most tests build a finished job's records directly (fast, no Knox); one runs a real upload, retry and the pages
+against the in-process sandbox.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Sequence
+from html import unescape
+
+import pytest
+import python_calamine
+from django.contrib.auth.models import User
+
+from kdp.models import Customer, Device, Transaction, TransactionDevice, Upload
+from kdp.tasks import run_transfer
+from portal.models import AuditEvent, Job
+from tests.base import BaseTestCase, make_user
+from tests.kdp.conftest import imei_csv, make_upload
+from tests.kdp.test_transfer import fresh_imeis
+from tests.kdp.test_upload_views import ready_account
+
+ALREADY_REGISTERED = ("4092100", "DEVICE_ALREADY_EXISTS", "device already exists for another customer")
+
+
+@pytest.fixture(autouse=True)
+def _quick(settings, monkeypatch):
+    """Our client's pacing off and the first status poll sooner (the sandbox finishes a chunk in 0.2 s): the
+    sandbox test here would otherwise spend most of its time asleep."""
+    settings.KNOX_KDP_RATE_LIMIT = 0
+    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
+
+
+def finished_job(
+    customer: Customer,
+    *,
+    user: User | None = None,
+    succeeded: Sequence[str] = (),
+    failed: Sequence[str] = (),
+    kind: str = "kdp.upload",
+    transaction_id: str = "",
+) -> Job:
+    """The records a finished one-chunk upload job leaves: job counters, a Transaction, per-device outcomes and
+    the devices themselves."""
+    succeeded, failed = list(succeeded), list(failed)
+    job = Job.objects.create(
+        kind=kind, account=customer.account, created_by=user, title=f"Register devices for {customer.name}",
+        params={"customer": customer.pk, "profile_alias": "Kiosk", "order_no": "PO-7"},
+    )  # fmt: skip
+    job.set_total(len(succeeded) + len(failed))
+    job.claim("test-worker")
+    tx = Transaction.objects.create(
+        account=customer.account, job=job, sequence=1, operation="upload", generation="gen2", customer=customer,
+        device_type="IMEI", profile_alias="Kiosk", device_count=len(succeeded) + len(failed),
+        state=Transaction.State.COMPLETE, succeeded=len(succeeded), failed=len(failed),
+        **({"transaction_id": transaction_id} if transaction_id else {}),
+    )  # fmt: skip
+    TransactionDevice.objects.bulk_create(
+        [TransactionDevice(transaction=tx, job=job, identifier=i, row_number=n, outcome="succeeded")
+         for n, i in enumerate(succeeded, 2)]
+        + [TransactionDevice(transaction=tx, job=job, identifier=i, row_number=n, outcome="failed",
+                             code=ALREADY_REGISTERED[0], message=ALREADY_REGISTERED[1], data=ALREADY_REGISTERED[2])
+           for n, i in enumerate(failed, 2 + len(succeeded))]
+    )  # fmt: skip
+    Device.objects.bulk_create(
+        [Device(account=customer.account, identifier=i, kind="imei", imei=i, customer=customer,
+                state=Device.State.REGISTERED, last_transaction=tx) for i in succeeded]
+        + [Device(account=customer.account, identifier=i, kind="imei", imei=i, state=Device.State.FAILED,
+                  last_transaction=tx, last_code=ALREADY_REGISTERED[0]) for i in failed]
+    )  # fmt: skip
+    job.add_progress(succeeded=len(succeeded), failed=len(failed))
+    job.finish()
+    return job
+
+
+def result_identifiers(html: str) -> list[str]:
+    section = html[html.index('id="job-results"') :]
+    return re.findall(r"<tr><td><code>(\w+)</code></td>", section)
+
+
+def xlsx_rows(content: bytes) -> list[list[object]]:
+    return python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(content)).get_sheet_by_index(0).to_python()
+
+
+class JobPageTestCase(BaseTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.account = ready_account()
+        self.customer = Customer.objects.create(account=self.account, customer_id="4600000001", name="Harbour Cafés")
+        self.ok = fresh_imeis(3, "35100000")
+        self.bad = fresh_imeis(2, "35200000")
+        self.job = finished_job(self.customer, user=self.operator, succeeded=self.ok, failed=self.bad)
+        self.url = f"/kdp/jobs/{self.job.pk}/"
+        self.report_url = f"/kdp/jobs/{self.job.pk}/report.xlsx"
+
+    def test_it_shows_progress_facts_and_every_device(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.url)
+        html = r.content.decode()
+        assert f"Job #{self.job.pk} · Register devices for Harbour Cafés" in unescape(html)
+        assert result_identifiers(html) == [*self.ok, *self.bad]
+        self.assertContains(r, "Partially failed")
+        self.assertContains(r, "<dd>Kiosk</dd>")
+        self.assertContains(r, "<code>4092100</code> DEVICE_ALREADY_EXISTS")
+        self.assertContains(r, "already registered in Knox")
+        self.assertContains(r, f'href="{self.report_url}"')
+        self.assertContains(r, 'hx-trigger="jobFinished from:body"')
+        self.assertNotContains(r, 'hx-trigger="every 2s"')  # finished: nothing polls
+        self.assertNotContains(r, "/retry/")  # a viewer gets no retry button
+
+    def test_it_offers_a_retry_of_the_failed_devices_to_an_operator(self):
+        self.client.force_login(self.operator)
+        r = self.client.get(self.url)
+        self.assertContains(r, f'action="/kdp/jobs/{self.job.pk}/retry/"')
+        self.assertContains(r, "Retry the 2 failed devices")
+
+    def test_it_filters_by_outcome(self):
+        self.client.force_login(self.viewer)
+        assert result_identifiers(self.client.get(self.url, {"outcome": "failed"}).content.decode()) == self.bad
+        assert result_identifiers(self.client.get(self.url, {"outcome": "succeeded"}).content.decode()) == self.ok
+        assert result_identifiers(self.client.get(self.url, {"outcome": "pending"}).content.decode()) == []
+
+    def test_it_shows_every_device_for_an_invalid_filter(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.url, {"outcome": "exploded", "after": "x"})
+        assert r.status_code == 200
+        assert result_identifiers(r.content.decode()) == [*self.ok, *self.bad]
+
+    def test_it_pages_the_results_by_id(self):
+        first = TransactionDevice.objects.filter(job=self.job).order_by("id").first()
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.url, {"after": first.pk})
+        assert result_identifiers(r.content.decode()) == [*self.ok[1:], *self.bad]
+
+    def test_it_returns_the_results_fragment_to_htmx(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.url, {"outcome": "failed"}, headers={"HX-Request": "true", "HX-Target": "job-results"})
+        assert r.status_code == 200 and b"<html" not in r.content
+        assert r.content.lstrip().startswith(b'<section id="job-results"')
+        assert re.findall(r"<tr><td><code>(\w+)</code></td>", r.content.decode()) == self.bad
+        assert b'aria-current="true">Failed</a>' in r.content
+        assert "HX-Request" in r["Vary"]
+
+    def test_it_needs_a_login_and_the_role(self):
+        self.assertRedirects(self.client.get(self.url), f"/login/?next={self.url}", fetch_redirect_response=False)
+        self.client.force_login(self.outsider)
+        assert self.client.get(self.url).status_code == 403
+        assert self.client.get(self.report_url).status_code == 403
+
+    def test_it_is_get_only(self):
+        self.client.force_login(self.operator)
+        assert self.client.post(self.url).status_code == 405
+        assert self.client.post(self.report_url).status_code == 405
+
+    def test_it_404s_for_a_job_of_another_service(self):
+        other = Job.objects.create(kind="guard.lock", title="Lock 3")
+        self.client.force_login(self.viewer)
+        assert self.client.get(f"/kdp/jobs/{other.pk}/").status_code == 404
+        assert self.client.get(f"/kdp/jobs/{self.job.pk + 100}/").status_code == 404
+
+    def test_it_downloads_the_report(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.report_url)
+        assert r.status_code == 200 and f"job-{self.job.pk}-report.xlsx" in r["Content-Disposition"]
+        rows = xlsx_rows(b"".join(r.streaming_content))
+        assert rows[0][:4] == ["IMEI / serial", "Row in file", "Outcome", "Knox code"]
+        assert [row[0] for row in rows[1:]] == [*self.ok, *self.bad]  # identifiers stay text
+        failed = rows[-1]
+        assert failed[2:4] == ["failed", "4092100"] and "already registered in Knox" in failed[5]
+        assert AuditEvent.objects.filter(action="kdp.export", target_id=str(self.job.pk)).exists()
+
+
+class JobProgressTestCase(BaseTestCase):
+    """The portal's polled fragment as the KDP job page uses it."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        account = ready_account()
+        customer = Customer.objects.create(account=account, customer_id="4600000001", name="Harbour Cafés")
+        self.job = Job.objects.create(kind="kdp.upload", account=account, params={"customer": customer.pk}, total=4)
+        self.job.claim("test-worker")
+        self.url = f"/jobs/{self.job.pk}/progress/"
+        self.client.force_login(self.viewer)
+
+    def test_the_kdp_page_polls_the_portal_fragment(self):
+        r = self.client.get(f"/kdp/jobs/{self.job.pk}/")
+        self.assertContains(r, f'hx-get="{self.url}?v={self.job.version}"')
+        self.assertContains(r, 'hx-trigger="every 2s"')
+
+    def test_it_answers_204_while_nothing_changed(self):
+        r = self.client.get(self.url, {"v": self.job.version}, headers={"HX-Request": "true"})
+        assert r.status_code == 204 and r.content == b""
+
+    def test_it_returns_the_fragment_when_the_job_moved(self):
+        seen = self.job.version
+        self.job.add_progress(succeeded=1)
+        r = self.client.get(self.url, {"v": seen}, headers={"HX-Request": "true"})
+        assert r.status_code == 200 and b"<html" not in r.content
+        self.assertContains(r, "25%")
+        self.assertContains(r, 'hx-trigger="every 2s"')
+        assert "HX-Trigger" not in r
+
+    def test_it_stops_polling_and_tells_the_page_when_the_job_ends(self):
+        seen = self.job.version
+        self.job.add_progress(succeeded=3, failed=1)
+        self.job.finish()
+        r = self.client.get(self.url, {"v": seen}, headers={"HX-Request": "true"})
+        assert r.status_code == 200
+        self.assertNotContains(r, "hx-trigger")
+        self.assertContains(r, "Partially failed")
+        assert "jobFinished" in json.loads(r["HX-Trigger"])
+        # a finished job answers even an up-to-date cursor (the last swap must happen), and only htmx gets the event
+        plain = self.client.get(self.url, {"v": self.job.version})
+        assert plain.status_code == 200 and "HX-Trigger" not in plain
+
+    def test_it_ignores_a_bad_cursor(self):
+        r = self.client.get(self.url, {"v": "yesterday"})
+        assert r.status_code == 200
+
+    def test_the_portal_job_page_sends_kdp_jobs_to_the_kdp_page(self):
+        r = self.client.get(f"/jobs/{self.job.pk}/")
+        self.assertRedirects(r, f"/kdp/jobs/{self.job.pk}/", fetch_redirect_response=False)
+
+
+class RetryTestCase(BaseTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.account = ready_account()
+        self.customer = Customer.objects.create(account=self.account, customer_id="4600000001", name="Harbour Cafés")
+        self.bad = fresh_imeis(2, "35200000")
+        self.job = finished_job(self.customer, user=self.operator, succeeded=fresh_imeis(3), failed=self.bad)
+        self.url = f"/kdp/jobs/{self.job.pk}/retry/"
+
+    def test_it_queues_a_job_for_the_failed_devices(self):
+        self.client.force_login(self.operator)
+        r = self.client.post(self.url)
+        retry = Job.objects.exclude(pk=self.job.pk).get()
+        self.assertRedirects(r, f"/kdp/jobs/{retry.pk}/", fetch_redirect_response=False)
+        assert (retry.kind, retry.total, retry.status, retry.created_by) == ("kdp.upload", 2, "queued", self.operator)
+        assert retry.params["retry_of"] == self.job.pk and retry.params["profile_alias"] == "Kiosk"
+        assert retry.func == "kdp.tasks.run_transfer"
+        assert AuditEvent.objects.filter(action="kdp.retry", target_id=str(retry.pk), actor=self.operator).exists()
+        page = self.client.get(r["Location"])
+        self.assertContains(page, f"Job #{retry.pk} queued for the 2 failed devices.")
+        self.assertContains(page, f'<a href="/kdp/jobs/{self.job.pk}/">job #{self.job.pk}</a>')
+
+    def test_it_refuses_a_job_without_failures(self):
+        clean = finished_job(self.customer, succeeded=fresh_imeis(2, "35300000"))
+        self.client.force_login(self.operator)
+        r = self.client.post(f"/kdp/jobs/{clean.pk}/retry/", follow=True)
+        self.assertContains(r, "Only a finished upload or delete job with failed devices can be retried.")
+        assert r.redirect_chain[-1][0] == f"/kdp/jobs/{clean.pk}/"
+        assert Job.objects.count() == 2
+
+    def test_it_refuses_a_job_that_is_still_running(self):
+        Job.objects.filter(pk=self.job.pk).update(status=Job.Status.RUNNING)
+        self.client.force_login(self.operator)
+        self.assertContains(self.client.post(self.url, follow=True), "can be retried")
+        assert Job.objects.count() == 1
+
+    def test_it_is_post_only(self):
+        self.client.force_login(self.operator)
+        assert self.client.get(self.url).status_code == 405
+        assert Job.objects.count() == 1
+
+    def test_it_forbids_a_viewer_and_an_anonymous_user(self):
+        self.client.force_login(self.viewer)
+        assert self.client.post(self.url).status_code == 403
+        self.client.logout()
+        r = self.client.post(self.url)
+        assert r.status_code == 302 and r["Location"].startswith("/login/")
+        assert Job.objects.count() == 1
+
+    def test_it_404s_for_an_unknown_job(self):
+        self.client.force_login(self.operator)
+        assert self.client.post(f"/kdp/jobs/{self.job.pk + 100}/retry/").status_code == 404
+
+
+class TransactionPagesTestCase(BaseTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        account = ready_account()
+        customer = Customer.objects.create(account=account, customer_id="4600000001", name="Harbour Cafés")
+        self.bad = fresh_imeis(1, "35200000")
+        self.job = finished_job(customer, succeeded=fresh_imeis(2), failed=self.bad, transaction_id="ab" * 16)
+        self.other = finished_job(customer, succeeded=fresh_imeis(1, "35400000"), transaction_id="cd" * 16)
+        self.tx = Transaction.objects.get(job=self.job)
+        self.url = "/kdp/transactions/"
+        self.detail_url = f"/kdp/transactions/{self.tx.pk}/"
+
+    def test_it_lists_transactions_newest_first(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.url)
+        assert re.findall(r"<code>(\w{32})</code>", r.content.decode()) == ["cd" * 16, "ab" * 16]
+        self.assertContains(r, f'href="{self.detail_url}"')
+
+    def test_it_finds_a_transaction_by_its_id_prefix(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.url, {"q": " ABAB "})
+        assert re.findall(r"<code>(\w{32})</code>", r.content.decode()) == ["ab" * 16]
+        assert b"No transactions." in self.client.get(self.url, {"q": "zz"}).content
+
+    def test_it_tolerates_a_bad_cursor(self):
+        self.client.force_login(self.viewer)
+        assert self.client.get(self.url, {"before": "soon"}).status_code == 200
+        r = self.client.get(self.url, {"before": Transaction.objects.get(job=self.other).pk})
+        assert re.findall(r"<code>(\w{32})</code>", r.content.decode()) == ["ab" * 16]
+
+    def test_it_shows_a_transaction_and_its_failed_devices(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.detail_url)
+        self.assertContains(r, f"<code>{self.bad[0]}</code>")
+        self.assertContains(r, "already registered in Knox")
+        self.assertContains(r, f'<a href="/kdp/jobs/{self.job.pk}/">#{self.job.pk}</a>, chunk 1')
+        assert self.client.get(f"/kdp/transactions/{self.tx.pk + 100}/").status_code == 404
+
+    def test_it_needs_a_login_the_role_and_get(self):
+        assert self.client.get(self.url).status_code == 302
+        assert self.client.get(self.detail_url).status_code == 302
+        self.client.force_login(self.outsider)
+        assert self.client.get(self.url).status_code == 403
+        assert self.client.get(self.detail_url).status_code == 403
+        self.client.force_login(self.operator)
+        assert self.client.post(self.url).status_code == 405
+        assert self.client.post(self.detail_url).status_code == 405
+
+
+# --- end to end against the sandbox ---------------------------------------------------------------------------
+
+
+def test_an_upload_with_a_failure_shows_results_and_retries_through_the_pages(client, customer, knox_sandbox):
+    operator = make_user("olivia", "operator")
+    theirs = knox_sandbox.credentials["second_reseller"]["device_ids"][0]  # an IMEI another reseller owns
+    mine = fresh_imeis(2, "35910000")
+    staged = make_upload(customer.account, imei_csv([*mine, theirs]), "mixed.csv", user=operator)
+    client.force_login(operator)
+    r = client.post(f"/kdp/uploads/{staged.pk}/confirm/", {"customer": customer.pk})
+    job = Job.objects.get(kind="kdp.upload")
+    assert r["Location"] == f"/kdp/jobs/{job.pk}/"
+    queued = client.get(r["Location"]).content.decode()
+    assert "The job has not started yet." in queued and 'hx-trigger="every 2s"' in queued
+    seen = job.version
+    assert client.get(f"/jobs/{job.pk}/progress/", {"v": seen}).status_code == 204
+
+    run_transfer(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.succeeded, job.failed) == (Job.Status.PARTIAL, 2, 1)
+    progress = client.get(f"/jobs/{job.pk}/progress/", {"v": seen}, headers={"HX-Request": "true"})
+    assert "jobFinished" in json.loads(progress["HX-Trigger"]) and b"hx-trigger" not in progress.content
+
+    page = client.get(f"/kdp/jobs/{job.pk}/").content.decode()
+    assert result_identifiers(page) == [*mine, theirs]
+    assert "<code>4092100</code>" in page and "already registered in Knox" in page
+    assert f'href="/kdp/uploads/{staged.pk}/">mixed.csv</a>' in page
+    fragment = client.get(
+        f"/kdp/jobs/{job.pk}/", {"outcome": "failed"}, headers={"HX-Request": "true", "HX-Target": "job-results"}
+    ).content.decode()
+    assert "<html" not in fragment and re.findall(r"<tr><td><code>(\w+)</code></td>", fragment) == [theirs]
+    report = xlsx_rows(b"".join(client.get(f"/kdp/jobs/{job.pk}/report.xlsx").streaming_content))
+    assert [(row[0], row[2]) for row in report[1:]] == [
+        (mine[0], "succeeded"),
+        (mine[1], "succeeded"),
+        (theirs, "failed"),
+    ]
+
+    tx = Transaction.objects.get(job=job)
+    listed = client.get("/kdp/transactions/", {"q": tx.transaction_id[:8]}).content.decode()
+    assert f"<code>{tx.transaction_id}</code>" in listed
+    detail = client.get(f"/kdp/transactions/{tx.pk}/").content.decode()
+    assert f"<code>{theirs}</code>" in detail and "Complete" in detail
+
+    r = client.post(f"/kdp/jobs/{job.pk}/retry/")
+    retry = Job.objects.get(params__retry_of=job.pk)
+    assert r["Location"] == f"/kdp/jobs/{retry.pk}/" and retry.total == 1
+    run_transfer(retry.pk)
+    retry.refresh_from_db()
+    assert (retry.status, retry.failed) == (Job.Status.FAILED, 1)
+    assert list(TransactionDevice.objects.filter(job=retry).values_list("identifier", "code")) == [(theirs, "4092100")]
+    assert Upload.objects.get(pk=staged.pk).status == Upload.Status.SUBMITTED
