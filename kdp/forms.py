@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from kdp.models import Customer, Device, ProfileAlias, Upload, UploadRow
+from kdp.models import Customer, Device, ProfileAlias, TransactionDevice, Upload, UploadRow
 from portal.models import KnoxAccount
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
@@ -19,7 +19,10 @@ def kdp_accounts() -> list[KnoxAccount]:
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField(label="Spreadsheet", help_text="Excel (.xlsx, .xls) or CSV; one device per row.")
+    # allow_empty_file: our own clean_file explains an empty file better than Django's generic message.
+    file = forms.FileField(
+        label="Spreadsheet", help_text="Excel (.xlsx, .xls) or CSV; one device per row.", allow_empty_file=True
+    )
     account = forms.ModelChoiceField(queryset=KnoxAccount.objects.none(), label="Knox account", empty_label=None)
     operation = forms.ChoiceField(
         choices=Upload.Operation.choices, initial=Upload.Operation.UPLOAD, widget=forms.RadioSelect
@@ -155,6 +158,39 @@ class DeleteDevicesForm(forms.Form):
         ]
 
 
-class ScheduleForm(forms.Form):
+class ResultsFilterForm(forms.Form):
+    outcome = forms.ChoiceField(required=False, choices=[("", "All"), *TransactionDevice.Outcome.choices])
+    after = forms.IntegerField(required=False, min_value=0)
+
+
+class AliasesForm(forms.Form):
+    customer = forms.ModelChoiceField(queryset=Customer.objects.all())
+    profile_alias = forms.CharField(required=False, max_length=200)
+
+
+class TransactionFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=40, label="Knox transactionId starts with")
+    before = forms.IntegerField(required=False, min_value=1)
+
+
+class ReconcileRunForm(forms.Form):
     account = forms.ModelChoiceField(queryset=KnoxAccount.objects.filter(is_active=True))
-    hour = forms.IntegerField(min_value=0, max_value=23, initial=2, label="Daily at (hour, UTC)")
+
+    def clean_account(self) -> KnoxAccount:
+        account = self.cleaned_data["account"]
+        missing = account.missing_credentials(account.kdp_service())
+        if missing:
+            raise forms.ValidationError(f"{account} cannot call KDP yet: it needs {', '.join(missing)}.")
+        return account
+
+
+class ScheduleForm(ReconcileRunForm):
+    hour = forms.IntegerField(
+        min_value=0,
+        max_value=23,
+        initial=2,
+        label="Daily at (hour, UTC)",
+        error_messages={
+            k: "Choose an hour between 0 and 23 (UTC)." for k in ("min_value", "max_value", "invalid", "required")
+        },
+    )

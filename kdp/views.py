@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -122,15 +122,12 @@ def template_csv(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@require_perm(ACCESS)
-@require_GET
-@vary_on_headers("HX-Request")
-def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
-    staged = _get_upload_for_user(request, pk)
+def _preview_context(request: HttpRequest, staged: Upload, confirm: forms.ConfirmForm | None = None) -> dict[str, Any]:
+    """Everything the preview page shows; shared by the page and by a confirm that failed validation."""
     filters = forms.PreviewFilterForm(request.GET)
     rows = UploadRow.objects.filter(upload=staged)
     after = 0
+    status = ""
     if filters.is_valid():
         status = filters.cleaned_data["status"]
         if status == "problems":
@@ -139,16 +136,35 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
             rows = rows.filter(status=status)
         after = filters.cleaned_data["after"] or 0
     page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PAGE_SIZE + 1])
-    ctx = {
+    if confirm is None and staged.status == Upload.Status.READY:
+        confirm = forms.ConfirmForm(upload=staged)
+    chosen = confirm.data.get("customer") if confirm is not None and confirm.is_bound else None
+    return {
         "upload": staged,
         "rows": page[:PAGE_SIZE],
         "next_after": page[PAGE_SIZE - 1].row_number if len(page) > PAGE_SIZE else None,
         "filters": filters,
-        "status_filter": filters.cleaned_data.get("status", "") if filters.is_valid() else "",
+        "status_filter": status,
         "can_queue": request.user.has_perm(QUEUE),
-        "confirm": forms.ConfirmForm(upload=staged) if staged.status == Upload.Status.READY else None,
+        "confirm": confirm,
+        # After a failed confirm the alias list is rebuilt for the customer already chosen.
+        "aliases": list(ProfileAlias.objects.filter(customer_id=int(chosen)).values_list("name", flat=True))
+        if chosen and str(chosen).isdigit()
+        else None,
+        "chosen_alias": confirm.data.get("profile_alias", "") if confirm is not None and confirm.is_bound else "",
         "ambiguous": len(staged.sheets) > 1 or len(staged.columns) > 1,
+        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
+        or (staged.status == Upload.Status.REFUSED and staged.rows_total),
     }
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
+    staged = _get_upload_for_user(request, pk)
+    ctx = _preview_context(request, staged)
     if request.htmx and request.htmx.target == "upload-status":
         if staged.status != Upload.Status.PARSING:
             return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
@@ -163,8 +179,11 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
     form = forms.RestageForm(request.POST)
-    if staged.status == Upload.Status.SUBMITTED or not form.is_valid():
+    if staged.status == Upload.Status.SUBMITTED:
         messages.error(request, "This spreadsheet was already submitted; upload it again to change how it is read.")
+        return redirect("kdp:upload_detail", staged.pk)
+    if not form.is_valid():
+        messages.error(request, "The sheet or column name is too long; choose one from the lists.")
         return redirect("kdp:upload_detail", staged.pk)
     staged.sheet = form.cleaned_data["sheet"]
     staged.device_column = form.cleaned_data["device_column"]
@@ -190,8 +209,7 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("kdp:upload_detail", staged.pk)
     form = forms.ConfirmForm(request.POST, upload=staged)
     if not form.is_valid():
-        ctx = {"upload": staged, "confirm": form, "rows": [], "filters": forms.PreviewFilterForm(), "can_queue": True}
-        return render(request, "kdp/upload_detail.html", ctx, status=200)
+        return render(request, "kdp/upload_detail.html", _preview_context(request, staged, form))
     try:
         job = staged.submit(
             user=request.user,
@@ -233,11 +251,13 @@ def upload_invalid_xlsx(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def aliases(request: HttpRequest) -> HttpResponse:
     """HTMX: the profile-alias options of the chosen customer."""
-    try:
-        customer_pk = int(request.GET.get("customer") or 0)
-    except ValueError:
-        return HttpResponseBadRequest()
-    names = list(ProfileAlias.objects.filter(customer_id=customer_pk).values_list("name", flat=True))
+    form = forms.AliasesForm(request.GET)
+    if not request.GET.get("customer"):
+        names: list[str] = []  # no customer chosen (yet): an empty list, which the fragment explains
+    elif not form.is_valid():
+        return HttpResponseBadRequest("Unknown customer")
+    else:
+        names = list(ProfileAlias.objects.filter(customer=form.cleaned_data["customer"]).values_list("name", flat=True))
     return render(request, "kdp/_alias_select.html", {"aliases": names, "chosen": request.GET.get("profile_alias", "")})
 
 
@@ -249,13 +269,10 @@ def aliases(request: HttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
     the_job = _get_kdp_job_for_user(request, pk)
-    outcome = request.GET.get("outcome", "")
-    if outcome not in ("", *TransactionDevice.Outcome.values):
-        outcome = ""
-    try:
-        after = int(request.GET.get("after") or 0)
-    except ValueError:
-        after = 0
+    filters = forms.ResultsFilterForm(request.GET)
+    outcome, after = (
+        (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
+    )
     results = TransactionDevice.objects.filter(job=the_job)
     if outcome:
         results = results.filter(outcome=outcome)
@@ -268,7 +285,13 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         "outcomes": TransactionDevice.Outcome.choices,
         "transactions": Transaction.objects.filter(job=the_job).select_related("customer").order_by("sequence")[:200],
         "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
-        "drift": ReconcileItem.objects.filter(job=the_job).values("drift").annotate(n=Count("id")).order_by("drift")
+        "drift": [
+            (ReconcileItem.Drift(value).label, n)
+            for value, n in ReconcileItem.objects.filter(job=the_job)
+            .values_list("drift")
+            .annotate(n=Count("id"))
+            .order_by("drift")
+        ]
         if the_job.kind == "kdp.reconcile"
         else None,
         "can_queue": request.user.has_perm(QUEUE),
@@ -338,10 +361,12 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None
     sort = form.cleaned_data.get("sort") or ("identifier" if form.cleaned_data.get("q") else "newest")
     after = form.cleaned_data.get("after") or ""
     if sort == "identifier":
-        if after:
-            qs = qs.filter(identifier__gt=after)
-        qs = qs.order_by("identifier")
-        key = "identifier"
+        # An identifier is unique per account only, so the cursor is "identifier:id" and ties break on id.
+        ident, _, last_id = after.rpartition(":")
+        if ident and last_id.isdigit():
+            qs = qs.filter(Q(identifier__gt=ident) | Q(identifier=ident, id__gt=int(last_id)))
+        qs = qs.order_by("identifier", "id")
+        key = "cursor"
     elif sort == "oldest":
         if after.isdigit():
             qs = qs.filter(id__gt=int(after))
@@ -353,7 +378,10 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None
         qs = qs.order_by("-id")
         key = "pk"
     page = list(qs[: PAGE_SIZE + 1])
-    next_after = str(getattr(page[PAGE_SIZE - 1], key)) if len(page) > PAGE_SIZE else None
+    next_after = None
+    if len(page) > PAGE_SIZE:
+        last = page[PAGE_SIZE - 1]
+        next_after = f"{last.identifier}:{last.pk}" if key == "cursor" else str(last.pk)
     return page[:PAGE_SIZE], next_after
 
 
@@ -376,6 +404,8 @@ def devices(request: HttpRequest) -> HttpResponse:
         return render(request, "kdp/devices.html#device-table", ctx)
     return render(request, "kdp/devices.html", ctx)
 
+
+MAX_SELECTED = 500
 
 DEVICE_COLUMNS = [
     exports.Column("IMEI / serial", "identifier", "identifier", 20),
@@ -430,9 +460,15 @@ def devices_delete(request: HttpRequest) -> HttpResponse:
         return redirect("kdp:devices")
     filters = filters_form.filters()
     if action.cleaned_data["scope"] == "selected":
-        ids = action.cleaned_data["ids"][:500]
+        ids = action.cleaned_data["ids"]
         if not ids:
             messages.error(request, "Select at least one device, or choose “all matching”.")
+            return redirect("kdp:devices")
+        if len(ids) > MAX_SELECTED:
+            messages.error(
+                request,
+                f"At most {MAX_SELECTED} devices can be selected at once; use “all matching this filter” for more.",
+            )
             return redirect("kdp:devices")
         filters = {"ids": ids}
     try:
@@ -505,13 +541,10 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
 @require_GET
 def transactions(request: HttpRequest) -> HttpResponse:
     qs = Transaction.objects.select_related("customer", "account", "job").order_by("-id")
-    try:
-        before = int(request.GET.get("before") or 0)
-    except ValueError:
-        before = 0
+    form = forms.TransactionFilterForm(request.GET)
+    before, search = (form.cleaned_data["before"], form.cleaned_data["q"].strip()) if form.is_valid() else (None, "")
     if before:
         qs = qs.filter(id__lt=before)
-    search = (request.GET.get("q") or "").strip()[:40]
     if search:
         qs = qs.filter(transaction_id__startswith=search.lower())
     page = list(qs[: PAGE_SIZE + 1])
@@ -552,7 +585,13 @@ def reconcile(request: HttpRequest) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def reconcile_run(request: HttpRequest) -> HttpResponse:
-    account = _account_or_404(request.POST.get("account") or 0)
+    form = forms.ReconcileRunForm(request.POST)
+    if not form.is_valid():
+        if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+            return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
+        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        return redirect("kdp:reconcile")
+    account = form.cleaned_data["account"]
     job = queue_reconcile(account, user=request.user, request=request)
     messages.success(request, f"Job #{job.pk} is comparing {account} with Knox.")
     return redirect("kdp:job", job.pk)
@@ -562,8 +601,10 @@ def reconcile_run(request: HttpRequest) -> HttpResponse:
 @require_POST
 def reconcile_schedule(request: HttpRequest) -> HttpResponse:
     form = forms.ScheduleForm(request.POST)
+    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+        return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
     if not form.is_valid():
-        messages.error(request, "Choose an account and an hour between 0 and 23.")
+        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
         return redirect("kdp:reconcile")
     account, hour = form.cleaned_data["account"], form.cleaned_data["hour"]
     Schedule.objects.update_or_create(

@@ -36,7 +36,7 @@ SHARED = [
             "KDP_MAX_REQUESTS_PER_SECOND",
             "KDP_ERROR_HTTP_STATUS",
         )
-    ],  # fmt: skip
+    ],
     (guard_constants, "KG_MAX_REQUESTS_PER_SECOND"),
 ]
 

@@ -138,11 +138,6 @@ class UploadFormTestCase(BaseTestCase):
         self.assertContains(r, "This file cannot be used")
         self.assertContains(r, "No row holds a device")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: a refused upload says 'see the reasons below' but upload_detail.html renders the rows table "
-        "and the problem-rows download only for ready/submitted uploads",
-    )
     def test_it_shows_why_every_row_was_refused(self):
         self.post_file("kdp-upload-scientific.csv", SCIENTIFIC.read_bytes())
         upload = Upload.objects.get()
