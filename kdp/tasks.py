@@ -45,6 +45,7 @@ from kdp.constants import (
 from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice, Upload, UploadRow
 from portal import spreadsheets
 from portal.db import db_datetime, insert_rows
+from portal.exports import TEMPLATE_EXAMPLE
 from portal.knox import errors
 from portal.models import Job
 from portal.tasks import run_job
@@ -52,6 +53,8 @@ from portal.tasks import run_job
 logger = logging.getLogger(__name__)
 
 STAGE_BATCH = 5000
+# The example row of the downloadable templates must never be registered by accident.
+TEMPLATE_EXAMPLE_VALUES = {TEMPLATE_EXAMPLE["imei"], TEMPLATE_EXAMPLE["serial"]}
 DASHBOARD_STATE_CACHE_KEY = "kdp:dashboard:by_state"
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 # Whole-request refusals that will refuse every other chunk of the job the same way.
@@ -155,7 +158,10 @@ def _staged_row(row: spreadsheets.Row) -> StagedRow:
         spreadsheets.Status.SKIPPED: UploadRow.Status.SKIPPED,
     }[row.status]
     reason = row.message
-    if status == UploadRow.Status.VALID and verdict.kind == "meid":
+    if status == UploadRow.Status.VALID and verdict.value in TEMPLATE_EXAMPLE_VALUES:
+        status = UploadRow.Status.INVALID
+        reason = "this is the template's example row; replace it with the customer's devices"
+    elif status == UploadRow.Status.VALID and verdict.kind == "meid":
         # knox-api.md §6 q2: KDP takes IMEIs and serial numbers only.
         status = UploadRow.Status.INVALID
         reason = "this is a MEID; Knox Deployment Program registers IMEIs and serial numbers, so use the device's IMEI"

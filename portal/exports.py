@@ -303,7 +303,7 @@ TEMPLATE_COLUMNS = (
     Column("Model", "model", width=14),
     Column("Order Number", "order", kind="identifier", width=16),
 )
-TEMPLATE_EXAMPLE = {"imei": "359221145350335", "serial": "R58N123ABCD", "model": "SM-G991B", "order": "PO-1001"}
+TEMPLATE_EXAMPLE = {"imei": "353918051234561", "serial": "R58N123ABCD", "model": "SM-G991B", "order": "PO-1001"}
 TEMPLATE_INSTRUCTIONS = (
     "How to fill in the device list",
     "",

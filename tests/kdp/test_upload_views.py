@@ -596,3 +596,16 @@ def test_a_viewer_cannot_confirm(client, customer, staged):
 def test_confirm_is_post_only(client, customer, staged, operator):
     client.force_login(operator)
     assert client.get(confirm_url(staged)).status_code == 405
+
+
+def test_the_template_example_row_is_never_submitted(db, settings, tmp_path):
+    """Someone uploads the downloaded template without replacing its example row."""
+    from portal.exports import TEMPLATE_EXAMPLE, device_template_csv
+    from portal.models import KnoxAccount
+    from tests.kdp.conftest import make_upload
+
+    account = KnoxAccount.objects.create(name="T", environment="sandbox", reseller_id="1")
+    upload = make_upload(account, device_template_csv(), "template.csv")
+    row = upload.rows.get(raw=TEMPLATE_EXAMPLE["imei"])
+    assert row.status == "invalid" and "template's example row" in row.reason
+    assert upload.valid == 0

@@ -17,6 +17,7 @@ from django.http import HttpResponseBase
 
 from portal.exports import (
     CSV_CONTENT_TYPE,
+    TEMPLATE_EXAMPLE,
     XLSX_CONTENT_TYPE,
     Column,
     device_template_csv,
@@ -323,7 +324,7 @@ def test_xlsx_template_has_text_columns_and_an_example_row() -> None:
     assert workbook.sheetnames == ["Devices", "How to fill in"]
     sheet = workbook["Devices"]
     assert [cell.value for cell in sheet[1]] == ["IMEI", "Serial Number", "Model", "Order Number"]
-    assert [cell.value for cell in sheet[2]] == ["359221145350335", "R58N123ABCD", "SM-G991B", "PO-1001"]
+    assert [cell.value for cell in sheet[2]] == [TEMPLATE_EXAMPLE["imei"], "R58N123ABCD", "SM-G991B", "PO-1001"]
     assert sheet.freeze_panes == "A2"
     for row in (2, 3, 500, 10_000):
         assert sheet.cell(row, 1).number_format == "@"
@@ -340,13 +341,13 @@ def test_xlsx_template_has_text_columns_and_an_example_row() -> None:
 def test_xlsx_template_example_row_is_a_valid_upload() -> None:
     with open_spreadsheet(io.BytesIO(device_template_xlsx()), "template.xlsx") as sheet:
         rows = list(sheet.iter_rows())
-    assert [(row.raw, row.status) for row in rows] == [("359221145350335", Status.VALID)]
+    assert [(row.raw, row.status) for row in rows] == [(TEMPLATE_EXAMPLE["imei"], Status.VALID)]
 
 
 def test_csv_template() -> None:
     data = device_template_csv()
     assert data == (
-        b"\xef\xbb\xbfIMEI,Serial Number,Model,Order Number\r\n359221145350335,R58N123ABCD,SM-G991B,PO-1001\r\n"
+        b"\xef\xbb\xbfIMEI,Serial Number,Model,Order Number\r\n353918051234561,R58N123ABCD,SM-G991B,PO-1001\r\n"
     )
     with open_spreadsheet(io.BytesIO(data), "template.csv") as sheet:
-        assert [(row.raw, row.status) for row in sheet.iter_rows()] == [("359221145350335", Status.VALID)]
+        assert [(row.raw, row.status) for row in sheet.iter_rows()] == [(TEMPLATE_EXAMPLE["imei"], Status.VALID)]
