@@ -10,5 +10,7 @@ class KdpConfig(AppConfig):
 
     def ready(self) -> None:
         from portal.dashboard import register
+        from portal.uploads import register_row_check
 
         register("kdp.views.dashboard_panel")
+        register_row_check("kdp", "kdp.tasks.check_rows")

@@ -7,8 +7,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from kdp.models import Customer, Device, ProfileAlias, TransactionDevice, Upload, UploadRow
-from portal.models import KnoxAccount
+from kdp.models import Customer, Device, ProfileAlias, TransactionDevice
+from portal.models import KnoxAccount, Upload, UploadRow
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 

@@ -11,12 +11,10 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import models
-from django.db.models import Count
 from django.utils import timezone
 
-from portal.models import AuditEvent, Job, KnoxAccount
+from portal.models import AuditEvent, Job, KnoxAccount, Upload
 
 
 class Customer(models.Model):
@@ -61,145 +59,6 @@ class ProfileAlias(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class Upload(models.Model):
-    """A spreadsheet as staged for preview: its rows are parsed once into UploadRow, then confirmed into a job."""
-
-    class Operation(models.TextChoices):
-        UPLOAD = "upload", "Register devices"
-        DELETE = "delete", "Delete devices"
-
-    class Status(models.TextChoices):
-        PARSING = "parsing", "Reading the file"
-        READY = "ready", "Ready for review"
-        REFUSED = "refused", "File refused"
-        SUBMITTED = "submitted", "Submitted"
-
-    account = models.ForeignKey(KnoxAccount, models.PROTECT, related_name="kdp_uploads")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
-    operation = models.CharField(max_length=6, choices=Operation.choices, default=Operation.UPLOAD)
-    filename = models.CharField(max_length=255)
-    file = models.FileField(upload_to="kdp/uploads/%Y/%m/", max_length=300)
-    sheet = models.CharField(max_length=100, blank=True)
-    device_column = models.CharField(max_length=200, blank=True)
-    allow_bad_check_digit = models.BooleanField(default=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PARSING)
-    error = models.TextField(blank=True, help_text="Why the file was refused, in words.")
-    notices = models.JSONField(default=list, blank=True)
-    sheets = models.JSONField(default=list, blank=True)
-    columns = models.JSONField(default=list, blank=True, help_text="Candidate device columns [header text].")
-    rows_total = models.PositiveIntegerField(default=0)
-    valid = models.PositiveIntegerField(default=0)
-    invalid = models.PositiveIntegerField(default=0)
-    duplicate = models.PositiveIntegerField(default=0)
-    skipped = models.PositiveIntegerField(default=0)
-    conflicts = models.PositiveIntegerField(default=0, help_text="Valid in form but refused by local records.")
-    parse_job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
-    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.filename} ({self.get_operation_display().lower()})"
-
-    def count_rows(self) -> None:
-        """Recompute the counters from the staged rows (one grouped query)."""
-        counts = dict(self.rows.values_list("status").annotate(n=Count("id")).order_by())
-        self.valid = counts.get(UploadRow.Status.VALID, 0)
-        self.invalid = counts.get(UploadRow.Status.INVALID, 0)
-        self.duplicate = counts.get(UploadRow.Status.DUPLICATE, 0)
-        self.skipped = counts.get(UploadRow.Status.SKIPPED, 0)
-        self.conflicts = sum(counts.get(s, 0) for s in UploadRow.CONFLICTS)
-        self.rows_total = sum(counts.values())
-
-    @property
-    def problems(self) -> int:
-        return self.invalid + self.duplicate + self.conflicts
-
-    def start_parsing(self, user: Any) -> Job:
-        """Queue the job that reads the file into rows (the preview polls it)."""
-        job = Job.objects.create(
-            kind="kdp.parse", title=f"Read {self.filename}", account=self.account, created_by=user,
-            params={"upload": self.pk},
-        )  # fmt: skip
-        Upload.objects.filter(pk=self.pk).update(parse_job=job, status=Upload.Status.PARSING)
-        self.parse_job, self.status = job, Upload.Status.PARSING
-        job.enqueue("kdp.tasks.parse_upload")
-        return job
-
-    def submit(
-        self,
-        *,
-        user: Any,
-        customer: Customer,
-        profile_alias: str = "",
-        order_no: str = "",
-        order_time: int | None = None,
-        request: Any = None,
-    ) -> Job:
-        """Queue the upload/delete of the valid rows to `customer`. Only a READY upload can be submitted, once."""
-        params = {
-            "upload": self.pk, "customer": customer.pk, "profile_alias": profile_alias, "order_no": order_no,
-            "order_time": order_time,
-        }  # fmt: skip
-        verb = "Register" if self.operation == self.Operation.UPLOAD else "Delete"
-        job = Job.objects.create(
-            kind=f"kdp.{self.operation}", account=self.account, created_by=user, params=params, total=self.valid,
-            title=f"{verb} {self.valid} device{'s' if self.valid != 1 else ''} for {customer.name or customer.customer_id}",
-        )  # fmt: skip
-        if (
-            Upload.objects.filter(pk=self.pk, status=Upload.Status.READY).update(
-                status=Upload.Status.SUBMITTED, job=job
-            )
-            != 1
-        ):
-            job.delete()
-            raise ValueError("This spreadsheet was already submitted or is not ready.")
-        AuditEvent.objects.record(
-            f"kdp.{self.operation}", request=request, actor=user, target=job,
-            summary={"file": self.filename, "devices": self.valid, "customer": customer.customer_id,
-                     "profile_alias": profile_alias, "order_no": order_no, "skipped_rows": self.problems + self.skipped},
-        )  # fmt: skip
-        job.enqueue("kdp.tasks.run_transfer")
-        return job
-
-
-class UploadRow(models.Model):
-    class Status(models.TextChoices):
-        VALID = "valid", "Valid"
-        INVALID = "invalid", "Invalid"
-        DUPLICATE = "duplicate", "Duplicate in file"
-        SKIPPED = "skipped", "Empty, skipped"
-        # Checks against the portal's own records (uploads only): not submitted.
-        REGISTERED = "registered", "Already registered"
-        IN_FLIGHT = "inflight", "Another job is handling it"
-
-    CONFLICTS = (Status.REGISTERED, Status.IN_FLIGHT)
-
-    upload = models.ForeignKey(Upload, models.CASCADE, related_name="rows")
-    row_number = models.PositiveIntegerField()
-    raw = models.CharField(max_length=100, blank=True)
-    value = models.CharField(max_length=40, blank=True)
-    kind = models.CharField(max_length=6, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices)
-    reason = models.CharField(max_length=400, blank=True)
-    suggestion = models.CharField(max_length=40, blank=True)
-    order_no = models.CharField(max_length=100, blank=True)
-    model = models.CharField(max_length=60, blank=True)
-
-    class Meta:
-        ordering = ["row_number"]
-        indexes = [
-            # The preview table filters by status and pages by row number.
-            models.Index(fields=["upload", "status", "row_number"], name="kdp_uprow_status_idx"),
-            models.Index(fields=["upload", "row_number"], name="kdp_uprow_number_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return f"row {self.row_number}: {self.raw}"
 
 
 class DeviceQuerySet(models.QuerySet["Device"]):
@@ -319,7 +178,7 @@ class Transaction(models.Model):
     job = models.ForeignKey(Job, models.CASCADE, related_name="kdp_transactions")
     sequence = models.PositiveIntegerField(help_text="Order of the chunk within its job.")
     transaction_id = models.CharField(max_length=32, default=new_transaction_id)
-    operation = models.CharField(max_length=6, choices=Upload.Operation.choices)
+    operation = models.CharField(max_length=6, choices=[("upload", "Register devices"), ("delete", "Delete devices")])
     generation = models.CharField(max_length=4)
     customer = models.ForeignKey(Customer, models.PROTECT, related_name="transactions")
     device_type = models.CharField(max_length=4)
@@ -477,4 +336,38 @@ def queue_reconcile(account: KnoxAccount, *, user: Any, request: Any = None, via
         "kdp.reconcile", request=request, actor=user, target=job, summary={"account": account.pk, "via": via}
     )
     job.enqueue("kdp.tasks.run_reconcile")
+    return job
+
+
+def submit_upload(
+    upload: Upload,
+    *,
+    user: Any,
+    customer: Customer,
+    profile_alias: str = "",
+    order_no: str = "",
+    order_time: int | None = None,
+    request: Any = None,
+) -> Job:
+    """Queue the upload/delete of a staged spreadsheet's valid rows to `customer` (READY uploads only, once)."""
+    params = {
+        "upload": upload.pk, "customer": customer.pk, "profile_alias": profile_alias, "order_no": order_no,
+        "order_time": order_time,
+    }  # fmt: skip
+    verb = "Register" if upload.operation == Upload.Operation.UPLOAD else "Delete"
+    job = Job.objects.create(
+        kind=f"kdp.{upload.operation}", account=upload.account, created_by=user, params=params, total=upload.valid,
+        title=f"{verb} {upload.valid} device{'s' if upload.valid != 1 else ''} for {customer.name or customer.customer_id}",
+    )  # fmt: skip
+    try:
+        upload.mark_submitted(job)
+    except ValueError:
+        job.delete()
+        raise
+    AuditEvent.objects.record(
+        f"kdp.{upload.operation}", request=request, actor=user, target=job,
+        summary={"file": upload.filename, "devices": upload.valid, "customer": customer.customer_id,
+                 "profile_alias": profile_alias, "order_no": order_no, "skipped_rows": upload.problems + upload.skipped},
+    )  # fmt: skip
+    job.enqueue("kdp.tasks.run_transfer")
     return job

@@ -25,7 +25,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -42,19 +41,15 @@ from kdp.constants import (
     POLL_FIRST_DELAY_SECONDS,
     POLL_MAX_INTERVAL_SECONDS,
 )
-from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice, Upload, UploadRow
-from portal import spreadsheets
+from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice
 from portal.db import db_datetime, insert_rows
-from portal.exports import TEMPLATE_EXAMPLE
 from portal.knox import errors
-from portal.models import Job
+from portal.models import Job, Upload, UploadRow
 from portal.tasks import run_job
+from portal.uploads import STAGE_BATCH, StagedRow
 
 logger = logging.getLogger(__name__)
 
-STAGE_BATCH = 5000
-# The example row of the downloadable templates must never be registered by accident.
-TEMPLATE_EXAMPLE_VALUES = {TEMPLATE_EXAMPLE["imei"], TEMPLATE_EXAMPLE["serial"]}
 DASHBOARD_STATE_CACHE_KEY = "kdp:dashboard:by_state"
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 # Whole-request refusals that will refuse every other chunk of the job the same way.
@@ -66,154 +61,40 @@ def chunk_size() -> int:
     return max(1, min(settings.KDP_CHUNK_SIZE, KDP_MAX_DEVICES_PER_REQUEST))
 
 
-# --- parsing ------------------------------------------------------------------------------------------------
+# --- checks of staged rows (registered in kdp/apps.py; portal.uploads calls it while staging) -----------------
 
 
-def parse_upload(job_pk: int) -> None:
-    run_job(job_pk, _parse)
-
-
-def _parse(job: Job, owner: str) -> None:
-    upload = Upload.objects.select_related("account").get(pk=job.params["upload"])
-    stage_upload(upload, job=job, owner=owner)
-    job.set_total(upload.rows_total)
-    job.add_progress(succeeded=upload.rows_total)
-    if upload.status == Upload.Status.REFUSED:
-        job.fail(upload.error)
-    else:
-        job.finish()
-
-
-def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> Upload:
-    """Read the file into UploadRow records (replacing any earlier staging) and count them.
-
-    A refused file leaves no rows and a sentence in `upload.error`; nothing is half-staged: rows go in inside
-    one database transaction.
-    """
-    try:
-        with transaction.atomic():
-            upload.rows.all().delete()
-            with spreadsheets.open_spreadsheet(
-                Path(upload.file.path),
-                upload.filename,
-                max_bytes=settings.SPREADSHEET_MAX_BYTES,
-                max_rows=settings.SPREADSHEET_MAX_ROWS,
-                sheet=upload.sheet or None,
-                device_column=upload.device_column or None,
-                allow_bad_check_digit=upload.allow_bad_check_digit,
-            ) as sheet:
-                upload.sheets = list(sheet.sheets)
-                upload.sheet = sheet.sheet or ""
-                upload.columns = [c.header for c in sheet.candidates]
-                upload.device_column = sheet.device_column.header if sheet.device_column else ""
-                upload.notices = list(sheet.notices)
-                batch: list[StagedRow] = []
-                for row in sheet.iter_rows():
-                    batch.append(_staged_row(row))
-                    if len(batch) >= STAGE_BATCH:
-                        _check_and_insert(upload, batch)
-                        batch = []
-                        if job is not None:
-                            job.heartbeat(owner)
-                _check_and_insert(upload, batch)
-    except spreadsheets.SpreadsheetError as e:
-        upload.status = Upload.Status.REFUSED
-        upload.error = e.message
-        upload.sheets = list(getattr(e, "sheets", []) or upload.sheets)
-        upload.columns = list(getattr(e, "headers", []) or [])
-        upload.rows_total = upload.valid = upload.invalid = upload.duplicate = upload.skipped = upload.conflicts = 0
-        upload.save()
-        return upload
-    upload.count_rows()
-    upload.status = Upload.Status.READY if upload.valid else Upload.Status.REFUSED
-    upload.error = "" if upload.valid else "No row holds a device that can be submitted; see the reasons below."
-    upload.save()
-    return upload
-
-
-@dataclass(slots=True)
-class StagedRow:
-    """An UploadRow before it is inserted (plain values: staging 100k rows must not build 100k model instances)."""
-
-    row_number: int
-    raw: str
-    value: str
-    kind: str
-    status: str
-    reason: str
-    suggestion: str
-    order_no: str
-    model: str
-
-
-STAGED_FIELDS = ("upload", "row_number", "raw", "value", "kind", "status", "reason", "suggestion", "order_no", "model")
-
-
-def _staged_row(row: spreadsheets.Row) -> StagedRow:
-    verdict = row.verdict
-    status = {
-        spreadsheets.Status.VALID: UploadRow.Status.VALID,
-        spreadsheets.Status.INVALID: UploadRow.Status.INVALID,
-        spreadsheets.Status.DUPLICATE: UploadRow.Status.DUPLICATE,
-        spreadsheets.Status.SKIPPED: UploadRow.Status.SKIPPED,
-    }[row.status]
-    reason = row.message
-    if status == UploadRow.Status.VALID and verdict.value in TEMPLATE_EXAMPLE_VALUES:
-        status = UploadRow.Status.INVALID
-        reason = "this is the template's example row; replace it with the customer's devices"
-    elif status == UploadRow.Status.VALID and verdict.kind == "meid":
-        # knox-api.md §6 q2: KDP takes IMEIs and serial numbers only.
-        status = UploadRow.Status.INVALID
-        reason = "this is a MEID; Knox Deployment Program registers IMEIs and serial numbers, so use the device's IMEI"
-    return StagedRow(
-        row_number=row.number,
-        raw=str(row.raw)[:100],
-        value=verdict.value[:40] if status == UploadRow.Status.VALID else "",
-        kind=str(verdict.kind or "")[:6],
-        status=str(status),
-        reason=reason[:400],
-        suggestion=(verdict.suggestion or "")[:40],
-        order_no=str(row.extra.get("order_no", ""))[:100],
-        model=str(row.extra.get("model", ""))[:60],
-    )
-
-
-def _check_and_insert(upload: Upload, rows: list[StagedRow]) -> None:
-    """Compare valid rows with the portal's records, then insert the batch."""
-    values = [r.value for r in rows if r.status == UploadRow.Status.VALID]
-    if values:
-        known = {
-            d["identifier"]: d
-            for d in Device.objects.filter(account=upload.account, identifier__in=values).values(
-                "identifier",
-                "state",
-                "customer__name",
-                "customer__customer_id",
-                "pending_job_id",
-                "pending_job__status",
+def check_rows(upload: Upload, rows: list[StagedRow]) -> None:
+    """KDP's own rules on valid rows: no MEIDs, and the portal's records (already registered, job in flight)."""
+    for r in rows:
+        if r.status == UploadRow.Status.VALID and r.kind == "meid":
+            # knox-api.md §6 q2: KDP takes IMEIs and serial numbers only.
+            r.status, r.value = UploadRow.Status.INVALID, ""
+            r.reason = (
+                "this is a MEID; Knox Deployment Program registers IMEIs and serial numbers, so use the device's IMEI"
             )
-        }
-        for r in rows:
-            d = known.get(r.value) if r.status == UploadRow.Status.VALID else None
-            if d is None:
-                continue
-            if d["pending_job_id"] and d["pending_job__status"] in ACTIVE:
-                r.status = UploadRow.Status.IN_FLIGHT
-                r.reason = f"job #{d['pending_job_id']} is already working on this device; wait for it to finish"
-            elif upload.operation == Upload.Operation.UPLOAD and d["state"] == Device.State.REGISTERED:
-                r.status = UploadRow.Status.REGISTERED
-                r.reason = (
-                    f"already registered to {d['customer__name'] or d['customer__customer_id']} "
-                    f"({d['customer__customer_id']}); delete it there first to move it"
-                )
-    insert_rows(
-        UploadRow,
-        STAGED_FIELDS,
-        (
-            (upload.pk, r.row_number, r.raw, r.value, r.kind, r.status, r.reason, r.suggestion, r.order_no, r.model)
-            for r in rows
-        ),
-    )
+    values = [r.value for r in rows if r.status == UploadRow.Status.VALID]
+    if not values:
+        return
+    known = {
+        d["identifier"]: d
+        for d in Device.objects.filter(account=upload.account, identifier__in=values).values(
+            "identifier", "state", "customer__name", "customer__customer_id", "pending_job_id", "pending_job__status"
+        )
+    }
+    for r in rows:
+        d = known.get(r.value) if r.status == UploadRow.Status.VALID else None
+        if d is None:
+            continue
+        if d["pending_job_id"] and d["pending_job__status"] in ACTIVE:
+            r.status = UploadRow.Status.IN_FLIGHT
+            r.reason = f"job #{d['pending_job_id']} is already working on this device; wait for it to finish"
+        elif upload.operation == Upload.Operation.UPLOAD and d["state"] == Device.State.REGISTERED:
+            r.status = UploadRow.Status.REGISTERED
+            r.reason = (
+                f"already registered to {d['customer__name'] or d['customer__customer_id']} "
+                f"({d['customer__customer_id']}); delete it there first to move it"
+            )
 
 
 # --- planning -----------------------------------------------------------------------------------------------

@@ -30,17 +30,16 @@ from kdp.models import (
     ReconcileItem,
     Transaction,
     TransactionDevice,
-    Upload,
-    UploadRow,
     queue_customer_sync,
     queue_delete_matching,
     queue_reconcile,
     queue_retry,
+    submit_upload,
 )
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
-from portal.models import AuditEvent, Job, KnoxAccount
+from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, require_perm
 
 PAGE_SIZE = 50
@@ -211,7 +210,8 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return render(request, "kdp/upload_detail.html", _preview_context(request, staged, form))
     try:
-        job = staged.submit(
+        job = submit_upload(
+            staged,
             user=request.user,
             customer=form.cleaned_data["customer"],
             profile_alias=form.cleaned_data.get("profile_alias", ""),

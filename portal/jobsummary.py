@@ -51,7 +51,7 @@ def upload_figures(upload: Any) -> dict[str, Any]:
     `rows` counts the data rows read without the blank ones; `invalid` counts every row that will not be sent
     (malformed, duplicated in the file, or refused by the portal's own records), so rows = valid + invalid.
     """
-    from kdp.models import UploadRow
+    from portal.models import UploadRow
 
     not_sent = (UploadRow.Status.INVALID, UploadRow.Status.DUPLICATE, *UploadRow.CONFLICTS)
     problems = [
@@ -88,7 +88,8 @@ def transfer_failures(job: Job) -> list[dict[str, Any]]:
 
 
 def _kdp_transfer_details(job: Job) -> dict[str, Any]:
-    from kdp.models import Customer, Transaction, Upload
+    from kdp.models import Customer, Transaction
+    from portal.models import Upload
 
     upload = Upload.objects.filter(job=job).first()
     if upload is not None:

@@ -510,3 +510,128 @@ class RateLimitSlot(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Upload(models.Model):
+    """A spreadsheet staff uploaded, staged for preview: its rows are read once into UploadRow (by the
+    `portal.tasks.parse_upload` job), then a service app (kdp, guard) turns the valid rows into its own job.
+
+    Shared by every service so there is one reader, one preview and one set of checks; a service adds its own
+    checks against local records through `portal.uploads.ROW_CHECKS`.
+    """
+
+    class Operation(models.TextChoices):
+        UPLOAD = "upload", "Register devices"
+        DELETE = "delete", "Delete devices"
+        GUARD_ACTION = "guard", "Knox Guard action"
+        GUARD_UPLOAD = "guard-upload", "Upload to Knox Guard"
+
+    class Status(models.TextChoices):
+        PARSING = "parsing", "Reading the file"
+        READY = "ready", "Ready for review"
+        REFUSED = "refused", "File refused"
+        SUBMITTED = "submitted", "Submitted"
+
+    service = models.CharField(max_length=10, default="kdp", help_text="The app that acts on the rows (kdp, guard).")
+    account = models.ForeignKey(KnoxAccount, models.PROTECT, related_name="uploads")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
+    operation = models.CharField(max_length=12, choices=Operation.choices, default=Operation.UPLOAD)
+    filename = models.CharField(max_length=255)
+    file = models.FileField(upload_to="uploads/%Y/%m/", max_length=300)
+    sheet = models.CharField(max_length=100, blank=True)
+    device_column = models.CharField(max_length=200, blank=True)
+    allow_bad_check_digit = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PARSING)
+    error = models.TextField(blank=True, help_text="Why the file was refused, in words.")
+    notices = models.JSONField(default=list, blank=True)
+    sheets = models.JSONField(default=list, blank=True)
+    columns = models.JSONField(default=list, blank=True, help_text="Candidate device columns [header text].")
+    rows_total = models.PositiveIntegerField(default=0)
+    valid = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    duplicate = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    conflicts = models.PositiveIntegerField(default=0, help_text="Valid in form but refused by local records.")
+    parse_job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["service", "-created_at"], name="upload_service_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.get_operation_display().lower()})"
+
+    def count_rows(self) -> None:
+        """Recompute the counters from the staged rows (one grouped query)."""
+        counts = dict(self.rows.values_list("status").annotate(n=models.Count("id")).order_by())
+        self.valid = counts.get(UploadRow.Status.VALID, 0)
+        self.invalid = counts.get(UploadRow.Status.INVALID, 0)
+        self.duplicate = counts.get(UploadRow.Status.DUPLICATE, 0)
+        self.skipped = counts.get(UploadRow.Status.SKIPPED, 0)
+        self.conflicts = sum(counts.get(s, 0) for s in UploadRow.CONFLICTS)
+        self.rows_total = sum(counts.values())
+
+    @property
+    def problems(self) -> int:
+        return self.invalid + self.duplicate + self.conflicts
+
+    def start_parsing(self, user: Any) -> Job:
+        """Queue the job that reads the file into rows (the preview polls it)."""
+        job = Job.objects.create(
+            kind=f"{self.service}.parse", title=f"Read {self.filename}", account=self.account, created_by=user,
+            params={"upload": self.pk},
+        )  # fmt: skip
+        Upload.objects.filter(pk=self.pk).update(parse_job=job, status=Upload.Status.PARSING)
+        self.parse_job, self.status = job, Upload.Status.PARSING
+        job.enqueue("portal.tasks.parse_upload")
+        return job
+
+    def mark_submitted(self, job: Job) -> None:
+        """Link the job that acts on the rows; raises ValueError unless the upload was READY (submit once)."""
+        if (
+            Upload.objects.filter(pk=self.pk, status=Upload.Status.READY).update(
+                status=Upload.Status.SUBMITTED, job=job
+            )
+            != 1
+        ):
+            raise ValueError("This spreadsheet was already submitted or is not ready.")
+        self.status, self.job = Upload.Status.SUBMITTED, job
+
+
+class UploadRow(models.Model):
+    class Status(models.TextChoices):
+        VALID = "valid", "Valid"
+        INVALID = "invalid", "Invalid"
+        DUPLICATE = "duplicate", "Duplicate in file"
+        SKIPPED = "skipped", "Empty, skipped"
+        # A service's checks against the portal's own records: not submitted.
+        REGISTERED = "registered", "Already registered"
+        IN_FLIGHT = "inflight", "Another job is handling it"
+        UNKNOWN = "unknown", "Not in the portal's records"
+
+    CONFLICTS = (Status.REGISTERED, Status.IN_FLIGHT, Status.UNKNOWN)
+
+    upload = models.ForeignKey(Upload, models.CASCADE, related_name="rows")
+    row_number = models.PositiveIntegerField()
+    raw = models.CharField(max_length=100, blank=True)
+    value = models.CharField(max_length=40, blank=True)
+    kind = models.CharField(max_length=6, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    reason = models.CharField(max_length=400, blank=True)
+    suggestion = models.CharField(max_length=40, blank=True)
+    order_no = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=60, blank=True)
+    approve_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["row_number"]
+        indexes = [
+            # The preview table filters by status and pages by row number.
+            models.Index(fields=["upload", "status", "row_number"], name="uprow_status_idx"),
+            models.Index(fields=["upload", "row_number"], name="uprow_number_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"row {self.row_number}: {self.raw}"

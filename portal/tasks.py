@@ -58,3 +58,22 @@ def resume_stale_jobs() -> int:
         job.send()
         n += 1
     return n
+
+
+def parse_upload(job_pk: int) -> None:
+    """Read a staged spreadsheet into rows (any service's upload); the preview page polls this job."""
+    run_job(job_pk, _parse)
+
+
+def _parse(job: Job, owner: str) -> None:
+    from portal.models import Upload
+    from portal.uploads import stage_upload
+
+    upload = Upload.objects.select_related("account").get(pk=job.params["upload"])
+    stage_upload(upload, job=job, owner=owner)
+    job.set_total(upload.rows_total)
+    job.add_progress(succeeded=upload.rows_total)
+    if upload.status == Upload.Status.REFUSED:
+        job.fail(upload.error)
+    else:
+        job.finish()

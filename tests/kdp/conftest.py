@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
-from kdp.models import Customer, Upload
-from kdp.tasks import stage_upload, sync_customers
-from portal.models import Job
+from kdp.models import Customer
+from kdp.tasks import sync_customers
+from portal.models import Job, Upload
+from portal.uploads import stage_upload
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 

@@ -15,8 +15,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from kdp.models import Device, TransactionDevice, Upload
-from portal.models import Job, KnoxAccount
+from kdp.models import Device, TransactionDevice
+from portal.models import Job, KnoxAccount, Upload
 from tests.kdp.conftest import SAMPLES, imei_csv
 from tests.kdp.test_transfer import fresh_imeis
 

@@ -13,7 +13,7 @@ import python_calamine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from kdp.models import Customer, Device
+from kdp.models import Customer, Device, submit_upload
 from kdp.tasks import run_transfer
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
@@ -355,8 +355,11 @@ def test_the_device_page_shows_the_knox_transaction_and_the_audit_event(
     monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)  # the sandbox finishes a chunk in 0.2 s
     operator = make_user("olivia", "operator")
     imei = fresh_imeis(1, "35920000")[0]
-    job = make_upload(customer.account, imei_csv([imei]), "one.csv").submit(
-        user=operator, customer=customer, profile_alias=customer.aliases.first().name
+    job = submit_upload(
+        make_upload(customer.account, imei_csv([imei]), "one.csv"),
+        user=operator,
+        customer=customer,
+        profile_alias=customer.aliases.first().name,
     )
     run_transfer(job.pk)
     device = Device.objects.get(account=customer.account, identifier=imei)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from kdp.models import Customer, Device, Transaction
+from kdp.models import Customer, Device, Transaction, submit_upload
 from kdp.tasks import run_transfer, sync_customers
 from portal.models import Job, KnoxAccount
 from tests.kdp.conftest import imei_csv, make_upload
@@ -22,7 +22,7 @@ def test_gen1_sync_upload_and_delete(sandbox_account, knox_sandbox):
 
     imeis = fresh_imeis(3, "35777777")
     upload = make_upload(gen1, imei_csv(imeis), "g1.csv")
-    job = upload.submit(user=None, customer=customer)
+    job = submit_upload(upload, user=None, customer=customer)
     run_transfer(job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED and job.succeeded == 3, job.error_summary
@@ -32,7 +32,7 @@ def test_gen1_sync_upload_and_delete(sandbox_account, knox_sandbox):
     assert Device.objects.filter(account=gen1, identifier__in=imeis, state=Device.State.REGISTERED).count() == 3
 
     delete = make_upload(gen1, imei_csv(imeis[:1]), "g1-del.csv", operation="delete")
-    djob = delete.submit(user=None, customer=customer)
+    djob = submit_upload(delete, user=None, customer=customer)
     run_transfer(djob.pk)
     djob.refresh_from_db()
     assert djob.status == Job.Status.SUCCEEDED
@@ -42,7 +42,7 @@ def test_gen1_sync_upload_and_delete(sandbox_account, knox_sandbox):
 def test_gen1_unknown_customer_is_a_rejected_transaction(sandbox_account, knox_sandbox):
     gen1 = KnoxAccount.objects.get(name="Sandbox (Gen1)")
     ghost = Customer.objects.create(account=gen1, customer_id="9999999999", name="Ghost")
-    job = make_upload(gen1, imei_csv(fresh_imeis(2, "35888888")), "ghost.csv").submit(user=None, customer=ghost)
+    job = submit_upload(make_upload(gen1, imei_csv(fresh_imeis(2, "35888888")), "ghost.csv"), user=None, customer=ghost)
     run_transfer(job.pk)
     job.refresh_from_db()
     tx = Transaction.objects.get(job=job)

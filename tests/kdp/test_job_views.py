@@ -17,9 +17,9 @@ import pytest
 import python_calamine
 from django.contrib.auth.models import User
 
-from kdp.models import Customer, Device, Transaction, TransactionDevice, Upload
+from kdp.models import Customer, Device, Transaction, TransactionDevice
 from kdp.tasks import run_transfer
-from portal.models import AuditEvent, Job
+from portal.models import AuditEvent, Job, Upload
 from tests.base import BaseTestCase, make_user
 from tests.kdp.conftest import imei_csv, make_upload
 from tests.kdp.test_transfer import fresh_imeis

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import requests
 
-from kdp.models import Device, Transaction, TransactionDevice, Upload
+from kdp.models import Device, Transaction, TransactionDevice, submit_upload
 from kdp.tasks import run_transfer
 from portal.identifiers import luhn_check_digit
-from portal.models import AuditEvent, Job
+from portal.models import AuditEvent, Job, Upload
 from tests.kdp.conftest import imei_csv, make_upload
 
 
@@ -29,7 +29,7 @@ def test_upload_registers_every_device_with_the_profile_alias(customer, knox_san
     upload = make_upload(customer.account, imei_csv(imeis), "order.csv")
     assert upload.status == Upload.Status.READY and upload.valid == 10
     alias = customer.aliases.first().name
-    job = upload.submit(user=None, customer=customer, profile_alias=alias, order_no="PO-9")
+    job = submit_upload(upload, user=None, customer=customer, profile_alias=alias, order_no="PO-9")
     run_transfer(job.pk)
 
     job.refresh_from_db()
@@ -61,7 +61,7 @@ def test_per_device_failures_are_recorded_with_knox_codes(customer, knox_sandbox
     theirs = creds["second_reseller"]["device_ids"][0]  # an IMEI another reseller owns
     mine = fresh_imeis(2, "35111111")
     upload = make_upload(customer.account, imei_csv([*mine, theirs]), "mixed.csv")
-    job = upload.submit(user=None, customer=customer)
+    job = submit_upload(upload, user=None, customer=customer)
     run_transfer(job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.PARTIAL and (job.succeeded, job.failed) == (2, 1)
@@ -72,11 +72,11 @@ def test_per_device_failures_are_recorded_with_knox_codes(customer, knox_sandbox
 
 
 def test_a_pending_customer_is_refused_for_the_whole_job(synced, knox_sandbox):
-    from kdp.models import Customer
+    from kdp.models import Customer, submit_upload
 
     pending = Customer.objects.get(account=synced, status="Pending")
     upload = make_upload(synced, imei_csv(fresh_imeis(3, "35222222")), "p.csv")
-    job = upload.submit(user=None, customer=pending)
+    job = submit_upload(upload, user=None, customer=pending)
     run_transfer(job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and job.failed == 3
@@ -87,11 +87,11 @@ def test_a_pending_customer_is_refused_for_the_whole_job(synced, knox_sandbox):
 def test_delete_then_40000044_for_a_device_we_do_not_own(customer, knox_sandbox):
     imeis = fresh_imeis(3, "35333333")
     up = make_upload(customer.account, imei_csv(imeis), "u.csv")
-    run_transfer(up.submit(user=None, customer=customer).pk)
+    run_transfer(submit_upload(up, user=None, customer=customer).pk)
     stranger = fresh_imeis(1, "35444444")
     delete = make_upload(customer.account, imei_csv([*imeis, *stranger]), "d.csv", operation="delete")
     assert delete.valid == 4
-    job = delete.submit(user=None, customer=customer)
+    job = submit_upload(delete, user=None, customer=customer)
     run_transfer(job.pk)
     job.refresh_from_db()
     assert (job.succeeded, job.failed) == (3, 1)
@@ -115,7 +115,7 @@ def test_an_interrupted_job_resumes_without_sending_a_chunk_twice(customer, knox
     settings.KDP_CHUNK_SIZE = 5
     imeis = fresh_imeis(20, "35555555")
     upload = make_upload(customer.account, imei_csv(imeis), "big.csv")
-    job = upload.submit(user=None, customer=customer)
+    job = submit_upload(upload, user=None, customer=customer)
     assert job.claim("worker-1")
     plan(job)
     txs = list(Transaction.objects.filter(job=job).order_by("sequence"))
@@ -127,7 +127,7 @@ def test_an_interrupted_job_resumes_without_sending_a_chunk_twice(customer, knox
     client.submit(
         Submission(
             txs[1].transaction_id, "upload", customer.account.reseller_id, customer.customer_id, "IMEI", list(tds)
-        )
+        ),
     )
     # chunk 3: the worker died after marking the attempt, before sending
     Transaction.objects.filter(pk=txs[2].pk).update(send_attempted_at=timezone.now())
@@ -150,7 +150,7 @@ def test_a_dead_knox_ends_the_job_with_a_reason_and_nothing_stuck(customer, sett
     settings.KNOX_MAX_RETRIES = 1
     settings.KNOX_BACKOFF_BASE = 0.01
     upload = make_upload(customer.account, imei_csv(fresh_imeis(3, "35666666")), "x.csv")
-    job = upload.submit(user=None, customer=customer)
+    job = submit_upload(upload, user=None, customer=customer)
     run_transfer(job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and "connection to Knox failed" in job.error_summary

@@ -15,9 +15,9 @@ import python_calamine
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from kdp.models import Customer, ProfileAlias, Upload, UploadRow
-from kdp.tasks import parse_upload
-from portal.models import AuditEvent, Job, KnoxAccount
+from kdp.models import Customer, ProfileAlias
+from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
+from portal.tasks import parse_upload
 from tests.base import BaseTestCase, make_user
 from tests.kdp.conftest import SAMPLES, imei_csv, make_upload
 from tests.kdp.test_transfer import fresh_imeis

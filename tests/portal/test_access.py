@@ -40,7 +40,8 @@ class AccessTestCase(BaseTestCase):
         super().setUp()
         from django_q.models import Schedule
 
-        from kdp.models import Customer, Device, Transaction, Upload
+        from kdp.models import Customer, Device, Transaction
+        from portal.models import Upload
 
         self.account = KnoxAccount.objects.create(name="Acme", environment="sandbox")
         self.job = Job.objects.create(kind="kdp.upload", account=self.account)

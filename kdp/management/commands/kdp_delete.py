@@ -11,7 +11,7 @@ Knox customer ID; a device not registered to that customer fails at Knox with 40
 from __future__ import annotations
 
 from kdp.management.commands import kdp_upload
-from kdp.models import Upload
+from portal.models import Upload
 
 
 class Command(kdp_upload.Command):

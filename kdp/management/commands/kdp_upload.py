@@ -8,9 +8,9 @@ command line, through the same staging, job and audit trail as the web upload.
 1. Check the account (exists, active, has its KDP credentials), the customer (by its Knox customer ID) and the
    profile alias. A customer or alias not known locally triggers one customer refresh from Knox, run in this
    process, before giving up (never on a dry run, which makes no Knox call).
-2. Stage the file into UploadRow records exactly as the web preview does (kdp.tasks.stage_upload).
+2. Stage the file into UploadRow records exactly as the web preview does (portal.uploads.stage_upload).
 3. --dry-run: report the verdicts and discard the staging; nothing is submitted, no job is created.
-4. Otherwise `Upload.submit` creates the job, writes the audit event and queues kdp.tasks.run_transfer. Management
+4. Otherwise `kdp.models.submit_upload` creates the job, writes the audit event and queues kdp.tasks.run_transfer. Management
    commands run in autocommit, so the job's on_commit hook hands it to django-q2 at once.
 5. --wait: also run the transfer in this process, so it finishes without a qcluster. The job's lease
    (Job.claim) guarantees one worker does the work: if a qcluster took it first, run_transfer returns at once and
@@ -38,9 +38,10 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from kdp import tasks
-from kdp.models import Customer, ProfileAlias, Upload, queue_customer_sync
+from kdp.models import Customer, ProfileAlias, queue_customer_sync, submit_upload
 from portal.jobsummary import job_summary, progress_line, summary_lines, upload_figures, wait_until_finished
-from portal.models import Job, KnoxAccount
+from portal.models import Job, KnoxAccount, Upload
+from portal.uploads import stage_upload
 
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
@@ -123,8 +124,8 @@ class Command(BaseCommand):
             discard(upload)
             self.emit(data)
             return
-        job = upload.submit(
-            user=None, customer=found, profile_alias=alias, order_no=order_no.strip(), order_time=order_time
+        job = submit_upload(
+            upload, user=None, customer=found, profile_alias=alias, order_no=order_no.strip(), order_time=order_time
         )
         if not wait:
             self.note(f"job {job.pk} queued: {job.title}; follow it with: manage.py job_status {job.pk} --wait")
@@ -200,7 +201,7 @@ class Command(BaseCommand):
         with path.open("rb") as fh:
             upload.file.save(path.name, File(fh), save=False)
         upload.save()
-        tasks.stage_upload(upload)
+        stage_upload(upload)
         if upload.status == Upload.Status.REFUSED:
             raise Unusable(refusal_message(upload), upload)
         return upload

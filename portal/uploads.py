@@ -1,0 +1,163 @@
+"""Staging an uploaded spreadsheet into UploadRow records (one reader and one preview for every service).
+
+`stage_upload` reads the file with portal.spreadsheets, gives every row its verdict, lets the owning service
+check valid rows against its own records (ROW_CHECKS, registered by each app in AppConfig.ready), and inserts
+the rows in batches inside one database transaction: a refused file leaves no half-staged rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils.module_loading import import_string
+
+from portal import spreadsheets
+from portal.db import insert_rows
+from portal.exports import TEMPLATE_EXAMPLE
+from portal.models import Job, Upload, UploadRow
+
+STAGE_BATCH = 5000
+# The example row of the downloadable templates must never be acted on by accident.
+TEMPLATE_EXAMPLE_VALUES = {TEMPLATE_EXAMPLE["imei"], TEMPLATE_EXAMPLE["serial"]}
+
+# service -> dotted path of `check(upload, rows: list[StagedRow]) -> None`, which may turn VALID rows into
+# INVALID / REGISTERED / IN_FLIGHT / UNKNOWN with a reason. Registered by the service apps (kdp, guard).
+ROW_CHECKS: dict[str, str] = {}
+
+
+def register_row_check(service: str, path: str) -> None:
+    ROW_CHECKS[service] = path
+
+
+@dataclass(slots=True)
+class StagedRow:
+    """An UploadRow before it is inserted (plain values: staging 100k rows must not build 100k model instances)."""
+
+    row_number: int
+    raw: str
+    value: str
+    kind: str
+    status: str
+    reason: str
+    suggestion: str
+    order_no: str
+    model: str
+    approve_id: str
+
+
+STAGED_FIELDS = (
+    "upload",
+    "row_number",
+    "raw",
+    "value",
+    "kind",
+    "status",
+    "reason",
+    "suggestion",
+    "order_no",
+    "model",
+    "approve_id",
+)
+
+
+def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> Upload:
+    """Read the file into UploadRow records (replacing any earlier staging) and count them."""
+    check: Callable[[Upload, list[StagedRow]], None] | None = (
+        import_string(ROW_CHECKS[upload.service]) if upload.service in ROW_CHECKS else None
+    )
+    try:
+        with transaction.atomic():
+            upload.rows.all().delete()
+            with spreadsheets.open_spreadsheet(
+                Path(upload.file.path),
+                upload.filename,
+                max_bytes=settings.SPREADSHEET_MAX_BYTES,
+                max_rows=settings.SPREADSHEET_MAX_ROWS,
+                sheet=upload.sheet or None,
+                device_column=upload.device_column or None,
+                allow_bad_check_digit=upload.allow_bad_check_digit,
+            ) as sheet:
+                upload.sheets = list(sheet.sheets)
+                upload.sheet = sheet.sheet or ""
+                upload.columns = [c.header for c in sheet.candidates]
+                upload.device_column = sheet.device_column.header if sheet.device_column else ""
+                upload.notices = list(sheet.notices)
+                batch: list[StagedRow] = []
+                for row in sheet.iter_rows():
+                    batch.append(staged_row(row))
+                    if len(batch) >= STAGE_BATCH:
+                        _check_and_insert(upload, batch, check)
+                        batch = []
+                        if job is not None:
+                            job.heartbeat(owner)
+                _check_and_insert(upload, batch, check)
+    except spreadsheets.SpreadsheetError as e:
+        upload.status = Upload.Status.REFUSED
+        upload.error = e.message
+        upload.sheets = list(getattr(e, "sheets", []) or upload.sheets)
+        upload.columns = list(getattr(e, "headers", []) or [])
+        upload.rows_total = upload.valid = upload.invalid = upload.duplicate = upload.skipped = upload.conflicts = 0
+        upload.save()
+        return upload
+    upload.count_rows()
+    upload.status = Upload.Status.READY if upload.valid else Upload.Status.REFUSED
+    upload.error = "" if upload.valid else "No row holds a device that can be submitted; see the reasons below."
+    upload.save()
+    return upload
+
+
+def staged_row(row: spreadsheets.Row) -> StagedRow:
+    verdict = row.verdict
+    status = {
+        spreadsheets.Status.VALID: UploadRow.Status.VALID,
+        spreadsheets.Status.INVALID: UploadRow.Status.INVALID,
+        spreadsheets.Status.DUPLICATE: UploadRow.Status.DUPLICATE,
+        spreadsheets.Status.SKIPPED: UploadRow.Status.SKIPPED,
+    }[row.status]
+    reason = row.message
+    if status == UploadRow.Status.VALID and verdict.value in TEMPLATE_EXAMPLE_VALUES:
+        status = UploadRow.Status.INVALID
+        reason = "this is the template's example row; replace it with the customer's devices"
+    return StagedRow(
+        row_number=row.number,
+        raw=str(row.raw)[:100],
+        value=verdict.value[:40] if status == UploadRow.Status.VALID else "",
+        kind=str(verdict.kind or "")[:6],
+        status=str(status),
+        reason=reason[:400],
+        suggestion=(verdict.suggestion or "")[:40],
+        order_no=str(row.extra.get("order_no", ""))[:100],
+        model=str(row.extra.get("model", ""))[:60],
+        approve_id=str(row.extra.get("approve_id", ""))[:100],
+    )
+
+
+def _check_and_insert(
+    upload: Upload, rows: list[StagedRow], check: Callable[[Upload, list[StagedRow]], None] | None
+) -> None:
+    if check is not None and rows:
+        check(upload, rows)
+    insert_rows(
+        UploadRow,
+        STAGED_FIELDS,
+        (
+            (
+                upload.pk,
+                r.row_number,
+                r.raw,
+                r.value,
+                r.kind,
+                r.status,
+                r.reason,
+                r.suggestion,
+                r.order_no,
+                r.model,
+                r.approve_id,
+            )
+            for r in rows
+        ),
+    )
