@@ -7,3 +7,8 @@ class GuardConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "guard"
     verbose_name = "Knox Guard"
+
+    def ready(self) -> None:
+        from portal.uploads import register_row_check
+
+        register_row_check("guard", "guard.models.check_rows")

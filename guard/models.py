@@ -1,0 +1,347 @@
+"""Knox Guard records: devices mirroring Knox (state from seed 003), every action taken on them with its outcome,
+the asynchronous requests that carry bulk actions, uploads to Knox Guard and licences.
+
+Only actions valid in a device's current state are offered (ActionSpec.allowed_from); Knox stays the judge and
+a refusal is recorded with its code and a plain reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from guard.client import ACTIONS, ActionParams, ActionSpec, DeviceRef
+from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
+from portal.models import AuditEvent, Job, KnoxAccount, Upload
+
+
+def new_transaction_id() -> str:
+    return uuid.uuid4().hex  # 32 alphanumerics: KG_TRANSACTION_ID_MAX_LENGTH
+
+
+class DeviceQuerySet(models.QuerySet["GuardDevice"]):
+    def search(self, text: str) -> DeviceQuerySet:
+        """Prefix search on IMEI/serial or approve ID, as range scans on their indexes."""
+        text = text.strip()
+        if not text:
+            return self
+        upper = "".join(ch for ch in text.upper() if ch.isalnum())
+        return self.filter(
+            models.Q(device_uid__gte=upper, device_uid__lt=upper + "\uffff")
+            | models.Q(approve_id__gte=text, approve_id__lt=text + "\uffff")
+        )
+
+    def matching(self, account: KnoxAccount | None, filters: dict[str, Any]) -> DeviceQuerySet:
+        qs = self.filter(account=account) if account is not None else self.all()
+        if filters.get("q"):
+            qs = qs.search(str(filters["q"]))
+        if filters.get("state"):
+            qs = qs.filter(state=filters["state"])
+        if filters.get("licence"):
+            qs = qs.filter(licence=filters["licence"])
+        if filters.get("approve_id"):
+            qs = qs.filter(approve_id=filters["approve_id"])
+        return qs
+
+
+class GuardDevice(models.Model):
+    State = models.TextChoices("State", [(s, s) for s in KG_DEVICE_STATES])
+
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="guard_devices")
+    object_id = models.CharField("objectId", max_length=40, blank=True)
+    device_uid = models.CharField("IMEI / serial", max_length=20)
+    approve_id = models.CharField("approve ID", max_length=50, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default="Pending")
+    model = models.CharField(max_length=60, blank=True)
+    upload_id = models.CharField(max_length=64, blank=True)
+    licence = models.CharField(max_length=100, blank=True, help_text="Knox Guard licence key, where known.")
+    # The job currently acting on this device, so a second one does not race it.
+    pending_job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    last_action = models.CharField(max_length=12, blank=True)
+    last_action_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=10, blank=True)
+    last_code = models.CharField(max_length=20, blank=True)
+    last_message = models.CharField(max_length=400, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = DeviceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # Sync and upload upsert on this pair; the IMEI/serial prefix search uses it too.
+            models.UniqueConstraint(fields=["account", "device_uid"], name="guard_device_account_uid_uniq"),
+        ]
+        indexes = [
+            # Device list: newest first, filtered by state (keyset on id), at a million rows.
+            models.Index(fields=["account", "state", "-id"], name="guard_device_state_idx"),
+            models.Index(fields=["state", "-id"], name="guard_device_state_only_idx"),
+            models.Index(fields=["device_uid"], name="guard_device_uid_idx"),
+            models.Index(fields=["approve_id"], name="guard_device_approve_idx"),
+            models.Index(fields=["licence", "-id"], name="guard_device_licence_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.device_uid
+
+    @property
+    def console_state(self) -> str:
+        return KG_CONSOLE_LABELS.get(self.state, self.state)
+
+    @property
+    def ref(self) -> DeviceRef:
+        return DeviceRef(object_id=self.object_id, device_uid=self.device_uid, approve_id=self.approve_id)
+
+    def allowed_actions(self) -> list[ActionSpec]:
+        """The actions Knox Guard accepts in the device's current state (seed 003 life cycle)."""
+        return [spec for spec in ACTIONS.values() if self.state in spec.allowed_from]
+
+    def allows(self, action: str) -> bool:
+        return self.state in ACTIONS[action].allowed_from
+
+
+class GuardChunk(models.Model):
+    """One asynchronous Knox Guard request (…Async) carrying up to KG_ASYNC_MAX_DEVICES devices of a bulk job.
+
+    The x-knox-transactionId is generated and stored before the request is sent; Knox does not apply the same id
+    with the same body twice, so a resumed job can send it again safely, then read the result by that id.
+    """
+
+    class State(models.TextChoices):
+        PREPARED = "prepared", "Prepared"
+        SUBMITTED = "submitted", "Sent"
+        COMPLETE = "complete", "Complete"
+        FAILED = "failed", "Not accepted"
+
+    job = models.ForeignKey(Job, models.CASCADE, related_name="guard_chunks")
+    sequence = models.PositiveIntegerField()
+    action = models.CharField(max_length=12)
+    transaction_id = models.CharField(max_length=32, default=new_transaction_id)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARED)
+    device_count = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    knox_code = models.CharField(max_length=20, blank=True)
+    knox_message = models.TextField(blank=True)
+    send_attempted_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["job", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "sequence"], name="guard_chunk_job_seq_uniq"),
+            models.UniqueConstraint(fields=["transaction_id"], name="guard_chunk_txid_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.transaction_id
+
+
+class GuardAction(models.Model):
+    """One action on one device: its parameters, the request that carried it and Knox's answer. The device's
+    history and a job's per-device results are both read from here."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="+")
+    job = models.ForeignKey(Job, models.CASCADE, null=True, blank=True, related_name="guard_actions")
+    chunk = models.ForeignKey(GuardChunk, models.CASCADE, null=True, blank=True, related_name="actions")
+    device = models.ForeignKey(GuardDevice, models.SET_NULL, null=True, blank=True, related_name="actions")
+    device_uid = models.CharField(max_length=50, help_text="The identifier as given (IMEI, serial or approve ID).")
+    row_number = models.PositiveIntegerField(null=True, blank=True)
+    action = models.CharField(max_length=12)
+    params = models.JSONField(default=dict, blank=True)
+    transaction_id = models.CharField(max_length=32, blank=True, help_text="x-knox-transactionId of the request.")
+    outcome = models.CharField(max_length=9, choices=Outcome.choices, default=Outcome.PENDING)
+    code = models.CharField(max_length=20, blank=True)
+    message = models.CharField(max_length=100, blank=True)
+    reason = models.CharField(max_length=400, blank=True)
+    state_before = models.CharField(max_length=20, blank=True)
+    state_after = models.CharField(max_length=20, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # A job's results table: filtered by outcome, in order.
+            models.Index(fields=["job", "outcome", "id"], name="guard_action_job_idx"),
+            # A device's timeline.
+            models.Index(fields=["device", "-id"], name="guard_action_device_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.device_uid}: {self.outcome}"
+
+    @property
+    def spec(self) -> ActionSpec:
+        return ACTIONS[self.action]
+
+    def explanation(self) -> str:
+        from portal.knox.errors import explain
+
+        if self.outcome != self.Outcome.FAILED:
+            return ""
+        if self.code in LOCAL_CODES:
+            return LOCAL_CODES[self.code]
+        return explain(self.code, fallback=self.reason or self.message)
+
+
+# Outcomes the portal records itself, without a Knox answer.
+LOCAL_CODES = {
+    "NOT_FOUND": "The portal has no Knox Guard device with this identifier; sync devices from Knox first.",
+    "STATE": "The device's state does not allow this action (checked before sending).",
+    "BUSY": "Another job is already acting on this device.",
+    "NOT_SENT": "Not sent: Knox refused the job or could not be reached.",
+    "UNKNOWN": "Sent, but Knox's answer could not be read; check the device's state before trying again.",
+}
+
+
+class GuardUpload(models.Model):
+    """A POST devices/uploads the portal made (at most 10,000 devices each)."""
+
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="guard_uploads")
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    upload_id = models.CharField("Knox uploadID", max_length=64, blank=True)
+    transaction_id = models.CharField(max_length=32, default=new_transaction_id)
+    status = models.CharField(max_length=20, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    valid = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    invalid_reasons = models.JSONField(default=list, blank=True)
+    flags = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.upload_id or f"upload {self.pk}"
+
+
+class GuardLicence(models.Model):
+    """Knox Guard licences. Knox documents no licence endpoint (knox-api.md §6 q22), so these are kept by staff
+    in the admin until it does; devices are filtered by the key."""
+
+    class State(models.TextChoices):
+        REGISTERED = "Registered", "Registered"
+        ACTIVE = "Active", "Active"
+        EXPIRED = "Expired", "Expired"
+
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="guard_licences")
+    key = models.CharField(max_length=100)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    max_devices = models.PositiveIntegerField(null=True, blank=True)
+    expires_on = models.DateField(null=True, blank=True)
+    notes = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["account", "key"], name="guard_licence_account_key_uniq")]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def is_expired(self) -> bool:
+        return self.state == self.State.EXPIRED or bool(self.expires_on and self.expires_on < timezone.localdate())
+
+
+# --- queueing jobs (used by the pages and the guard_action command) -----------------------------------------
+
+
+def queue_action(
+    account: KnoxAccount,
+    action: str,
+    params: ActionParams,
+    *,
+    user: Any,
+    devices: list[int] | None = None,
+    upload: Upload | None = None,
+    request: Any = None,
+    confirmation: str = "",
+) -> Job:
+    """Queue `action` on the given devices (GuardDevice pks) or on a staged spreadsheet's valid rows.
+
+    The parameters are validated here too (guard.client.validate), so nothing invalid is ever queued.
+    """
+    from guard.client import validate
+
+    validate(action, params)
+    spec = ACTIONS[action]
+    count = upload.valid if upload is not None else len(devices or [])
+    if not count:
+        raise ValueError("No device to act on.")
+    job_params: dict[str, Any] = {"action": action, "action_params": params.summary()}
+    if upload is not None:
+        job_params["upload"] = upload.pk
+    else:
+        job_params["devices"] = list(devices or [])
+    job = Job.objects.create(
+        kind=f"guard.{action}", account=account, created_by=user, params=job_params, total=count,
+        title=f"{spec.label}: {count} device{'s' if count != 1 else ''}",
+    )  # fmt: skip
+    if upload is not None:
+        try:
+            upload.mark_submitted(job)
+        except ValueError:
+            job.delete()
+            raise
+    summary = {"action": action, "devices": count, "params": params.summary()}
+    if confirmation:
+        summary["typed_confirmation"] = confirmation
+    AuditEvent.objects.record(f"guard.{action}", request=request, actor=user, target=job, summary=summary)
+    job.enqueue("guard.tasks.run_actions")
+    return job
+
+
+def queue_sync(account: KnoxAccount, *, user: Any, request: Any = None) -> Job:
+    job = Job.objects.create(
+        kind="guard.sync", title=f"Sync Knox Guard devices of {account}", account=account, created_by=user
+    )
+    AuditEvent.objects.record("guard.sync", request=request, actor=user, target=job, summary={"account": account.pk})
+    job.enqueue("guard.tasks.sync_devices")
+    return job
+
+
+def queue_upload(upload: Upload, flags: dict[str, bool], *, user: Any, request: Any = None) -> Job:
+    job = Job.objects.create(
+        kind="guard.upload", account=upload.account, created_by=user, total=upload.valid,
+        params={"upload": upload.pk, "flags": {k: bool(v) for k, v in flags.items()}},
+        title=f"Upload {upload.valid} device{'s' if upload.valid != 1 else ''} to Knox Guard",
+    )  # fmt: skip
+    try:
+        upload.mark_submitted(job)
+    except ValueError:
+        job.delete()
+        raise
+    AuditEvent.objects.record(
+        "guard.upload", request=request, actor=user, target=job, summary={"devices": upload.valid, "flags": flags}
+    )
+    job.enqueue("guard.tasks.run_upload")
+    return job
+
+
+def check_rows(upload: Upload, rows: list[Any]) -> None:
+    """Guard's rule on staged rows: Knox Guard takes IMEIs, serial numbers or approve IDs, not MEIDs."""
+    from portal.models import UploadRow
+
+    for r in rows:
+        if r.status == UploadRow.Status.VALID and r.kind == "meid":
+            r.status, r.value = UploadRow.Status.INVALID, ""
+            r.reason = "this is a MEID; Knox Guard identifies devices by IMEI or serial number"
