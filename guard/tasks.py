@@ -480,3 +480,11 @@ def _upload(job: Job, owner: str) -> None:
         job.add_progress(succeeded=len(part) - len(bad), failed=len(bad))
         job.heartbeat(owner)
     job.finish()
+
+
+def scheduled_sync(account_pk: int) -> int:
+    """Entry point for a django-q2 Schedule: queue a Knox Guard device sync for the account; returns the job id."""
+    from guard.models import queue_sync
+    from portal.models import KnoxAccount
+
+    return queue_sync(KnoxAccount.objects.get(pk=account_pk), user=None).pk
