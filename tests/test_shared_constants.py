@@ -8,11 +8,12 @@ import os
 import pytest
 
 import sandbox.constants as sandbox_constants
+from efota import constants as efota_constants
 from guard import constants as guard_constants
 from kdp import constants as kdp_constants
 from portal.knox import auth as portal_auth
 
-CLIENT_MODULES = [portal_auth, kdp_constants, guard_constants]
+CLIENT_MODULES = [portal_auth, kdp_constants, guard_constants, efota_constants]
 # The §6 rows each side must declare (by the client app that owns the service).
 REQUIRED = {
     portal_auth: ["KNOX_ACCESS_TOKEN_VALIDITY_MINUTES"],
@@ -27,6 +28,12 @@ REQUIRED = {
         "KG_AUTH_SCHEME", "KG_ASYNC_MAX_DEVICES", "KG_MAX_PAGE_SIZE", "KG_TRANSACTION_ID_MAX_LENGTH",
         "KG_MESSAGE_MAX_LENGTH", "KG_CONTACT_REQUIRED", "KG_DEVICE_STATES", "KG_MAX_REQUESTS_PER_SECOND",
         "KG_BLINK_STOP_ACTION",
+    ],
+    efota_constants: [
+        "EFOTA_FUD_PARAM_LICENSE", "EFOTA_NETWORK_TYPES", "EFOTA_SERIAL_LENGTH", "EFOTA_ID_MAX_BYTES",
+        "EFOTA_LICENSE_MAX_BYTES", "EFOTA_MAX_DEVICES_PER_CALL", "EFOTA_GROUP_LICENSE_CHANGE_ROOT", "EFOTA_LATEST_FIRMWARE",
+        "EFOTA_FUD_LICENSE_NOT_FOUND", "EFOTA_FUD_LICENSE_EXPIRED", "EFOTA_FUD_GROUP_OTHER_LICENSE", "EFOTA_FUD_NOT_FOUND",
+        "EFOTA_FUD_LIMIT_EXCEEDED", "EFOTA_FUD_INVALID_REQUEST", "EFOTA_FUD_SERVICE_ERROR", "EFOTA_FUD_SERVICE_BUSY",
     ],
 }  # fmt: skip
 PAIRS = [(module, name) for module, names in REQUIRED.items() for name in names]

@@ -1,0 +1,242 @@
+"""E-FOTA records: groups registered to licences, licences as E-FOTA reports them, force updates with their
+per-device status, and every call's outcome (the audit log records who asked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from portal.models import AuditEvent, Job, KnoxAccount
+
+
+class EfotaLicence(models.Model):
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="efota_licences")
+    customer_id = models.CharField(max_length=50)
+    key = models.CharField("licence", max_length=100)
+    max_devices = models.PositiveIntegerField(null=True, blank=True)
+    expiration_date = models.DateField(null=True, blank=True)
+    last_error = models.CharField(max_length=400, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["account", "customer_id", "key"], name="efota_licence_uniq")]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def is_expired(self) -> bool:
+        return bool(self.expiration_date and self.expiration_date < timezone.localdate())
+
+
+class EfotaGroup(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Being registered"
+        REGISTERED = "registered", "Registered"
+        FAILED = "failed", "Not registered"
+
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="efota_groups")
+    customer_id = models.CharField(max_length=50)
+    group_id = models.CharField(max_length=50, help_text="Stored upper-case, as E-FOTA treats it.")
+    licence = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    last_code = models.CharField(max_length=20, blank=True)
+    last_error = models.CharField(max_length=400, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["group_id"]
+        constraints = [models.UniqueConstraint(fields=["account", "customer_id", "group_id"], name="efota_group_uniq")]
+
+    def __str__(self) -> str:
+        return self.group_id
+
+
+class ForceUpdate(models.Model):
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="efota_force_updates")
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="efota_force_updates")
+    customer_id = models.CharField(max_length=50)
+    licence = models.CharField(max_length=100)
+    model = models.CharField(max_length=40)
+    sales_code = models.CharField(max_length=10)
+    network_type = models.CharField(max_length=20, default="WIFIONLY")
+    target_version = models.CharField(max_length=60, default="Latest")
+    sequence = models.PositiveIntegerField(default=1, help_text="Part of a job of more than 100 devices.")
+    serials = models.JSONField(default=list)
+    force_update_id = models.CharField(max_length=64, blank=True)
+    send_attempted_at = models.DateTimeField(null=True, blank=True)
+    downloaded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    processing = models.PositiveIntegerField(default=0)
+    last_code = models.CharField(max_length=20, blank=True)
+    last_error = models.CharField(max_length=400, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "sequence"]
+
+    def __str__(self) -> str:
+        return self.force_update_id or f"force update {self.pk}"
+
+    @property
+    def is_done(self) -> bool:
+        return (
+            bool(self.force_update_id) and self.processing == 0 and (self.downloaded + self.failed) >= len(self.serials)
+        )
+
+
+class ForceUpdateDevice(models.Model):
+    force_update = models.ForeignKey(ForceUpdate, models.CASCADE, related_name="devices")
+    serial = models.CharField(max_length=20)
+    status = models.CharField(max_length=20, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["serial"]
+        constraints = [models.UniqueConstraint(fields=["force_update", "serial"], name="efota_fu_device_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.serial}: {self.status}"
+
+
+class EfotaCall(models.Model):
+    """The outcome of every E-FOTA call the portal made."""
+
+    account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="+")
+    operation = models.CharField(max_length=30)
+    summary = models.CharField(max_length=300, blank=True)
+    ok = models.BooleanField(default=True)
+    code = models.CharField(max_length=20, blank=True)
+    message = models.CharField(max_length=400, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["account", "-id"], name="efota_call_account_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {'ok' if self.ok else self.code}"
+
+
+# --- operations (used by the pages and the commands) --------------------------------------------------------
+
+
+def queue_register(
+    account: KnoxAccount, customer_id: str, group_id: str, licence: str, *, user: Any, request: Any = None
+) -> Job:
+    """Validate (E-FOTA's byte limits) and queue the registration of a group to a licence."""
+    from efota.client import Ids, check_ids
+
+    group_id = group_id.strip().upper()
+    check_ids(Ids(account.efota_mdm_id, customer_id.strip(), licence.strip()).normalised(), group_id=group_id)
+    group, _ = EfotaGroup.objects.update_or_create(
+        account=account, customer_id=customer_id.strip(), group_id=group_id,
+        defaults={"licence": licence.strip(), "status": EfotaGroup.Status.PENDING, "updated_at": timezone.now()},
+    )  # fmt: skip
+    job = Job.objects.create(
+        kind="efota.register", account=account, created_by=user, total=1, params={"group": group.pk},
+        title=f"Register E-FOTA group {group_id} to {licence.strip()}",
+    )  # fmt: skip
+    AuditEvent.objects.record(
+        "efota.register_group",
+        request=request,
+        actor=user,
+        target=group,
+        summary={"group": group_id, "licence": licence.strip(), "job": job.pk},
+    )
+    job.enqueue("efota.tasks.register_group")
+    return job
+
+
+def queue_license_change(group: EfotaGroup, new_licence: str, *, user: Any, request: Any = None) -> Job:
+    from efota.client import Ids, check_ids
+
+    check_ids(
+        Ids(group.account.efota_mdm_id, group.customer_id, new_licence.strip()).normalised(), group_id=group.group_id
+    )
+    job = Job.objects.create(
+        kind="efota.license_change", account=group.account, created_by=user, total=1,
+        params={"group": group.pk, "change_licence": new_licence.strip()},
+        title=f"Move E-FOTA group {group.group_id} to {new_licence.strip()}",
+    )  # fmt: skip
+    AuditEvent.objects.record(
+        "efota.license_change",
+        request=request,
+        actor=user,
+        target=group,
+        summary={"from": group.licence, "to": new_licence.strip(), "job": job.pk},
+    )
+    job.enqueue("efota.tasks.register_group")
+    return job
+
+
+def queue_force_update(
+    account: KnoxAccount, *, customer_id: str, licence: str, model: str, sales_code: str, serials: list[str], target: str = "Latest",
+    network_type: str = "WIFIONLY", user: Any, request: Any = None,
+) -> Job:  # fmt: skip
+    from efota.client import Ids, check_ids, clean_serials
+
+    check_ids(Ids(account.efota_mdm_id, customer_id.strip(), licence.strip()).normalised())
+    devices = clean_serials(serials)
+    params = {
+        "customer_id": customer_id.strip(), "licence": licence.strip(), "model": model.strip().upper(), "sales_code": sales_code.strip().upper(),
+        "serials": devices, "target": target.strip() or "Latest", "network_type": network_type,
+    }  # fmt: skip
+    job = Job.objects.create(
+        kind="efota.force_update", account=account, created_by=user, total=len(devices), params=params,
+        title=f"Force update {len(devices)} device{'s' if len(devices) != 1 else ''} to {params['target']}",
+    )  # fmt: skip
+    AuditEvent.objects.record(
+        "efota.force_update", request=request, actor=user, target=job, summary={**params, "serials": len(devices)}
+    )
+    job.enqueue("efota.tasks.run_force_update")
+    return job
+
+
+def check_licence(
+    account: KnoxAccount, customer_id: str, licence: str, *, user: Any, request: Any = None
+) -> EfotaLicence:
+    """Ask E-FOTA about a licence now and store what it says (or why it could not); raises the error after
+    recording it so the page can show it."""
+    import datetime as dt
+
+    from efota.client import EfotaClient, EfotaValidationError, explain
+    from efota.tasks import log_call
+    from portal.knox.errors import KnoxError
+
+    record, _ = EfotaLicence.objects.get_or_create(
+        account=account, customer_id=customer_id.strip(), key=licence.strip()
+    )
+    try:
+        info = EfotaClient(account).license_info(customer_id, licence)
+    except (EfotaValidationError, KnoxError) as e:
+        message = explain(e) if isinstance(e, KnoxError) else str(e)
+        EfotaLicence.objects.filter(pk=record.pk).update(last_error=message[:400], checked_at=timezone.now())
+        log_call(None, account.pk, "licenseInfo", licence, e, getattr(user, "pk", None))
+        AuditEvent.objects.record(
+            "efota.license_info",
+            request=request,
+            actor=user,
+            target=record,
+            summary={"ok": False, "code": getattr(e, "code", "")},
+        )
+        raise
+    try:
+        expires = dt.date.fromisoformat(info.expiration_date[:10]) if info.expiration_date else None
+    except ValueError:
+        expires = None
+    EfotaLicence.objects.filter(pk=record.pk).update(
+        max_devices=info.max_devices, expiration_date=expires, last_error="", checked_at=timezone.now()
+    )
+    log_call(None, account.pk, "licenseInfo", licence, None, getattr(user, "pk", None))
+    AuditEvent.objects.record("efota.license_info", request=request, actor=user, target=record, summary={"ok": True})
+    record.refresh_from_db()
+    return record
