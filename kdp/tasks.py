@@ -74,7 +74,7 @@ def check_rows(upload: Upload, rows: list[StagedRow]) -> None:
                 "this is a MEID; Knox Deployment Program registers IMEIs and serial numbers, so use the device's IMEI"
             )
     values = [r.value for r in rows if r.status == UploadRow.Status.VALID]
-    if not values:
+    if not values or not _account_has_devices(upload.account_id):
         return
     known = {
         d["identifier"]: d
@@ -95,6 +95,11 @@ def check_rows(upload: Upload, rows: list[StagedRow]) -> None:
                 f"already registered to {d['customer__name'] or d['customer__customer_id']} "
                 f"({d['customer__customer_id']}); delete it there first to move it"
             )
+
+
+def _account_has_devices(account_id: int) -> bool:
+    # A first upload for an account has nothing to compare with; skip a lookup per batch of 5,000 rows.
+    return Device.objects.filter(account_id=account_id).exists()
 
 
 # --- planning -----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from portal.forms import KnoxAccountForm
-from portal.models import AuditEvent, Job, KnoxAccount, RateLimitSlot
+from portal.models import AuditEvent, Job, KnoxAccount, RateLimitSlot, Upload, UploadRow
 
 admin.site.site_header = "Knox reseller portal administration"
 admin.site.site_title = "Knox portal admin"
@@ -182,4 +182,45 @@ class RateLimitSlotAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: RateLimitSlot | None = None) -> bool:
+        return False
+
+
+class UploadRowInline(admin.TabularInline):
+    model = UploadRow
+    extra = 0
+    fields = ("row_number", "raw", "value", "status", "reason")
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = False
+    max_num = 0
+    ordering = ("row_number",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UploadRow]:
+        # A spreadsheet can hold 200,000 rows; the admin shows the first ones, the portal's preview pages them all.
+        return super().get_queryset(request).filter(row_number__lte=200)
+
+
+@admin.register(Upload)
+class UploadAdmin(admin.ModelAdmin):
+    list_display = (
+        "filename",
+        "service",
+        "operation",
+        "account",
+        "created_by",
+        "status",
+        "rows_total",
+        "valid",
+        "invalid",
+        "created_at",
+    )
+    list_filter = ("service", "operation", "status", "account")
+    search_fields = ("filename",)
+    readonly_fields = [f.name for f in Upload._meta.fields]
+    inlines = [UploadRowInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Upload | None = None) -> bool:
         return False

@@ -87,17 +87,15 @@ def luhn_check_digit(body14: str) -> str:
     """The Luhn check digit for the first 14 digits of an IMEI."""
     if len(body14) != 14 or not _DIGITS_RE.match(body14):
         raise ValueError(f"expected 14 digits, got {body14!r}")
-    total = 0
     # Counting from the right of the body, every first, third, ... digit is doubled (the check digit itself would
-    # be position zero).
-    for position, char in enumerate(reversed(body14)):
-        digit = int(char)
-        if position % 2 == 0:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
+    # be position zero): for a 14-digit body those are the odd indexes 1, 3, ... 13. Table lookups instead of
+    # arithmetic per digit: this runs once per row of every upload (a 100k-row file spends a second here).
+    total = sum(_PLAIN[c] for c in body14[0::2]) + sum(_DOUBLED[c] for c in body14[1::2])
     return str((10 - total % 10) % 10)
+
+
+_PLAIN = {str(d): d for d in range(10)}
+_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
 
 
 def is_valid_imei(value: str) -> bool:
@@ -123,6 +121,17 @@ def check_identifier(
     """
     if column_kind not in (None, *COLUMN_KINDS):
         raise ValueError(f"unknown column kind {column_kind!r}")
+    # Fast path for the common case, a clean 15-digit text IMEI with a good check digit: a 100k-row upload
+    # spends most of its validation time in the normalisation below, which such a value does not need.
+    if (
+        type(raw) is str
+        and len(raw) == 15
+        and raw.isascii()
+        and raw.isdigit()
+        and column_kind != "serial"
+        and luhn_check_digit(raw[:14]) == raw[14]
+    ):
+        return Verdict(value=raw, kind=Kind.IMEI, ok=True)
     if raw is None:
         raw = ""
     if isinstance(raw, bool):

@@ -110,15 +110,18 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
     return upload
 
 
+_STATUS = {
+    spreadsheets.Status.VALID: str(UploadRow.Status.VALID),
+    spreadsheets.Status.INVALID: str(UploadRow.Status.INVALID),
+    spreadsheets.Status.DUPLICATE: str(UploadRow.Status.DUPLICATE),
+    spreadsheets.Status.SKIPPED: str(UploadRow.Status.SKIPPED),
+}
+
+
 def staged_row(row: spreadsheets.Row) -> StagedRow:
     verdict = row.verdict
-    status = {
-        spreadsheets.Status.VALID: UploadRow.Status.VALID,
-        spreadsheets.Status.INVALID: UploadRow.Status.INVALID,
-        spreadsheets.Status.DUPLICATE: UploadRow.Status.DUPLICATE,
-        spreadsheets.Status.SKIPPED: UploadRow.Status.SKIPPED,
-    }[row.status]
-    reason = row.message
+    status = _STATUS[row.status]
+    reason = row.message if status != _STATUS[spreadsheets.Status.VALID] or verdict.warning else ""
     if status == UploadRow.Status.VALID and verdict.value in TEMPLATE_EXAMPLE_VALUES:
         status = UploadRow.Status.INVALID
         reason = "this is the template's example row; replace it with the customer's devices"
@@ -127,7 +130,7 @@ def staged_row(row: spreadsheets.Row) -> StagedRow:
         raw=str(row.raw)[:100],
         value=verdict.value[:40] if status == UploadRow.Status.VALID else "",
         kind=str(verdict.kind or "")[:6],
-        status=str(status),
+        status=status,
         reason=reason[:400],
         suggestion=(verdict.suggestion or "")[:40],
         order_no=str(row.extra.get("order_no", ""))[:100],
