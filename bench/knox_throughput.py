@@ -1,0 +1,196 @@
+"""Knox throughput against the sandbox (run as its own process) at its default per-service rate limits and zero
+added latency.
+
+- KDP: an N-device upload job end to end (chunks, status polling, records updated), in this process:
+  `kdp_upload_s`, `kdp_floor_s` = upload requests ÷ the KDP limit + the sandbox's process delay,
+  `kdp_vs_floor` (target ≤ 1.25), `kdp_429_fraction` (target < 0.005).
+- Knox Guard: M single-device actions ("message", which leaves the state unchanged), one job each, run by a real
+  `qcluster` with 2 workers: `guard_rate_ratio` = achieved requests/s ÷ the Guard limit (target ≥ 0.95),
+  `guard_429_fraction` (target < 0.005).
+
+    python bench/knox_throughput.py [--kdp-devices 100000] [--guard-actions 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, emit, setup_django, workdir
+
+PROCESS_DELAY = 2.0  # the sandbox's default --process-delay
+
+
+def start_sandbox(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "knox_sandbox", "--port", str(port), "--state-dir", str(tmp / "sandbox"),
+         "--process-delay", str(PROCESS_DELAY)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the sandbox did not start")
+
+
+def counters(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/state?devices=0", timeout=30) as r:
+        return json.loads(r.read())["counters"]
+
+
+def by_prefix(c: dict, prefix: str, key: str = "by_path") -> int:
+    return sum(n for path, n in c.get(key, {}).items() if path.startswith(prefix))
+
+
+def kdp_upload(port: int, tmp: Path, n: int) -> dict:
+    from django.core.files.base import ContentFile
+
+    from kdp.models import Customer, submit_upload
+    from kdp.tasks import run_transfer, sync_customers
+    from portal.identifiers import luhn_check_digit
+    from portal.models import Job, KnoxAccount, Upload
+    from portal.uploads import stage_upload
+
+    account = KnoxAccount.objects.get(name="Sandbox")
+    sync = Job.objects.create(kind="kdp.customers", account=account)
+    sync_customers(sync.pk)
+    customer = Customer.objects.filter(account=account, status="Verified").first()
+    out = io.StringIO()
+    out.write("IMEI\n")
+    for i in range(n):
+        body = f"35{i + 20_000_000:012d}"
+        out.write(body + luhn_check_digit(body) + "\n")
+    upload = Upload(account=account, filename="bench.csv", service="kdp")
+    upload.file.save("bench.csv", ContentFile(out.getvalue().encode()), save=False)
+    upload.save()
+    stage_upload(upload)
+    before = counters(port)
+    start = time.perf_counter()
+    job = submit_upload(upload, user=None, customer=customer)
+    run_transfer(job.pk)
+    elapsed = time.perf_counter() - start
+    job.refresh_from_db()
+    assert job.succeeded == n, (job.status, job.succeeded, job.failed, job.error_summary)
+    after = counters(port)
+    requests = by_prefix(after, "/kcs/v1/rp") - by_prefix(before, "/kcs/v1/rp")
+    limited = after["rate_limited"] - before["rate_limited"]
+    from kdp.constants import KDP_MAX_REQUESTS_PER_SECOND
+
+    floor = math.ceil(n / 1000) / KDP_MAX_REQUESTS_PER_SECOND + PROCESS_DELAY
+    return {
+        "kdp_upload_s": round(elapsed, 2),
+        "kdp_floor_s": round(floor, 2),
+        "kdp_vs_floor": round(elapsed / floor, 2),
+        "kdp_429_fraction": round(limited / max(1, requests), 4),
+        "kdp_requests": requests,
+    }
+
+
+def guard_actions(port: int, tmp: Path, m: int) -> dict:
+    from django.db import models, transaction
+
+    from guard.client import ActionParams, GuardClient
+    from guard.constants import KG_MAX_REQUESTS_PER_SECOND
+    from guard.models import GuardDevice, queue_action
+    from guard.tasks import upsert_devices
+    from portal.identifiers import luhn_check_digit
+    from portal.models import Job, KnoxAccount
+
+    account = KnoxAccount.objects.get(name="Sandbox")
+    client = GuardClient(account)
+    uids = []
+    for i in range(m):
+        body = f"35{i + 40_000_000:012d}"
+        uids.append(body + luhn_check_digit(body))
+    for start in range(0, m, 10_000):
+        client.upload(
+            [(u, "") for u in uids[start : start + 10_000]], {"autoAccept": True}, transaction_id=f"bench{start}"
+        )
+    time.sleep(PROCESS_DELAY + 0.5)  # Accepted → Enrolled after the sandbox's process delay
+    from guard.client import ListedDevice
+
+    upsert_devices(account.pk, [ListedDevice("", u, "", "Enrolled") for u in uids])
+    params = ActionParams(message="Your payment is due", tel="+44 20 7946 0000")
+    pks = list(GuardDevice.objects.filter(account=account, device_uid__in=uids).values_list("pk", flat=True))
+    # Queue every job first (the tasks wait in the database broker), then let two workers drain them.
+    with transaction.atomic():
+        jobs = [queue_action(account, "message", params, user=None, devices=[pk]).pk for pk in pks]
+    before = counters(port)
+    env = {**os.environ, "Q_WORKERS": "2", "Q_SYNC": "False", "Q_POLL": "0.05", "LOG_LEVEL": "WARNING"}
+    cluster = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "qcluster"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + max(120, m / 20)
+        while time.time() < deadline:
+            if not Job.objects.filter(pk__in=jobs).exclude(status__in=Job.FINISHED).exists():
+                break
+            time.sleep(1)
+    finally:
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait()
+    done = Job.objects.filter(pk__in=jobs, status=Job.Status.SUCCEEDED)
+    if not done.exists():
+        statuses = dict(Job.objects.filter(pk__in=jobs).values_list("status").annotate(n=models.Count("id")).order_by())
+        raise RuntimeError(f"no Guard job finished: {statuses}")
+    first = min(done.values_list("started_at", flat=True))
+    last = max(done.values_list("finished_at", flat=True))
+    after = counters(port)
+    requests = by_prefix(after, "/kcs/v1.1/kg/devices/sendMessage") - by_prefix(
+        before, "/kcs/v1.1/kg/devices/sendMessage"
+    )
+    limited = after["rate_limited"] - before["rate_limited"]
+    seconds = (last - first).total_seconds()
+    rate = done.count() / seconds if seconds else 0.0
+    return {
+        "guard_rate_ratio": round(rate / KG_MAX_REQUESTS_PER_SECOND, 3),
+        "guard_429_fraction": round(limited / max(1, requests), 4),
+        "guard_actions_done": done.count(),
+        "guard_seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kdp-devices", type=int, default=100_000)
+    parser.add_argument("--guard-actions", type=int, default=20_000)
+    parser.add_argument("--port", type=int, default=8799)
+    args = parser.parse_args()
+    with workdir() as tmp:
+        sandbox = start_sandbox(tmp, args.port)
+        try:
+            os.environ["KNOX_SANDBOX_URL"] = f"http://127.0.0.1:{args.port}"
+            setup_django(tmp)
+            from django.core.management import call_command
+
+            call_command("import_sandbox_account", str(tmp / "sandbox"), stdout=io.StringIO())
+            result = {}
+            if args.kdp_devices:
+                result.update(kdp_upload(args.port, tmp, args.kdp_devices))
+            if args.guard_actions:
+                result.update(guard_actions(args.port, tmp, args.guard_actions))
+            emit(result)
+        finally:
+            os.killpg(sandbox.pid, signal.SIGTERM)
+            sandbox.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
