@@ -133,10 +133,16 @@ def queue_register(
     account: KnoxAccount, customer_id: str, group_id: str, licence: str, *, user: Any, request: Any = None
 ) -> Job:
     """Validate (E-FOTA's byte limits) and queue the registration of a group to a licence."""
-    from efota.client import Ids, check_ids
+    from efota.client import EfotaValidationError, Ids, check_ids
 
     group_id = group_id.strip().upper()
     check_ids(Ids(account.efota_mdm_id, customer_id.strip(), licence.strip()).normalised(), group_id=group_id)
+    existing = EfotaGroup.objects.filter(account=account, customer_id=customer_id.strip(), group_id=group_id).first()
+    if existing is not None and existing.status == EfotaGroup.Status.REGISTERED and existing.licence != licence.strip():
+        # Registering it again would be refused (FUD_3019) and must not overwrite what E-FOTA still has.
+        raise EfotaValidationError(
+            {"group_id": f"{group_id} is registered to {existing.licence}; use “Change licence” to move it."}
+        )
     group, _ = EfotaGroup.objects.update_or_create(
         account=account, customer_id=customer_id.strip(), group_id=group_id,
         defaults={"licence": licence.strip(), "status": EfotaGroup.Status.PENDING, "updated_at": timezone.now()},
@@ -182,10 +188,22 @@ def queue_force_update(
     account: KnoxAccount, *, customer_id: str, licence: str, model: str, sales_code: str, serials: list[str], target: str = "Latest",
     network_type: str = "WIFIONLY", user: Any, request: Any = None,
 ) -> Job:  # fmt: skip
-    from efota.client import Ids, check_ids, clean_serials
+    from efota.client import EfotaValidationError, Ids, check_ids, clean_serials
 
     check_ids(Ids(account.efota_mdm_id, customer_id.strip(), licence.strip()).normalised())
     devices = clean_serials(serials)
+    problems = {}
+    for name, label, value, limit in (
+        ("model", "model name", model, 40),
+        ("sales_code", "sales code", sales_code, 10),
+        ("target", "target version", target, 60),
+    ):
+        if name != "target" and not value.strip():
+            problems[name] = f"The {label} is required."
+        elif len(value.strip()) > limit:
+            problems[name] = f"The {label} is longer than {limit} characters."
+    if problems:
+        raise EfotaValidationError(problems)
     params = {
         "customer_id": customer_id.strip(), "licence": licence.strip(), "model": model.strip().upper(), "sales_code": sales_code.strip().upper(),
         "serials": devices, "target": target.strip() or "Latest", "network_type": network_type,

@@ -62,7 +62,7 @@ def _register_group(job: Job, owner: str) -> None:
         retryable = isinstance(e, errors.KnoxError) and (
             fud_category(e.code) == "service" or isinstance(e, errors.KnoxUnavailable)
         )
-        code = getattr(e, "code", "") or "VALIDATION"
+        code = getattr(e, "code", "") or ("VALIDATION" if isinstance(e, EfotaValidationError) else type(e).__name__)
         message = explain(e) if isinstance(e, errors.KnoxError) else str(e)
         log_call(job, job.account_id, operation, f"{group.group_id} → {licence}", e, job.created_by_id)
         EfotaGroup.objects.filter(pk=group.pk).update(
@@ -129,7 +129,9 @@ def _force_update(job: Job, owner: str) -> None:
             )
         except (EfotaValidationError, errors.KnoxError) as e:
             log_call(job, job.account_id, "forceUpdate", summary, e, job.created_by_id)
-            code = getattr(e, "code", "") or "VALIDATION"
+            code = getattr(e, "code", "") or ("VALIDATION" if isinstance(e, EfotaValidationError) else type(e).__name__)
+            if isinstance(e, errors.KnoxOutcomeUnknown):
+                code = "UNKNOWN"  # it may have reached E-FOTA: never repeated automatically
             ForceUpdate.objects.filter(pk=fu.pk).update(
                 last_code=code[:20], last_error=(explain(e) if isinstance(e, errors.KnoxError) else str(e))[:400]
             )
@@ -144,7 +146,8 @@ def _force_update(job: Job, owner: str) -> None:
             ignore_conflicts=True,
         )
         job.add_progress(succeeded=len(fu.serials))
-    job.finish()
+    refused = job.efota_force_updates.exclude(last_code="").order_by("sequence").first()
+    job.finish(f"{refused.last_error} [{refused.last_code}]" if refused else "")
 
 
 def refresh_force_update(fu: ForceUpdate) -> ForceUpdate:

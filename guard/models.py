@@ -30,10 +30,10 @@ class DeviceQuerySet(models.QuerySet["GuardDevice"]):
         if not text:
             return self
         upper = "".join(ch for ch in text.upper() if ch.isalnum())
-        return self.filter(
-            models.Q(device_uid__gte=upper, device_uid__lt=upper + "\uffff")
-            | models.Q(approve_id__gte=text, approve_id__lt=text + "\uffff")
-        )
+        by_approve_id = models.Q(approve_id__gte=text, approve_id__lt=text + "\uffff")
+        if not upper:  # no letters or digits: it can only be an approve ID
+            return self.filter(by_approve_id)
+        return self.filter(models.Q(device_uid__gte=upper, device_uid__lt=upper + "\uffff") | by_approve_id)
 
     def matching(self, account: KnoxAccount | None, filters: dict[str, Any]) -> DeviceQuerySet:
         qs = self.filter(account=account) if account is not None else self.all()
@@ -178,8 +178,9 @@ class GuardAction(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            # A job's results table: filtered by outcome, in order.
+            # A job's results table: filtered by outcome, in order, or all of them in order.
             models.Index(fields=["job", "outcome", "id"], name="guard_action_job_idx"),
+            models.Index(fields=["job", "id"], name="guard_action_job_id_idx"),
             # A device's timeline.
             models.Index(fields=["device", "-id"], name="guard_action_device_idx"),
         ]
@@ -339,9 +340,13 @@ def queue_upload(upload: Upload, flags: dict[str, bool], *, user: Any, request: 
 
 def check_rows(upload: Upload, rows: list[Any]) -> None:
     """Guard's rule on staged rows: Knox Guard takes IMEIs, serial numbers or approve IDs, not MEIDs."""
+    from guard.constants import KG_APPROVE_ID_MAX_LENGTH
     from portal.models import UploadRow
 
     for r in rows:
         if r.status == UploadRow.Status.VALID and r.kind == "meid":
             r.status, r.value = UploadRow.Status.INVALID, ""
             r.reason = "this is a MEID; Knox Guard identifies devices by IMEI or serial number"
+        elif r.status == UploadRow.Status.VALID and len(r.approve_id) > KG_APPROVE_ID_MAX_LENGTH:
+            r.status, r.value = UploadRow.Status.INVALID, ""
+            r.reason = f"the approve ID is {len(r.approve_id)} characters; Knox Guard allows {KG_APPROVE_ID_MAX_LENGTH}"

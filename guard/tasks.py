@@ -52,16 +52,21 @@ def params_from(job: Job) -> ActionParams:
 # --- planning -----------------------------------------------------------------------------------------------
 
 
-def _targets(job: Job) -> list[tuple[str, int | None]]:
-    """(identifier as given, spreadsheet row) for every device the job acts on."""
+def _targets(job: Job) -> list[tuple[str, int | None, str]]:
+    """(IMEI/serial, spreadsheet row, approve ID from the row) for every device the job acts on."""
     p = job.params
     if "upload" in p:
         rows = UploadRow.objects.filter(upload_id=p["upload"], status=UploadRow.Status.VALID).order_by("row_number")
-        return [
-            (approve or value, row) for value, approve, row in rows.values_list("value", "approve_id", "row_number")
-        ]
+        return list(rows.values_list("value", "row_number", "approve_id"))
     devices = GuardDevice.objects.filter(pk__in=p.get("devices") or [], account_id=job.account_id)
-    return [(uid, None) for uid in devices.values_list("device_uid", flat=True)]
+    return [(uid, None, "") for uid in devices.values_list("device_uid", flat=True)]
+
+
+def params_for(a: GuardAction, job_params: ActionParams) -> ActionParams:
+    """A bulk approve assigns each row's own approve ID (they must be unique per device)."""
+    if a.action == "approve" and a.params.get("row_approve_id") and not job_params.approve_id:
+        return ActionParams(**{**vars(job_params), "approve_id": a.params["row_approve_id"]})
+    return job_params
 
 
 def plan(job: Job) -> None:
@@ -76,7 +81,7 @@ def plan(job: Job) -> None:
     params = job.params.get("action_params") or {}
     with transaction.atomic():
         targets = _targets(job)
-        keys = [t for t, _ in targets]
+        keys = [t for t, _, _ in targets]
         local = {}
         for d in (
             GuardDevice.objects.select_for_update()
@@ -87,11 +92,12 @@ def plan(job: Job) -> None:
             if d.approve_id:
                 local.setdefault(d.approve_id, d)
         actions: list[GuardAction] = []
-        for identifier, row in targets:
+        for identifier, row, row_approve_id in targets:
             d = local.get(identifier)
             a = GuardAction(
                 account_id=job.account_id, job=job, device=d, device_uid=identifier, row_number=row, action=action,
-                params=params, actor_id=job.created_by_id, state_before=d.state if d else "",
+                params={**params, "row_approve_id": row_approve_id} if row_approve_id and action == "approve" else params,
+                actor_id=job.created_by_id, state_before=d.state if d else "",
             )  # fmt: skip
             if (
                 d is not None
@@ -157,7 +163,7 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
         GuardAction.objects.filter(pk=a.pk).update(sent_at=timezone.now(), transaction_id=a.transaction_id or _txid())
         a.refresh_from_db()
         try:
-            client.act(a.action, ref, params, transaction_id=a.transaction_id)
+            client.act(a.action, ref, params_for(a, params), transaction_id=a.transaction_id)
         except errors.KnoxOutcomeUnknown:
             _settle_by_state(client, job, a)
             return
@@ -266,7 +272,7 @@ def _run_chunks(client: GuardClient, job: Job, owner: str, params: ActionParams)
 
 def _send_chunk(client: GuardClient, job: Job, chunk: GuardChunk, params: ActionParams) -> None:
     actions = list(chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING).order_by("id"))
-    items = [(a.device.ref if a.device else DeviceRef(device_uid=a.device_uid), params) for a in actions]
+    items = [(a.device.ref if a.device else DeviceRef(device_uid=a.device_uid), params_for(a, params)) for a in actions]
     now = timezone.now()
     GuardChunk.objects.filter(pk=chunk.pk).update(send_attempted_at=now)
     GuardAction.objects.filter(chunk=chunk).update(sent_at=now)

@@ -1,12 +1,676 @@
+"""Knox Guard pages: devices (list, detail with the actions their state allows), bulk actions from a spreadsheet
+with typed confirmation, uploads to Knox Guard, job pages with per-device results, licences and device syncs.
+
+A mistake here locks a real person's phone, so every action is checked three times in the view before it is
+queued: the user's permissions (queue_jobs, plus control_guard_devices for lock/unlock/complete/delete), the
+device's state (ActionSpec.allowed_from) and the parameters (guard.client.validate, through the forms).
+Every list that can grow to a million rows pages by keyset on id, never COUNT/OFFSET.
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
 
-from portal.views import ACCESS, require_perm, service_index
+from django.contrib import messages
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRefresh
+from django_q.models import Schedule
+
+from guard import forms
+from guard.client import ACTIONS, ActionSpec, GuardClient, GuardValidationError
+from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
+from guard.models import (
+    GuardAction,
+    GuardDevice,
+    GuardLicence,
+    GuardUpload,
+    queue_action,
+    queue_sync,
+    queue_upload,
+)
+from guard.tasks import params_from
+from portal import exports
+from portal.knox import errors
+from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
+from portal.views import ACCESS, QUEUE, require_perm
+
+CONTROL = "portal.control_guard_devices"
+PAGE_SIZE = 50
+TIMELINE_LIMIT = 200
+STATE_COUNTS_CACHE_KEY = "guard:device-state-counts"
+SYNC_TASK = "guard.tasks.scheduled_sync"
+SYNC_SCHEDULE_PREFIX = "Knox Guard sync: account "
+ACTION_KINDS = tuple(f"guard.{name}" for name in ACTIONS)
+
+
+# --- access helpers -----------------------------------------------------------------------------------------
+
+
+def _may_act(request: HttpRequest, spec: ActionSpec) -> bool:
+    """Whether the user may queue `spec`: queue_jobs, and control_guard_devices for the actions that lock or
+    release an end user's phone."""
+    return request.user.has_perm(QUEUE) and (not spec.needs_control or request.user.has_perm(CONTROL))
+
+
+def _check_may_act(request: HttpRequest, spec: ActionSpec) -> None:
+    if not _may_act(request, spec):
+        raise PermissionDenied
+
+
+def _get_device_for_user(request: HttpRequest, pk: int) -> GuardDevice:
+    return get_object_or_404(GuardDevice.objects.select_related("account", "pending_job"), pk=pk)
+
+
+def _get_staged_for_user(request: HttpRequest, pk: int) -> Upload:
+    return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="guard")
+
+
+def _get_job_for_user(request: HttpRequest, pk: int) -> Job:
+    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
+
+
+def _account_or_404(pk: Any) -> KnoxAccount:
+    return get_object_or_404(KnoxAccount, pk=pk, is_active=True)
+
+
+def _busy_job(device: GuardDevice) -> Job | None:
+    job = device.pending_job
+    return job if job is not None and not job.is_finished else None
+
+
+# --- home ---------------------------------------------------------------------------------------------------
+
+
+def state_counts() -> dict[str, int]:
+    # Counting a million devices by state takes a noticeable moment: reuse the figure for a minute.
+    return cache.get_or_set(
+        STATE_COUNTS_CACHE_KEY,
+        lambda: dict(GuardDevice.objects.values_list("state").annotate(n=Count("id")).order_by()),
+        60,
+    )
 
 
 @require_perm(ACCESS)
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    return service_index(request, service="guard", title="Knox Guard")
+    counts = state_counts()
+    ctx = {
+        "accounts": [(a, a.missing_credentials("guard")) for a in KnoxAccount.objects.filter(is_active=True)],
+        "by_state": [(s, KG_CONSOLE_LABELS[s], counts.get(s, 0)) for s in KG_DEVICE_STATES],
+        "total": sum(counts.values()),
+        "jobs": Job.objects.filter(kind__startswith="guard.").select_related("account", "created_by")[:15],
+        "staged": Upload.objects.filter(service="guard").select_related("account")[:10],
+        "schedules": Schedule.objects.filter(func=SYNC_TASK).order_by("name"),
+        "schedule_form": forms.ScheduleForm(),
+        "can_queue": request.user.has_perm(QUEUE),
+    }
+    return render(request, "guard/index.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_POST
+def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
+    account = _account_or_404(account_pk)
+    missing = account.missing_credentials("guard")
+    if missing:
+        messages.error(request, f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+        return redirect("guard:index")
+    job = queue_sync(account, user=request.user, request=request)
+    messages.success(request, f"Job #{job.pk} is reading the Knox Guard devices of {account}.")
+    return redirect("guard:job", job.pk)
+
+
+@require_perm(QUEUE)
+@require_POST
+def schedule(request: HttpRequest) -> HttpResponse:
+    form = forms.ScheduleForm(request.POST)
+    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+        return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        return redirect("guard:index")
+    account, hour = form.cleaned_data["account"], form.cleaned_data["hour"]
+    Schedule.objects.update_or_create(
+        name=f"{SYNC_SCHEDULE_PREFIX}{account.pk}",
+        defaults={
+            "func": SYNC_TASK,
+            "args": repr((account.pk,)),
+            "schedule_type": Schedule.CRON,
+            "cron": f"0 {hour} * * *",
+            "repeats": -1,
+        },
+    )
+    AuditEvent.objects.record("guard.sync_schedule", request=request, target=account, summary={"hour_utc": hour})
+    messages.success(request, f"The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.")
+    return redirect("guard:index")
+
+
+@require_perm(QUEUE)
+@require_POST
+def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
+    sched = get_object_or_404(Schedule, pk=pk, func=SYNC_TASK)
+    AuditEvent.objects.record("guard.sync_unschedule", request=request, summary={"schedule": sched.name})
+    sched.delete()
+    messages.success(request, "Daily Knox Guard sync removed.")
+    return redirect("guard:index")
+
+
+# --- devices ------------------------------------------------------------------------------------------------
+
+
+def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int | None]:
+    """One page, newest first, by keyset: `after` is the last id of the previous page (no COUNT, no OFFSET)."""
+    qs = GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("account")
+    after = form.cleaned_data.get("after")
+    if after:
+        qs = qs.filter(id__lt=after)
+    page = list(qs.order_by("-id")[: PAGE_SIZE + 1])
+    return page[:PAGE_SIZE], page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def devices(request: HttpRequest) -> HttpResponse:
+    form = forms.DeviceFilterForm(request.GET)
+    rows, next_after = _device_page(form) if form.is_valid() else ([], None)
+    query = request.GET.copy()
+    query.pop("after", None)
+    ctx = {"form": form, "devices": rows, "next_after": next_after, "query": query.urlencode()}
+    if request.htmx and request.htmx.target == "device-table":
+        return render(request, "guard/devices.html#device-table", ctx)
+    return render(request, "guard/devices.html", ctx)
+
+
+DEVICE_COLUMNS = [
+    exports.Column("IMEI / serial", "device_uid", "identifier", 20),
+    exports.Column("Approve ID", "approve_id", "identifier", 20),
+    exports.Column("Knox objectId", "object_id", "identifier", 26),
+    exports.Column("State (API)", "state", "text", 16),
+    exports.Column("State (console)", "console_state", "text", 16),
+    exports.Column("Model", "model", "text", 14),
+    exports.Column("Licence", "licence", "identifier", 22),
+    exports.Column("Account", lambda d: d.account.name, "text", 16),
+    exports.Column("Last action", "last_action", "text", 12),
+    exports.Column("Last outcome", "last_outcome", "text", 12),
+    exports.Column("Last Knox code", "last_code", "identifier", 12),
+    exports.Column("Last message", "last_message", "text", 40),
+    exports.Column("Synced from Knox", "synced_at", "datetime", 20),
+]
+
+
+@require_perm(ACCESS)
+@require_GET
+def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    form = forms.DeviceFilterForm(request.GET)
+    if not form.is_valid() or fmt not in ("csv", "xlsx"):
+        return HttpResponseBadRequest("Invalid filter")
+    qs = (
+        GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters())
+        .select_related("account")
+        .order_by("id")
+    )
+    AuditEvent.objects.record(
+        "guard.export", request=request, summary={"what": "devices", "format": fmt, "filter": form.filters()}
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    rows = qs.iterator(chunk_size=2000)
+    if fmt == "csv":
+        return exports.stream_csv(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.csv")
+    return exports.xlsx_response(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.xlsx", "Knox Guard devices")
+
+
+def _detail_context(request: HttpRequest, device: GuardDevice, bound: forms.ActionForm | None = None) -> dict[str, Any]:
+    """The device page; `bound` replaces the empty form of its action after a POST that failed validation.
+
+    Only the actions the device's state allows *and* the user may queue get a form: the template is given
+    nothing else to show (permissions are decided here, never in the template).
+    """
+    action_forms = [
+        bound if bound is not None and bound.action == spec.name else forms.ActionForm(action=spec.name)
+        for spec in device.allowed_actions()
+        if _may_act(request, spec)
+    ]
+    history = list(device.actions.select_related("job", "actor").order_by("-id")[: TIMELINE_LIMIT + 1])
+    return {
+        "device": device,
+        "busy_job": _busy_job(device),
+        "licence": GuardLicence.objects.filter(account=device.account, key=device.licence).first()
+        if device.licence
+        else None,
+        "history": history[:TIMELINE_LIMIT],
+        "history_cut": len(history) > TIMELINE_LIMIT,
+        "action_forms": action_forms,
+        "can_queue": request.user.has_perm(QUEUE),
+        "missing": device.account.missing_credentials("guard"),
+    }
+
+
+@require_perm(ACCESS)
+@require_GET
+def device_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    device = _get_device_for_user(request, pk)
+    return render(request, "guard/device_detail.html", _detail_context(request, device))
+
+
+@require_perm(QUEUE)
+@require_POST
+def device_act(request: HttpRequest, pk: int) -> HttpResponse:
+    """One action on one device: permission, state, parameters, then a job (which sends it to Knox)."""
+    device = _get_device_for_user(request, pk)
+    choice = forms.ActionChoiceForm(request.POST)
+    if not choice.is_valid():
+        return HttpResponseBadRequest("Unknown action")  # the page only posts the actions it shows
+    spec = choice.spec
+    _check_may_act(request, spec)
+    if not device.allows(spec.name):
+        messages.error(
+            request,
+            f"“{spec.label}” is not possible now: the device is {device.state} ({device.console_state}); "
+            f"it is possible from {', '.join(spec.allowed_from)}. Nothing was sent.",
+        )
+        return redirect("guard:device_detail", device.pk)
+    busy = _busy_job(device)
+    if busy is not None:
+        messages.error(request, f"Job #{busy.pk} is already acting on this device; wait for it to finish.")
+        return redirect("guard:device_detail", device.pk)
+    missing = device.account.missing_credentials("guard")
+    if missing:
+        messages.error(request, f"{device.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+        return redirect("guard:device_detail", device.pk)
+    form = forms.ActionForm(request.POST, action=spec.name)
+    if not form.is_valid():
+        return render(request, "guard/device_detail.html", _detail_context(request, device, form))
+    try:
+        job = queue_action(
+            device.account, spec.name, form.params, user=request.user, devices=[device.pk], request=request
+        )
+    except (GuardValidationError, ValueError) as e:
+        messages.error(request, str(e))
+        return redirect("guard:device_detail", device.pk)
+    messages.success(request, f"Job #{job.pk} queued: {spec.label} on {device.device_uid}.")
+    return redirect("guard:job", job.pk)
+
+
+# --- spreadsheets: bulk actions and uploads to Knox Guard -----------------------------------------------------
+
+
+def _stage(request: HttpRequest, form: forms.StagingForm, operation: str) -> Upload:
+    f = form.cleaned_data["file"]
+    staged = Upload(
+        service="guard",
+        operation=operation,
+        account=form.cleaned_data["account"],
+        created_by=request.user,
+        filename=f.name[:255],
+    )
+    staged.file.save(f.name, f, save=False)
+    staged.save()
+    staged.start_parsing(request.user)
+    AuditEvent.objects.record(
+        "guard.file_upload",
+        request=request,
+        target=staged,
+        summary={"file": f.name, "bytes": f.size, "operation": operation},
+    )
+    return staged
+
+
+@require_perm(QUEUE)
+@require_http_methods(["GET", "POST"])
+def bulk_new(request: HttpRequest) -> HttpResponse:
+    form = forms.StagingForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        staged = _stage(request, form, Upload.Operation.GUARD_ACTION)
+        return redirect("guard:bulk_detail", staged.pk)
+    ctx = {
+        "form": form,
+        "operation": "guard",
+        "has_accounts": form.fields["account"].queryset.exists(),
+        "flag_names": [],
+    }
+    return render(request, "guard/stage.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_http_methods(["GET", "POST"])
+def upload_new(request: HttpRequest) -> HttpResponse:
+    form = forms.UploadToGuardForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        staged = _stage(request, form, Upload.Operation.GUARD_UPLOAD)
+        # The flags travel to the preview, where they are shown again (still editable) next to the confirm button.
+        chosen = {k: "on" for k, v in form.flags().items() if v}
+        url = redirect("guard:bulk_detail", staged.pk).url
+        return redirect(f"{url}?{urlencode(chosen)}" if chosen else url)
+    ctx = {
+        "form": form,
+        "operation": "guard-upload",
+        "has_accounts": form.fields["account"].queryset.exists(),
+        "flag_names": list(forms.UPLOAD_FLAGS),
+    }
+    return render(request, "guard/stage.html", ctx)
+
+
+def _preview_context(
+    request: HttpRequest, staged: Upload, confirm: forms.BulkActionForm | forms.UploadFlagsForm | None = None
+) -> dict[str, Any]:
+    """Everything the preview shows; shared by the page and by a confirm that failed validation."""
+    filters = forms.PreviewFilterForm(request.GET)
+    rows = UploadRow.objects.filter(upload=staged)
+    after, status = 0, ""
+    if filters.is_valid():
+        status = filters.cleaned_data["status"]
+        if status == "problems":
+            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
+        elif status:
+            rows = rows.filter(status=status)
+        after = filters.cleaned_data["after"] or 0
+    page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PAGE_SIZE + 1])
+    ready = staged.status == Upload.Status.READY
+    is_action = staged.operation == Upload.Operation.GUARD_ACTION
+    # The actions this user may queue in bulk; each is chosen with ?action=, then its parameters are asked.
+    offered = [spec for spec in ACTIONS.values() if _may_act(request, spec)] if is_action else []
+    if confirm is None and ready and is_action:
+        chosen = forms.ActionChoiceForm(request.GET)
+        if chosen.is_valid() and chosen.spec in offered:
+            confirm = forms.BulkActionForm(action=chosen.spec.name, valid=staged.valid)
+    if confirm is None and ready and not is_action and request.user.has_perm(QUEUE):
+        confirm = forms.UploadFlagsForm(initial={k: k in request.GET for k in forms.UPLOAD_FLAGS})
+    return {
+        "upload": staged,
+        "is_action": is_action,
+        "rows": page[:PAGE_SIZE],
+        "next_after": page[PAGE_SIZE - 1].row_number if len(page) > PAGE_SIZE else None,
+        "filters": filters,
+        "status_filter": status,
+        "can_queue": request.user.has_perm(QUEUE),
+        "offered": offered if ready else [],
+        "confirm": confirm,
+        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
+        or (staged.status == Upload.Status.REFUSED and staged.rows_total),
+    }
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The preview: counts, the per-row table (filterable, paged by row number), then the action or the flags."""
+    staged = _get_staged_for_user(request, pk)
+    ctx = _preview_context(request, staged)
+    if request.htmx and request.htmx.target == "upload-status":
+        if staged.status != Upload.Status.PARSING:
+            return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
+        return render(request, "guard/staged.html#upload-status", ctx)
+    if request.htmx and request.htmx.target == "preview-rows":
+        return render(request, "guard/staged.html#preview-rows", ctx)
+    if request.htmx and request.htmx.target == "bulk-action":
+        return render(request, "guard/staged.html#bulk-action", ctx)
+    return render(request, "guard/staged.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_POST
+def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
+    staged = _get_staged_for_user(request, pk)
+    if staged.status != Upload.Status.READY:
+        messages.error(
+            request,
+            "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted).",
+        )
+        return redirect("guard:bulk_detail", staged.pk)
+    if staged.operation == Upload.Operation.GUARD_UPLOAD:
+        return _confirm_upload(request, staged)
+    choice = forms.ActionChoiceForm(request.POST)
+    if not choice.is_valid():
+        return HttpResponseBadRequest("Unknown action")
+    spec = choice.spec
+    _check_may_act(request, spec)
+    missing = staged.account.missing_credentials("guard")
+    if missing:
+        messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+        return redirect("guard:bulk_detail", staged.pk)
+    form = forms.BulkActionForm(request.POST, action=spec.name, valid=staged.valid)
+    if not form.is_valid():
+        return render(request, "guard/staged.html", _preview_context(request, staged, form))
+    try:
+        job = queue_action(
+            staged.account,
+            spec.name,
+            form.params,
+            user=request.user,
+            upload=staged,
+            request=request,
+            confirmation=form.cleaned_data["confirmation"],
+        )
+    except (GuardValidationError, ValueError) as e:
+        messages.error(request, str(e))
+        return redirect("guard:bulk_detail", staged.pk)
+    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
+    return redirect("guard:job", job.pk)
+
+
+def _confirm_upload(request: HttpRequest, staged: Upload) -> HttpResponse:
+    missing = staged.account.missing_credentials("guard")
+    if missing:
+        messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+        return redirect("guard:bulk_detail", staged.pk)
+    form = forms.UploadFlagsForm(request.POST)
+    if not form.is_valid():
+        return render(request, "guard/staged.html", _preview_context(request, staged, form))
+    try:
+        job = queue_upload(staged, form.flags(), user=request.user, request=request)
+    except ValueError as e:
+        messages.error(request, str(e))
+        return redirect("guard:bulk_detail", staged.pk)
+    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
+    return redirect("guard:job", job.pk)
+
+
+@require_perm(ACCESS)
+@require_GET
+def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
+    staged = _get_staged_for_user(request, pk)
+    rows = UploadRow.objects.filter(upload=staged).exclude(
+        status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED)
+    )
+    columns = [
+        exports.Column("Row", "row_number", "number", 8),
+        exports.Column("Value in the file", "raw", "identifier", 24),
+        exports.Column("Approve ID", "approve_id", "identifier", 20),
+        exports.Column("Problem", lambda r: r.get_status_display(), "text", 22),
+        exports.Column("Reason", "reason", "text", 70),
+        exports.Column("Suggested value", "suggestion", "identifier", 20),
+    ]
+    AuditEvent.objects.record("guard.export", request=request, target=staged, summary={"what": "problem rows"})
+    return exports.xlsx_response(
+        columns, rows.order_by("row_number").iterator(), f"{staged.filename}-problems.xlsx", "Problems"
+    )
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def job(request: HttpRequest, pk: int) -> HttpResponse:
+    the_job = _get_job_for_user(request, pk)
+    if not the_job.kind.startswith("guard."):
+        return redirect(the_job.get_absolute_url())  # another service's job: its own page
+    filters = forms.ResultsFilterForm(request.GET)
+    outcome, after = (
+        (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
+    )
+    results = GuardAction.objects.filter(job=the_job)
+    if outcome:
+        results = results.filter(outcome=outcome)
+    page = list(results.filter(id__gt=after).select_related("device").order_by("id")[: PAGE_SIZE + 1])
+    spec = ACTIONS.get(the_job.params.get("action", "")) if the_job.kind in ACTION_KINDS else None
+    ctx = {
+        "job": the_job,
+        "spec": spec,
+        "is_action": spec is not None,
+        "results": page[:PAGE_SIZE],
+        "next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "outcome": outcome,
+        "outcomes": GuardAction.Outcome.choices,
+        "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
+        "guard_uploads": GuardUpload.objects.filter(job=the_job).order_by("id")[:100]
+        if the_job.kind == "guard.upload"
+        else None,
+        "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
+        "can_retry": spec is not None and _may_act(request, spec) and the_job.is_finished and the_job.failed > 0,
+    }
+    if request.htmx and request.htmx.target == "job-results":
+        return render(request, "guard/job.html#job-results", ctx)
+    return render(request, "guard/job.html", ctx)
+
+
+@require_perm(QUEUE)
+@require_POST
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue the job's action again for its failed devices that the portal still knows."""
+    the_job = _get_job_for_user(request, pk)
+    if the_job.kind not in ACTION_KINDS:
+        return HttpResponseBadRequest("Only Knox Guard action jobs can be retried")
+    spec = ACTIONS[the_job.params["action"]]
+    _check_may_act(request, spec)
+    if not the_job.is_finished:
+        messages.error(request, f"Job #{the_job.pk} has not finished yet; retry its failed devices when it has.")
+        return redirect("guard:job", the_job.pk)
+    failed_ids = (
+        GuardAction.objects.filter(job=the_job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
+        .values_list("device_id", flat=True)
+        .distinct()
+    )
+    device_ids = list(
+        GuardDevice.objects.filter(pk__in=list(failed_ids), account=the_job.account_id)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    if not device_ids:
+        messages.error(
+            request,
+            "None of the failed devices is in the portal's records (any more); sync devices from Knox, then act "
+            "on them from the device list or a spreadsheet.",
+        )
+        return redirect("guard:job", the_job.pk)
+    try:
+        retry = queue_action(
+            the_job.account, spec.name, params_from(the_job), user=request.user, devices=device_ids, request=request
+        )
+    except (GuardValidationError, ValueError) as e:
+        messages.error(request, str(e))
+        return redirect("guard:job", the_job.pk)
+    AuditEvent.objects.record(
+        "guard.retry", request=request, target=retry, summary={"retry_of": the_job.pk, "devices": len(device_ids)}
+    )
+    skipped = the_job.failed - len(device_ids)
+    note = (
+        f" {skipped} failed row{'s' if skipped != 1 else ''} without a device in the portal were left out."
+        if skipped > 0
+        else ""
+    )
+    messages.success(
+        request,
+        f"Job #{retry.pk} queued for {len(device_ids)} failed device{'s' if len(device_ids) != 1 else ''}.{note}",
+    )
+    return redirect("guard:job", retry.pk)
+
+
+RESULT_COLUMNS = [
+    exports.Column("Identifier as given", "device_uid", "identifier", 20),
+    exports.Column("IMEI / serial", lambda a: a.device.device_uid if a.device else "", "identifier", 20),
+    exports.Column("Row in file", "row_number", "number", 10),
+    exports.Column("Action", "action", "text", 10),
+    exports.Column("Outcome", "outcome", "text", 12),
+    exports.Column("State before", "state_before", "text", 14),
+    exports.Column("State after", "state_after", "text", 14),
+    exports.Column("Knox code", "code", "identifier", 12),
+    exports.Column("Knox message", "message", "text", 30),
+    exports.Column("Reason", "reason", "text", 40),
+    exports.Column("What it means", lambda a: a.explanation(), "text", 70),
+    exports.Column("Knox transaction", "transaction_id", "identifier", 34),
+    exports.Column("Finished", "finished_at", "datetime", 20),
+]
+
+
+@require_perm(ACCESS)
+@require_GET
+def job_report(request: HttpRequest, pk: int) -> HttpResponse:
+    the_job = _get_job_for_user(request, pk)
+    if the_job.kind not in ACTION_KINDS:
+        return redirect(the_job.get_absolute_url())  # no per-device report for this job
+    rows = GuardAction.objects.filter(job=the_job).select_related("device").order_by("id")
+    AuditEvent.objects.record("guard.export", request=request, target=the_job, summary={"what": "job report"})
+    return exports.xlsx_response(
+        RESULT_COLUMNS, rows.iterator(chunk_size=2000), f"guard-job-{the_job.pk}-report.xlsx", "Results"
+    )
+
+
+# --- uploads to Knox Guard and licences -----------------------------------------------------------------------
+
+
+def _uploads_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    return {
+        "uploads": GuardUpload.objects.select_related("account", "job")[:100],
+        "staged": Upload.objects.filter(service="guard", operation=Upload.Operation.GUARD_UPLOAD).select_related(
+            "account", "job"
+        )[:10],
+        "account_form": forms.AccountForm(),
+        "can_queue": request.user.has_perm(QUEUE),
+        "knox_uploads": None,
+        **extra,
+    }
+
+
+@require_perm(ACCESS)
+@require_GET
+def uploads(request: HttpRequest) -> HttpResponse:
+    return render(request, "guard/uploads.html", _uploads_context(request))
+
+
+@require_perm(QUEUE)
+@require_POST
+def uploads_from_knox(request: HttpRequest) -> HttpResponse:
+    """Knox's own list of uploads (every channel), read once on request: never on a plain page view."""
+    form = forms.AccountForm(request.POST)
+    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+        return HttpResponseBadRequest("Unknown account")
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        return redirect("guard:uploads")
+    account = form.cleaned_data["account"]
+    try:
+        doc = GuardClient(account).uploads()
+    except errors.KnoxError as e:
+        messages.error(request, f"Knox did not list the uploads of {account}: {e.explain()}")
+        return redirect("guard:uploads")
+    items = [{**u, "created": _from_ms(u.get("createTime"))} for u in doc.get("uploads") or [] if isinstance(u, dict)]
+    ctx = _uploads_context(request, knox_uploads=items, knox_account=account, knox_total=doc.get("totalCount"))
+    return render(request, "guard/uploads.html", ctx)
+
+
+def _from_ms(value: Any) -> datetime | None:
+    """Knox times are epoch milliseconds."""
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+@require_perm(ACCESS)
+@require_GET
+def licences(request: HttpRequest) -> HttpResponse:
+    ctx = {"licences": GuardLicence.objects.select_related("account").order_by("account__name", "key")[:500]}
+    return render(request, "guard/licences.html", ctx)

@@ -1,10 +1,11 @@
 """One JSON-ready description of a job, the same for every job kind: `manage.py job_status --json` prints it and
 the upload/delete commands print it when they end (the web UI can serve it too).
 
-Every job gets the generic figures from its `portal.models.Job` row. KDP upload/delete jobs add what only they
-have: the spreadsheet's figures and the devices Knox refused. Those come from the kdp app, which is imported
-inside the function that needs it, keyed on the job's kind: portal must not depend on a service app at import
-time (style §1, dependencies flow toward portal), and a deployment without kdp still gets the generic summary.
+Every job gets the generic figures from its `portal.models.Job` row. KDP upload/delete jobs and Knox Guard action
+and upload jobs add what only they have: the spreadsheet's figures and the devices Knox (or the portal) refused.
+Those come from the kdp and guard apps, which are imported inside the functions that need them, keyed on the job's
+kind: portal must not depend on a service app at import time (style §1, dependencies flow toward portal), and a
+deployment without them still gets the generic summary.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ FAILURES_LIMIT = 100
 PROBLEMS_LIMIT = 100
 
 KDP_TRANSFER_KINDS = ("kdp.upload", "kdp.delete")
+GUARD_PREFIX = "guard."
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -42,11 +44,16 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
     if job.kind in KDP_TRANSFER_KINDS:
         data.update(_kdp_transfer_details(job))
+    elif job.kind.startswith(GUARD_PREFIX) and job.params.get("action"):
+        # Only jobs made by guard.models.queue_action carry an action; device syncs have no per-device figures.
+        data.update(_guard_action_details(job))
+    elif job.kind == "guard.upload" and job.params.get("upload"):
+        data.update(_guard_upload_details(job))
     return data
 
 
 def upload_figures(upload: Any) -> dict[str, Any]:
-    """What a staged KDP spreadsheet (a `kdp.models.Upload`) holds, for job summaries and dry-runs.
+    """What a staged spreadsheet (a `portal.models.Upload`, any service) holds, for job summaries and dry-runs.
 
     `rows` counts the data rows read without the blank ones; `invalid` counts every row that will not be sent
     (malformed, duplicated in the file, or refused by the portal's own records), so rows = valid + invalid.
@@ -107,6 +114,73 @@ def _kdp_transfer_details(job: Job) -> dict[str, Any]:
     return {**figures, "submitted": job.total, "customer": customer, "failures": transfer_failures(job)}
 
 
+def guard_action_failures(job: Job) -> list[dict[str, Any]]:
+    """The first FAILURES_LIMIT devices of a Knox Guard action job that failed, in the job's (spreadsheet) order."""
+    from guard.models import GuardAction
+
+    failed = GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED).order_by("id")
+    return [
+        {
+            "identifier": a.device_uid,
+            "row": a.row_number,
+            "code": a.code,
+            "message": a.message,
+            "reason": a.explanation(),
+        }
+        for a in failed[:FAILURES_LIMIT]
+    ]
+
+
+def _upload_figures_of(job: Job) -> dict[str, Any]:
+    from portal.models import Upload
+
+    upload = Upload.objects.filter(job=job).first()
+    if upload is not None:
+        return upload_figures(upload)
+    # Chosen in the device list rather than from a spreadsheet.
+    figures: dict[str, Any] = dict.fromkeys(("file", "rows", "valid", "invalid", "duplicate", "skipped", "conflicts"))
+    figures["problems"] = []
+    return figures
+
+
+def _guard_action_details(job: Job) -> dict[str, Any]:
+    return {
+        **_upload_figures_of(job),
+        "submitted": job.total,
+        "action": job.params["action"],
+        "action_params": job.params.get("action_params") or {},
+        "failures": guard_action_failures(job),
+    }
+
+
+def _guard_upload_details(job: Job) -> dict[str, Any]:
+    """A POST devices/uploads job: the spreadsheet, Knox's uploadID(s) and the devices Knox called invalid."""
+    from guard.models import GuardUpload
+    from portal.models import UploadRow
+
+    uploads = list(GuardUpload.objects.filter(job=job).order_by("id"))
+    invalid = [r for u in uploads for r in u.invalid_reasons if isinstance(r, dict)][:FAILURES_LIMIT]
+    rows = dict(
+        UploadRow.objects.filter(
+            upload_id=job.params["upload"], value__in=[str(r.get("deviceUid")) for r in invalid]
+        ).values_list("value", "row_number")
+    )
+    return {
+        **_upload_figures_of(job),
+        "submitted": job.total,
+        "flags": job.params.get("flags") or {},
+        "knox_uploads": [
+            {"upload_id": u.upload_id or None, "status": u.status, "valid": u.valid, "invalid": u.invalid}
+            for u in uploads
+        ],
+        "failures": [
+            {"identifier": str(r.get("deviceUid") or ""), "row": rows.get(str(r.get("deviceUid"))), "code": "",
+             "message": "", "reason": str(r.get("reason") or "")}
+            for r in invalid
+        ],
+    }  # fmt: skip
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -161,10 +235,12 @@ def summary_lines(data: dict[str, Any], *, limit: int = 10) -> list[str]:
         who = data["created_by"] or "the command line or a schedule"
         lines.append(f"Account: {data['account'] or '-'}; created {data['created_at']} by {who}")
     if data.get("rows") is not None:
+        # Knox Guard summaries have no customer (the account is the tenant).
+        customer = f"; customer {data['customer']}" if "customer" in data else ""
         lines.append(
             f"File {data['file']}: {data['rows']} rows, {data['valid']} valid, {data['invalid']} not sendable "
             f"({data['duplicate']} duplicate, {data['conflicts']} already registered or busy), "
-            f"{data['skipped']} blank skipped; customer {data['customer']}"
+            f"{data['skipped']} blank skipped{customer}"
         )
     if data["error"]:
         lines.append(f"Error: {data['error']}")

@@ -53,8 +53,19 @@ class AccessTestCase(BaseTestCase):
         tx = Transaction.objects.create(account=self.account, job=self.job, sequence=1, operation="upload", generation="gen2",
                                         customer=customer, device_type="IMEI")  # fmt: skip
         schedule = Schedule.objects.create(func="kdp.tasks.scheduled_reconcile", name="KDP reconcile: account x")
+        from guard.models import GuardDevice
+
+        guard_device = GuardDevice.objects.create(account=self.account, device_uid="359221145350335")
+        guard_upload = Upload.objects.create(
+            account=self.account,
+            service="guard",
+            operation="guard",
+            filename="g.csv",
+            file="guard/g.csv",
+            status="ready",
+        )
         # Which object each named route with a primary key needs (first matching word wins).
-        self.ids = {"job": self.job.pk, "upload": upload.pk, "device": device.pk, "transaction": tx.pk,
+        self.ids = {"guard:device": guard_device.pk, "guard:bulk": guard_upload.pk, "job": self.job.pk, "upload": upload.pk, "device": device.pk, "transaction": tx.pk,
                     "unschedule": schedule.pk, "account": self.account.pk, "customers": self.account.pk}  # fmt: skip
 
     def urls(self):

@@ -1,0 +1,326 @@
+"""Knox Guard forms. Every request input passes through one of these, including filters and cursors.
+
+Action parameters are checked by `guard.client.validate` (seed 003's rules, in words) from the forms' clean(),
+so the pages, the queue and the client all refuse the same things with the same sentences.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django import forms
+from django.conf import settings
+
+from guard.client import ACTIONS, ActionParams, ActionSpec, GuardValidationError, validate
+from guard.constants import (
+    KG_APPROVE_COMMENT_MAX_LENGTH,
+    KG_APPROVE_ID_MAX_LENGTH,
+    KG_BLINK_INTERVAL_MAX,
+    KG_BLINK_INTERVAL_MIN,
+    KG_CONSOLE_LABELS,
+    KG_DEVICE_STATES,
+    KG_MESSAGE_MAX_LENGTH,
+)
+from guard.models import GuardAction
+from portal.models import KnoxAccount, UploadRow
+
+ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
+# A prefix this short would match most of a million devices; the search is for finding one phone.
+SEARCH_MIN_LENGTH = 4
+
+STATE_CHOICES = [(s, f"{s} ({KG_CONSOLE_LABELS[s]})" if KG_CONSOLE_LABELS[s] != s else s) for s in KG_DEVICE_STATES]
+
+# Upload flags of POST devices/uploads, with what each one does (knox-api.md §4.8).
+UPLOAD_FLAGS = {
+    "autoAccept": (
+        "Accept automatically",
+        "The devices skip the Pending step: Knox Guard accepts them without an approve.",
+    ),
+    "autoLock": (
+        "Lock automatically",
+        "Knox Guard applies its automatic lock policy to these devices: phones can lock without a lock action here.",
+    ),
+    "applySimControl": (
+        "Apply SIM control",
+        "The account's SIM control policy applies: the phone restricts SIM cards the policy does not allow.",
+    ),
+    "enableBlockFactoryReset": (
+        "Block factory reset",
+        "The phone's user cannot factory-reset the device while Knox Guard manages it.",
+    ),
+}
+
+
+def guard_accounts() -> list[KnoxAccount]:
+    """Active accounts that can call Knox Guard right now."""
+    return [a for a in KnoxAccount.objects.filter(is_active=True) if not a.missing_credentials("guard")]
+
+
+def _guard_account_field(**kwargs: Any) -> forms.ModelChoiceField:
+    return forms.ModelChoiceField(queryset=KnoxAccount.objects.none(), label="Knox account", **kwargs)
+
+
+# --- lists ---------------------------------------------------------------------------------------------------
+
+
+class DeviceFilterForm(forms.Form):
+    """Filters of the device list; `filters()` is what GuardDevice.objects.matching() takes."""
+
+    q = forms.CharField(required=False, max_length=50, label="IMEI / serial / approve ID starts with")
+    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.all(), required=False, empty_label="All accounts")
+    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *STATE_CHOICES])
+    licence = forms.CharField(required=False, max_length=100)
+    approve_id = forms.CharField(required=False, max_length=KG_APPROVE_ID_MAX_LENGTH, label="Approve ID")
+    after = forms.IntegerField(required=False, min_value=1)
+
+    def clean_q(self) -> str:
+        q = self.cleaned_data["q"].strip()
+        if q and len(q) < SEARCH_MIN_LENGTH:
+            raise forms.ValidationError(
+                f"Type at least {SEARCH_MIN_LENGTH} characters of the IMEI, serial or approve ID."
+            )
+        return q
+
+    def filters(self) -> dict[str, Any]:
+        return {k: self.cleaned_data[k] for k in ("q", "state", "licence", "approve_id") if self.cleaned_data.get(k)}
+
+
+class PreviewFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        required=False, choices=[("", "All rows"), ("problems", "Problems only"), *UploadRow.Status.choices]
+    )
+    after = forms.IntegerField(required=False, min_value=0)
+
+
+class ResultsFilterForm(forms.Form):
+    outcome = forms.ChoiceField(required=False, choices=[("", "All"), *GuardAction.Outcome.choices])
+    after = forms.IntegerField(required=False, min_value=0)
+
+
+# --- actions -------------------------------------------------------------------------------------------------
+
+
+class ActionChoiceForm(forms.Form):
+    action = forms.ChoiceField(choices=[(a.name, a.label) for a in ACTIONS.values()])
+
+    @property
+    def spec(self) -> ActionSpec:
+        return ACTIONS[self.cleaned_data["action"]]
+
+
+def _int_field(label: str, **attrs: Any) -> forms.IntegerField:
+    # Ranges are checked by guard.client.validate, which says what the range is and why.
+    return forms.IntegerField(required=False, label=label, widget=forms.NumberInput(attrs=attrs))
+
+
+class ActionForm(forms.Form):
+    """The parameters of one action. Only the fields the action uses exist; clean() runs guard.client.validate
+    and puts each of its sentences on the field it concerns."""
+
+    message = forms.CharField(
+        required=False,
+        label="Message shown on the phone",
+        help_text=f"At most {KG_MESSAGE_MAX_LENGTH} characters. The phone's user reads exactly this.",
+        widget=forms.Textarea(attrs={"rows": 3, "maxlength": KG_MESSAGE_MAX_LENGTH}),
+    )
+    email = forms.CharField(required=False, max_length=254, label="Contact email", widget=forms.EmailInput())
+    tel = forms.CharField(
+        required=False,
+        max_length=40,
+        label="Contact phone",
+        help_text="Give a phone number, an email address or both: the user needs a way to reach you.",
+        widget=forms.TextInput(attrs={"type": "tel"}),
+    )
+    interval = _int_field("Repeat every (seconds)", min=KG_BLINK_INTERVAL_MIN, max=KG_BLINK_INTERVAL_MAX)
+    time_limit_from = _int_field("Quiet hours from", min=0, max=23)
+    time_limit_to = _int_field("to", min=0, max=23)
+    days_limit_from = _int_field("Quiet days from", min=0, max=6)
+    days_limit_to = _int_field("to", min=0, max=6)
+    approve_id = forms.CharField(
+        required=False,
+        label="Approve ID",
+        help_text=f"Optional, at most {KG_APPROVE_ID_MAX_LENGTH} characters, unique: usually the loan or contract number.",
+        widget=forms.TextInput(attrs={"maxlength": KG_APPROVE_ID_MAX_LENGTH}),
+    )
+    approve_comment = forms.CharField(
+        required=False,
+        label="Comment",
+        help_text=f"Optional, at most {KG_APPROVE_COMMENT_MAX_LENGTH:,} characters.",
+        widget=forms.Textarea(attrs={"rows": 2, "maxlength": KG_APPROVE_COMMENT_MAX_LENGTH}),
+    )
+
+    MESSAGE_FIELDS = ("message", "email", "tel")
+    BLINK_FIELDS = ("interval", "time_limit_from", "time_limit_to", "days_limit_from", "days_limit_to")
+    APPROVE_FIELDS = ("approve_id", "approve_comment")
+    # validate() names ActionParams fields; the pair fields are shown on their first box.
+    ERROR_FIELDS = {"time_limit": "time_limit_from", "days_limit": "days_limit_from"}
+
+    def __init__(self, *args: Any, action: str, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", f"id_{action}_%s")  # several action forms share one page
+        super().__init__(*args, **kwargs)
+        self.spec = ACTIONS[action]
+        keep: set[str] = set(self.extra_fields())
+        if self.spec.uses_message:
+            keep.update(self.MESSAGE_FIELDS)
+        if action == "blink":
+            keep.update(self.BLINK_FIELDS)
+        if action == "approve":
+            keep.update(self.APPROVE_FIELDS)
+        for name in list(self.fields):
+            if name not in keep:
+                del self.fields[name]
+
+    def extra_fields(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def action(self) -> str:
+        return self.spec.name
+
+    def param_fields(self) -> list[forms.BoundField]:
+        """The parameter fields, for templates (without the subclasses' own fields)."""
+        return [self[name] for name in self.fields if name not in self.extra_fields()]
+
+    @staticmethod
+    def _pair(a: int | None, b: int | None) -> tuple[int, int] | None:
+        if a is None and b is None:
+            return None
+        # One value alone is passed on as it is: validate() says the quiet period needs exactly two values.
+        return cast("tuple[int, int]", tuple(v for v in (a, b) if v is not None))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.errors:
+            return data  # a value that is not a number: already explained on its field
+        params = ActionParams(
+            message=data.get("message", ""),
+            email=data.get("email", "").strip(),
+            tel=data.get("tel", "").strip(),
+            interval=data.get("interval"),
+            time_limit=self._pair(data.get("time_limit_from"), data.get("time_limit_to")),
+            days_limit=self._pair(data.get("days_limit_from"), data.get("days_limit_to")),
+            approve_id=data.get("approve_id", "").strip(),
+            approve_comment=data.get("approve_comment", ""),
+        )
+        if self.action != "blink":
+            params.interval = params.time_limit = params.days_limit = None
+        try:
+            validate(self.action, params)
+        except GuardValidationError as e:
+            for name, sentence in e.errors.items():
+                field = self.ERROR_FIELDS.get(name, name)
+                self.add_error(field if field in self.fields else None, sentence)
+        self.params = params
+        return data
+
+
+class BulkActionForm(ActionForm):
+    """An action on a staged spreadsheet's valid rows, with the typed confirmation where the action needs one."""
+
+    confirmation = forms.CharField(required=False, max_length=40, label="Confirmation")
+
+    def __init__(self, *args: Any, action: str, valid: int, **kwargs: Any) -> None:
+        super().__init__(*args, action=action, **kwargs)
+        # An approve ID is unique per device: one typed here cannot be given to every row of a spreadsheet.
+        self.fields.pop("approve_id", None)
+        self.expected = f"{action.upper()} {valid}" if ACTIONS[action].typed_confirmation else ""
+        if self.expected:
+            self.fields["confirmation"].label = f"Type {self.expected} to confirm"
+            self.fields["confirmation"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
+
+    def extra_fields(self) -> tuple[str, ...]:
+        return ("confirmation",)
+
+    def clean_confirmation(self) -> str:
+        typed = self.cleaned_data["confirmation"].strip()
+        if self.expected and typed != self.expected:
+            if not typed:
+                raise forms.ValidationError(f"Type {self.expected} to confirm: it acts on real phones.")
+            raise forms.ValidationError(
+                f"You typed “{typed}”; type exactly {self.expected} (the action and the number of devices) to confirm."
+            )
+        return typed
+
+
+class UploadFlagsForm(forms.Form):
+    # Knox's own spellings, so the POST names, the job's params and the request body all read the same.
+    autoAccept = forms.BooleanField(required=False)
+    autoLock = forms.BooleanField(required=False)
+    applySimControl = forms.BooleanField(required=False)
+    enableBlockFactoryReset = forms.BooleanField(required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, (label, help_text) in UPLOAD_FLAGS.items():
+            self.fields[name].label = label
+            self.fields[name].help_text = help_text
+
+    def flags(self) -> dict[str, bool]:
+        return {name: bool(self.cleaned_data.get(name)) for name in UPLOAD_FLAGS}
+
+
+# --- files ---------------------------------------------------------------------------------------------------
+
+
+class StagingForm(forms.Form):
+    """A spreadsheet for a Knox Guard account (bulk action or upload to Knox Guard)."""
+
+    file = forms.FileField(
+        label="Spreadsheet",
+        help_text="Excel (.xlsx, .xls) or CSV; one device per row: IMEI or serial number, optionally Approve ID.",
+        allow_empty_file=True,  # clean_file explains an empty file better than Django's generic message
+    )
+    account = _guard_account_field(empty_label=None)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = KnoxAccount.objects.filter(pk__in=[a.pk for a in guard_accounts()])
+
+    def clean_file(self) -> Any:
+        f = self.cleaned_data["file"]
+        if not f.name.lower().endswith(ALLOWED_EXTENSIONS):
+            raise forms.ValidationError(
+                f"“{f.name}” is not a spreadsheet this portal reads; upload an Excel workbook (.xlsx, .xls) or a CSV file."
+            )
+        if f.size == 0:
+            raise forms.ValidationError("The file is empty (0 bytes); check that you chose the right file.")
+        if f.size > settings.SPREADSHEET_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The file is {f.size / 1048576:.1f} MB; the limit is {settings.SPREADSHEET_MAX_BYTES / 1048576:.0f} MB. "
+                "Split it into smaller files."
+            )
+        return f
+
+
+class UploadToGuardForm(StagingForm, UploadFlagsForm):
+    """The spreadsheet and the four policy flags (shown again, still editable, before confirming)."""
+
+
+# --- accounts and schedules -----------------------------------------------------------------------------------
+
+
+class AccountForm(forms.Form):
+    account = _guard_account_field()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = KnoxAccount.objects.filter(is_active=True)
+
+    def clean_account(self) -> KnoxAccount:
+        account = self.cleaned_data["account"]
+        missing = account.missing_credentials("guard")
+        if missing:
+            raise forms.ValidationError(f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+        return account
+
+
+class ScheduleForm(AccountForm):
+    hour = forms.IntegerField(
+        min_value=0,
+        max_value=23,
+        initial=3,
+        label="Daily at (hour, UTC)",
+        error_messages={
+            k: "Choose an hour between 0 and 23 (UTC)." for k in ("min_value", "max_value", "invalid", "required")
+        },
+    )

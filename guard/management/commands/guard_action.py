@@ -1,0 +1,346 @@
+"""`manage.py guard_action ACTION FILE --account NAME`: one Knox Guard action on the devices of a spreadsheet, from
+the command line, through the same staging, job and audit trail as the web pages.
+
+    guard_action ACTION FILE --account NAME [--message TEXT] [--tel T] [--email E] [--interval S]
+                 [--quiet-hours FROM-TO] [--quiet-days FROM-TO] [--approve-id X] [--comment C]
+                 [--sheet NAME] [--column HEADER] [--dry-run] [--wait] [--json]
+
+ACTION is one of guard.client.ACTIONS: approve, reject, lock, unlock, blink, stop-blink, message, complete, delete.
+FILE is an Excel or CSV file with an IMEI/serial column and, optionally, an Approve ID column.
+
+1. Check the account (exists, active, has its Knox Guard credentials), the action and its parameters with
+   guard.client.validate. Every problem is reported in words, with the option to change. An option the action
+   does not use (say --interval with lock) is refused too: on a command that locks phones, a silently ignored
+   option is worse than an error.
+2. When the portal holds no Knox Guard device of the account yet, read them from Knox first, in this process
+   (never on a dry run): the job checks every device's state against these records before anything is sent.
+3. Stage the file into UploadRow records exactly as the web preview does (portal.uploads.stage_upload).
+4. --dry-run: report the verdicts and discard the staging; nothing is sent, no job is created.
+5. Otherwise guard.models.queue_action creates the job, writes the audit event and queues guard.tasks.run_actions.
+   Management commands run in autocommit, so the job's on_commit hook hands it to django-q2 at once.
+6. --wait: also run the job in this process, so it finishes without a qcluster. The job's lease (Job.claim) keeps
+   one worker on it: if a qcluster took it first, run_actions returns at once and this process watches the row.
+
+Exit codes, as kdp_upload: 0 when every device succeeded, when the job was queued (no --wait), or when a dry run
+found at least one valid row; 1 when the job ended partial, failed or cancelled; 2 for unusable input with
+nothing submitted (unknown account or action, account not ready for Knox Guard, invalid parameters, a refused
+file or one without a single valid row). With --json, stdout holds exactly one JSON object
+(portal.jobsummary.job_summary: job, status, rows, valid, invalid, submitted, succeeded, failed, action,
+failures, ...), also for exit 2, where `error` carries the reason; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+from django.core.files import File
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from guard import tasks
+from guard.client import ACTIONS, ActionParams, GuardValidationError, validate
+from guard.models import GuardDevice, queue_action, queue_sync
+from portal.jobsummary import job_summary, progress_line, summary_lines, upload_figures, wait_until_finished
+from portal.models import Job, KnoxAccount, Upload
+from portal.uploads import stage_upload
+
+EXIT_FAILED = 1
+EXIT_UNUSABLE = 2
+EXIT_INTERRUPTED = 130
+
+# ActionParams field -> the option that sets it, to say which option to change.
+OPTIONS = {
+    "message": "--message",
+    "tel": "--tel",
+    "email": "--email",
+    "interval": "--interval",
+    "time_limit": "--quiet-hours",
+    "days_limit": "--quiet-days",
+    "approve_id": "--approve-id",
+    "approve_comment": "--comment",
+}
+
+
+def used_fields(action: str) -> set[str]:
+    """The ActionParams fields `action` sends to Knox (guard.client.action_body)."""
+    fields: set[str] = set()
+    if ACTIONS[action].uses_message:
+        fields |= {"message", "tel", "email"}
+    if action == "blink":
+        fields |= {"interval", "time_limit", "days_limit"}
+    if action == "approve":
+        fields |= {"approve_id", "approve_comment"}
+    return fields
+
+
+class Unusable(Exception):
+    """Input that cannot be submitted; nothing was sent. Carries the staged upload when the file was read."""
+
+    def __init__(self, message: str, upload: Upload | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.upload = upload
+
+
+class Command(BaseCommand):
+    help = "Run one Knox Guard action (approve, lock, blink, ...) on the devices of a spreadsheet."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", help=f"One of: {', '.join(ACTIONS)}.")
+        parser.add_argument("file", help="The spreadsheet: Excel or CSV, an IMEI/serial column, optional Approve ID.")
+        parser.add_argument("--account", required=True, metavar="NAME", help="Name of the portal's Knox account.")
+        parser.add_argument(
+            "--message", default="", metavar="TEXT", help="What the phone shows (lock, blink, message); max 200."
+        )
+        parser.add_argument(
+            "--tel", default="", metavar="T", help="Phone number the user can call (lock, blink, message)."
+        )
+        parser.add_argument(
+            "--email", default="", metavar="E", help="Email address the user can write to (lock, blink, message)."
+        )
+        parser.add_argument("--interval", default="", metavar="S", help="blink: seconds between reminders, 3 to 86400.")
+        parser.add_argument(
+            "--quiet-hours", default="", metavar="FROM-TO", help="blink: no reminders between these hours, e.g. 22-7."
+        )
+        parser.add_argument(
+            "--quiet-days",
+            default="",
+            metavar="FROM-TO",
+            help="blink: no reminders on these days, 0 = Sunday, e.g. 6-0.",
+        )
+        parser.add_argument(
+            "--approve-id", default="", metavar="X", help="approve: the approve ID to assign (one device only)."
+        )
+        parser.add_argument("--comment", default="", metavar="C", help="approve: a comment, max 1000 characters.")
+        parser.add_argument("--sheet", default="", metavar="NAME", help="Which sheet of a workbook to read.")
+        parser.add_argument("--column", default="", metavar="HEADER", help="Header of the column holding the devices.")
+        parser.add_argument("--dry-run", action="store_true", help="Check the file and parameters only; send nothing.")
+        parser.add_argument("--wait", action="store_true", help="Run the job here and wait until it ends.")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.as_json: bool = options["json"]
+        self.options = options
+        self.params: ActionParams | None = None
+        try:
+            self.act(**options)
+        except Unusable as e:
+            data = self.unsubmitted_summary("refused", e.message, e.upload)
+            if e.upload is not None:
+                discard(e.upload)
+            # In words, the reason goes to stderr once (CommandError); the rows' verdicts help when there are any.
+            if self.as_json or data["problems"]:
+                self.emit(data)
+            raise CommandError(e.message, returncode=EXIT_UNUSABLE) from None
+
+    def act(
+        self, *, action: str, file: str, account: str, dry_run: bool, wait: bool, sheet: str, column: str, **o: Any
+    ) -> None:
+        knox_account = self.find_account(account)
+        params = self.params = self.parse_params(action, o)
+        path = Path(file)
+        if not path.is_file():
+            raise Unusable(f"Cannot read {file}: there is no such file.")
+        if not dry_run:
+            self.sync_if_empty(knox_account)
+        upload = self.stage(knox_account, path, sheet=sheet, column=column)
+        if params.approve_id and upload.valid > 1:
+            raise Unusable(
+                f"--approve-id gives one approve ID, and Knox Guard needs a different one per device; "
+                f"{upload.filename} holds {upload.valid} devices. Approve them without it, or one at a time.",
+                upload,
+            )
+        if dry_run:
+            data = self.unsubmitted_summary("dry-run", None, upload)
+            discard(upload)
+            self.emit(data)
+            return
+        job = queue_action(knox_account, action, params, user=None, upload=upload)
+        if not wait:
+            self.note(f"job {job.pk} queued: {job.title}; follow it with: manage.py job_status {job.pk} --wait")
+            self.finish(job)
+            return
+        self.note(f"job {job.pk}: {job.title}; running it in this process")
+        self.run_here(job)
+        self.finish(wait_until_finished(job, report=None if self.as_json else self.progress))
+
+    # --- checks -------------------------------------------------------------------------------------------------
+
+    def find_account(self, name: str) -> KnoxAccount:
+        account = KnoxAccount.objects.filter(name=name).first()
+        if account is None:
+            known = ", ".join(f"“{n}”" for n in KnoxAccount.objects.values_list("name", flat=True)) or "none yet"
+            raise Unusable(f"There is no Knox account named “{name}”; the accounts are: {known}.")
+        if not account.is_active:
+            raise Unusable(f"The Knox account “{name}” is switched off; activate it on its account page first.")
+        missing = account.missing_credentials("guard")
+        if missing:
+            raise Unusable(
+                f"The Knox account “{name}” is not ready for Knox Guard: it still needs {'; '.join(missing)}."
+            )
+        return account
+
+    def parse_params(self, action: str, o: dict[str, Any]) -> ActionParams:
+        """ActionParams from the options, or Unusable naming every problem with the option to change."""
+        if action not in ACTIONS:
+            raise Unusable(f"There is no Knox Guard action “{action}”; the actions are: {', '.join(ACTIONS)}.")
+        problems: dict[str, str] = {}
+        given = {
+            "message": o["message"], "tel": o["tel"], "email": o["email"], "interval": o["interval"],
+            "time_limit": o["quiet_hours"], "days_limit": o["quiet_days"], "approve_id": o["approve_id"],
+            "approve_comment": o["comment"],
+        }  # fmt: skip
+        for name in sorted(set(given) - used_fields(action), key=list(OPTIONS).index):
+            if given[name]:
+                problems[name] = f"{action} does not use this option; leave it out."
+        interval: int | None = None
+        if given["interval"].strip():
+            try:
+                interval = int(given["interval"].strip())
+            except ValueError:
+                problems["interval"] = (
+                    f"Give the interval in whole seconds, for example 3600; got “{given['interval']}”."
+                )
+        pairs: dict[str, tuple[int, ...] | None] = {}
+        for name, example in (("time_limit", "22-7"), ("days_limit", "6-0")):
+            text = given[name].strip()
+            pairs[name] = None
+            if not text:
+                continue
+            try:
+                pairs[name] = tuple(int(part) for part in text.split("-"))
+            except ValueError:
+                problems[name] = f"Write it as two whole numbers FROM-TO, for example {example}; got “{text}”."
+        params = ActionParams(
+            message=given["message"] if "message" in used_fields(action) else "",
+            email=given["email"].strip() if "email" in used_fields(action) else "",
+            tel=given["tel"].strip() if "tel" in used_fields(action) else "",
+            interval=interval if action == "blink" else None,
+            time_limit=pairs["time_limit"] if action == "blink" else None,  # type: ignore[arg-type]
+            days_limit=pairs["days_limit"] if action == "blink" else None,  # type: ignore[arg-type]
+            approve_id=given["approve_id"].strip() if action == "approve" else "",
+            approve_comment=given["approve_comment"] if action == "approve" else "",
+        )
+        try:
+            validate(action, params)
+        except GuardValidationError as e:
+            # A problem found while reading an option (not a number, say) says more than validate's.
+            problems = {**e.errors, **problems}
+        if problems:
+            lines = [f"{OPTIONS.get(name, name)}: {text}" for name, text in problems.items()]
+            noun = "problem" if len(lines) == 1 else "problems"
+            raise Unusable(
+                f"Nothing was sent: “{ACTIONS[action].label}” has {len(lines)} {noun} to fix:\n  " + "\n  ".join(lines)
+            )
+        return params
+
+    def sync_if_empty(self, account: KnoxAccount) -> None:
+        """Read the account's devices from Knox when the portal has none yet (a new account, a fresh database):
+        without them every state check before sending would be skipped. Run here; a qcluster that picks up the
+        queued copy finds the job leased or finished."""
+        if GuardDevice.objects.filter(account=account).exists():
+            return
+        job = queue_sync(account, user=None)
+        self.note(f"job {job.pk}: reading the Knox Guard devices of “{account}” from Knox first")
+        try:
+            tasks.sync_devices(job.pk)
+        except Exception:
+            # run_job has already ended the job as failed with a reason.
+            self.stderr.write(traceback.format_exc())
+        job = wait_until_finished(job)
+        if job.status != Job.Status.SUCCEEDED:
+            raise Unusable(
+                f"Could not read the Knox Guard devices of “{account}” from Knox: {job.error_summary or job.status}."
+            )
+
+    def stage(self, account: KnoxAccount, path: Path, *, sheet: str, column: str) -> Upload:
+        upload = Upload(
+            service="guard", account=account, created_by=None, operation=Upload.Operation.GUARD_ACTION,
+            filename=path.name, sheet=sheet.strip(), device_column=column.strip(),
+        )  # fmt: skip
+        # Streamed into media storage, where the web upload keeps its files too (stage_upload reads it there).
+        with path.open("rb") as fh:
+            upload.file.save(path.name, File(fh), save=False)
+        upload.save()
+        stage_upload(upload)
+        if upload.status == Upload.Status.REFUSED:
+            raise Unusable(refusal_message(upload), upload)
+        return upload
+
+    # --- running and reporting ------------------------------------------------------------------------------------
+
+    def run_here(self, job: Job) -> None:
+        try:
+            tasks.run_actions(job.pk)
+        except KeyboardInterrupt:
+            # The job keeps its lease and records; portal.tasks.resume_stale_jobs resumes it after the lease ends.
+            raise CommandError(
+                f"Interrupted. Job {job.pk} stops here and resumes on a worker once its lease expires; "
+                f"follow it with: manage.py job_status {job.pk} --wait",
+                returncode=EXIT_INTERRUPTED,
+            ) from None
+        except Exception:
+            # run_job has already ended the job as failed with a reason; show the details, then report the job.
+            self.stderr.write(traceback.format_exc())
+
+    def finish(self, job: Job) -> None:
+        data = job_summary(job)
+        self.emit(data)
+        if job.is_finished and job.status != Job.Status.SUCCEEDED:
+            reason = f"{job.failed} of {job.total} devices failed"
+            if data["error"]:
+                reason += f": {data['error']}"
+            raise CommandError(f"Job {job.pk} ended {job.status}; {reason}", returncode=EXIT_FAILED)
+
+    def unsubmitted_summary(self, status: str, error: str | None, upload: Upload | None) -> dict[str, Any]:
+        """The same keys as job_summary for a Knox Guard action job, for a dry run or a refusal (no job exists)."""
+        o = self.options
+        file_name = Path(o["file"]).name
+        data: dict[str, Any] = {
+            "job": None, "kind": f"guard.{o['action']}", "title": f"Dry run of {file_name}" if status == "dry-run" else "",
+            "status": status, "account": o["account"], "created_by": None, "created_at": None, "started_at": None,
+            "finished_at": None, "total": 0, "succeeded": 0, "failed": 0, "error": error,
+        }  # fmt: skip
+        if upload is not None:
+            data.update(upload_figures(upload))
+        else:
+            data.update(dict.fromkeys(("rows", "valid", "invalid", "duplicate", "skipped", "conflicts")))
+            data.update(file=file_name, problems=[])
+        params = self.params.summary() if self.params is not None else {}
+        data.update(submitted=0, action=o["action"], action_params=params, failures=[])
+        return data
+
+    def emit(self, data: dict[str, Any]) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps(data, indent=2))
+        else:
+            for line in summary_lines(data):
+                self.stdout.write(line)
+
+    def note(self, message: str) -> None:
+        """Progress for a person: stderr, so --json keeps stdout to the one object; never coloured as an error."""
+        if not self.as_json:
+            self.stderr.write(message, style_func=str)
+
+    def progress(self, job: Job) -> None:
+        self.note(progress_line(job))
+
+
+def refusal_message(upload: Upload) -> str:
+    """Why a staged file cannot be submitted, as one sentence (the web page shows the rows instead)."""
+    if upload.rows_total == upload.skipped:
+        return upload.error or f"{upload.filename} holds no devices."
+    figures = upload_figures(upload)
+    first = figures["problems"][0] if figures["problems"] else None
+    message = f"No row of {upload.filename} holds a device that can be submitted ({figures['rows']} rows read)"
+    if first is None:
+        return message + "."
+    return f"{message}; row {first['row']}: {first['reason']}."
+
+
+def discard(upload: Upload) -> None:
+    """Remove a staging that will never be submitted (dry run or refusal): no file or rows are left behind."""
+    upload.file.delete(save=False)
+    upload.delete()

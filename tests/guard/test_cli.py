@@ -1,0 +1,293 @@
+"""`manage.py guard_action` against the in-process sandbox (real HTTP over loopback), plus one real process with its
+own SQLite file, as a shell runs it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from guard.models import GuardAction, GuardDevice
+from portal.models import Job, KnoxAccount, Upload
+from tests.guard.conftest import device_in
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = Path("/work/shared/samples/guard-bulk-10.xlsx")
+LOCK = ["--message", "Payment overdue: call us", "--tel", "+44 20 7946 0000"]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """call_command as the shell would see it: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("guard_action", *args, stdout=out, stderr=err)
+    except CommandError as e:
+        err.write(f"CommandError: {e}\n")
+        return e.returncode, out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def run_json(*args: str) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run(*args, "--json")
+    return code, json.loads(out)  # exactly one JSON object on stdout, whatever the outcome
+
+
+def write_csv(tmp_path: Path, uids: list[str], name: str = "devices.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("IMEI\n" + "".join(f"{u}\n" for u in uids))
+    return path
+
+
+def uids(account: KnoxAccount, state: str) -> list[str]:
+    return list(
+        GuardDevice.objects.filter(account=account, state=state).order_by("id").values_list("device_uid", flat=True)
+    )
+
+
+def sandbox_state(server) -> dict[str, Any]:
+    return requests.get(f"{server.url}/_sandbox/state", timeout=10).json()
+
+
+def test_it_locks_the_enrolled_devices_of_a_file_and_waits(guard_synced, knox_sandbox, tmp_path):
+    enrolled = uids(guard_synced, "Enrolled")
+    path = write_csv(tmp_path, enrolled)
+    code, data = run_json("lock", str(path), "--account", "Sandbox", *LOCK, "--wait")
+    assert code == 0, data
+    assert (data["kind"], data["action"], data["status"], data["error"]) == ("guard.lock", "lock", "succeeded", None)
+    figures = {k: data[k] for k in ("rows", "valid", "invalid", "submitted", "succeeded", "failed")}
+    assert figures == {"rows": 3, "valid": 3, "invalid": 0, "submitted": 3, "succeeded": 3, "failed": 0}
+    assert data["failures"] == [] and data["file"] == "devices.csv" and data["account"] == "Sandbox"
+    assert data["action_params"] == {"message": "Payment overdue: call us", "tel": "+44 20 7946 0000"}
+    assert set(GuardDevice.objects.filter(device_uid__in=enrolled).values_list("state", flat=True)) == {"Locking"}
+    knox = sandbox_state(knox_sandbox)["guard"]["devices"]
+    assert {knox[u]["state"] for u in enrolled} <= {"Locking", "Locked"}
+    assert {knox[u]["lastMessage"]["tel"] for u in enrolled} == {"+44 20 7946 0000"}
+    job = Job.objects.get(pk=data["job"])
+    assert job.created_by is None and job.func == "guard.tasks.run_actions"
+    assert Upload.objects.get(job=job).service == "guard"
+    # job_status prints the very same summary for the finished job
+    out = io.StringIO()
+    call_command("job_status", str(job.pk), "--json", stdout=out)
+    assert json.loads(out.getvalue()) == data
+
+
+def test_a_device_in_the_wrong_state_fails_and_exits_1(guard_synced, knox_sandbox, tmp_path):
+    enrolled, pending = device_in(guard_synced, "Enrolled"), device_in(guard_synced, "Pending")
+    path = write_csv(tmp_path, [enrolled.device_uid, pending.device_uid])
+    before = sandbox_state(knox_sandbox)["counters"]["by_path"]
+    code, data = run_json("lock", str(path), "--account", "Sandbox", *LOCK, "--wait")
+    assert code == 1
+    assert data["status"] == "partial" and (data["succeeded"], data["failed"]) == (1, 1)
+    failure = data["failures"][0]
+    assert (failure["identifier"], failure["row"], failure["code"]) == (pending.device_uid, 3, "STATE")
+    assert "state does not allow" in failure["reason"]
+    # Refused before sending: one device left, so it went through the single-device endpoint.
+    after = sandbox_state(knox_sandbox)["counters"]["by_path"]
+    assert after.get("/kcs/v1.1/kg/devices/lock", 0) - before.get("/kcs/v1.1/kg/devices/lock", 0) == 1
+    assert sandbox_state(knox_sandbox)["guard"]["devices"][pending.device_uid]["state"] == "Pending"
+
+
+def test_human_output_names_the_failed_device(guard_synced, tmp_path):
+    pending = device_in(guard_synced, "Pending")
+    code, out, err = run("unlock", str(write_csv(tmp_path, [pending.device_uid])), "--account", "Sandbox", "--wait")
+    assert code == 1
+    assert "Status: failed" in out and pending.device_uid in out and "[STATE]" in out and "customer" not in out
+    assert "running it in this process" in err and "1 of 1 devices failed" in err
+
+
+def test_invalid_parameters_exit_2_naming_every_problem(guard_synced, tmp_path):
+    path = write_csv(tmp_path, uids(guard_synced, "Enrolled"))
+    argv = [
+        "blink", str(path), "--account", "Sandbox", "--message", "x" * 201, "--email", "pay-at-example",
+        "--interval", "2", "--quiet-hours", "22-7-1", "--quiet-days", "6-0", "--approve-id", "LOAN-1",
+    ]  # fmt: skip
+    code, out, err = run(*argv, "--wait")
+    assert code == 2 and out == ""
+    for words in (
+        "5 problems",
+        "--message: The message is 201 characters; Knox Guard allows 200.",
+        "--email: This email address does not look right.",
+        "--interval: The reminder interval must be between 3 seconds and 86,400 seconds (24 hours); it is 2.",
+        "--quiet-hours: The quiet period needs exactly two hours (0-23).",
+        "--approve-id: blink does not use this option; leave it out.",
+    ):
+        assert words in err
+    code, data = run_json(*argv)
+    assert code == 2 and data["status"] == "refused" and data["job"] is None and "--interval" in data["error"]
+    assert not Job.objects.filter(kind__startswith="guard.").exclude(kind="guard.sync").exists()
+    assert not Upload.objects.exists() and not GuardAction.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lock", "--message", "Pay"], "--tel: Give a phone number or an email address"),
+        (["blink", "--message", "Pay", "--tel", "1234"], "--interval: Say how often the reminder repeats"),
+        (["blink", *LOCK, "--interval", "hourly"], "--interval: Give the interval in whole seconds"),
+        (["blink", *LOCK, "--interval", "60", "--quiet-hours", "late"], "--quiet-hours: Write it as two whole"),
+        (["blink", *LOCK, "--interval", "60", "--quiet-days", "6-0"], "--quiet-hours: Quiet days also need"),
+        (["blink", *LOCK, "--interval", "60", "--quiet-hours", "22-24"], "--quiet-hours: The quiet period needs"),
+        (["approve", "--approve-id", "L" * 51], "--approve-id: The approve ID is 51 characters"),
+        (["approve", "--comment", "c" * 1001], "--comment: The comment is 1001 characters"),
+        (["unlock", "--message", "Thanks"], "--message: unlock does not use this option"),
+        (["shutdown"], "There is no Knox Guard action “shutdown”; the actions are: approve, reject, lock"),
+    ],
+)
+def test_each_parameter_problem_is_said_in_words(offline_account, argv, message):
+    action, *options = argv
+    code, _, err = run(action, str(SAMPLE), "--account", "Offline", *options, "--wait")
+    assert code == 2 and message in err, err
+    assert not Job.objects.exists() and not Upload.objects.exists()
+
+
+@pytest.fixture
+def offline_account(db):
+    """An account that looks ready for Knox Guard; for checks that fail before anything would call Knox."""
+    account = KnoxAccount(name="Offline", environment=KnoxAccount.Environment.SANDBOX)
+    account.public_key = "not-used"
+    account.set_secret("private_key", "not-used")
+    account.set_secret("client_identifier", "not-used")
+    account.save()
+    return account
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--account", "Nobody"], "There is no Knox account named “Nobody”; the accounts are: “Bare”, “Offline”."),
+        (["--account", "Bare"], "“Bare” is not ready for Knox Guard: it still needs keys.json"),
+    ],
+)
+def test_an_unknown_or_unready_account_exits_2(offline_account, argv, message):
+    KnoxAccount.objects.create(name="Bare", environment=KnoxAccount.Environment.SANDBOX)
+    code, out, err = run("reject", str(SAMPLE), *argv)
+    assert code == 2 and message in err and out == ""
+    code, data = run_json("reject", str(SAMPLE), *argv, "--wait")
+    assert code == 2 and message in data["error"] and data["status"] == "refused" and data["job"] is None
+    assert not Job.objects.exists() and not Upload.objects.exists()
+
+
+def test_a_switched_off_account_exits_2(offline_account):
+    KnoxAccount.objects.filter(pk=offline_account.pk).update(is_active=False)
+    code, _, err = run("reject", str(SAMPLE), "--account", "Offline")
+    assert code == 2 and "switched off" in err
+
+
+def test_a_missing_file_or_one_without_devices_exits_2(offline_account, tmp_path):
+    code, _, err = run("reject", "missing.xlsx", "--account", "Offline", "--dry-run")
+    assert code == 2 and "Cannot read missing.xlsx: there is no such file." in err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("IMEI\n35922158130044\nhello\n")
+    code, data = run_json("reject", str(bad), "--account", "Offline", "--dry-run")
+    assert code == 2 and data["status"] == "refused" and data["valid"] == 0 and data["rows"] == 2
+    assert "No row of bad.csv holds a device" in data["error"] and len(data["problems"]) == 2
+    assert not Upload.objects.exists()
+
+
+def test_one_approve_id_for_many_devices_exits_2(offline_account):
+    code, _, err = run("approve", str(SAMPLE), "--account", "Offline", "--approve-id", "LOAN-7", "--dry-run")
+    assert code == 2 and "needs a different one per device" in err and "holds 10 devices" in err
+    assert not Upload.objects.exists()
+
+
+def test_a_dry_run_checks_everything_and_sends_nothing(offline_account):
+    """No Knox call at all: the Offline account points nowhere (no sandbox is running)."""
+    code, data = run_json("lock", str(SAMPLE), "--account", "Offline", *LOCK, "--dry-run", "--wait")
+    assert code == 0, data
+    assert (data["job"], data["status"], data["kind"], data["action"]) == (None, "dry-run", "guard.lock", "lock")
+    assert (data["rows"], data["valid"], data["invalid"], data["submitted"]) == (10, 10, 0, 0)
+    assert data["action_params"] == {"message": "Payment overdue: call us", "tel": "+44 20 7946 0000"}
+    assert not Job.objects.exists() and not Upload.objects.exists() and not GuardDevice.objects.exists()
+    code, out, _ = run("lock", str(SAMPLE), "--account", "Offline", *LOCK, "--dry-run")
+    assert code == 0 and "nothing was submitted" in out and "10 valid" in out
+
+
+def test_without_wait_it_queues_the_job_and_returns(guard_synced, tmp_path):
+    code, data = run_json("complete", str(SAMPLE), "--account", "Sandbox")
+    assert code == 0
+    assert data["status"] == "queued" and data["job"] and data["submitted"] == 10 and data["failures"] == []
+    job = Job.objects.get(pk=data["job"])
+    assert job.kind == "guard.complete" and job.status == Job.Status.QUEUED and job.func == "guard.tasks.run_actions"
+    assert Upload.objects.get(job=job).status == Upload.Status.SUBMITTED
+    assert not GuardAction.objects.exists()  # nothing planned or sent: a worker will do it
+    # The same keys as a dry run, so scripts read both alike.
+    _, dry = run_json("complete", str(SAMPLE), "--account", "Sandbox", "--dry-run")
+    assert list(dry) == list(data)
+
+
+def test_it_reads_the_devices_from_knox_first_when_the_portal_has_none(sandbox_account, knox_sandbox, tmp_path):
+    enrolled = [d["deviceUid"] for d in knox_sandbox.credentials["guard"]["devices"] if d["state"] == "Enrolled"]
+    assert not GuardDevice.objects.exists()
+    code, data = run_json("message", str(write_csv(tmp_path, enrolled)), "--account", "Sandbox", *LOCK, "--wait")
+    assert code == 0, data
+    assert Job.objects.get(kind="guard.sync").status == Job.Status.SUCCEEDED
+    assert GuardDevice.objects.filter(account=sandbox_account).count() == 13
+    assert data["succeeded"] == len(enrolled) == 3
+
+
+@pytest.mark.slow
+def test_the_real_command_locks_devices_against_the_sandbox(knox_sandbox, tmp_path):
+    """`manage.py guard_action --json --wait` as a shell runs it: its own process, database file and no qcluster.
+    The fresh database has no Knox Guard device, so the command reads them from Knox first."""
+    env = child_env(tmp_path, knox_sandbox)
+    migrated_database(tmp_path / "cli.sqlite3")
+    imported = manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
+    assert imported.returncode == 0, imported.stderr
+    devices = knox_sandbox.credentials["guard"]["devices"]
+    enrolled = [d["deviceUid"] for d in devices if d["state"] == "Enrolled"]
+    path = write_csv(tmp_path, enrolled)
+    done = manage(env, "guard_action", "lock", str(path), "--account", "Sandbox", *LOCK, "--json", "--wait")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["status"], data["rows"], data["valid"], data["invalid"]) == ("succeeded", 3, 3, 0)
+    assert (data["submitted"], data["succeeded"], data["failed"], data["action"]) == (3, 3, 0, "lock")
+    knox = sandbox_state(knox_sandbox)["guard"]["devices"]
+    assert {knox[u]["state"] for u in enrolled} <= {"Locking", "Locked"}
+    unknown = manage(env, "guard_action", "lock", str(path), "--account", "Nobody", *LOCK)
+    assert unknown.returncode == 2 and "There is no Knox account named “Nobody”" in unknown.stderr
+
+
+# --- real processes (also used by test_engine) -----------------------------------------------------------------
+
+_TEMPLATE: list[Path] = []
+
+
+def child_env(tmp_path: Path, server, database: str = "cli.sqlite3") -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / database}",
+        "KNOX_SANDBOX_URL": server.url,
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "Q_SYNC": "False",
+    }
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def migrated_database(target: Path) -> None:
+    """Put a migrated SQLite database at `target`. Migrating takes about 3 s, so it runs once per test session and
+    later callers get a copy."""
+    if not _TEMPLATE:
+        template = target.parent / "migrated-template.sqlite3"
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "DATABASE_URL": f"sqlite:///{template}"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        _TEMPLATE.append(template)
+    shutil.copyfile(_TEMPLATE[0], target)

@@ -1,0 +1,185 @@
+"""The Knox Guard job page (progress, per-device results, report), retrying failed devices, and the polling that
+stops when the job ends. Jobs are built from records directly: nothing here calls Knox."""
+
+from __future__ import annotations
+
+import io
+from html import unescape
+
+import python_calamine
+
+from guard.client import ActionParams
+from guard.models import GuardAction, GuardDevice, queue_action
+from portal.models import AuditEvent, Job
+from tests.base import BaseTestCase
+from tests.guard.test_device_views import guard_account, make_device
+
+
+class GuardJobTestCase(BaseTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.account = guard_account()
+        self.devices = [make_device(self.account, "Enrolled", n) for n in range(1, 5)]
+
+    def finished(self, action: str = "lock", *, ok: int = 2, bad: int = 2, reason: str = "") -> Job:
+        """A finished job: `ok` devices succeeded, `bad` refused by Knox (state error)."""
+        params = ActionParams(message="Pay", tel="+44 20 7946 0000") if ACTION_PARAMS[action] else ActionParams()
+        job = queue_action(self.account, action, params, user=self.admin, devices=[d.pk for d in self.devices])
+        job.claim("test-worker")
+        for i, d in enumerate(self.devices[: ok + bad]):
+            failed = i >= ok
+            GuardAction.objects.create(
+                account=self.account, job=job, device=d, device_uid=d.device_uid, action=action, params={},
+                outcome="failed" if failed else "succeeded", code="4000310" if failed else "",
+                message="STATE_INVALID" if failed else "", reason=reason if failed else "", state_before="Enrolled",
+            )  # fmt: skip
+        job.add_progress(succeeded=ok, failed=bad)
+        job.finish()
+        return job
+
+
+ACTION_PARAMS = {"lock": True, "blink": True, "message": True, "unlock": False, "complete": False}
+
+
+class JobPageTestCase(GuardJobTestCase):
+    def test_it_shows_progress_parameters_and_per_device_results(self):
+        job = self.finished()
+        self.client.force_login(self.viewer)
+        r = self.client.get(f"/guard/jobs/{job.pk}/")
+        html = unescape(r.content.decode())
+        assert f'id="job-{job.pk}-progress"' in html and "Partially failed" in html
+        assert html.count("badge-succeeded") >= 2 and "4000310" in html and "state does not allow" in html
+        assert 'hx-trigger="jobFinished from:body"' in html
+        assert "every 2s" not in html  # finished: the progress fragment no longer polls
+        assert f'href="/guard/jobs/{job.pk}/report.xlsx"' in html
+        assert "Retry the failed devices" not in html  # a viewer may not
+        assert "Pay" in html  # the message shown on the phones
+
+    def test_it_polls_while_the_job_runs(self):
+        job = queue_action(self.account, "unlock", ActionParams(), user=self.admin, devices=[self.devices[0].pk])
+        self.client.force_login(self.operator)
+        html = self.client.get(f"/guard/jobs/{job.pk}/").content.decode()
+        assert f'hx-get="/jobs/{job.pk}/progress/?v=' in html and 'hx-trigger="every 2s"' in html
+        assert f'action="/jobs/{job.pk}/cancel/"' in html  # still queued: it can be cancelled
+
+    def test_the_progress_poll_stops_and_announces_the_end(self):
+        job = queue_action(self.account, "unlock", ActionParams(), user=self.admin, devices=[self.devices[0].pk])
+        self.client.force_login(self.viewer)
+        running = self.client.get(f"/jobs/{job.pk}/progress/", headers={"HX-Request": "true"})
+        assert b'hx-trigger="every 2s"' in running.content and "HX-Trigger" not in running
+        job.claim("w")
+        job.add_progress(succeeded=1)
+        job.finish()
+        done = self.client.get(f"/jobs/{job.pk}/progress/", headers={"HX-Request": "true"})
+        assert b"hx-trigger" not in done.content and b"<html" not in done.content
+        assert "jobFinished" in done["HX-Trigger"]
+
+    def test_it_filters_results_by_outcome_in_a_fragment(self):
+        job = self.finished()
+        self.client.force_login(self.viewer)
+        r = self.client.get(f"/guard/jobs/{job.pk}/", {"outcome": "failed"},
+                            headers={"HX-Request": "true", "HX-Target": "job-results"})  # fmt: skip
+        html = r.content.decode()
+        assert "<html" not in html and 'id="job-results"' in html
+        assert html.count('<span class="badge badge-failed">') == 2 and 'class="badge badge-succeeded"' not in html
+
+    def test_it_pages_results_by_id(self):
+        self.devices += [make_device(self.account, "Enrolled", n) for n in range(5, 60)]
+        job = self.finished(ok=50, bad=9)
+        self.client.force_login(self.viewer)
+        first = self.client.get(f"/guard/jobs/{job.pk}/")
+        assert len(first.context["results"]) == 50
+        second = self.client.get(f"/guard/jobs/{job.pk}/", {"after": first.context["next_after"]})
+        assert len(second.context["results"]) == 9 and second.context["next_after"] is None
+
+    def test_it_sends_another_service_s_job_to_its_own_page(self):
+        job = Job.objects.create(kind="portal.other", account=self.account)
+        self.client.force_login(self.viewer)
+        assert self.client.get(f"/guard/jobs/{job.pk}/")["Location"] == f"/jobs/{job.pk}/"
+
+    def test_it_shows_a_sync_job_without_a_results_table(self):
+        job = Job.objects.create(kind="guard.sync", account=self.account, title="Sync")
+        self.client.force_login(self.viewer)
+        r = self.client.get(f"/guard/jobs/{job.pk}/")
+        assert r.status_code == 200 and b'id="job-results"' not in r.content
+
+    def test_it_sends_an_anonymous_user_to_the_login_page(self):
+        job = self.finished()
+        assert self.client.get(f"/guard/jobs/{job.pk}/")["Location"].startswith("/login/")
+
+    def test_it_answers_404_for_an_unknown_job(self):
+        self.client.force_login(self.viewer)
+        assert self.client.get("/guard/jobs/999999/").status_code == 404
+
+
+class JobReportTestCase(GuardJobTestCase):
+    def test_it_downloads_the_results_with_formulas_neutralised(self):
+        job = self.finished(reason="=cmd|' /C calc'!A0")
+        self.client.force_login(self.viewer)
+        r = self.client.get(f"/guard/jobs/{job.pk}/report.xlsx")
+        rows = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(b"".join(r.streaming_content))).get_sheet_by_index(0).to_python()  # fmt: skip
+        assert rows[0][0] == "Identifier as given" and len(rows) == 5
+        assert rows[1][0] == self.devices[0].device_uid and rows[3][7] == "4000310"
+        assert rows[3][9].startswith("'=")
+        assert AuditEvent.objects.filter(action="guard.export", target_id=str(job.pk)).exists()
+
+    def test_it_sends_an_anonymous_user_to_the_login_page(self):
+        job = self.finished()
+        assert self.client.get(f"/guard/jobs/{job.pk}/report.xlsx").status_code == 302
+
+
+class JobRetryTestCase(GuardJobTestCase):
+    def test_an_admin_retries_the_failed_devices_that_still_exist(self):
+        job = self.finished()
+        GuardDevice.objects.filter(pk=self.devices[3].pk).delete()
+        self.client.force_login(self.admin)
+        assert "Retry the failed devices" in self.client.get(f"/guard/jobs/{job.pk}/").content.decode()
+        r = self.client.post(f"/guard/jobs/{job.pk}/retry/")
+        retry = Job.objects.exclude(pk=job.pk).get()
+        self.assertRedirects(r, f"/guard/jobs/{retry.pk}/", fetch_redirect_response=False)
+        assert retry.kind == "guard.lock" and retry.params["devices"] == [self.devices[2].pk]
+        assert retry.params["action_params"] == job.params["action_params"]
+        assert AuditEvent.objects.get(action="guard.retry").summary == {"retry_of": job.pk, "devices": 1}
+
+    def test_an_operator_gets_403_retrying_a_lock_but_may_retry_a_blink(self):
+        lock = self.finished("lock")
+        self.client.force_login(self.operator)
+        assert self.client.post(f"/guard/jobs/{lock.pk}/retry/").status_code == 403
+        assert "Retry the failed devices" not in self.client.get(f"/guard/jobs/{lock.pk}/").content.decode()
+        blink_job = Job.objects.create(kind="guard.message", account=self.account, status="partial", failed=1,
+                                       params={"action": "message", "devices": [self.devices[0].pk],
+                                               "action_params": {"message": "Hi", "tel": "123456"}})  # fmt: skip
+        GuardAction.objects.create(account=self.account, job=blink_job, device=self.devices[0], action="message",
+                                   device_uid=self.devices[0].device_uid, outcome="failed", code="UNKNOWN")  # fmt: skip
+        r = self.client.post(f"/guard/jobs/{blink_job.pk}/retry/")
+        assert r.status_code == 302 and Job.objects.filter(kind="guard.message").count() == 2
+
+    def test_a_viewer_gets_403_and_nothing_is_queued(self):
+        job = self.finished()
+        self.client.force_login(self.viewer)
+        assert self.client.post(f"/guard/jobs/{job.pk}/retry/").status_code == 403
+        assert Job.objects.count() == 1
+
+    def test_it_rejects_get_with_405(self):
+        job = self.finished()
+        self.client.force_login(self.admin)
+        assert self.client.get(f"/guard/jobs/{job.pk}/retry/").status_code == 405
+
+    def test_it_explains_when_nothing_can_be_retried(self):
+        job = self.finished()
+        GuardDevice.objects.filter(pk__in=[d.pk for d in self.devices[2:]]).delete()
+        self.client.force_login(self.admin)
+        r = self.client.post(f"/guard/jobs/{job.pk}/retry/", follow=True)
+        assert "None of the failed devices is in the portal's records" in unescape(r.content.decode())
+        assert Job.objects.count() == 1
+
+    def test_it_waits_for_the_job_to_finish(self):
+        job = queue_action(self.account, "unlock", ActionParams(), user=self.admin, devices=[self.devices[0].pk])
+        self.client.force_login(self.admin)
+        r = self.client.post(f"/guard/jobs/{job.pk}/retry/", follow=True)
+        assert "has not finished yet" in r.content.decode() and Job.objects.count() == 1
+
+    def test_it_refuses_a_job_that_is_not_an_action(self):
+        job = Job.objects.create(kind="guard.sync", account=self.account, status="failed")
+        self.client.force_login(self.admin)
+        assert self.client.post(f"/guard/jobs/{job.pk}/retry/").status_code == 400
