@@ -164,10 +164,14 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
         a.refresh_from_db()
         try:
             client.act(a.action, ref, params_for(a, params), transaction_id=a.transaction_id)
-        except errors.KnoxOutcomeUnknown:
+        except (errors.KnoxOutcomeUnknown, errors.KnoxBadResponse):
+            # The answer was lost or unreadable (maybe a 2xx): Knox's state says whether it was applied.
             _settle_by_state(client, job, a)
             return
-        except (errors.KnoxUnavailable, errors.KnoxServerError, errors.KnoxRateLimited, errors.KnoxAuthError):
+        except (errors.KnoxUnavailable, errors.KnoxServerError, errors.KnoxRateLimited, errors.KnoxAuthError) as e:
+            if type(e) is errors.KnoxUnavailable:
+                # For a non-repeatable call the HTTP layer raises this only when the connection was never made.
+                GuardAction.objects.filter(pk=a.pk).update(sent_at=None)
             raise
         except errors.KnoxError as e:
             _record(
@@ -363,7 +367,10 @@ def _fail_chunk(job: Job, chunk: GuardChunk, code: str, message: str) -> None:
 def _end_unfinished(job: Job, reason: str) -> None:
     """Knox unreachable: requests never sent fail as NOT_SENT, sent ones whose result is unread as UNKNOWN."""
     for chunk in GuardChunk.objects.filter(job=job, state=GuardChunk.State.PREPARED):
-        _fail_chunk(job, chunk, "NOT_SENT", f"not sent: {reason}")
+        if chunk.send_attempted_at is not None:  # it may have reached Knox before the answer was lost
+            _fail_chunk(job, chunk, "UNKNOWN", f"sent, but the answer was lost: {reason}")
+        else:
+            _fail_chunk(job, chunk, "NOT_SENT", f"not sent: {reason}")
     for chunk in GuardChunk.objects.filter(job=job, state=GuardChunk.State.SUBMITTED):
         _fail_chunk(job, chunk, "UNKNOWN", f"sent, but the result could not be read: {reason}")
     for a in job.guard_actions.filter(outcome=GuardAction.Outcome.PENDING, chunk__isnull=True):
@@ -458,11 +465,13 @@ def _upload(job: Job, owner: str) -> None:
     job.set_total(len(rows))
     client = GuardClient(job.account)
     flags = job.params.get("flags") or {}
-    for start in range(0, len(rows), KG_UPLOAD_MAX_DEVICES):
+    for index, start in enumerate(range(0, len(rows), KG_UPLOAD_MAX_DEVICES)):
         part = rows[start : start + KG_UPLOAD_MAX_DEVICES]
+        # One record per part, found again by its own transactionId when the job resumes.
         record, created = GuardUpload.objects.get_or_create(
-            job=job, total=len(part), flags=flags, defaults={"account": job.account, "status": "Prepared"}
-        )
+            job=job, transaction_id=f"job{job.pk}part{index}",
+            defaults={"account": job.account, "status": "Prepared", "total": len(part), "flags": flags},
+        )  # fmt: skip
         if not created and record.status != "Prepared":
             continue  # done or attempted before a crash: never uploaded twice
         GuardUpload.objects.filter(pk=record.pk).update(status="Sending")
