@@ -254,7 +254,7 @@ def test_a_dead_knox_fails_the_job_with_a_reason_and_frees_the_devices(guard_syn
     assert (job.status, job.succeeded, job.failed) == ("failed", 0, 3)
     assert "connection to Knox failed" in job.error_summary
     actions = GuardAction.objects.filter(job=job)
-    # NOT_SENT is the right code (the connection was refused); see the xfail below for the engine's answer.
+    # NOT_SENT would be right (the connection was refused); see the xfail below for the engine's answer.
     assert {a.outcome for a in actions} == {"failed"} and {a.code for a in actions} <= {"NOT_SENT", "UNKNOWN"}
     assert all(a.explanation() for a in actions)
     assert GuardChunk.objects.get(job=job).state == "failed"
@@ -264,21 +264,22 @@ def test_a_dead_knox_fails_the_job_with_a_reason_and_frees_the_devices(guard_syn
     assert summary["status"] == "failed" and len(summary["failures"]) == 3
 
 
-def test_a_dead_knox_fails_a_single_device_job_too(guard_synced, dead_knox):
+def test_a_dead_knox_fails_a_single_device_job_as_not_sent(guard_synced, dead_knox):
     d = device_in(guard_synced, "Enrolled")
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk])
     run_actions(job.pk)
     job = finished(job)
     assert job.status == "failed" and "connection to Knox failed" in job.error_summary
-    assert GuardAction.objects.get(job=job).outcome == "failed"
+    a = GuardAction.objects.get(job=job)
+    assert (a.outcome, a.code, a.sent_at) == ("failed", "NOT_SENT", None)
+    assert a.explanation().startswith("Not sent")
     assert not GuardDevice.objects.filter(pending_job__isnull=False).exists()
 
 
-@pytest.mark.xfail(reason="guard/tasks.py _act_one/_send_chunk/_end_unfinished: a refused connection is UNKNOWN")
-@pytest.mark.parametrize("count", [1, 3])
-def test_an_action_that_never_left_is_reported_not_sent(guard_synced, dead_knox, count):
+@pytest.mark.xfail(reason="guard/tasks.py _send_chunk/_end_unfinished: a refused connection for a chunk is UNKNOWN")
+def test_a_bulk_request_that_never_left_is_reported_not_sent(guard_synced, dead_knox):
     """Connection refused: nothing reached Knox, so "Not sent", not "Sent, but Knox's answer could not be read"."""
-    enrolled = devices(guard_synced, "Enrolled")[:count]
+    enrolled = devices(guard_synced, "Enrolled")
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk for d in enrolled])
     run_actions(job.pk)
     assert set(GuardAction.objects.filter(job=job).values_list("code", flat=True)) == {"NOT_SENT"}
@@ -416,36 +417,46 @@ def test_upload_to_knox_guard_with_auto_accept(guard_synced, knox_sandbox):
     assert (summary["rows"], summary["valid"], summary["submitted"]) == (4, 4, 4)
 
 
-# --- known engine bugs (see the report; remove the marks once fixed) ------------------------------------------
+# --- engine fixes (these were expected failures first) ---------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="guard/tasks.py _upload: get_or_create(job, total, flags) finds part 1 again for part 2")
 def test_an_upload_larger_than_one_call_sends_every_part(guard_synced, knox_sandbox, monkeypatch):
     monkeypatch.setattr("guard.tasks.KG_UPLOAD_MAX_DEVICES", 2)
     fresh = fresh_imeis(4, "35833000")
     job = queue_upload(guard_upload(guard_synced, fresh), {}, user=None)
     run_upload(job.pk)
-    assert set(fresh) <= set(knox_devices(knox_sandbox))
-    assert GuardUpload.objects.filter(job=job).count() == 2
+    job = finished(job)
+    assert (job.status, job.succeeded, job.failed) == ("succeeded", 4, 0)
+    knox = sandbox_state(knox_sandbox)["guard"]
+    assert {knox["devices"][u]["state"] for u in fresh} == {"Pending"}
+    records = list(GuardUpload.objects.filter(job=job).order_by("id"))
+    assert [r.total for r in records] == [2, 2] and all(r.upload_id in knox["uploads"] for r in records)
+    assert calls(knox_sandbox, "devices/uploads") == 2
+    run_upload(job.pk)  # a finished job is left alone: nothing is uploaded twice
+    assert calls(knox_sandbox, "devices/uploads") == 2
 
 
-@pytest.mark.xfail(reason="guard/tasks.py _apply_chunk: approve failures are keyed on deviceUid, rows on approve ID")
-def test_an_approve_refused_in_a_bulk_request_named_by_approve_id_is_reported(guard_synced, knox_sandbox):
+def test_a_bulk_approve_assigns_each_rows_approve_id_and_reports_refusals(guard_synced, knox_sandbox):
     first, second = devices(guard_synced, "Pending")[:2]
     # Someone approves the second device in the Knox console: the portal's record still says Pending.
     GuardClient(guard_synced).act("approve", second.ref, ActionParams(), transaction_id="console1")
     upload = Upload(service="guard", account=guard_synced, operation=Upload.Operation.GUARD_ACTION, filename="a.csv")
-    rows = "".join(f"{d.device_uid},{d.approve_id}\n" for d in (first, second))
-    upload.file.save("a.csv", ContentFile(f"IMEI,Approve ID\n{rows}".encode()), save=False)
+    rows = f"IMEI,Approve ID\n{first.device_uid},CONTRACT-1\n{second.device_uid},CONTRACT-2\n"
+    upload.file.save("a.csv", ContentFile(rows.encode()), save=False)
     upload.save()
     stage_upload(upload)
     job = queue_action(guard_synced, "approve", ActionParams(), user=None, upload=upload)
     run_actions(job.pk)
-    assert (finished(job).succeeded, job.failed) == (1, 1)
+    job = finished(job)
+    assert (job.status, job.succeeded, job.failed) == ("partial", 1, 1)
+    refused = GuardAction.objects.get(job=job, outcome="failed")
+    assert (refused.device, refused.row_number, refused.code) == (second, 3, "4000310")
+    knox = knox_devices(knox_sandbox)
+    assert knox[first.device_uid]["approveId"] == "CONTRACT-1"
+    assert knox[second.device_uid]["approveId"] == second.approve_id  # the console's approval stands
 
 
-@pytest.mark.xfail(reason="guard/tasks.py _end_unfinished: an attempted chunk whose answer was lost is NOT_SENT")
-def test_a_bulk_request_whose_answer_was_lost_is_not_reported_as_not_sent(guard_synced, knox_sandbox, monkeypatch):
+def test_a_bulk_request_whose_answer_was_lost_is_reported_unknown(guard_synced, knox_sandbox, monkeypatch):
     real = GuardClient.act_async
 
     def act_async(self, *args, **kwargs):
@@ -456,11 +467,11 @@ def test_a_bulk_request_whose_answer_was_lost_is_not_reported_as_not_sent(guard_
     enrolled = devices(guard_synced, "Enrolled")
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk for d in enrolled])
     run_actions(job.pk)
+    assert finished(job).status == "failed" and "did not answer in time" in job.error_summary
     assert {knox_devices(knox_sandbox)[d.device_uid]["state"] for d in enrolled} <= {"Locking", "Locked"}
-    assert "NOT_SENT" not in set(GuardAction.objects.filter(job=job).values_list("code", flat=True))
+    assert set(GuardAction.objects.filter(job=job).values_list("code", flat=True)) == {"UNKNOWN"}
 
 
-@pytest.mark.xfail(reason="guard/tasks.py _act_one: a 2xx answer that cannot be read is recorded as a failure")
 def test_an_unreadable_success_answer_is_settled_by_state(guard_synced, knox_sandbox, monkeypatch):
     real = GuardClient.act
 
@@ -472,4 +483,7 @@ def test_an_unreadable_success_answer_is_settled_by_state(guard_synced, knox_san
     d = device_in(guard_synced, "Enrolled")
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk])
     run_actions(job.pk)
-    assert GuardAction.objects.get(job=job).outcome == "succeeded"  # Knox shows it Locking
+    assert finished(job).status == "succeeded"
+    a = GuardAction.objects.get(job=job)
+    assert a.outcome == "succeeded" and a.reason == "confirmed by the device's state in Knox (Locking)"
+    assert calls(knox_sandbox, "devices/lock") == 1

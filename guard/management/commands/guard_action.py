@@ -6,7 +6,8 @@ the command line, through the same staging, job and audit trail as the web pages
                  [--sheet NAME] [--column HEADER] [--dry-run] [--wait] [--json]
 
 ACTION is one of guard.client.ACTIONS: approve, reject, lock, unlock, blink, stop-blink, message, complete, delete.
-FILE is an Excel or CSV file with an IMEI/serial column and, optionally, an Approve ID column.
+FILE is an Excel or CSV file with an IMEI/serial column and, optionally, an Approve ID column: approve assigns
+each device the approve ID of its row (Knox Guard needs a different one per device).
 
 1. Check the account (exists, active, has its Knox Guard credentials), the action and its parameters with
    guard.client.validate. Every problem is reported in words, with the option to change. An option the action
@@ -149,7 +150,8 @@ class Command(BaseCommand):
         if params.approve_id and upload.valid > 1:
             raise Unusable(
                 f"--approve-id gives one approve ID, and Knox Guard needs a different one per device; "
-                f"{upload.filename} holds {upload.valid} devices. Approve them without it, or one at a time.",
+                f"{upload.filename} holds {upload.valid} devices. Put each device's approve ID in an Approve ID "
+                "column instead, or approve them without one.",
                 upload,
             )
         if dry_run:
