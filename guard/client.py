@@ -304,17 +304,18 @@ class GuardClient:
         items = doc.get("deviceList") or doc.get("devices") or []
         return int(doc.get("totalCount") or 0), [parse_listed(i) for i in items if isinstance(i, dict)]
 
-    def iter_devices(self) -> Iterator[ListedDevice]:
+    def iter_devices(self, page_size: int = KG_MAX_PAGE_SIZE) -> Iterator[ListedDevice]:
         page = 0
         while True:
-            _, items = self.list_devices(page)
+            _, items = self.list_devices(page, page_size)
             yield from items
-            if len(items) < KG_MAX_PAGE_SIZE:  # a short page is the last one (seed 003, "Paging")
+            if len(items) < page_size:  # a short page is the last one (seed 003, "Paging")
                 return
             page += 1
 
     def find(self, device_uid: str) -> ListedDevice | None:
-        _, items = self.list_devices(0, 10, search=device_uid)
+        # A substring search may return other devices first: read a full page and look for the exact match.
+        _, items = self.list_devices(0, KG_MAX_PAGE_SIZE, search=device_uid)
         return next((d for d in items if device_uid in (d.device_uid, d.approve_id, d.object_id)), None)
 
     def upload(

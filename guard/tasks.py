@@ -151,9 +151,10 @@ def _run_actions(job: Job, owner: str) -> None:
         _run_chunks(client, job, owner, params)
     except errors.KnoxError as e:
         _end_unfinished(job, e.explain())
-        raise
-    finally:
         GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
+        raise
+    # Released only when this worker ends the job: after a LeaseLost the new holder still needs the devices held.
+    GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
     job.finish()
 
 
@@ -472,8 +473,13 @@ def _upload(job: Job, owner: str) -> None:
             job=job, transaction_id=f"job{job.pk}part{index}",
             defaults={"account": job.account, "status": "Prepared", "total": len(part), "flags": flags},
         )  # fmt: skip
+        if not created and record.status == "Sending":
+            # Attempted before a crash, answer unknown: never uploaded twice, and counted so the job adds up.
+            GuardUpload.objects.filter(pk=record.pk).update(status="Unknown")
+            job.add_progress(failed=len(part))
+            continue
         if not created and record.status != "Prepared":
-            continue  # done or attempted before a crash: never uploaded twice
+            continue  # finished (or already reported unknown) by an earlier run
         GuardUpload.objects.filter(pk=record.pk).update(status="Sending")
         try:
             doc = client.upload(part, flags, transaction_id=record.transaction_id)

@@ -1,7 +1,7 @@
 """`manage.py job_status JOB [--wait] [--json]`: the state of any job (KDP, Knox Guard, E-FOTA) from a terminal.
 
 The summary is portal.jobsummary.job_summary, the same object for every job kind (KDP upload/delete jobs add
-their spreadsheet figures and failed devices). --wait re-reads the job row every half second until the job ends;
+their spreadsheet figures and failed devices, Knox Guard jobs their action and per-device failures). --wait re-reads the job row every half second until the job ends;
 it does not run the job, so a queued job needs a worker (`manage.py qcluster`) to move.
 
 Exit codes: 0 when the job succeeded, or is still queued/running (without --wait); 1 when it ended partial,
