@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test lint format migrate worker sandbox clean
+.PHONY: run test lint format migrate worker sandbox bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -45,6 +45,10 @@ format: $(VENV)/.dev
 ## A worker cluster on its own (production runs one or more of these per host).
 worker: migrate
 	$(PY) manage.py qcluster
+
+## Benchmarks (full size; writes docs/performance.md). Quick set: $(PY) bench/run.py --quick
+bench: $(VENV)/.dev
+	$(PY) bench/run.py
 
 sandbox: $(VENV)/.runtime
 	$(PY) manage.py knox_sandbox

@@ -148,7 +148,8 @@ def _run_actions(job: Job, owner: str) -> None:
         single = job.guard_actions.filter(outcome=GuardAction.Outcome.PENDING, chunk__isnull=True).first()
         if single is not None:
             _act_one(client, job, single, params)
-        _run_chunks(client, job, owner, params)
+        if job.guard_chunks.exists():  # a single-device job has none: skip the polling loop's queries
+            _run_chunks(client, job, owner, params)
     except errors.KnoxError as e:
         _end_unfinished(job, e.explain())
         GuardDevice.objects.filter(pending_job=job).update(pending_job=None)

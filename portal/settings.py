@@ -233,6 +233,9 @@ Q_CLUSTER: dict[str, object] = {
     "ack_failures": True,
     "catch_up": False,
     "poll": envfloat("Q_POLL", "0.5"),
+    # Tasks taken from the broker per fetch; more than one saves a database round trip per job when many small
+    # jobs (single-device Knox Guard actions) are queued at once.
+    "bulk": envint("Q_BULK", "10"),
     "label": "Background tasks",
 }
 if REDIS_URL:
