@@ -294,10 +294,13 @@ def _transfer_loop(job: Job, owner: str) -> errors.KnoxError | None:
                 job, pending, job_level_error.code or "NOT_SENT", f"not sent: {job_level_error.explain()}"
             )
             continue
-        if due is not None:
-            _poll(job, client, due)
-        elif pending is not None:
+        # Send every chunk first, then poll: requests share the KDP rate limit, and a chunk polled while later
+        # ones are still being sent is usually still in Progress (a wasted request). Polls wait until nothing is
+        # left to send, by which time most chunks are Complete and need one status request each.
+        if pending is not None:
             job_level_error = _send(job, client, pending)
+        elif due is not None:
+            _poll(job, client, due)
         else:
             waiting = (
                 Transaction.objects.filter(job=job, state=Transaction.State.SUBMITTED).order_by("next_poll_at").first()
