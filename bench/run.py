@@ -33,10 +33,10 @@ SIZES = {
     },
     "quick": {
         "rows": 10_000,
-        "kdp_devices": 5_000,
-        "guard_actions": 300,
-        "devices": 50_000,
-        "iterations": 15,
+        "kdp_devices": 3_000,
+        "guard_actions": 100,
+        "devices": 10_000,
+        "iterations": 10,
         "seconds": 2,
     },
 }
