@@ -22,7 +22,7 @@ from guard.constants import (
     KG_MESSAGE_MAX_LENGTH,
 )
 from guard.models import GuardAction
-from portal.models import KnoxAccount, UploadRow
+from portal.models import KnoxAccount
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 # A prefix this short would match most of a million devices; the search is for finding one phone.
@@ -83,13 +83,6 @@ class DeviceFilterForm(forms.Form):
 
     def filters(self) -> dict[str, Any]:
         return {k: self.cleaned_data[k] for k in ("q", "state", "licence", "approve_id") if self.cleaned_data.get(k)}
-
-
-class PreviewFilterForm(forms.Form):
-    status = forms.ChoiceField(
-        required=False, choices=[("", "All rows"), ("problems", "Problems only"), *UploadRow.Status.choices]
-    )
-    after = forms.IntegerField(required=False, min_value=0)
 
 
 class ResultsFilterForm(forms.Form):

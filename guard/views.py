@@ -41,7 +41,7 @@ from guard.tasks import params_from
 from portal import exports
 from portal.knox import errors
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, require_perm
+from portal.views import ACCESS, QUEUE, preview_rows, require_perm
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
@@ -364,17 +364,6 @@ def _preview_context(
     request: HttpRequest, staged: Upload, confirm: forms.BulkActionForm | forms.UploadFlagsForm | None = None
 ) -> dict[str, Any]:
     """Everything the preview shows; shared by the page and by a confirm that failed validation."""
-    filters = forms.PreviewFilterForm(request.GET)
-    rows = UploadRow.objects.filter(upload=staged)
-    after, status = 0, ""
-    if filters.is_valid():
-        status = filters.cleaned_data["status"]
-        if status == "problems":
-            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-        elif status:
-            rows = rows.filter(status=status)
-        after = filters.cleaned_data["after"] or 0
-    page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PAGE_SIZE + 1])
     ready = staged.status == Upload.Status.READY
     is_action = staged.operation == Upload.Operation.GUARD_ACTION
     # The actions this user may queue in bulk; each is chosen with ?action=, then its parameters are asked.
@@ -386,17 +375,10 @@ def _preview_context(
     if confirm is None and ready and not is_action and request.user.has_perm(QUEUE):
         confirm = forms.UploadFlagsForm(initial={k: k in request.GET for k in forms.UPLOAD_FLAGS})
     return {
-        "upload": staged,
+        **preview_rows(request, staged),
         "is_action": is_action,
-        "rows": page[:PAGE_SIZE],
-        "next_after": page[PAGE_SIZE - 1].row_number if len(page) > PAGE_SIZE else None,
-        "filters": filters,
-        "status_filter": status,
-        "can_queue": request.user.has_perm(QUEUE),
         "offered": offered if ready else [],
         "confirm": confirm,
-        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
-        or (staged.status == Upload.Status.REFUSED and staged.rows_total),
     }
 
 

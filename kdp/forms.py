@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 
 from kdp.models import Customer, Device, ProfileAlias, TransactionDevice
-from portal.models import KnoxAccount, Upload, UploadRow
+from portal.models import KnoxAccount, Upload
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 
@@ -61,13 +61,6 @@ class RestageForm(forms.Form):
     sheet = forms.CharField(required=False, max_length=100)
     device_column = forms.CharField(required=False, max_length=200)
     allow_bad_check_digit = forms.BooleanField(required=False)
-
-
-class PreviewFilterForm(forms.Form):
-    status = forms.ChoiceField(
-        required=False, choices=[("", "All rows"), ("problems", "Problems only"), *UploadRow.Status.choices]
-    )
-    after = forms.IntegerField(required=False, min_value=0)
 
 
 class ConfirmForm(forms.Form):

@@ -40,7 +40,7 @@ from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, require_perm
+from portal.views import ACCESS, QUEUE, preview_rows, require_perm
 
 PAGE_SIZE = 50
 KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.reconcile")
@@ -123,28 +123,11 @@ def template_csv(request: HttpRequest) -> HttpResponse:
 
 def _preview_context(request: HttpRequest, staged: Upload, confirm: forms.ConfirmForm | None = None) -> dict[str, Any]:
     """Everything the preview page shows; shared by the page and by a confirm that failed validation."""
-    filters = forms.PreviewFilterForm(request.GET)
-    rows = UploadRow.objects.filter(upload=staged)
-    after = 0
-    status = ""
-    if filters.is_valid():
-        status = filters.cleaned_data["status"]
-        if status == "problems":
-            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-        elif status:
-            rows = rows.filter(status=status)
-        after = filters.cleaned_data["after"] or 0
-    page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PAGE_SIZE + 1])
     if confirm is None and staged.status == Upload.Status.READY:
         confirm = forms.ConfirmForm(upload=staged)
     chosen = confirm.data.get("customer") if confirm is not None and confirm.is_bound else None
     return {
-        "upload": staged,
-        "rows": page[:PAGE_SIZE],
-        "next_after": page[PAGE_SIZE - 1].row_number if len(page) > PAGE_SIZE else None,
-        "filters": filters,
-        "status_filter": status,
-        "can_queue": request.user.has_perm(QUEUE),
+        **preview_rows(request, staged),
         "confirm": confirm,
         # After a failed confirm the alias list is rebuilt for the customer already chosen.
         "aliases": list(ProfileAlias.objects.filter(customer_id=int(chosen)).values_list("name", flat=True))
@@ -152,8 +135,6 @@ def _preview_context(request: HttpRequest, staged: Upload, confirm: forms.Confir
         else None,
         "chosen_alias": confirm.data.get("profile_alias", "") if confirm is not None and confirm.is_bound else "",
         "ambiguous": len(staged.sheets) > 1 or len(staged.columns) > 1,
-        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
-        or (staged.status == Upload.Status.REFUSED and staged.rows_total),
     }
 
 

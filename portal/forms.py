@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from portal.knox.auth import KeysFileError, KnoxKeys, parse_keys_json
-from portal.models import Job, KnoxAccount
+from portal.models import Job, KnoxAccount, UploadRow
 
 MAX_KEYS_FILE_BYTES = 64 * 1024
 
@@ -158,6 +158,15 @@ class KeysUploadForm(forms.Form):
 
     def clean_keys_file(self) -> KnoxKeys:
         return read_keys_file(self.cleaned_data["keys_file"])
+
+
+class PreviewFilterForm(forms.Form):
+    """Which rows of a staged spreadsheet the preview shows, and where the page starts (row-number cursor)."""
+
+    status = forms.ChoiceField(
+        required=False, choices=[("", "All rows"), ("problems", "Problems only"), *UploadRow.Status.choices]
+    )
+    after = forms.IntegerField(required=False, min_value=0)
 
 
 class JobFilterForm(forms.Form):

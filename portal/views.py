@@ -23,7 +23,7 @@ from django_htmx.middleware import HtmxDetails
 from portal import forms
 from portal.dashboard import render_panels
 from portal.knox.checks import check_connection
-from portal.models import AuditEvent, Job, KnoxAccount
+from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 
 logger = logging.getLogger(__name__)
 
@@ -336,3 +336,32 @@ def service_index(request: HttpRequest, *, service: str, title: str) -> HttpResp
         "jobs": Job.objects.filter(kind__startswith=f"{service}.").select_related("account", "created_by")[:20],
     }
     return render(request, "portal/service_index.html", ctx)
+
+
+PREVIEW_PAGE_SIZE = 50
+
+
+def preview_rows(request: HttpRequest, staged: Upload) -> dict[str, Any]:
+    """The rows part of a staged spreadsheet's preview, the same for every service: filtered by status (or
+    "problems"), paged by row number, and shown once the file was read (a refused file shows its reasons too)."""
+    filters = forms.PreviewFilterForm(request.GET)
+    rows = UploadRow.objects.filter(upload=staged)
+    after, status = 0, ""
+    if filters.is_valid():
+        status = filters.cleaned_data["status"]
+        if status == "problems":
+            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
+        elif status:
+            rows = rows.filter(status=status)
+        after = filters.cleaned_data["after"] or 0
+    page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PREVIEW_PAGE_SIZE + 1])
+    return {
+        "upload": staged,
+        "rows": page[:PREVIEW_PAGE_SIZE],
+        "next_after": page[PREVIEW_PAGE_SIZE - 1].row_number if len(page) > PREVIEW_PAGE_SIZE else None,
+        "filters": filters,
+        "status_filter": status,
+        "can_queue": request.user.has_perm(QUEUE),
+        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
+        or (staged.status == Upload.Status.REFUSED and bool(staged.rows_total)),
+    }
