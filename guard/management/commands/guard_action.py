@@ -32,24 +32,18 @@ failures, ...), also for exit 2, where `error` carries the reason; progress and 
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 from typing import Any
 
-from django.core.files import File
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from guard import tasks
 from guard.client import ACTIONS, ActionParams, GuardValidationError, validate
 from guard.models import GuardDevice, queue_action, queue_sync
-from portal.jobsummary import job_summary, progress_line, summary_lines, upload_figures, wait_until_finished
+from portal.jobsummary import wait_until_finished
 from portal.models import Job, KnoxAccount, Upload
-from portal.uploads import stage_upload
-
-EXIT_FAILED = 1
-EXIT_UNUSABLE = 2
-EXIT_INTERRUPTED = 130
+from portal.spreadsheet_command import SpreadsheetJobCommand, Unusable
 
 # ActionParams field -> the option that sets it, to say which option to change.
 OPTIONS = {
@@ -76,16 +70,7 @@ def used_fields(action: str) -> set[str]:
     return fields
 
 
-class Unusable(Exception):
-    """Input that cannot be submitted; nothing was sent. Carries the staged upload when the file was read."""
-
-    def __init__(self, message: str, upload: Upload | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.upload = upload
-
-
-class Command(BaseCommand):
+class Command(SpreadsheetJobCommand):
     help = "Run one Knox Guard action (approve, lock, blink, ...) on the devices of a spreadsheet."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -121,20 +106,19 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="Run the job here and wait until it ends.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        self.as_json: bool = options["json"]
-        self.options = options
-        self.params: ActionParams | None = None
-        try:
-            self.act(**options)
-        except Unusable as e:
-            data = self.unsubmitted_summary("refused", e.message, e.upload)
-            if e.upload is not None:
-                discard(e.upload)
-            # In words, the reason goes to stderr once (CommandError); the rows' verdicts help when there are any.
-            if self.as_json or data["problems"]:
-                self.emit(data)
-            raise CommandError(e.message, returncode=EXIT_UNUSABLE) from None
+    service = "guard"
+    service_label = "Knox Guard"
+    params: ActionParams | None = None  # known once the options are parsed; a refusal may come first
+
+    def kind(self) -> str:
+        return f"guard.{self.options['action']}"
+
+    def run_task(self, job_pk: int) -> None:
+        tasks.run_actions(job_pk)
+
+    def summary_extras(self) -> dict[str, Any]:
+        params = self.params.summary() if self.params is not None else {}
+        return {"action": self.options["action"], "action_params": params}
 
     def act(
         self, *, action: str, file: str, account: str, dry_run: bool, wait: bool, sheet: str, column: str, **o: Any
@@ -146,7 +130,7 @@ class Command(BaseCommand):
             raise Unusable(f"Cannot read {file}: there is no such file.")
         if not dry_run:
             self.sync_if_empty(knox_account)
-        upload = self.stage(knox_account, path, sheet=sheet, column=column)
+        upload = self.stage(knox_account, path, operation=Upload.Operation.GUARD_ACTION, sheet=sheet, column=column)
         if params.approve_id and upload.valid > 1:
             raise Unusable(
                 f"--approve-id gives one approve ID, and Knox Guard needs a different one per device; "
@@ -155,9 +139,7 @@ class Command(BaseCommand):
                 upload,
             )
         if dry_run:
-            data = self.unsubmitted_summary("dry-run", None, upload)
-            discard(upload)
-            self.emit(data)
+            self.dry_run(upload)
             return
         job = queue_action(knox_account, action, params, user=None, upload=upload)
         if not wait:
@@ -169,20 +151,6 @@ class Command(BaseCommand):
         self.finish(wait_until_finished(job, report=None if self.as_json else self.progress))
 
     # --- checks -------------------------------------------------------------------------------------------------
-
-    def find_account(self, name: str) -> KnoxAccount:
-        account = KnoxAccount.objects.filter(name=name).first()
-        if account is None:
-            known = ", ".join(f"“{n}”" for n in KnoxAccount.objects.values_list("name", flat=True)) or "none yet"
-            raise Unusable(f"There is no Knox account named “{name}”; the accounts are: {known}.")
-        if not account.is_active:
-            raise Unusable(f"The Knox account “{name}” is switched off; activate it on its account page first.")
-        missing = account.missing_credentials("guard")
-        if missing:
-            raise Unusable(
-                f"The Knox account “{name}” is not ready for Knox Guard: it still needs {'; '.join(missing)}."
-            )
-        return account
 
     def parse_params(self, action: str, o: dict[str, Any]) -> ActionParams:
         """ActionParams from the options, or Unusable naming every problem with the option to change."""
@@ -256,93 +224,3 @@ class Command(BaseCommand):
             raise Unusable(
                 f"Could not read the Knox Guard devices of “{account}” from Knox: {job.error_summary or job.status}."
             )
-
-    def stage(self, account: KnoxAccount, path: Path, *, sheet: str, column: str) -> Upload:
-        upload = Upload(
-            service="guard", account=account, created_by=None, operation=Upload.Operation.GUARD_ACTION,
-            filename=path.name, sheet=sheet.strip(), device_column=column.strip(),
-        )  # fmt: skip
-        # Streamed into media storage, where the web upload keeps its files too (stage_upload reads it there).
-        with path.open("rb") as fh:
-            upload.file.save(path.name, File(fh), save=False)
-        upload.save()
-        stage_upload(upload)
-        if upload.status == Upload.Status.REFUSED:
-            raise Unusable(refusal_message(upload), upload)
-        return upload
-
-    # --- running and reporting ------------------------------------------------------------------------------------
-
-    def run_here(self, job: Job) -> None:
-        try:
-            tasks.run_actions(job.pk)
-        except KeyboardInterrupt:
-            # The job keeps its lease and records; portal.tasks.resume_stale_jobs resumes it after the lease ends.
-            raise CommandError(
-                f"Interrupted. Job {job.pk} stops here and resumes on a worker once its lease expires; "
-                f"follow it with: manage.py job_status {job.pk} --wait",
-                returncode=EXIT_INTERRUPTED,
-            ) from None
-        except Exception:
-            # run_job has already ended the job as failed with a reason; show the details, then report the job.
-            self.stderr.write(traceback.format_exc())
-
-    def finish(self, job: Job) -> None:
-        data = job_summary(job)
-        self.emit(data)
-        if job.is_finished and job.status != Job.Status.SUCCEEDED:
-            reason = f"{job.failed} of {job.total} devices failed"
-            if data["error"]:
-                reason += f": {data['error']}"
-            raise CommandError(f"Job {job.pk} ended {job.status}; {reason}", returncode=EXIT_FAILED)
-
-    def unsubmitted_summary(self, status: str, error: str | None, upload: Upload | None) -> dict[str, Any]:
-        """The same keys as job_summary for a Knox Guard action job, for a dry run or a refusal (no job exists)."""
-        o = self.options
-        file_name = Path(o["file"]).name
-        data: dict[str, Any] = {
-            "job": None, "kind": f"guard.{o['action']}", "title": f"Dry run of {file_name}" if status == "dry-run" else "",
-            "status": status, "account": o["account"], "created_by": None, "created_at": None, "started_at": None,
-            "finished_at": None, "total": 0, "succeeded": 0, "failed": 0, "error": error,
-        }  # fmt: skip
-        if upload is not None:
-            data.update(upload_figures(upload))
-        else:
-            data.update(dict.fromkeys(("rows", "valid", "invalid", "duplicate", "skipped", "conflicts")))
-            data.update(file=file_name, problems=[])
-        params = self.params.summary() if self.params is not None else {}
-        data.update(submitted=0, action=o["action"], action_params=params, failures=[])
-        return data
-
-    def emit(self, data: dict[str, Any]) -> None:
-        if self.as_json:
-            self.stdout.write(json.dumps(data, indent=2))
-        else:
-            for line in summary_lines(data):
-                self.stdout.write(line)
-
-    def note(self, message: str) -> None:
-        """Progress for a person: stderr, so --json keeps stdout to the one object; never coloured as an error."""
-        if not self.as_json:
-            self.stderr.write(message, style_func=str)
-
-    def progress(self, job: Job) -> None:
-        self.note(progress_line(job))
-
-
-def refusal_message(upload: Upload) -> str:
-    """Why a staged file cannot be submitted, as one sentence (the web page shows the rows instead)."""
-    if upload.rows_total == upload.skipped:
-        return upload.error or f"{upload.filename} holds no devices."
-    figures = upload_figures(upload)
-    first = figures["problems"][0] if figures["problems"] else None
-    message = f"No row of {upload.filename} holds a device that can be submitted ({figures['rows']} rows read)"
-    if first is None:
-        return message + "."
-    return f"{message}; row {first['row']}: {first['reason']}."
-
-
-def discard(upload: Upload) -> None:
-    """Remove a staging that will never be submitted (dry run or refusal): no file or rows are left behind."""
-    upload.file.delete(save=False)
-    upload.delete()

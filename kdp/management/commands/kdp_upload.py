@@ -29,37 +29,23 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import json
-import traceback
 from pathlib import Path
 from typing import Any
 
-from django.core.files import File
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from kdp import tasks
 from kdp.models import Customer, ProfileAlias, queue_customer_sync, submit_upload
-from portal.jobsummary import job_summary, progress_line, summary_lines, upload_figures, wait_until_finished
+from portal.jobsummary import wait_until_finished
 from portal.models import Job, KnoxAccount, Upload
-from portal.uploads import stage_upload
-
-EXIT_FAILED = 1
-EXIT_UNUSABLE = 2
-EXIT_INTERRUPTED = 130
+from portal.spreadsheet_command import SpreadsheetJobCommand, Unusable
 
 
-class Unusable(Exception):
-    """Input that cannot be submitted; nothing was sent. Carries the staged upload when the file was read."""
-
-    def __init__(self, message: str, upload: Upload | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.upload = upload
-
-
-class Command(BaseCommand):
+class Command(SpreadsheetJobCommand):
     help = "Register the devices of a spreadsheet with Knox Deployment Program for one customer."
     operation = Upload.Operation.UPLOAD
+    service = "kdp"
+    service_label = "KDP"
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="The spreadsheet: Excel (.xlsx, .xls) or CSV, one device per row.")
@@ -78,25 +64,19 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="Run the job here and wait until it ends.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
 
-    @property
     def kind(self) -> str:
         return f"kdp.{self.operation}"
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        self.as_json: bool = options["json"]
-        self.options = options
-        try:
-            self.transfer(**options)
-        except Unusable as e:
-            data = self.unsubmitted_summary("refused", e.message, e.upload)
-            if e.upload is not None:
-                discard(e.upload)
-            # In words, the reason goes to stderr once (CommandError); the rows' verdicts help when there are any.
-            if self.as_json or data["problems"]:
-                self.emit(data)
-            raise CommandError(e.message, returncode=EXIT_UNUSABLE) from None
+    def account_service(self, account: KnoxAccount) -> str:
+        return account.kdp_service()
 
-    def transfer(
+    def run_task(self, job_pk: int) -> None:
+        tasks.run_transfer(job_pk)
+
+    def summary_extras(self) -> dict[str, Any]:
+        return {"customer": self.options["customer"]}
+
+    def act(
         self,
         *,
         file: str,
@@ -118,11 +98,11 @@ class Command(BaseCommand):
         if not path.is_file():
             raise Unusable(f"Cannot read {file}: there is no such file.")
         found, alias = self.find_customer(knox_account, customer.strip(), profile_alias.strip(), dry_run=dry_run)
-        upload = self.stage(knox_account, path, sheet=sheet, column=column, allow_bad=allow_bad_check_digit)
+        upload = self.stage(
+            knox_account, path, operation=self.operation, sheet=sheet, column=column, allow_bad=allow_bad_check_digit
+        )
         if dry_run:
-            data = self.unsubmitted_summary("dry-run", None, upload)
-            discard(upload)
-            self.emit(data)
+            self.dry_run(upload)
             return
         job = submit_upload(
             upload, user=None, customer=found, profile_alias=alias, order_no=order_no.strip(), order_time=order_time
@@ -136,18 +116,6 @@ class Command(BaseCommand):
         self.finish(wait_until_finished(job, report=None if self.as_json else self.progress))
 
     # --- checks -------------------------------------------------------------------------------------------------
-
-    def find_account(self, name: str) -> KnoxAccount:
-        account = KnoxAccount.objects.filter(name=name).first()
-        if account is None:
-            known = ", ".join(f"“{n}”" for n in KnoxAccount.objects.values_list("name", flat=True)) or "none yet"
-            raise Unusable(f"There is no Knox account named “{name}”; the accounts are: {known}.")
-        if not account.is_active:
-            raise Unusable(f"The Knox account “{name}” is switched off; activate it on its account page first.")
-        missing = account.missing_credentials(account.kdp_service())
-        if missing:
-            raise Unusable(f"The Knox account “{name}” is not ready for KDP: it still needs {'; '.join(missing)}.")
-        return account
 
     def find_customer(
         self, account: KnoxAccount, customer_id: str, alias: str, *, dry_run: bool
@@ -192,77 +160,6 @@ class Command(BaseCommand):
         if job.status != Job.Status.SUCCEEDED:
             raise Unusable(f"Could not refresh the customer list from Knox: {job.error_summary or job.status}.")
 
-    def stage(self, account: KnoxAccount, path: Path, *, sheet: str, column: str, allow_bad: bool) -> Upload:
-        upload = Upload(
-            account=account, created_by=None, operation=self.operation, filename=path.name,
-            sheet=sheet.strip(), device_column=column.strip(), allow_bad_check_digit=allow_bad,
-        )  # fmt: skip
-        # Streamed into media storage, where the web upload keeps its files too (stage_upload reads it there).
-        with path.open("rb") as fh:
-            upload.file.save(path.name, File(fh), save=False)
-        upload.save()
-        stage_upload(upload)
-        if upload.status == Upload.Status.REFUSED:
-            raise Unusable(refusal_message(upload), upload)
-        return upload
-
-    # --- running and reporting ------------------------------------------------------------------------------------
-
-    def run_here(self, job: Job) -> None:
-        try:
-            tasks.run_transfer(job.pk)
-        except KeyboardInterrupt:
-            # The job keeps its lease and records; portal.tasks.resume_stale_jobs resumes it after the lease ends.
-            raise CommandError(
-                f"Interrupted. Job {job.pk} stops here and resumes on a worker once its lease expires; "
-                f"follow it with: manage.py job_status {job.pk} --wait",
-                returncode=EXIT_INTERRUPTED,
-            ) from None
-        except Exception:
-            # run_job has already ended the job as failed with a reason; show the details, then report the job.
-            self.stderr.write(traceback.format_exc())
-
-    def finish(self, job: Job) -> None:
-        data = job_summary(job)
-        self.emit(data)
-        if job.is_finished and job.status != Job.Status.SUCCEEDED:
-            reason = f"{job.failed} of {job.total} devices failed"
-            if data["error"]:
-                reason += f": {data['error']}"
-            raise CommandError(f"Job {job.pk} ended {job.status}; {reason}", returncode=EXIT_FAILED)
-
-    def unsubmitted_summary(self, status: str, error: str | None, upload: Upload | None) -> dict[str, Any]:
-        """The same keys as job_summary for a kdp job, for a dry run or a refusal (no job exists)."""
-        o = self.options
-        file_name = Path(o["file"]).name
-        data: dict[str, Any] = {
-            "job": None, "kind": self.kind, "title": f"Dry run of {file_name}" if status == "dry-run" else "",
-            "status": status, "account": o["account"], "created_by": None, "created_at": None, "started_at": None,
-            "finished_at": None, "total": 0, "succeeded": 0, "failed": 0, "error": error,
-        }  # fmt: skip
-        if upload is not None:
-            data.update(upload_figures(upload))
-        else:
-            data.update(dict.fromkeys(("rows", "valid", "invalid", "duplicate", "skipped", "conflicts")))
-            data.update(file=file_name, problems=[])
-        data.update(submitted=0, customer=o["customer"], failures=[])
-        return data
-
-    def emit(self, data: dict[str, Any]) -> None:
-        if self.as_json:
-            self.stdout.write(json.dumps(data, indent=2))
-        else:
-            for line in summary_lines(data):
-                self.stdout.write(line)
-
-    def note(self, message: str) -> None:
-        """Progress for a person: stderr, so --json keeps stdout to the one object; never coloured as an error."""
-        if not self.as_json:
-            self.stderr.write(message, style_func=str)
-
-    def progress(self, job: Job) -> None:
-        self.note(progress_line(job))
-
 
 def parse_order_date(text: str) -> int | None:
     """The order date as epoch seconds at midnight UTC, as the web form sends it (knox-api.md §3.2)."""
@@ -277,21 +174,3 @@ def parse_order_date(text: str) -> int | None:
 
 def has_alias(customer: Customer, alias: str) -> bool:
     return ProfileAlias.objects.filter(customer=customer, name=alias).exists()
-
-
-def refusal_message(upload: Upload) -> str:
-    """Why a staged file cannot be submitted, as one sentence (the web page shows the rows instead)."""
-    if upload.rows_total == upload.skipped:
-        return upload.error or f"{upload.filename} holds no devices."
-    figures = upload_figures(upload)
-    first = figures["problems"][0] if figures["problems"] else None
-    message = f"No row of {upload.filename} holds a device that can be submitted ({figures['rows']} rows read)"
-    if first is None:
-        return message + "."
-    return f"{message}; row {first['row']}: {first['reason']}."
-
-
-def discard(upload: Upload) -> None:
-    """Remove a staging that will never be submitted (dry run or refusal): no file or rows are left behind."""
-    upload.file.delete(save=False)
-    upload.delete()
