@@ -6,12 +6,17 @@ from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from portal.forms import KnoxAccountForm
 from portal.models import AuditEvent, Job, KnoxAccount, RateLimitSlot, Upload, UploadRow
+from portal.throttle import ThrottledAdminAuthenticationForm
 
 admin.site.site_header = "Knox reseller portal administration"
 admin.site.site_title = "Knox portal admin"
+# The admin's login page shares the portal's login throttling (portal/throttle.py).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 @admin.register(KnoxAccount)
@@ -20,6 +25,12 @@ class KnoxAccountAdmin(admin.ModelAdmin):
     shows only how many secrets are set."""
 
     form = KnoxAccountForm
+
+    @method_decorator(sensitive_post_parameters())
+    def changeform_view(self, *args: Any, **kwargs: Any) -> Any:
+        # Error reports of the add/change pages must not show the secrets just typed into the form.
+        return super().changeform_view(*args, **kwargs)
+
     list_display = (
         "name",
         "environment",

@@ -3,6 +3,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from django.conf import settings
+from django.contrib.auth import logout
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 
 # No inline scripts anywhere: htmx is a static file and behaviour lives in static/js. Inline style attributes
@@ -53,4 +56,34 @@ class PermissionCacheMiddleware:
             else:
                 perms = sorted(user.get_all_permissions())
                 request.session[self.KEY] = {"user": user.pk, "at": now, "perms": perms}
+        return self.get_response(request)
+
+
+# Where the time of sign-in is kept in the session (set by portal.signals on login).
+LOGIN_AT_KEY = "_portal_login_at"
+
+
+class LoginLifetimeMiddleware:
+    """A login lasts SESSION_COOKIE_AGE seconds from sign-in, however active the user is.
+
+    Django's session expiry slides forward whenever the session is written (the permission cache writes it every
+    minute), so on its own it is an idle timeout. This sets the hard limit: past it the user is signed out and
+    sent to the login page (htmx requests get an HX-Redirect, so a polling page does not swap in a login form).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated:
+            login_at = request.session.get(LOGIN_AT_KEY)
+            now = time.time()
+            if login_at is None:
+                request.session[LOGIN_AT_KEY] = now  # sessions from before this rule: count from now
+            elif now - login_at > settings.SESSION_COOKIE_AGE:
+                logout(request)
+                login = redirect_to_login(request.get_full_path())
+                if request.headers.get("HX-Request"):
+                    return HttpResponse(status=204, headers={"HX-Redirect": login["Location"]})
+                return login
         return self.get_response(request)

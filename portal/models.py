@@ -228,6 +228,12 @@ class JobQuerySet(models.QuerySet["Job"]):
         return self.filter(status=Job.Status.RUNNING, lease_until__lt=timezone.now())
 
 
+def lease_seconds() -> int:
+    """A job's lease lasts this long without a heartbeat. It must exceed the longest single Knox call including its
+    bounded retries, or a slow but live worker could be taken over while its request is in flight."""
+    return settings.JOB_LEASE_SECONDS
+
+
 class LeaseLost(Exception):
     """Another worker holds the job now; the current one must stop without touching it."""
 
@@ -252,8 +258,7 @@ class Job(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED)
-    # A worker renews its lease at least this often while it works (see heartbeat()).
-    LEASE_SECONDS = 60
+    # How long a lease lasts without a heartbeat: settings.JOB_LEASE_SECONDS (see lease_seconds()).
 
     kind = models.CharField(max_length=40, help_text="What the job does, e.g. kdp.upload or guard.lock.")
     title = models.CharField(max_length=200, blank=True)
@@ -337,7 +342,7 @@ class Job(models.Model):
             .update(
                 status=self.Status.RUNNING,
                 lease_owner=owner,
-                lease_until=now + timedelta(seconds=self.LEASE_SECONDS),
+                lease_until=now + timedelta(seconds=lease_seconds()),
                 started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
                 heartbeat_at=now,
                 version=F("version") + 1,
@@ -350,7 +355,7 @@ class Job(models.Model):
         """Renew the lease; raise LeaseLost if another worker has taken the job over."""
         now = timezone.now()
         n = Job.objects.filter(pk=self.pk, lease_owner=owner, status=self.Status.RUNNING).update(
-            lease_until=now + timedelta(seconds=self.LEASE_SECONDS), heartbeat_at=now
+            lease_until=now + timedelta(seconds=lease_seconds()), heartbeat_at=now
         )
         if n != 1:
             raise LeaseLost(f"job {self.pk} is no longer held by this worker")
@@ -443,11 +448,9 @@ class AuditManager(models.Manager["AuditEvent"]):
         """Append one event. `summary` is scrubbed of anything that looks like a secret."""
         if actor is None and request is not None and request.user.is_authenticated:
             actor = request.user
-        ip = None
-        if request is not None:
-            ip = request.META.get("REMOTE_ADDR") or None
-            if settings.AUDIT_TRUST_X_FORWARDED_FOR and request.META.get("HTTP_X_FORWARDED_FOR"):
-                ip = request.META["HTTP_X_FORWARDED_FOR"].split(",")[0].strip()
+        from portal.net import client_ip
+
+        ip = client_ip(request) or None
         return self.create(
             actor=actor if actor is not None and getattr(actor, "pk", None) else None,
             actor_name=(actor.get_username() if actor is not None and hasattr(actor, "get_username") else "system"),

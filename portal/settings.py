@@ -165,6 +165,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Every view needs a logged-in user unless it is decorated with @login_not_required (login, /healthz).
+    # A login lasts SESSION_COOKIE_AGE from sign-in, not from the last request.
+    "portal.middleware.LoginLifetimeMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "portal.middleware.PermissionCacheMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -238,6 +240,9 @@ Q_CLUSTER: dict[str, object] = {
     "bulk": envint("Q_BULK", "10"),
     "label": "Background tasks",
 }
+# A running job's lease lasts this long without a heartbeat. A job whose worker died is resumed once it expires (by
+# the every-minute schedule), or at once when a worker starts on the same host and finds the holder's process gone.
+JOB_LEASE_SECONDS = envint("JOB_LEASE_SECONDS", "60")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
@@ -261,6 +266,11 @@ LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", str(8 * 3600))  # one working day
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Failed logins for one username (any case) within the window before further attempts are refused for the rest
+# of it, without checking the password; 20 failures from one client address lock that address (portal/throttle.py).
+# 0 switches throttling off.
+LOGIN_THROTTLE_FAILURES = envint("LOGIN_THROTTLE_FAILURES", "5")
+LOGIN_THROTTLE_WINDOW = envint("LOGIN_THROTTLE_WINDOW", "900")  # seconds, counted from the first failure
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = env("TIME_ZONE", "UTC")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
@@ -12,6 +13,10 @@ from portal.models import AuditEvent
 
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    from portal.middleware import LOGIN_AT_KEY
+
+    if request is not None and hasattr(request, "session"):
+        request.session[LOGIN_AT_KEY] = time.time()
     AuditEvent.objects.record("auth.login", request=request, actor=user)
 
 

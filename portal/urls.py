@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
 from portal import views
+from portal.throttle import ThrottledLoginView
 
 job_urls = [
     path("", views.jobs, name="jobs"),
@@ -35,7 +36,7 @@ urlpatterns = [
     path("kdp/", include("kdp.urls")),
     path("guard/", include("guard.urls")),
     path("efota/", include("efota.urls")),
-    path("login/", login_not_required(auth_views.LoginView.as_view(redirect_authenticated_user=True)), name="login"),
+    path("login/", login_not_required(ThrottledLoginView.as_view()), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),

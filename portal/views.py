@@ -15,6 +15,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import trigger_client_event
@@ -222,6 +223,8 @@ def audit(request: PortalRequest) -> HttpResponse:
 
 
 # --- Knox accounts ------------------------------------------------------------------------------------------
+# The views that handle credentials hide them from error reports: the secret POST fields, and every local variable
+# of the view and of everything it calls (the form's cleaned data, keys.json, the Knox client's decrypted secrets).
 
 
 @require_perm(ACCESS)
@@ -253,6 +256,8 @@ def _services(account: KnoxAccount) -> list[tuple[str, str]]:
 
 @require_perm(MANAGE_ACCOUNTS)
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters(*forms.KnoxAccountForm.SECRET_INPUTS)
+@sensitive_variables()
 def account_create(request: PortalRequest) -> HttpResponse:
     form = forms.KnoxAccountForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -265,6 +270,8 @@ def account_create(request: PortalRequest) -> HttpResponse:
 
 @require_perm(MANAGE_ACCOUNTS)
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters(*forms.KnoxAccountForm.SECRET_INPUTS)
+@sensitive_variables()
 def account_edit(request: PortalRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
     form = forms.KnoxAccountForm(request.POST or None, request.FILES or None, instance=account)
@@ -278,6 +285,7 @@ def account_edit(request: PortalRequest, pk: int) -> HttpResponse:
 
 @require_perm(MANAGE_ACCOUNTS)
 @require_POST
+@sensitive_variables()
 def account_keys(request: PortalRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
     form = forms.KeysUploadForm(request.POST, request.FILES)
@@ -296,6 +304,7 @@ def account_keys(request: PortalRequest, pk: int) -> HttpResponse:
 
 @require_perm(MANAGE_ACCOUNTS)
 @require_POST
+@sensitive_variables()
 def account_test(request: PortalRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
     results = run_connection_test(account, request)
@@ -308,6 +317,7 @@ def account_test(request: PortalRequest, pk: int) -> HttpResponse:
     return redirect("portal:account_detail", account.pk)
 
 
+@sensitive_variables()
 def run_connection_test(account: KnoxAccount, request: HttpRequest) -> list[Any]:
     """Run the checks, store the outcome on the account, audit it. Shared by the account page and the admin."""
     results = check_connection(account)

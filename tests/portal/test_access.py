@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 
+from django.contrib import admin
+from django.db.models import Model
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from portal.models import Job, KnoxAccount
+from portal.roles import ROLES
 from tests.base import BaseTestCase
 
 PUBLIC = {"login", "healthz", "admin:login"}
@@ -31,47 +36,91 @@ def concrete(route: str, ids: dict[str, int]) -> str:
     route = re.sub(r"<(str|slug):\w+>", "x", route)
     route = re.sub(r"\(\?P<app_label>([a-z_]+)[^)]*\)", r"\1", route)
     route = re.sub(r"\(\?P<\w+>[^)]*\)", "x", route)
+    route = re.sub(r"<\w+>", pk, route)  # the default converter (the admin's auth/user/<id>/password/)
     route = route.replace("^", "").replace("$", "").replace("\\", "")
     return "/" + route
+
+
+@dataclass
+class World:
+    """One object of each kind the routes with a primary key need, so that every URL pattern resolves to a real
+    page (shared with tests/portal/test_security.py)."""
+
+    account: KnoxAccount
+    job: Job
+    ids: dict[str, int]  # route name word -> primary key (first matching word wins)
+
+    def pk_for(self, name: str) -> int:
+        found = admin_route(name)
+        if found is not None:
+            # Admin pages: an existing object of the page's own model when there is one.
+            pk = found[0]._default_manager.order_by("pk").values_list("pk", flat=True).first()
+            return pk if pk is not None else self.account.pk
+        return next((v for word, v in self.ids.items() if word in name), self.account.pk)
+
+    def urls(self) -> Iterator[tuple[str, str, URLPattern]]:
+        """(concrete URL, route name, pattern) for every URL pattern of the project."""
+        for route, name, pattern in iter_patterns():
+            url = concrete(route, {"pk": self.pk_for(name)})
+            if name == "admin:autocomplete":
+                url += "?app_label=portal&model_name=job&field_name=account"  # it refuses a request without them
+            yield url, name, pattern
+
+
+def build_world() -> World:
+    from django_q.models import Schedule
+
+    from guard.models import GuardDevice
+    from kdp.models import Customer, Device, Transaction
+    from portal.models import Upload
+
+    account = KnoxAccount.objects.create(name="Acme", environment="sandbox")
+    job = Job.objects.create(kind="kdp.upload", account=account)
+    customer = Customer.objects.create(account=account, customer_id="C1", name="Cust")
+    upload = Upload.objects.create(account=account, filename="f.csv", file="kdp/f.csv", status="ready")
+    device = Device.objects.create(account=account, identifier="359221145350335", kind="imei", customer=customer)
+    tx = Transaction.objects.create(account=account, job=job, sequence=1, operation="upload", generation="gen2",
+                                    customer=customer, device_type="IMEI")  # fmt: skip
+    schedule = Schedule.objects.create(func="kdp.tasks.scheduled_reconcile", name="KDP reconcile: account x")
+    guard_device = GuardDevice.objects.create(account=account, device_uid="359221145350335")
+    guard_upload = Upload.objects.create(
+        account=account, service="guard", operation="guard", filename="g.csv", file="guard/g.csv", status="ready"
+    )
+    ids = {"guard:device": guard_device.pk, "guard:bulk": guard_upload.pk, "job": job.pk, "upload": upload.pk, "device": device.pk, "transaction": tx.pk,
+           "unschedule": schedule.pk, "account": account.pk, "customers": account.pk}  # fmt: skip
+    return World(account=account, job=job, ids=ids)
+
+
+def admin_route(name: str) -> tuple[type[Model], str] | None:
+    """(model, page) of a Django admin model page ("admin:portal_job_change" -> (Job, "change")), else None."""
+    if not name.startswith("admin:"):
+        return None
+    for model in admin.site._registry:
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}_"
+        if name.startswith(prefix):
+            return model, name[len(prefix) :]
+    return None
+
+
+# The permissions (any one of them) each admin model page needs, by Django's admin rules.
+ADMIN_PAGE_PERMS = {
+    "changelist": ("view", "change"),
+    "change": ("view", "change"),
+    "history": ("view", "change"),
+    "add": ("add",),
+    "delete": ("delete",),
+    "password_change": ("change",),  # auth.User's "change password" page
+}
 
 
 class AccessTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
-        from django_q.models import Schedule
-
-        from kdp.models import Customer, Device, Transaction
-        from portal.models import Upload
-
-        self.account = KnoxAccount.objects.create(name="Acme", environment="sandbox")
-        self.job = Job.objects.create(kind="kdp.upload", account=self.account)
-        customer = Customer.objects.create(account=self.account, customer_id="C1", name="Cust")
-        upload = Upload.objects.create(account=self.account, filename="f.csv", file="kdp/f.csv", status="ready")
-        device = Device.objects.create(
-            account=self.account, identifier="359221145350335", kind="imei", customer=customer
-        )
-        tx = Transaction.objects.create(account=self.account, job=self.job, sequence=1, operation="upload", generation="gen2",
-                                        customer=customer, device_type="IMEI")  # fmt: skip
-        schedule = Schedule.objects.create(func="kdp.tasks.scheduled_reconcile", name="KDP reconcile: account x")
-        from guard.models import GuardDevice
-
-        guard_device = GuardDevice.objects.create(account=self.account, device_uid="359221145350335")
-        guard_upload = Upload.objects.create(
-            account=self.account,
-            service="guard",
-            operation="guard",
-            filename="g.csv",
-            file="guard/g.csv",
-            status="ready",
-        )
-        # Which object each named route with a primary key needs (first matching word wins).
-        self.ids = {"guard:device": guard_device.pk, "guard:bulk": guard_upload.pk, "job": self.job.pk, "upload": upload.pk, "device": device.pk, "transaction": tx.pk,
-                    "unschedule": schedule.pk, "account": self.account.pk, "customers": self.account.pk}  # fmt: skip
+        self.world = build_world()
+        self.account, self.job, self.ids = self.world.account, self.world.job, self.world.ids
 
     def urls(self):
-        for route, name, pattern in iter_patterns():
-            pk = next((v for word, v in self.ids.items() if word in name), self.account.pk)
-            yield concrete(route, {"pk": pk}), name, pattern
+        return self.world.urls()
 
     def test_anonymous_users_reach_only_login_healthz_and_static(self):
         served = []
@@ -141,3 +190,79 @@ class AccessTestCase(BaseTestCase):
             f"/accounts/{self.account.pk}/test/",
         ):
             assert self.client.get(url).status_code == 405, url
+
+    def expected(self, role: str, url: str, name: str, pattern: URLPattern) -> str | None:
+        """What `role` must get on a GET of the route: "allowed" (not 403), "refused" (403), "login" (302 to the
+        portal login), "admin-login" (302 to the admin's login, Django's answer to non-staff), or None when the page
+        cannot tell (history of a model with no row answers "does not exist" before it checks permissions)."""
+        perms = set(ROLES.get(role, []))
+        if name in PUBLIC:
+            return "allowed"
+        if role == "anonymous":
+            return "login"
+        if name in ("logout", "admin:logout"):  # the admin's sends a non-staff user to the admin index
+            return "allowed"
+        found = admin_route(name)
+        if url.startswith("/admin/"):
+            if role != "admin":  # only the admin persona is staff
+                return "admin-login"
+            if found is None:  # index, app lists, jsi18n, password change, redirects: any staff member
+                if name == "admin:autocomplete":  # asks for a KnoxAccount list
+                    return "allowed" if {"portal.view_knoxaccount", "portal.change_knoxaccount"} & perms else "refused"
+                return "allowed"
+            model, page = found
+            if page == "history" and not model._default_manager.exists():
+                return None
+            needed = {f"{model._meta.app_label}.{action}_{model._meta.model_name}" for action in ADMIN_PAGE_PERMS[page]}
+            return "allowed" if needed & perms else "refused"
+        perm = getattr(pattern.callback, "required_perm", None)
+        assert perm is not None, f"{name} declares no permission: add @require_perm"
+        return "allowed" if perm in perms else "refused"
+
+    def test_each_role_reaches_exactly_what_its_permissions_allow(self):
+        """Walk every URL pattern as anonymous, viewer, operator and admin. What each may reach follows from the
+        views' required_perm (portal, kdp, guard, efota), the admin's model permissions, and portal/roles.py."""
+        wrong, allowed, skipped = [], {}, []
+        for role, user in (("anonymous", None), ("viewer", self.viewer), ("operator", self.operator), ("admin", self.admin)):  # fmt: skip
+            self.client.logout()
+            if user is not None:
+                self.client.force_login(user)
+            allowed[role] = set()
+            for url, name, pattern in self.urls():
+                want = self.expected(role, url, name, pattern)
+                if want is None:
+                    skipped.append((role, url))
+                    continue
+                r = self.client.get(url)
+                location = r.get("Location", "")
+                got = (
+                    "refused" if r.status_code == 403
+                    # Anonymous users meet the admin's own login page on the admin site's pages, the portal's on
+                    # the admin's model pages (LoginRequiredMiddleware answers first there): either is a login.
+                    else "login" if r.status_code == 302 and role == "anonymous" and "/login/" in location
+                    else "admin-login" if r.status_code == 302 and location.startswith("/admin/login/")
+                    else "login" if r.status_code == 302 and location.startswith("/login/")
+                    else "allowed"
+                )  # fmt: skip
+                # Refused whatever the method: a POST must not get past the permission check either.
+                ours = name.split(":")[0] in OUR_NAMESPACES
+                if got == want == "refused" and ours and self.client.post(url, {"name": "x"}).status_code != 403:
+                    got = "allowed (POST)"
+                if got != want:
+                    wrong.append((role, url, name, want, got, r.status_code))
+                if got == "allowed":
+                    allowed[role].add(name or url)
+        assert wrong == [], "\n".join(map(str, wrong))
+        ours = {role: {n for n in names if n.split(":")[0] in OUR_NAMESPACES} for role, names in allowed.items()}
+        assert ours["anonymous"] == set()
+        assert ours["viewer"] < ours["operator"] < ours["admin"]
+        assert {"portal:job_cancel", "kdp:upload", "guard:device_act"} <= ours["operator"] - ours["viewer"]
+        assert ours["admin"] - ours["operator"] == {
+            "portal:account_create", "portal:account_edit", "portal:account_keys", "portal:account_test"
+        }  # fmt: skip
+        assert {"admin:index", "admin:portal_knoxaccount_change", "admin:auth_user_add"} <= allowed["admin"]
+        assert "admin:portal_auditevent_delete" not in allowed["admin"]  # the audit log is append-only
+        assert {n for n in allowed["operator"] if n.startswith("admin:")} == {"admin:login", "admin:logout"}
+        # Only history pages of models the world has no row of (the admin says "does not exist" before it checks).
+        assert skipped and all(url.endswith("/history/") for _, url in skipped), skipped
+        assert Job.objects.count() == 1 and KnoxAccount.objects.count() == 1
