@@ -11,4 +11,10 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         # Login/logout are audited through Django's auth signals: they are the one hook that covers both the
         # portal's login page and the admin's.
+        from django_q.signals import post_spawn
+
         from portal import checks, signals  # noqa: F401
+        from portal.workers import on_worker_spawn
+
+        # A worker that starts resumes at once the jobs a dead worker of the same host left running.
+        post_spawn.connect(on_worker_spawn, dispatch_uid="portal.resume_orphaned_jobs")

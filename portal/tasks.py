@@ -4,11 +4,11 @@ resumes jobs whose worker died."""
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 
 from portal.knox.errors import KnoxError
 from portal.models import Job, LeaseLost
+from portal.workers import new_owner
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def run_job(job_pk: int, work: JobWork) -> None:
     job = Job.objects.get(pk=job_pk)
     if job.is_finished:
         return
-    owner = uuid.uuid4().hex
+    owner = new_owner()
     if not job.claim(owner):
         logger.info("job %s is held by another worker; this delivery does nothing", job_pk)
         return

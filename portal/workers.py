@@ -1,0 +1,82 @@
+"""Who holds a job's lease, and resuming jobs whose worker process died, as soon as a worker starts.
+
+A lease owner names the worker process that holds it: `<host tag>-<pid>-<random>` (at most 32 characters, the
+width of `Job.lease_owner`). When a django-q2 worker process starts on a host, it looks for running jobs held by a
+process *of the same host* that no longer exists (the cluster was killed, the machine rebooted) and resumes them at
+once instead of waiting for their lease to expire. Jobs held by other hosts are left to the lease and the
+every-minute `resume_stale_jobs` schedule: from here we cannot tell whether a remote process is alive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def new_owner() -> str:
+    """A lease owner for one run of one job by this process."""
+    return f"{_HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def owner_pid_on_this_host(owner: str) -> int | None:
+    """The process id in `owner` when it was issued on this host, else None (another host, or an old format)."""
+    host, sep, rest = owner.partition("-")
+    pid, sep2, _ = rest.partition("-")
+    if not (sep and sep2) or host != _HOST_TAG or not pid.isdigit():
+        return None
+    return int(pid)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def resume_orphaned_jobs() -> int:
+    """Resume every running job whose lease holder was a process of this host that has gone.
+
+    The lease is released with a conditional UPDATE on the dead owner, so when several workers start together
+    exactly one of them queues each job again.
+    """
+    from portal.models import Job
+
+    n = 0
+    running = Job.objects.filter(status=Job.Status.RUNNING).exclude(func="").exclude(lease_owner="")
+    for job in running.only("pk", "kind", "func", "lease_owner"):
+        pid = owner_pid_on_this_host(job.lease_owner)
+        if pid is None or pid == os.getpid() or process_exists(pid):
+            continue
+        released = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=job.lease_owner).update(
+            lease_owner="", lease_until=timezone.now() - timedelta(seconds=1), version=models.F("version") + 1
+        )
+        if released:
+            logger.warning("job %s (%s) was held by process %s, which is gone; resuming it now", job.pk, job.kind, pid)
+            job.send()
+            n += 1
+    return n
+
+
+def on_worker_spawn(sender: object, proc_name: str = "", **kwargs: object) -> None:
+    """django-q2's post_spawn signal: runs in each worker process as it starts."""
+    try:
+        resume_orphaned_jobs()
+    except Exception:
+        # A worker that cannot reach the database now will fail its first task visibly; the schedule retries the
+        # resume every minute. Starting the worker matters more than this early resume.
+        logger.exception("could not check for jobs orphaned by a dead worker at start-up")
