@@ -208,6 +208,8 @@ LOCAL_CODES = {
     "STATE": "The device's state does not allow this action (checked before sending).",
     "BUSY": "Another job is already acting on this device.",
     "NOT_SENT": "Not sent: Knox refused the job or could not be reached.",
+    "NOT_APPLIED": "Knox's answers were lost each time and the device is unchanged: the action was not applied. "
+    "Send it again once Knox is healthy.",
     "UNKNOWN": "Sent, but Knox's answer could not be read; check the device's state before trying again.",
 }
 

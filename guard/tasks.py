@@ -8,7 +8,8 @@
 
 Exactly once: a synchronous action is not repeatable (a second lock of a Locking device fails), so its
 `sent_at` is committed before the call and, if the answer is lost (or a worker dies), the device's state is read
-from Knox to decide what happened, never by sending again. Asynchronous requests are keyed on their stored
+from Knox to decide what happened. It is sent again only when that state proves the first request had no effect
+(the device is exactly as before), and never after a worker died mid-call. Asynchronous requests are keyed on their stored
 transactionId, which Knox does not apply twice.
 """
 
@@ -29,6 +30,7 @@ from guard.constants import KG_ASYNC_MAX_DEVICES, KG_UPLOAD_MAX_DEVICES
 from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload
 from portal.db import db_datetime, insert_rows
 from portal.knox import errors
+from portal.knox.http import backoff_delay
 from portal.models import Job, Upload, UploadRow
 from portal.tasks import run_job
 
@@ -39,6 +41,9 @@ POLL_FIRST_DELAY_SECONDS = 0.5
 POLL_BACKOFF = 1.5
 POLL_MAX_INTERVAL_SECONDS = 15.0
 RESULT_TIMEOUT_SECONDS = 1800
+# A single-device action whose answer was lost is sent again only when Knox shows the device untouched, at most
+# this many sends in all.
+KG_SINGLE_ACTION_ATTEMPTS = 3
 
 
 def params_from(job: Job) -> ActionParams:
@@ -161,50 +166,81 @@ def _run_actions(job: Job, owner: str) -> None:
 
 def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams) -> None:
     ref = a.device.ref if a.device else DeviceRef(device_uid=a.device_uid)
-    if a.sent_at is None:
+    if a.sent_at is not None:
+        # A worker died after sending: Knox's state says whether it was applied. Never send it again blindly.
+        _settle_by_state(client, job, a)
+        return
+    for attempt in range(1, KG_SINGLE_ACTION_ATTEMPTS + 1):
         GuardAction.objects.filter(pk=a.pk).update(sent_at=timezone.now(), transaction_id=a.transaction_id or _txid())
         a.refresh_from_db()
         try:
             client.act(a.action, ref, params_for(a, params), transaction_id=a.transaction_id)
         except (errors.KnoxOutcomeUnknown, errors.KnoxBadResponse):
-            # The answer was lost or unreadable (maybe a 2xx): Knox's state says whether it was applied.
-            _settle_by_state(client, job, a)
-            return
+            # The answer was lost or unreadable: Knox's state says whether it was applied. Only when the device is
+            # provably untouched (still in the state it had before) is the action sent again.
+            if _settle_by_state(client, job, a, last_attempt=attempt == KG_SINGLE_ACTION_ATTEMPTS, resent=True):
+                return
+            time.sleep(backoff_delay(attempt))
+            continue
         except (errors.KnoxUnavailable, errors.KnoxServerError, errors.KnoxRateLimited, errors.KnoxAuthError) as e:
             if type(e) is errors.KnoxUnavailable:
                 # For a non-repeatable call the HTTP layer raises this only when the connection was never made.
                 GuardAction.objects.filter(pk=a.pk).update(sent_at=None)
             raise
         except errors.KnoxError as e:
+            if attempt > 1 and _settle_by_state(client, job, a, last_attempt=False, only_if_applied=True):
+                return  # an earlier attempt whose answer was lost did apply; this refusal is its echo
             _record(
                 job, a, ok=False, code=e.code or f"HTTP{e.status}", message=e.message, reason=e.detail or e.explain()
             )
             return
         _record(job, a, ok=True)
-    else:
-        # A worker died after sending: Knox's state says whether it was applied. Never send it again.
-        _settle_by_state(client, job, a)
+        return
 
 
-def _settle_by_state(client: GuardClient, job: Job, a: GuardAction) -> None:
+def _settle_by_state(
+    client: GuardClient,
+    job: Job,
+    a: GuardAction,
+    *,
+    last_attempt: bool = True,
+    only_if_applied: bool = False,
+    resent: bool = False,
+) -> bool:
+    """Decide a sent action's outcome from the device's state in Knox; True when it is recorded.
+
+    False (nothing recorded) when the device is still exactly as it was before the action and this is not the last
+    attempt: the caller may send the action again, since the earlier request provably had no effect. After a dead
+    worker (`resent` False) an untouched device stays UNKNOWN: the dead process's request may still be in flight."""
     spec = ACTIONS[a.action]
     found = client.find(a.device.device_uid if a.device else a.device_uid)
     settled = {spec.becomes, SETTLES_TO.get(spec.becomes or "", "")} - {None, ""}
     if spec.becomes == "" and found is None:
         _record(job, a, ok=True, reason="confirmed: Knox no longer lists the device")
-    elif found is not None and found.state in settled:
+        return True
+    if found is not None and found.state in settled:
         _record(
             job, a, ok=True, reason=f"confirmed by the device's state in Knox ({found.state})", knox_state=found.state
         )
-    else:
-        _record(
-            job,
-            a,
-            ok=False,
-            code="UNKNOWN",
-            message="OUTCOME_UNKNOWN",
-            reason=f"Knox shows the device as {found.state if found else 'absent'}",
-        )
+        return True
+    if only_if_applied:
+        return False
+    untouched = found is not None and bool(a.state_before) and found.state == a.state_before
+    if untouched and not last_attempt:
+        return False
+    if untouched and resent:
+        _record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED",
+                reason=f"Knox's answers were lost {KG_SINGLE_ACTION_ATTEMPTS} times and the device is still {found.state}")  # fmt: skip
+        return True
+    _record(
+        job,
+        a,
+        ok=False,
+        code="UNKNOWN",
+        message="OUTCOME_UNKNOWN",
+        reason=f"Knox shows the device as {found.state if found else 'absent'}",
+    )
+    return True
 
 
 # Transitional state → where it settles (seed 003 life cycle), to recognise an applied action later.

@@ -237,4 +237,4 @@ DEFAULT_PORT = 8765
 DEFAULT_STATE_DIR = "var/sandbox"
 DEFAULT_TOKEN_TTL_SECONDS = 1800
 DEFAULT_PROCESS_DELAY_SECONDS = 2.0
-FAULT_NAMES = ("error", "throttle", "reset", "truncate", "latency")
+FAULT_NAMES = ("error", "throttle", "reset", "truncate", "garbage", "latency")

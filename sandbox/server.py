@@ -5,8 +5,8 @@ connection. Django is deliberately not involved: the sandbox must not share a si
 portal it is testing.
 
 Fault injection (`--faults`, POST /_sandbox/faults) applies to Knox paths only. `error`, `throttle` and `reset`
-are decided *before* the request is processed, so they never have an effect; `truncate` happens *after*
-processing, so the effect is applied but the client cannot read the answer ("outcome unknown").
+and `garbage` are decided *before* the request is processed, so they never have an effect; `truncate` happens
+*after* processing, so the effect is applied but the client cannot read the answer ("outcome unknown").
 """
 
 from __future__ import annotations
@@ -108,6 +108,30 @@ def _fault_response(service: str, status: int) -> Response:
     return kdp_error(pair, "injected fault", status)
 
 
+# What a middlebox in front of Knox answers when something is wrong: complete HTTP messages, status 200, whose bodies
+# are not the documented shape. Decided before processing, like the 5xx faults: the request had no effect.
+_GARBAGE_BODIES: tuple[tuple[str, bytes], ...] = (
+    (
+        "text/html; charset=utf-8",
+        b"<!DOCTYPE html><html><head><title>Service maintenance</title></head>"
+        b"<body><h1>We'll be back soon</h1><p>Please try again later.</p></body></html>",
+    ),
+    ("application/json", b'{"code":"200","message":"SUCCESS","devices":{"totalCount":1,"transactions":[{"transac'),
+    (
+        "application/xml",
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        b'<!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+        b'<!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">'
+        b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]><lolz>&lol3;</lolz>',
+    ),
+)
+
+
+def _garbage_response(rng: Any) -> Response:
+    content_type, body = rng.choice(_GARBAGE_BODIES)
+    return Response(200, body, content_type, [])
+
+
 def _not_found(service: str, method: str, path: str, known_path: bool) -> Response:
     status = 405 if known_path else 404
     text = f"{method} is not allowed on {path}" if known_path else f"no such endpoint: {method} {path}"
@@ -139,6 +163,9 @@ def dispatch(app: Sandbox, req: Request) -> Response:
     if faults["throttle"] > 0 and rng.random() < faults["throttle"]:
         app.count("faults", "throttle")
         return _fault_response(service, 429)
+    if faults["garbage"] > 0 and rng.random() < faults["garbage"]:
+        app.count("faults", "garbage")
+        return _garbage_response(rng)
 
     handler = ROUTES.get((req.method, req.path))
     if handler is not None:

@@ -6,14 +6,17 @@ What every call gets:
   says the token is bad or expired);
 - an `x-knox-transactionId` header (32 hex characters unless the caller passes its own);
 - pacing under the service's rate limit, shared by every process (portal.knox.ratelimit);
-- bounded retries with exponential backoff and full jitter on 429, 502, 503, 504 and connection errors,
+- bounded retries with exponential backoff and full jitter on 429, 500, 502, 503, 504 and connection errors,
   honouring `Retry-After`;
-- a log line with method, path, status, duration, Knox code and transaction id, and never a header or body.
+- a log line with method, path, status, duration, Knox code and transaction id, and never a header or body;
+- a 2xx answer whose body is not what Knox sends (an HTML page from a proxy, JSON cut short, XML with entity
+  declarations) is a failed attempt: retried like a 503 when the call is idempotent, `KnoxOutcomeUnknown` when
+  it is not, and `KnoxBadResponse` once the retries are spent. It never reaches a parser unchecked.
 
 Which calls are retried (the `idempotent` flag the caller passes):
 - idempotent=True: reads (status, lists, customers, aliases, authorization, transaction results), token
   requests, and KDP uploads/deletes, which carry a transactionId the portal generated and stored before the
-  first attempt, so Knox treats a repeat as the same transaction. These retry on 429, 502/503/504,
+  first attempt, so Knox treats a repeat as the same transaction. These retry on 429, 500/502/503/504,
   connection errors and timeouts.
 - idempotent=False: Knox Guard device actions and E-FOTA writes, where a repeat of an applied action fails
   (state invalid) or acts twice. These retry only when Knox cannot have processed the request: a 429 (refused
@@ -35,6 +38,8 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
 from django.conf import settings
 
 from portal.knox import errors
@@ -46,7 +51,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("portal.knox")
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Answers that say "not now" rather than "no": 429, and the server failures. A 500 is Knox's generic
+# INTERNAL_SERVER_ERROR (50000000), transient in practice; repeating an idempotent call after it is safe.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "knox-reseller-portal/0.1"
 # A response body larger than this is refused rather than read into memory.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -83,8 +90,12 @@ class KnoxResponse:
     duration_ms: float
     attempts: int = 1
     _json: Any = field(default=None, repr=False)
+    # The body as decode_body() parsed it (a dict/list for JSON, an Element for XML), None for an empty body.
+    decoded: Any = field(default=None, repr=False)
 
     def json(self) -> Any:
+        if self._json is None and isinstance(self.decoded, (dict, list)):
+            self._json = self.decoded
         if self._json is None:
             try:
                 self._json = json.loads(self.body) if self.body else None
@@ -106,6 +117,33 @@ class KnoxResponse:
                 transaction_id=self.transaction_id,
             )  # fmt: skip
         return doc
+
+
+def decode_body(body: bytes, content_type: str) -> Any:
+    """The parsed body of a 2xx answer (JSON or XML, by content type); raise KnoxBadResponse when it is not a Knox
+    answer. Knox answers JSON (KDP, Knox Guard, tokens) or XML (E-FOTA); never HTML."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if not body.strip():
+        return None
+    if kind in ("text/html", "application/xhtml+xml") or body.lstrip()[:15].lower().startswith(
+        (b"<!doctype", b"<html")
+    ):
+        raise errors.KnoxBadResponse(
+            "Knox answered with a web page (HTML) instead of data; a proxy or maintenance page"
+        )
+    if kind.endswith("xml"):
+        try:
+            return SafeET.fromstring(body)
+        except (SafeET.ParseError, DefusedXmlException, ValueError):
+            raise errors.KnoxBadResponse(
+                "Knox answered with XML that is cut off or declares entities; it was not read"
+            ) from None
+    if kind.endswith("json") or body.lstrip()[:1] in (b"{", b"["):
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise errors.KnoxBadResponse("Knox answered with JSON that is cut off or malformed") from None
+    return None
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -210,7 +248,30 @@ class KnoxSession:
             duration = (time.monotonic() - started) * 1000
             status = raw.status_code
             resp_headers = {k.lower(): v for k, v in raw.headers.items()}
-            if 200 <= status < 300 or status in ok_statuses:
+            if 200 <= status < 300:
+                try:
+                    decoded = decode_body(body, resp_headers.get("content-type", ""))
+                except errors.KnoxBadResponse as bad:
+                    self._log(method, path, service, status, duration, "BAD_BODY", transaction_id, attempts)
+                    if idempotent and failures < settings.KNOX_MAX_RETRIES:
+                        failures += 1
+                        self.sleep(backoff_delay(failures))
+                        continue
+                    if not idempotent:
+                        raise errors.KnoxOutcomeUnknown(
+                            f"{bad}; the request may have reached Knox, so it is not repeated blindly",
+                            status=status, service=service, transaction_id=transaction_id,
+                            detail=body[:200].decode("utf-8", "replace"),
+                        ) from None  # fmt: skip
+                    raise errors.KnoxBadResponse(
+                        f"{bad} ({attempts} attempts)", status=status, service=service, transaction_id=transaction_id,
+                        detail=body[:200].decode("utf-8", "replace"),
+                    ) from None  # fmt: skip
+                self._log(method, path, service, status, duration, "", transaction_id, attempts)
+                resp = KnoxResponse(status, body, resp_headers, service, transaction_id, duration, attempts)
+                resp.decoded = decoded
+                return resp
+            if status in ok_statuses:
                 self._log(method, path, service, status, duration, "", transaction_id, attempts)
                 return KnoxResponse(status, body, resp_headers, service, transaction_id, duration, attempts)
 

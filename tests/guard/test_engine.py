@@ -16,7 +16,15 @@ from django.utils import timezone
 
 from guard.client import ActionParams, GuardClient
 from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload, queue_action, queue_upload
-from guard.tasks import _send_chunk, params_from, plan, run_actions, run_upload, sync_devices
+from guard.tasks import (
+    KG_SINGLE_ACTION_ATTEMPTS,
+    _send_chunk,
+    params_from,
+    plan,
+    run_actions,
+    run_upload,
+    sync_devices,
+)
 from portal.identifiers import luhn_check_digit
 from portal.jobsummary import job_summary
 from portal.knox import errors
@@ -197,18 +205,46 @@ def test_a_lost_answer_is_settled_by_the_devices_state_in_knox(guard_synced, kno
     assert (d.state, d.last_outcome, d.pending_job) == ("Locking", "succeeded", None)
 
 
-def test_a_lost_answer_of_an_action_knox_never_applied_is_reported_unknown(guard_synced, knox_sandbox, monkeypatch):
+def test_a_lost_answer_of_an_action_knox_never_applied_is_sent_again_then_reported(
+    guard_synced, knox_sandbox, monkeypatch
+):
+    """The device is provably untouched after each lost answer, so the action is sent again, a bounded number of
+    times; then the device is reported as not changed, in words."""
     d = device_in(guard_synced, "Enrolled")
-    lose_the_answer(monkeypatch, apply=False)
+    sent = []
+
+    def act(self, *args, **kwargs):
+        sent.append(1)
+        raise errors.KnoxOutcomeUnknown("The connection to Knox was reset", service="guard")
+
+    monkeypatch.setattr("guard.tasks.backoff_delay", lambda attempt: 0)
+    monkeypatch.setattr("guard.client.GuardClient.act", act)
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk])
     run_actions(job.pk)
-    assert finished(job).status == "failed"
+    assert finished(job).status == "failed" and len(sent) == KG_SINGLE_ACTION_ATTEMPTS
     a = GuardAction.objects.get(job=job)
-    assert (a.outcome, a.code, a.reason) == ("failed", "UNKNOWN", "Knox shows the device as Enrolled")
-    assert "check the device's state" in a.explanation()
+    assert (a.outcome, a.code) == ("failed", "NOT_APPLIED") and "still Enrolled" in a.reason
+    assert "not applied" in a.explanation()
     assert knox_devices(knox_sandbox)[d.device_uid]["state"] == "Enrolled"
-    d.refresh_from_db()
-    assert d.state == "Enrolled"
+
+
+def test_a_lost_answer_then_a_good_one_locks_the_device_once(guard_synced, knox_sandbox, monkeypatch):
+    d = device_in(guard_synced, "Enrolled")
+    real_act = GuardClient.act
+    calls = []
+
+    def act(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise errors.KnoxOutcomeUnknown("The connection to Knox was reset", service="guard")
+        return real_act(self, *args, **kwargs)
+
+    monkeypatch.setattr("guard.tasks.backoff_delay", lambda attempt: 0)
+    monkeypatch.setattr("guard.client.GuardClient.act", act)
+    job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk])
+    run_actions(job.pk)
+    assert (finished(job).status, len(calls)) == ("succeeded", 2)
+    assert knox_devices(knox_sandbox)[d.device_uid]["state"] in ("Locking", "Locked")
 
 
 @pytest.mark.parametrize("reached_knox", [True, False])

@@ -238,12 +238,48 @@ def test_every_call_carries_a_transaction_id_kept_across_retries(account, sleeps
 
 
 @responses.activate
-def test_an_html_answer_is_a_bad_response_not_a_crash(account):
+def test_an_html_answer_is_retried_then_a_bad_response_not_a_crash(account, sleeps):
     token_answers("t")
-    responses.get(CUSTOMERS_URL, body="<html><body>Bad gateway</body></html>", content_type="text/html")
-    r = KnoxSession(account).request("kdp", "GET", "/customers", idempotent=True)
-    with pytest.raises(errors.KnoxBadResponse, match="not JSON"):
-        r.json()
+    for _ in range(4):
+        responses.get(CUSTOMERS_URL, body="<html><body>Bad gateway</body></html>", content_type="text/html")
+    with pytest.raises(errors.KnoxBadResponse, match=r"web page \(HTML\).*4 attempts"):
+        KnoxSession(account, sleep=sleeps).request("kdp", "GET", "/customers", idempotent=True)
+    assert len(sleeps) == 3  # KNOX_MAX_RETRIES
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        ("<!DOCTYPE html><p>maintenance</p>", "text/plain", "web page"),
+        ('{"totalCount": 1, "custo', "application/json", "JSON that is cut off"),
+        (
+            '<?xml version="1.0"?><!DOCTYPE z [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><z>&b;</z>',
+            "application/xml",
+            "declares entities",
+        ),
+        ("<B2bResult><resultCode>0", "application/xml", "cut off"),
+    ],
+)
+@responses.activate
+def test_undocumented_2xx_bodies_are_retried_and_a_good_answer_wins(account, sleeps, body, content_type, message):
+    token_answers("t")
+    responses.get(CUSTOMERS_URL, body=body, content_type=content_type)
+    responses.get(CUSTOMERS_URL, json={"totalCount": 0, "customers": []})
+    r = KnoxSession(account, sleep=sleeps).request("kdp", "GET", "/customers", idempotent=True)
+    assert r.json_object() == {"totalCount": 0, "customers": []} and r.attempts == 2 and len(sleeps) == 1
+    with pytest.raises(errors.KnoxBadResponse, match=message):
+        from portal.knox.http import decode_body
+
+        decode_body(body.encode(), content_type)
+
+
+@responses.activate
+def test_an_undocumented_answer_to_a_guard_action_is_outcome_unknown_not_repeated(account, sleeps):
+    token_answers("t")
+    responses.post(LOCK_URL, body="<html>Service maintenance</html>", content_type="text/html")
+    with pytest.raises(errors.KnoxOutcomeUnknown, match="not repeated blindly"):
+        KnoxSession(account, sleep=sleeps).request("guard", "POST", "/devices/lock", json={}, idempotent=False)
+    assert len(responses.calls) == 2 and sleeps == []  # the token, then one lock attempt
 
 
 def test_nothing_is_sent_when_credentials_are_missing(db, settings):

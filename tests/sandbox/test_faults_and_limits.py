@@ -67,6 +67,7 @@ def _set_faults(client: KnoxClient, **knobs: float) -> None:
 
 
 def test_error_fault_has_no_effect(client: KnoxClient) -> None:
+    client.api_token()  # minted before the faults: token requests are Knox paths too
     _set_faults(client, error=1)
     body = client.upload_body([new_imei()])
     r = client.kdp("PUT", "/devices/upload", json=body)
@@ -111,6 +112,29 @@ def test_truncate_fault_applies_the_effect(client: KnoxClient) -> None:
     assert len(client.state()["kdp"]["transactions"]) == 1
 
 
+def test_garbage_fault_answers_200_with_undocumented_bodies_and_no_effect(client: KnoxClient) -> None:
+    client.api_token()
+    _set_faults(client, garbage=1)
+    seen = set()
+    for _ in range(30):
+        body = client.upload_body([new_imei()])
+        r = client.kdp("PUT", "/devices/upload", json=body)
+        assert r.status_code == 200
+        kind = r.headers["Content-Type"].split(";")[0]
+        seen.add(kind)
+        if kind == "text/html":
+            assert r.text.startswith("<!DOCTYPE html>")
+        elif kind == "application/json":
+            with pytest.raises(ValueError):
+                r.json()
+        else:
+            assert b"<!ENTITY lol1" in r.content
+    _set_faults(client)
+    assert seen == {"text/html", "application/json", "application/xml"}
+    state = client.state()
+    assert state["kdp"]["transactions"] == {} and state["counters"]["faults"]["garbage"] == 30
+
+
 def test_latency_fault(client: KnoxClient) -> None:
     _set_faults(client, latency=0.3)
     started = time.monotonic()
@@ -131,6 +155,7 @@ def test_faults_endpoint_round_trip(client: KnoxClient) -> None:
         "throttle": 0.0,
         "reset": 0.0,
         "truncate": 0.0,
+        "garbage": 0.0,
         "latency": 0.1,
     }
     assert client.call("POST", "/_sandbox/faults", json={"bogus": 1}).status_code == 400
