@@ -28,6 +28,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 
 
 class Kind(StrEnum):
@@ -202,7 +203,12 @@ def _number_to_digits(number: int | float) -> tuple[str, str]:
                 f"gone; {TEXT_FIX}"
             )
         number = int(number)
-    digits = str(abs(number))
+    if number < 0:
+        # Not a typo to clean up like a dash between digit groups: a sign in a number cell usually means a formula
+        # (a subtraction) or a paste went wrong, so the digits can't be trusted.
+        reason = f"this cell holds the negative number {number}; an IMEI is 15 digits with no sign; {TEXT_FIX}"
+        return str(number), reason
+    digits = str(number)
     if len(digits) > _EXCEL_DIGITS:
         return digits, (
             f"this number has {len(digits)} digits, but Excel keeps only {_EXCEL_DIGITS} digits of a number, so "
@@ -289,15 +295,21 @@ def _check_serial(value: str) -> Verdict:
     return Verdict(value=value, kind=None, ok=False, reason=reason)
 
 
+# A pasted paragraph can hold thousands of different characters; the reason names the first few.
+_SHOWN_CHARACTERS = 8
+
+
 def _offending_characters(value: str, *, allowed: str) -> str:
     """'the letters A, B' style description of the characters in `value` that aren't in `allowed`, in order."""
-    seen: list[str] = []
-    for char in value:
-        if char not in allowed and char not in seen:
-            seen.append(char)
+    # A dict keeps the order and answers "seen already?" at once: a list made a 100 KB cell of distinct
+    # characters take minutes.
+    seen = dict.fromkeys(char for char in value if char not in allowed)
     if not seen:
         return ""
-    shown = ", ".join(_show_char(char) for char in seen)
+    chars = list(islice(seen, _SHOWN_CHARACTERS))
+    shown = ", ".join(_show_char(char) for char in chars)
+    if len(seen) > len(chars):
+        shown += f" and {len(seen) - len(chars):,} others"
     if all(char.isalpha() for char in seen):
         return f"the letter{'s' if len(seen) > 1 else ''} {shown}"
     return f"the character{'s' if len(seen) > 1 else ''} {shown}"

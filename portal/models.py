@@ -294,6 +294,11 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"Job #{self.pk} {self.title or self.kind}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Titles quote what users typed or uploaded (a file name can be 255 characters): cut, never refused.
+        self.title = self.title[: Job._meta.get_field("title").max_length]
+        super().save(*args, **kwargs)
+
     def get_absolute_url(self) -> str:
         """The service app's job page when it has one (kdp:job, guard:job, ...), else the generic page."""
         from django.urls import NoReverseMatch, reverse
@@ -515,6 +520,21 @@ class RateLimitSlot(models.Model):
         return self.key
 
 
+# The stored file's name is the browser's, cut to this many bytes: file systems allow 255 per name, and a name of
+# multi-byte characters (CJK) reaches that long before Django's 300-character limit. The full name is kept in
+# Upload.filename for display.
+UPLOAD_NAME_MAX_BYTES = 100
+
+
+def upload_path(instance: models.Model, filename: str) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    if not dot:
+        stem, ext = filename, ""
+    ext = ext[:10]
+    stem = stem.encode()[:UPLOAD_NAME_MAX_BYTES].decode("utf-8", "ignore") or "upload"
+    return timezone.now().strftime("uploads/%Y/%m/") + stem + (f".{ext}" if ext else "")
+
+
 class Upload(models.Model):
     """A spreadsheet staff uploaded, staged for preview: its rows are read once into UploadRow (by the
     `portal.tasks.parse_upload` job), then a service app (kdp, guard) turns the valid rows into its own job.
@@ -540,7 +560,7 @@ class Upload(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
     operation = models.CharField(max_length=12, choices=Operation.choices, default=Operation.UPLOAD)
     filename = models.CharField(max_length=255)
-    file = models.FileField(upload_to="uploads/%Y/%m/", max_length=300)
+    file = models.FileField(upload_to=upload_path, max_length=300)
     sheet = models.CharField(max_length=100, blank=True)
     device_column = models.CharField(max_length=200, blank=True)
     allow_bad_check_digit = models.BooleanField(default=False)

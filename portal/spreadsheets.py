@@ -25,7 +25,9 @@ of a value stays valid and later ones are `duplicate`s pointing back to it. Cell
 `neutralise_formula` on anything written back into a CSV or workbook.
 
 Memory: a CSV is decoded in 64 KB chunks. calamine holds the chosen sheet's cells (not the XML) in memory, a few
-tens of MB for 200,000 rows, and `iter_rows` converts them to Python one row at a time.
+tens of MB for 200,000 rows, and `iter_rows` converts them to Python one row at a time. calamine keeps a sheet as
+a grid from A1 to its last filled cell, empty cells included, so each sheet's XML is measured first and a sheet
+of more than `max_sheet_cells` (one value far below or to the right of the data is enough) is refused.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ import datetime
 import io
 import math
 import os
+import posixpath
 import re
 import unicodedata
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +52,7 @@ from itertools import islice
 from typing import IO, Any
 
 import python_calamine
+from defusedxml import DefusedXmlException, ElementTree
 
 from portal.identifiers import Verdict, check_identifier
 
@@ -60,6 +65,11 @@ DEFAULT_MAX_UNCOMPRESSED_BYTES = 250 * 1024 * 1024
 MAX_COMPRESSION_RATIO = 100
 MAX_MEMBER_RATIO = 200
 MEMBER_RATIO_FLOOR = 10 * 1024 * 1024  # below this a member may compress as well as it likes
+# calamine builds a sheet as a dense grid from its first to its last filled cell, 32 bytes a cell whatever lies in
+# between: a 2 KB workbook with values in A1 and XFD1048576 asks for 550 GB, and the process dies on the spot (Rust
+# aborts on a failed allocation; no Python exception). So every sheet is measured in its XML before calamine loads
+# it. 10 million cells (about 320 MB) holds 200,000 rows of 50 columns.
+DEFAULT_MAX_SHEET_CELLS = 10_000_000
 HEADER_SCAN_ROWS = 20
 
 _EXTENSIONS = {".xlsx": "xlsx", ".xlsm": "xlsx", ".xls": "xls", ".csv": "csv", ".txt": "csv", ".tsv": "csv"}
@@ -79,6 +89,7 @@ _CFB_MAGIC = b"\xd0\xcf\x11\xe0"
 _ENCRYPTED_MARKERS = (b"EncryptedPackage", "EncryptedPackage".encode("utf-16-le"))
 
 _CSV_CHUNK = 64 * 1024
+_ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "Windows-1252 (ANSI)"}
 _CSV_DELIMITERS = (",", ";", "\t")
 
 # Header names, written as people write them; `_normalise_header` strips case, spaces and punctuation.
@@ -278,6 +289,7 @@ class Spreadsheet:
         kind = self.device_column.kind if self.device_column.kind in DEVICE_KINDS else "device"
         rows = self._table.rows()
         number = 0
+        replaced_from = None  # first row with characters the text encoding could not read
         try:
             for number, cells in enumerate(rows, start=1):
                 if number <= self.header_row:
@@ -296,15 +308,35 @@ class Spreadsheet:
                 self.counts[row.status] += 1
                 if row.verdict.warning:
                     self.counts["warnings"] += 1
+                if (
+                    replaced_from is None
+                    and getattr(self._table, "replaced", False)
+                    and any("\ufffd" in text for text in cells if isinstance(text, str))
+                ):
+                    replaced_from = number
                 yield row
+            if replaced_from is not None:
+                encoding = _ENCODING_NAMES.get(self.encoding or "", self.encoding)
+                self.notices.append(
+                    f"From row {replaced_from} on, some characters could not be read as {encoding} and show as "
+                    f"'\ufffd' (the file mixes text encodings). If names or order numbers look wrong, save the file "
+                    f"from Excel as 'CSV UTF-8' and upload it again."
+                )
         except csv.Error as error:
-            raise SpreadsheetError(f"Row {number + 1} could not be read ({error}). {_RESAVE}") from error
+            raise SpreadsheetError(_csv_error(error, number + 1)) from error
         finally:
             rows.close()
 
     def _check(self, number: int, cell: Cell, raw: str, kind: str, extra: dict[str, str], seen: dict[str, int]) -> Row:
         if not raw.strip():
             return Row(number, raw, _EMPTY, Status.SKIPPED, extra)
+        if isinstance(cell, datetime.date | datetime.time | datetime.timedelta):
+            # Excel turned the cell into a date or time (or it really holds one): its digits are not the identifier.
+            reason = (
+                f"this cell holds a date or time ({raw}), not an identifier; check that this is the device column, "
+                f"then format it as Text in Excel and type the identifiers again"
+            )
+            return Row(number, raw, Verdict(value=raw, kind=None, ok=False, reason=reason), Status.INVALID, extra)
         # Numbers go to check_identifier as numbers: it needs to know the cell was numeric (lost leading zeros).
         value = cell if isinstance(cell, int | float) and not isinstance(cell, bool) else raw
         verdict = check_identifier(value, column_kind=kind, allow_bad_check_digit=self._allow_bad_check_digit)
@@ -341,6 +373,7 @@ def open_spreadsheet(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_rows: int = DEFAULT_MAX_ROWS,
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+    max_sheet_cells: int = DEFAULT_MAX_SHEET_CELLS,
     sheet: str | None = None,
     device_column: str | int | None = None,
     allow_bad_check_digit: bool = False,
@@ -349,7 +382,8 @@ def open_spreadsheet(
 
     `source` is a path or a seekable binary file object (a Django UploadedFile works). `filename` is the name the
     user gave the file; it defaults to the path's or file object's name. A CSV is read only as far as the header
-    and the first data row; an .xls is scanned for the encryption marker; calamine loads each workbook sheet it
+    and the first data row (a CSV of more bytes than `max_rows` is also scanned for its line breaks); an .xls is
+    scanned for the encryption marker; an .xlsx has each member's XML measured, then calamine loads each sheet it
     looks at.
     """
     if filename is None:
@@ -380,6 +414,7 @@ def open_spreadsheet(
         actual = "xlsx"
         with opener() as stream:
             _check_zip(stream, max_uncompressed_bytes)
+            _check_sheet_sizes(stream, max_sheet_cells)
     elif head.startswith(_CFB_MAGIC):
         actual = "xls"
         with opener() as stream:
@@ -398,7 +433,7 @@ def open_spreadsheet(
         notices.append(f"The file is named {filename}, but it is really {_DESCRIPTIONS[actual]}; it was read as one.")
 
     if actual == "csv":
-        tables: Iterable[_Table] = [_csv_table(opener, head, size)]
+        tables: Iterable[_Table] = [_csv_table(opener, head, size, max_rows)]
         sheets: list[str] = []
         closer: Callable[[], None] = _nothing_to_close
     else:
@@ -474,10 +509,13 @@ def _choose_table(
                     f"{where} has a header row (row {header.row}) but no devices below it. Add the devices under "
                     f"the headers and upload again."
                 )
-        except (csv.Error, python_calamine.CalamineError) as error:
+        except csv.Error as error:
+            raise SpreadsheetError(_csv_error(error, None)) from error
+        except python_calamine.CalamineError as error:
             raise SpreadsheetError(f"The file could not be read ({error}). {_RESAVE}") from error
         finally:
             rows.close()
+        notices.extend(_header_notices(table, header, forced_sheet))
         return Spreadsheet(
             filename=filename,
             format=format,
@@ -496,9 +534,11 @@ def _choose_table(
     if not any_data:
         where = f"The sheet '{forced_sheet}'" if forced_sheet else ("The workbook" if sheets else "The file")
         raise SpreadsheetError(f"{where} has no data. Check that you chose the right file and upload it again.")
-    shown = ", ".join(f"'{text}'" for text in headers_seen[:30])
+    shown = ", ".join(_quoted(text) for text in headers_seen[:30])
+    if len(headers_seen) > 30:
+        shown += f" and {len(headers_seen) - 30:,} more"
     if isinstance(device_column, str):
-        message = f"There is no column named '{device_column}'. The headers found are: {shown}."
+        message = f"There is no column named {_quoted(device_column)}. The headers found are: {shown}."
     else:
         message = (
             f"No column of IMEIs, MEIDs or serial numbers was found (looked for a header such as 'IMEI' or "
@@ -506,6 +546,26 @@ def _choose_table(
             f"device column's header, or choose the column, and upload again."
         )
     raise SpreadsheetError(message, headers=headers_seen, sheets=sheets)
+
+
+def _header_notices(table: _Table, header: _Header, forced_sheet: str | None) -> list[str]:
+    """What the user should check about where the devices were found."""
+    notices = []
+    if getattr(table, "hidden", False) and forced_sheet is None:
+        notices.append(
+            f"The devices were read from the sheet {_quoted(table.name or '')}, which is hidden in Excel (no visible "
+            f"sheet has a device column). Unhide it in Excel to check that these are the devices you mean."
+        )
+    device = header.device
+    if device.header:
+        same = [c for c in header.columns if _normalise_header(c.header) == _normalise_header(device.header)]
+        if len(same) > 1:
+            letters = ", ".join(column.letter for column in same[:10])
+            notices.append(
+                f"{len(same)} columns are headed {_quoted(device.header)} (columns {letters}); the devices were read "
+                f"from column {device.letter}. To read another one, give it a different header and upload again."
+            )
+    return notices
 
 
 def _find_header(head: list[list[Cell]], device_column: str | int | None) -> _Header | None:
@@ -557,6 +617,8 @@ def _cell_text(cell: Cell) -> str:
         return repr(cell)
     if isinstance(cell, datetime.date | datetime.time):
         return cell.isoformat()
+    if isinstance(cell, datetime.timedelta):
+        return str(cell)
     return str(cell)
 
 
@@ -574,8 +636,9 @@ class _Table:
 
 
 class _SheetTable(_Table):
-    def __init__(self, sheet: python_calamine.CalamineSheet) -> None:
+    def __init__(self, sheet: python_calamine.CalamineSheet, hidden: bool = False) -> None:
         self.name = sheet.name
+        self.hidden = hidden
         self._sheet = sheet
         end = sheet.end
         self.height = end[0] + 1 if end else 0
@@ -598,13 +661,20 @@ class _CsvTable(_Table):
         self._opener = opener
         self.encoding = encoding
         self.delimiter = delimiter
+        self.replaced = False  # some bytes were not valid in `encoding` and became U+FFFD
 
     def rows(self) -> Iterator[list[Cell]]:
         with self._opener() as stream:
             # errors="replace": the prefix was decoded strictly when the encoding was chosen; a stray bad byte
             # further down becomes U+FFFD and fails that one row instead of the whole file.
             decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
-            yield from csv.reader(_decoded_lines(stream, decoder), delimiter=self.delimiter)
+            yield from csv.reader(self._watched(_decoded_lines(stream, decoder)), delimiter=self.delimiter)
+
+    def _watched(self, lines: Iterator[str]) -> Iterator[str]:
+        for line in lines:
+            if not self.replaced and "\ufffd" in line:
+                self.replaced = True
+            yield line
 
 
 def _decoded_lines(stream: IO[bytes], decoder: codecs.IncrementalDecoder) -> Iterator[str]:
@@ -636,8 +706,16 @@ def _split_lines(text: str) -> Iterator[str]:
         yield text[start:]
 
 
-def _csv_table(opener: Callable[[], contextlib.AbstractContextManager[IO[bytes]]], head: bytes, size: int) -> _CsvTable:
+def _csv_table(
+    opener: Callable[[], contextlib.AbstractContextManager[IO[bytes]]], head: bytes, size: int, max_rows: int
+) -> _CsvTable:
     encoding = _detect_encoding(head, whole_file=len(head) >= size)
+    # Without quotation marks every line break ends a row, so a file with too many lines can be refused now,
+    # before its first 200,000 rows are staged only to be thrown away.
+    if size > max_rows + HEADER_SCAN_ROWS and encoding in ("utf-8", "utf-8-sig", "cp1252"):
+        lines = _count_lines_without_quotes(opener)
+        if lines is not None and lines > max_rows + HEADER_SCAN_ROWS:
+            raise SpreadsheetError(_too_many_rows(max_rows))
     sample = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=len(head) >= size)
     if sample.lstrip("\ufeff \t\r\n").startswith("<"):
         raise SpreadsheetError(
@@ -645,13 +723,33 @@ def _csv_table(opener: Callable[[], contextlib.AbstractContextManager[IO[bytes]]
             f"those with an .xls name). {_RESAVE}"
         )
     controls = sum(1 for char in sample if char < " " and char not in "\t\r\n")
-    if controls > max(2, len(sample) // 100):
+    if not _stray(controls, len(sample)):
         raise SpreadsheetError(
             f"This file is not a spreadsheet (it isn't text or an Excel workbook). Upload {_ACCEPTED}."
         )
     if not sample.strip("\ufeff \t\r\n,;"):
         raise SpreadsheetError("The file has no data. Check that you chose the right file and upload it again.")
     return _CsvTable(opener, encoding, _sniff_delimiter(sample))
+
+
+def _count_lines_without_quotes(opener: Callable[[], contextlib.AbstractContextManager[IO[bytes]]]) -> int | None:
+    """The number of line breaks in a file (at least), or None if it has a quotation mark (a quoted cell may
+    hold line breaks)."""
+    newlines = returns = 0
+    with opener() as stream:
+        while chunk := stream.read(1024 * 1024):
+            if b'"' in chunk:
+                return None
+            newlines += chunk.count(b"\n")
+            returns += chunk.count(b"\r")
+    # "\r\n" counts once in each; a file mixing "\r\n" with bare "\r" or "\n" has more breaks than either count.
+    return max(newlines, returns)
+
+
+def _stray(count: int, length: int) -> bool:
+    """Few enough control characters for a text file with a few stray ones (those rows then fail with the
+    characters named); binary data has far more."""
+    return count <= max(8, length // 100)
 
 
 def _detect_encoding(head: bytes, *, whole_file: bool) -> str:
@@ -667,9 +765,11 @@ def _detect_encoding(head: bytes, *, whole_file: bool) -> str:
             return "utf-16-le"
         if even > len(head) // 4 and odd == 0:
             return "utf-16-be"
-        raise SpreadsheetError(
-            f"This file is not a spreadsheet (it isn't text or an Excel workbook). Upload {_ACCEPTED}."
-        )
+        # A few stray NULs (padding from a fixed-width export) are left to fail their rows; many mean binary data.
+        if not _stray(head.count(0), len(head)):
+            raise SpreadsheetError(
+                f"This file is not a spreadsheet (it isn't text or an Excel workbook). Upload {_ACCEPTED}."
+            )
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=whole_file)
         return "utf-8"
@@ -753,6 +853,131 @@ def _check_zip(stream: IO[bytes], max_uncompressed_bytes: int) -> None:
     raise SpreadsheetError(f"This file is {kind}, not an Excel workbook. Upload {_ACCEPTED}.")
 
 
+# What Excel, LibreOffice and openpyxl write: every cell carries its position as its first attribute.
+_CANONICAL_REF_RE = re.compile(rb'<c r="([A-Z]{1,3})([1-9][0-9]{0,6})"')
+_OTHER_CELL_TAG_RE = re.compile(rb"<c[>/\t\n\r]|:(?:c|row)[\s/>]")
+# The careful pass. Attributes are skipped with quoted values whole, since a quoted value may hold ">".
+_ATTRS = rb"(?:[^>\"']|\"[^\"]*\"|'[^']*')*"
+_TAG_PREFIX_RE = re.compile(rb"<(/?)[A-Za-z_][\w.-]*:")
+_TAG_RE = re.compile(rb"<(row|c)(?=[\s/>])(" + _ATTRS + rb")>")
+_ATTR_RE = re.compile(rb"([\w:.-]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_REF_RE = re.compile(rb"\s*([A-Za-z]{0,10})0*([0-9]{1,20})\s*$")
+
+
+def _check_sheet_sizes(stream: IO[bytes], max_cells: int) -> None:
+    """Refuse a workbook with a sheet whose grid (from A1 to its last filled row and column) is over `max_cells`.
+
+    Every member is measured, not only the ones workbook.xml names as sheets: the names are only used to say
+    which sheet it is.
+    """
+    with zipfile.ZipFile(stream) as archive:
+        for member in archive.infolist():
+            try:
+                rows, columns = _sheet_size(lambda member=member: archive.open(member), max_cells)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as error:
+                # A member that doesn't unpack to what the directory declares (a size or checksum that lies),
+                # or is packed in a way nothing reads.
+                raise SpreadsheetError(
+                    f"The file is damaged: it is not a complete Excel workbook. {_RESAVE}"
+                ) from error
+            if rows * columns <= max_cells:
+                continue
+            name = _sheet_names(archive).get(member.filename)
+            where = f"The sheet '{name}'" if name else "A sheet of this workbook"
+            column = Column(columns - 1, "", None).letter if columns <= 18_278 else f"number {columns:,}"
+            raise SpreadsheetError(
+                f"{where} reaches down to row {rows:,} and across to column {column}: {rows * columns:,} cells, "
+                f"more than the {max_cells:,} a device list may have. If something was typed far below or to the "
+                "right of the devices, delete those rows and columns (or copy the devices into a new workbook); "
+                "otherwise split the file. Then upload again."
+            )
+
+
+def _sheet_size(open_member: Callable[[], IO[bytes]], max_cells: int) -> tuple[int, int]:
+    """(rows, columns) from A1 to the last filled cell of a sheet's XML: the grid calamine would build.
+
+    The quick pass reads the canonical `<c r="C7"` of every cell, counting a styled but empty cell too (an upper
+    bound). Anything else (a cell without a position, which follows the previous cell; a namespace prefix; a
+    position written otherwise) and a grid over `max_cells` get the careful pass, which reads the tags in order
+    as calamine does. A member that is not a sheet comes out as (0, 0).
+    """
+    rows = columns = 0
+    for piece in _xml_pieces(open_member):
+        found = _CANONICAL_REF_RE.findall(piece)
+        if len(found) != piece.count(b"<c ") or _OTHER_CELL_TAG_RE.search(piece):
+            return _sheet_size_in_order(open_member)
+        if found:
+            columns = max(columns, max(map(_column_number, {letters for letters, _ in found})))
+            rows = max(rows, max(map(int, {digits for _, digits in found})))
+    if rows * columns > max_cells:
+        return _sheet_size_in_order(open_member)
+    return rows, columns
+
+
+def _sheet_size_in_order(open_member: Callable[[], IO[bytes]]) -> tuple[int, int]:
+    row = column = rows = columns = 0
+    for piece in _xml_pieces(open_member):
+        if b":" in piece:
+            piece = _TAG_PREFIX_RE.sub(rb"<\1", piece)
+        for tag, attrs in _TAG_RE.findall(piece):
+            ref = next((m[1] or m[2] for m in _ATTR_RE.findall(attrs) if m[0] == b"r"), None)
+            position = _REF_RE.match(ref) if ref is not None else None
+            if tag == b"row":
+                row = int(position[2]) if position and not position[1] else row + 1
+                column = 0
+                continue
+            if position and position[1]:
+                cell_row, column = int(position[2]), _column_number(position[1])
+            else:
+                cell_row, column = row, column + 1
+            if not attrs.endswith(b"/"):  # <c r="XFD1" s="2"/> holds nothing, and calamine leaves it out
+                rows, columns = max(rows, cell_row), max(columns, column)
+    return rows, columns
+
+
+def _xml_pieces(open_member: Callable[[], IO[bytes]]) -> Iterator[bytes]:
+    """A member's bytes in pieces of about 1 MB that end just before a "<", so that no tag is cut in two."""
+    with open_member() as stream:
+        pending = b""
+        while chunk := stream.read(1024 * 1024):
+            data = pending + chunk
+            cut = data.rfind(b"<")
+            if cut > 0:
+                yield data[:cut]
+                data = data[cut:]
+            pending = data
+        yield pending
+
+
+def _column_number(letters: bytes) -> int:
+    """1 for A, 27 for AA."""
+    number = 0
+    for char in letters.upper():
+        number = number * 26 + char - 64
+    return number
+
+
+def _sheet_names(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Member name -> sheet name, from workbook.xml and its relationships; empty when they can't be read."""
+    try:
+        workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+        relations = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    except (KeyError, ElementTree.ParseError, DefusedXmlException, zipfile.BadZipFile, OSError, ValueError):
+        return {}
+    targets = {}
+    for relation in relations.iter():
+        target = relation.get("Target", "")
+        member = target[1:] if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
+        targets[relation.get("Id")] = member
+    names = {}
+    for sheet in workbook.iter():
+        if sheet.tag.rsplit("}", 1)[-1] == "sheet":
+            relation = next((value for key, value in sheet.attrib.items() if key.rsplit("}", 1)[-1] == "id"), None)
+            if relation in targets:
+                names[targets[relation]] = sheet.get("name", "")
+    return names
+
+
 def _is_encrypted(stream: IO[bytes]) -> bool:
     """True for a password-protected .xlsx/.xlsm: Excel wraps those in a CFB container, like an .xls."""
     overlap = max(len(marker) for marker in _ENCRYPTED_MARKERS) - 1
@@ -785,15 +1010,17 @@ def _workbook_tables(
     workbook: python_calamine.CalamineWorkbook, forced: str | None, sheets: list[str]
 ) -> Iterator[_Table]:
     """The sheets to look at, in order, loaded one at a time (calamine loads a whole sheet's cells at once)."""
+    visible = [m.name for m in workbook.sheets_metadata if m.visible == python_calamine.SheetVisibleEnum.Visible]
     if forced is not None:
         name = forced if forced in sheets else next((s for s in sheets if s.casefold() == forced.casefold()), None)
         if name is None:
-            shown = ", ".join(f"'{sheet}'" for sheet in sheets)
-            raise SpreadsheetError(f"There is no sheet named '{forced}'. The sheets are: {shown}.", sheets=sheets)
+            shown = ", ".join(_quoted(sheet) for sheet in sheets[:30])
+            raise SpreadsheetError(
+                f"There is no sheet named {_quoted(forced)}. The sheets are: {shown}.", sheets=sheets
+            )
         names = [name]
     else:
         # Hidden sheets often hold lookup lists; look at them only after the visible ones.
-        visible = [m.name for m in workbook.sheets_metadata if m.visible == python_calamine.SheetVisibleEnum.Visible]
         names = visible + [name for name in sheets if name not in visible]
     for name in names:
         try:
@@ -804,7 +1031,7 @@ def _workbook_tables(
             if forced is not None:
                 raise SpreadsheetError(f"The sheet '{name}' could not be read ({error}). {_RESAVE}") from error
             continue  # chart sheets and the like have no cells
-        yield _SheetTable(sheet)
+        yield _SheetTable(sheet, hidden=name not in visible)
 
 
 # --- small helpers -------------------------------------------------------------------------------------------
@@ -827,6 +1054,23 @@ def _opener(source: str | os.PathLike[str] | IO[bytes]) -> Callable[[], contextl
 
 def _nothing_to_close() -> None:
     pass
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """A header or sheet name inside a message: quoted, and cut short (a header cell can hold a whole page)."""
+    return f"'{text[: limit - 1]}…'" if len(text) > limit else f"'{text}'"
+
+
+def _csv_error(error: csv.Error, row: int | None) -> str:
+    where = f"Row {row}" if row else "The file"
+    if "field larger than field limit" in str(error):
+        # A quote that opens a cell and is never closed swallows every line after it into that one cell.
+        return (
+            f"{where} could not be read: it has a cell of more than {csv.field_size_limit():,} characters. Usually "
+            f'a quotation mark (") opens a cell and is never closed, so the rest of the file ran into that cell. '
+            f"Remove the stray quotation mark (or shorten the cell) and upload again."
+        )
+    return f"{where} could not be read ({error}). {_RESAVE}"
 
 
 def _too_many_rows(max_rows: int) -> str:

@@ -21,6 +21,10 @@ from portal.exports import TEMPLATE_EXAMPLE
 from portal.models import Job, Upload, UploadRow
 
 STAGE_BATCH = 5000
+SHEET_LENGTH = Upload._meta.get_field("sheet").max_length or 100
+COLUMN_LENGTH = Upload._meta.get_field("device_column").max_length or 200
+# The headers offered when no device column was found: a sheet can have 16,384 columns.
+MAX_OFFERED_COLUMNS = 100
 # The example row of the downloadable templates must never be acted on by accident.
 TEMPLATE_EXAMPLE_VALUES = {TEMPLATE_EXAMPLE["imei"], TEMPLATE_EXAMPLE["serial"]}
 
@@ -81,11 +85,15 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
                 device_column=upload.device_column or None,
                 allow_bad_check_digit=upload.allow_bad_check_digit,
             ) as sheet:
-                upload.sheets = list(sheet.sheets)
-                upload.sheet = sheet.sheet or ""
-                upload.columns = [c.header for c in sheet.candidates]
-                upload.device_column = sheet.device_column.header if sheet.device_column else ""
-                upload.notices = list(sheet.notices)
+                upload.sheets = [storable(name) for name in sheet.sheets]
+                # Cut to the model fields' lengths: a sheet name or header in the XML can be any length, and
+                # PostgreSQL refuses what doesn't fit (the parse job would die and the preview poll forever).
+                upload.sheet = storable(sheet.sheet or "")[:SHEET_LENGTH]
+                # Two columns with the same header can't be told apart by name: offer it once (a notice says
+                # which column was read).
+                upload.columns = list(dict.fromkeys(storable(c.header) for c in sheet.candidates))
+                upload.device_column = storable(sheet.device_column.header)[:COLUMN_LENGTH]
+                upload.notices = [storable(notice) for notice in sheet.notices]
                 batch: list[StagedRow] = []
                 for row in sheet.iter_rows():
                     batch.append(staged_row(row))
@@ -95,11 +103,12 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
                         if job is not None:
                             job.heartbeat(owner)
                 _check_and_insert(upload, batch, check)
+                upload.notices = [storable(notice) for notice in sheet.notices]  # reading the rows may add some
     except spreadsheets.SpreadsheetError as e:
         upload.status = Upload.Status.REFUSED
-        upload.error = e.message
-        upload.sheets = list(getattr(e, "sheets", []) or upload.sheets)
-        upload.columns = list(getattr(e, "headers", []) or [])
+        upload.error = storable(e.message)
+        upload.sheets = [storable(name) for name in e.sheets] or upload.sheets
+        upload.columns = [storable(header)[:COLUMN_LENGTH] for header in e.headers[:MAX_OFFERED_COLUMNS]]
         upload.rows_total = upload.valid = upload.invalid = upload.duplicate = upload.skipped = upload.conflicts = 0
         upload.save()
         return upload
@@ -118,6 +127,12 @@ _STATUS = {
 }
 
 
+def storable(text: str) -> str:
+    """Text as the database can keep it: PostgreSQL's text and jsonb refuse NUL, which a cell can hold (a CSV
+    from a fixed-width export); it is shown as the symbol ␀ instead."""
+    return text.replace("\x00", "\u2400")
+
+
 def staged_row(row: spreadsheets.Row) -> StagedRow:
     verdict = row.verdict
     status = _STATUS[row.status]
@@ -127,15 +142,15 @@ def staged_row(row: spreadsheets.Row) -> StagedRow:
         reason = "this is the template's example row; replace it with the customer's devices"
     return StagedRow(
         row_number=row.number,
-        raw=str(row.raw)[:100],
+        raw=storable(str(row.raw)[:100]),
         value=verdict.value[:40] if status == UploadRow.Status.VALID else "",
         kind=str(verdict.kind or "")[:6],
         status=status,
-        reason=reason[:400],
+        reason=storable(reason[:400]),
         suggestion=(verdict.suggestion or "")[:40],
-        order_no=str(row.extra.get("order_no", ""))[:100],
-        model=str(row.extra.get("model", ""))[:60],
-        approve_id=str(row.extra.get("approve_id", ""))[:100],
+        order_no=storable(str(row.extra.get("order_no", ""))[:100]),
+        model=storable(str(row.extra.get("model", ""))[:60]),
+        approve_id=storable(str(row.extra.get("approve_id", ""))[:100]),
     )
 
 

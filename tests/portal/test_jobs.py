@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from unittest import mock
 
+import pytest
+
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase
 
@@ -209,3 +211,10 @@ class JobLeaseTestCase(BaseTestCase):
 
         s = Schedule.objects.get(func="portal.tasks.resume_stale_jobs")
         assert s.schedule_type == Schedule.MINUTES and s.minutes == 1 and s.repeats == -1
+
+
+@pytest.mark.django_db
+def test_a_title_quoting_a_long_file_name_is_cut_not_refused():
+    job = Job.objects.create(kind="kdp.parse", title="Read " + "x" * 255)
+    job.refresh_from_db()
+    assert len(job.title) == Job._meta.get_field("title").max_length
