@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 
 from kdp.models import Customer, Device, ProfileAlias, TransactionDevice
+from portal.forms import MAX_ID, FilterDateField
 from portal.models import KnoxAccount, Upload
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
@@ -112,9 +113,9 @@ class DeviceFilterForm(forms.Form):
     customer = forms.ModelChoiceField(queryset=Customer.objects.all(), required=False, empty_label="All customers")
     state = forms.ChoiceField(required=False, choices=[("", "Any state"), *Device.State.choices])
     model = forms.CharField(required=False, max_length=60)
-    job = forms.IntegerField(required=False, min_value=1, label="Job #")
-    date_from = forms.DateField(required=False, label="Registered from", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="to", widget=forms.DateInput(attrs={"type": "date"}))
+    job = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID, label="Job #")
+    date_from = FilterDateField(required=False, label="Registered from")
+    date_to = FilterDateField(required=False, label="to")
     sort = forms.ChoiceField(required=False, choices=SORTS)
     after = forms.CharField(required=False, max_length=40)
 
@@ -136,11 +137,19 @@ class DeviceFilterForm(forms.Form):
         return out
 
 
+def device_id(value: str) -> int:
+    """A posted device id; ValueError (shown as an invalid choice) for anything no database id can be."""
+    pk = int(value)
+    if not 1 <= pk <= MAX_ID:
+        raise ValueError(f"{value!r} is not a device id")
+    return pk
+
+
 class DeleteDevicesForm(forms.Form):
     """Delete selected devices (ids) or every registered device matching the current filter."""
 
     scope = forms.ChoiceField(choices=[("selected", "Selected"), ("matching", "All matching")])
-    ids = forms.TypedMultipleChoiceField(coerce=int, required=False)
+    ids = forms.TypedMultipleChoiceField(coerce=device_id, required=False)
     expected = forms.IntegerField(required=False, min_value=0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -39,6 +39,7 @@ from kdp.models import (
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
+from portal.forms import MAX_ID
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, preview_rows, require_perm
 
@@ -56,6 +57,15 @@ def _get_kdp_job_for_user(request: HttpRequest, pk: int) -> Job:
 
 def _account_or_404(pk: Any) -> KnoxAccount:
     return get_object_or_404(KnoxAccount, pk=pk, is_active=True)
+
+
+def _id_or_none(value: Any) -> int | None:
+    """A posted id or page cursor as a number, or None when it is not one any database could hold.
+
+    Not str.isdigit(): it is true for "²", which int() refuses; and a number past MAX_ID overflows SQLite.
+    """
+    text = str(value or "")
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= MAX_ID else None
 
 
 # --- home ---------------------------------------------------------------------------------------------------
@@ -125,13 +135,13 @@ def _preview_context(request: HttpRequest, staged: Upload, confirm: forms.Confir
     """Everything the preview page shows; shared by the page and by a confirm that failed validation."""
     if confirm is None and staged.status == Upload.Status.READY:
         confirm = forms.ConfirmForm(upload=staged)
-    chosen = confirm.data.get("customer") if confirm is not None and confirm.is_bound else None
+    chosen = _id_or_none(confirm.data.get("customer")) if confirm is not None and confirm.is_bound else None
     return {
         **preview_rows(request, staged),
         "confirm": confirm,
         # After a failed confirm the alias list is rebuilt for the customer already chosen.
-        "aliases": list(ProfileAlias.objects.filter(customer_id=int(chosen)).values_list("name", flat=True))
-        if chosen and str(chosen).isdigit()
+        "aliases": list(ProfileAlias.objects.filter(customer_id=chosen).values_list("name", flat=True))
+        if chosen is not None
         else None,
         "chosen_alias": confirm.data.get("profile_alias", "") if confirm is not None and confirm.is_bound else "",
         "ambiguous": len(staged.sheets) > 1 or len(staged.columns) > 1,
@@ -344,18 +354,18 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None
     if sort == "identifier":
         # An identifier is unique per account only, so the cursor is "identifier:id" and ties break on id.
         ident, _, last_id = after.rpartition(":")
-        if ident and last_id.isdigit():
-            qs = qs.filter(Q(identifier__gt=ident) | Q(identifier=ident, id__gt=int(last_id)))
+        if ident and (last_pk := _id_or_none(last_id)) is not None:
+            qs = qs.filter(Q(identifier__gt=ident) | Q(identifier=ident, id__gt=last_pk))
         qs = qs.order_by("identifier", "id")
         key = "cursor"
     elif sort == "oldest":
-        if after.isdigit():
-            qs = qs.filter(id__gt=int(after))
+        if (after_pk := _id_or_none(after)) is not None:
+            qs = qs.filter(id__gt=after_pk)
         qs = qs.order_by("id")
         key = "pk"
     else:
-        if after.isdigit():
-            qs = qs.filter(id__lt=int(after))
+        if (after_pk := _id_or_none(after)) is not None:
+            qs = qs.filter(id__lt=after_pk)
         qs = qs.order_by("-id")
         key = "pk"
     page = list(qs[: PAGE_SIZE + 1])

@@ -12,6 +12,27 @@ from portal.knox.auth import KeysFileError, KnoxKeys, parse_keys_json
 from portal.models import Job, KnoxAccount, UploadRow
 
 MAX_KEYS_FILE_BYTES = 64 * 1024
+# The largest primary key any of our databases holds (a signed 64-bit integer): a larger number typed into an id
+# field would make SQLite raise OverflowError on a lookup that Django does not guard.
+MAX_ID = 2**63 - 1
+# Dates a list filter accepts. Outside them date arithmetic overflows: "up to 9999-12-31 inclusive" needs the day
+# after, and midnight of 0001-01-01 east of UTC is before the first datetime there is.
+FILTER_DATE_MIN = dt.date(1970, 1, 1)
+FILTER_DATE_MAX = dt.date(2999, 12, 31)
+
+
+class FilterDateField(forms.DateField):
+    """A date for a list filter, between FILTER_DATE_MIN and FILTER_DATE_MAX."""
+
+    widget = forms.DateInput(attrs={"type": "date"})
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        if value and not FILTER_DATE_MIN <= value <= FILTER_DATE_MAX:
+            raise ValidationError(
+                f"Enter a date between {FILTER_DATE_MIN.isoformat()} and {FILTER_DATE_MAX.isoformat()}.",
+                code="out_of_range",
+            )
 
 
 def read_keys_file(upload: Any) -> KnoxKeys:
@@ -184,8 +205,8 @@ class JobPollForm(forms.Form):
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, max_length=150, label="Who")
     action = forms.CharField(required=False, max_length=64)
-    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = FilterDateField(required=False, label="From")
+    date_to = FilterDateField(required=False, label="To")
     q = forms.CharField(required=False, max_length=200, label="Target")
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
