@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from django.db import models
 from django.utils import timezone
@@ -39,13 +40,19 @@ def owner_pid_on_this_host(owner: str) -> int | None:
 
 
 def process_exists(pid: int) -> bool:
+    """Whether `pid` is a live process. A zombie is not: a killed worker whose parent died too stays one until
+    init reaps it, which can be after the replacement cluster has started."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # it exists, under another user
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): kill() said it exists
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def resume_orphaned_jobs() -> int:

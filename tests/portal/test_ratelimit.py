@@ -96,7 +96,9 @@ def test_processes_sharing_redis_keep_the_limit():
     key = f"test:{uuid.uuid4().hex}"
     times = run_processes(3, 40, 60, {"TEST_REDIS": REDIS_URL, "KEY": key})
     assert len(times) == 120
-    assert max_in_window(times) <= 60
+    # As with SQLite below: the times are taken after each sleep ends, so on a busy machine scheduling jitter can
+    # squeeze one extra call into a window; the reservations themselves are 1/(0.97 x 60) s apart.
+    assert max_in_window(times) <= 61
     # And they are not needlessly slow: 120 requests at 60/s (with headroom) take about two seconds.
     assert max(times) - min(times) >= (119 / (60 * RATE_LIMIT_HEADROOM)) * 0.95
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,19 @@ def test_live_holders_and_other_hosts_are_left_to_their_lease():
     assert resume_orphaned_jobs() == 0
     assert resume_stale_jobs() == 0  # both leases are still valid
     assert not DELIVERED
+
+
+def test_a_zombie_is_not_a_live_holder():
+    """A killed worker whose parent (the cluster) died too lingers as a zombie until init reaps it."""
+    from portal.workers import process_exists
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        wait = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < wait
+        assert process_exists(child.pid) is False  # exited, not yet reaped
+        assert process_exists(os.getpid()) is True
+    finally:
+        child.wait()
+    assert process_exists(child.pid) is False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,13 @@ def crash_and_restart(stack: Stack, cluster, job_pk: int, when, what: str):
     restarted_at = time.monotonic()
     new = stack.start_cluster()
     # Resumed by the new workers at start-up: the dead worker's lease is taken over long before it expires.
-    wait_for(lambda: job_row(stack, job_pk)["lease_owner"] not in ("", left["lease_owner"]), 60, "the job's resume")
+    try:
+        wait_for(lambda: job_row(stack, job_pk)["lease_owner"] not in ("", left["lease_owner"]), 60, "the job's resume")
+    except AssertionError:
+        pid = left["lease_owner"].split("-")[1] if left["lease_owner"].count("-") >= 2 else "?"
+        status = Path(f"/proc/{pid}/status")
+        state = status.read_text().splitlines()[:3] if status.exists() else "gone"
+        raise AssertionError(f"not resumed; the dead holder was {left['lease_owner']} (process: {state})") from None
     return new, time.monotonic() - restarted_at
 
 
