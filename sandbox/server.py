@@ -15,6 +15,7 @@ import contextlib
 import logging
 import socket
 import struct
+import sys
 import threading
 import time
 from email.utils import formatdate
@@ -250,6 +251,12 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _RequestHandler)
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that was killed (a worker under kill -9) resets its connection: nothing to report.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self.connections_lock:
