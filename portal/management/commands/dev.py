@@ -23,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 STOP_GRACE_SECONDS = 10
+CLUSTER = "django-q2 cluster"
 
 
 class Command(BaseCommand):
@@ -53,8 +54,14 @@ class Command(BaseCommand):
                 return
             stopping = True
             self.stdout.write("stopping…")
-            for _, proc in children:
-                _signal_group(proc, signal.SIGTERM)
+            for name, proc in children:
+                if name == CLUSTER:
+                    # qcluster's sentinel stops its own workers in order; a SIGTERM to each of them as well left
+                    # it stuck "stopping" until the grace period ran out.
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+                else:
+                    _signal_group(proc, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE_SECONDS
             for _, proc in children:
                 try:
@@ -80,7 +87,7 @@ class Command(BaseCommand):
                         f"note: the sandbox answers at {base_url} but KNOX_SANDBOX_URL is {settings.KNOX_SANDBOX_URL}"
                     )
                 call_command("import_sandbox_account", sandbox_dir, name="Sandbox")
-            start("django-q2 cluster", [*manage, "qcluster"])
+            start(CLUSTER, [*manage, "qcluster"])
             start("web server", [*manage, "runserver", addr, "--noreload"])
             self.stdout.write(self.style.SUCCESS(f"\nPortal on http://{addr}/  (Ctrl-C stops everything)\n"))
             while not stopping:
