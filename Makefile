@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test lint format migrate worker sandbox bench clean
+.PHONY: run test test-pg e2e lint format migrate worker sandbox bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -33,6 +33,19 @@ test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
+
+## The whole suite on the production stack: PostgreSQL and the Redis broker/cache on 127.0.0.1 (started if stopped).
+## Tests get their own database (test_portal) and Redis database 15, which they flush.
+PG_URL ?= postgres://postgres@127.0.0.1:5432/portal
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+test-pg: $(VENV)/.dev
+	bash .ci/services
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/pytest
+
+## Browser tests: Playwright driving Debian's Chromium (/usr/bin/chromium, or CHROMIUM=...) against a live server,
+## a worker and the sandbox. Screenshots go to var/screenshots/.
+e2e: $(VENV)/.dev
+	$(VENV)/bin/pytest -c e2e/pytest.ini e2e
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
