@@ -134,7 +134,13 @@ class Stack:
     # --- looking inside ------------------------------------------------------------------------------------------
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Read the portal's SQLite database directly (never through the processes under test)."""
+        """Read the portal's database directly (never through the processes under test); `?` placeholders."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as con:
+                return con.execute(query.replace("?", "%s"), params).fetchall()
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:
             return con.execute(query, params).fetchall()
