@@ -12,10 +12,10 @@ from playwright.sync_api import expect
 
 from e2e.conftest import Session
 
-# The shared samples live next to the checkout, as for the unit tests (tests/kdp/conftest.py).
-MIXED = Path(__file__).resolve().parents[2] / "shared" / "samples" / "kdp-upload-mixed.csv"
+# The copy of ../shared/samples the unit tests use too (tests/kdp/conftest.py).
+MIXED = Path(__file__).resolve().parents[1] / "tests" / "data" / "samples" / "kdp-upload-mixed.csv"
 
-# /work/shared/samples/README.md, kdp-upload-mixed.csv: row 2, 3 valid; row 4 valid after removing dashes; row 5
+# tests/data/samples/README.md, kdp-upload-mixed.csv: row 2, 3 valid; row 4 valid after removing dashes; row 5
 # valid after trimming spaces; row 6 wrong check digit; row 7 only 14 digits; row 8 contains letters; row 9 duplicate
 # of row 3; row 10 empty (skipped, not an error); row 11 sixteen digits (an IMEISV, not an IMEI).
 EXPECTED_VERDICTS = {

@@ -19,7 +19,7 @@ from tests.base import BaseTestCase, make_user
 from tests.guard.test_device_views import CONTACT, guard_account
 from tests.kdp.conftest import make_upload
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "samples" / "guard-bulk-10.xlsx"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
 LOCK = {"action": "lock", "message": "Payment overdue: call us", **CONTACT}
 
 

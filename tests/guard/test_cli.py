@@ -22,7 +22,7 @@ from portal.models import Job, KnoxAccount, Upload
 from tests.guard.conftest import device_in
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = Path("/work/shared/samples/guard-bulk-10.xlsx")
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
 LOCK = ["--message", "Payment overdue: call us", "--tel", "+44 20 7946 0000"]
 
 

@@ -11,7 +11,7 @@ from kdp.tasks import sync_customers
 from portal.models import Job, Upload
 from portal.uploads import stage_upload
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"  # a copy of ../shared/samples
 
 
 @pytest.fixture(autouse=True)
