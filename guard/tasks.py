@@ -21,6 +21,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -41,9 +42,12 @@ POLL_FIRST_DELAY_SECONDS = 0.5
 POLL_BACKOFF = 1.5
 POLL_MAX_INTERVAL_SECONDS = 15.0
 RESULT_TIMEOUT_SECONDS = 1800
-# A single-device action whose answer was lost is sent again only when Knox shows the device untouched, at most
-# this many sends in all.
-KG_SINGLE_ACTION_ATTEMPTS = 3
+
+
+def single_action_attempts() -> int:
+    """How many times a single-device action may be sent: as many as an idempotent call's attempts
+    (KNOX_MAX_RETRIES + 1), since it is sent again only when Knox shows the device provably untouched."""
+    return settings.KNOX_MAX_RETRIES + 1
 
 
 def params_from(job: Job) -> ActionParams:
@@ -170,7 +174,8 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
         # A worker died after sending: Knox's state says whether it was applied. Never send it again blindly.
         _settle_by_state(client, job, a)
         return
-    for attempt in range(1, KG_SINGLE_ACTION_ATTEMPTS + 1):
+    attempts = single_action_attempts()
+    for attempt in range(1, attempts + 1):
         GuardAction.objects.filter(pk=a.pk).update(sent_at=timezone.now(), transaction_id=a.transaction_id or _txid())
         a.refresh_from_db()
         try:
@@ -178,7 +183,7 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
         except (errors.KnoxOutcomeUnknown, errors.KnoxBadResponse):
             # The answer was lost or unreadable: Knox's state says whether it was applied. Only when the device is
             # provably untouched (still in the state it had before) is the action sent again.
-            if _settle_by_state(client, job, a, last_attempt=attempt == KG_SINGLE_ACTION_ATTEMPTS, resent=True):
+            if _settle_by_state(client, job, a, last_attempt=attempt == attempts, resent=True):
                 return
             time.sleep(backoff_delay(attempt))
             continue
@@ -230,7 +235,7 @@ def _settle_by_state(
         return False
     if untouched and resent:
         _record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED",
-                reason=f"Knox's answers were lost {KG_SINGLE_ACTION_ATTEMPTS} times and the device is still {found.state}")  # fmt: skip
+                reason=f"Knox's answers were lost {single_action_attempts()} times and the device is still {found.state}")  # fmt: skip
         return True
     _record(
         job,

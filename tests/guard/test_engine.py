@@ -17,7 +17,6 @@ from django.utils import timezone
 from guard.client import ActionParams, GuardClient
 from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload, queue_action, queue_upload
 from guard.tasks import (
-    KG_SINGLE_ACTION_ATTEMPTS,
     _send_chunk,
     params_from,
     plan,
@@ -206,7 +205,7 @@ def test_a_lost_answer_is_settled_by_the_devices_state_in_knox(guard_synced, kno
 
 
 def test_a_lost_answer_of_an_action_knox_never_applied_is_sent_again_then_reported(
-    guard_synced, knox_sandbox, monkeypatch
+    guard_synced, knox_sandbox, monkeypatch, settings
 ):
     """The device is provably untouched after each lost answer, so the action is sent again, a bounded number of
     times; then the device is reported as not changed, in words."""
@@ -221,7 +220,7 @@ def test_a_lost_answer_of_an_action_knox_never_applied_is_sent_again_then_report
     monkeypatch.setattr("guard.client.GuardClient.act", act)
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk])
     run_actions(job.pk)
-    assert finished(job).status == "failed" and len(sent) == KG_SINGLE_ACTION_ATTEMPTS
+    assert finished(job).status == "failed" and len(sent) == settings.KNOX_MAX_RETRIES + 1
     a = GuardAction.objects.get(job=job)
     assert (a.outcome, a.code) == ("failed", "NOT_APPLIED") and "still Enrolled" in a.reason
     assert "not applied" in a.explanation()
