@@ -171,8 +171,11 @@ def _run_actions(job: Job, owner: str) -> None:
 def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams) -> None:
     ref = a.device.ref if a.device else DeviceRef(device_uid=a.device_uid)
     if a.sent_at is not None:
-        # A worker died after sending: Knox's state says whether it was applied. Never send it again blindly.
-        _settle_by_state(client, job, a)
+        # A worker died after sending: Knox's state says whether it was applied. Never send it again: the dead
+        # process's request may still be in flight, so an untouched device stays UNKNOWN.
+        applied, found = _knox_state(client, job, a)
+        if not applied:
+            _record_unknown(job, a, found)
         return
     attempts = single_action_attempts()
     for attempt in range(1, attempts + 1):
@@ -183,7 +186,15 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
         except (errors.KnoxOutcomeUnknown, errors.KnoxBadResponse):
             # The answer was lost or unreadable: Knox's state says whether it was applied. Only when the device is
             # provably untouched (still in the state it had before) is the action sent again.
-            if _settle_by_state(client, job, a, last_attempt=attempt == attempts, resent=True):
+            applied, found = _knox_state(client, job, a)
+            if applied:
+                return
+            if not _untouched(a, found):
+                _record_unknown(job, a, found)
+                return
+            if attempt == attempts:
+                _record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED",
+                        reason=f"Knox's answers were lost {attempts} times and the device is still {found.state}")  # fmt: skip
                 return
             time.sleep(backoff_delay(attempt))
             continue
@@ -193,7 +204,7 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
                 GuardAction.objects.filter(pk=a.pk).update(sent_at=None)
             raise
         except errors.KnoxError as e:
-            if attempt > 1 and _settle_by_state(client, job, a, last_attempt=False, only_if_applied=True):
+            if attempt > 1 and _knox_state(client, job, a)[0]:
                 return  # an earlier attempt whose answer was lost did apply; this refusal is its echo
             _record(
                 job, a, ok=False, code=e.code or f"HTTP{e.status}", message=e.message, reason=e.detail or e.explain()
@@ -203,49 +214,30 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
         return
 
 
-def _settle_by_state(
-    client: GuardClient,
-    job: Job,
-    a: GuardAction,
-    *,
-    last_attempt: bool = True,
-    only_if_applied: bool = False,
-    resent: bool = False,
-) -> bool:
-    """Decide a sent action's outcome from the device's state in Knox; True when it is recorded.
-
-    False (nothing recorded) when the device is still exactly as it was before the action and this is not the last
-    attempt: the caller may send the action again, since the earlier request provably had no effect. After a dead
-    worker (`resent` False) an untouched device stays UNKNOWN: the dead process's request may still be in flight."""
+def _knox_state(client: GuardClient, job: Job, a: GuardAction) -> tuple[bool, ListedDevice | None]:
+    """Read the device from Knox; when its state shows the action applied, record the success.
+    Returns (applied, the device as Knox lists it)."""
     spec = ACTIONS[a.action]
     found = client.find(a.device.device_uid if a.device else a.device_uid)
-    settled = {spec.becomes, SETTLES_TO.get(spec.becomes or "", "")} - {None, ""}
     if spec.becomes == "" and found is None:
         _record(job, a, ok=True, reason="confirmed: Knox no longer lists the device")
-        return True
-    if found is not None and found.state in settled:
+        return True, None
+    if found is not None and found.state in {spec.becomes, SETTLES_TO.get(spec.becomes or "", "")} - {None, ""}:
         _record(
             job, a, ok=True, reason=f"confirmed by the device's state in Knox ({found.state})", knox_state=found.state
         )
-        return True
-    if only_if_applied:
-        return False
-    untouched = found is not None and bool(a.state_before) and found.state == a.state_before
-    if untouched and not last_attempt:
-        return False
-    if untouched and resent:
-        _record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED",
-                reason=f"Knox's answers were lost {single_action_attempts()} times and the device is still {found.state}")  # fmt: skip
-        return True
-    _record(
-        job,
-        a,
-        ok=False,
-        code="UNKNOWN",
-        message="OUTCOME_UNKNOWN",
-        reason=f"Knox shows the device as {found.state if found else 'absent'}",
-    )
-    return True
+        return True, found
+    return False, found
+
+
+def _untouched(a: GuardAction, found: ListedDevice | None) -> bool:
+    """Knox shows the device exactly as it was before the action: the request provably had no effect."""
+    return found is not None and bool(a.state_before) and found.state == a.state_before
+
+
+def _record_unknown(job: Job, a: GuardAction, found: ListedDevice | None) -> None:
+    _record(job, a, ok=False, code="UNKNOWN", message="OUTCOME_UNKNOWN",
+            reason=f"Knox shows the device as {found.state if found else 'absent'}")  # fmt: skip
 
 
 # Transitional state → where it settles (seed 003 life cycle), to recognise an applied action later.
