@@ -15,13 +15,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +25,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
+
+from portal.processes import free_port, stop_processes, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 # Debian's Chromium; never `playwright install` (.ci/run installs the package and may point CHROMIUM elsewhere).
@@ -38,7 +36,6 @@ DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 # The README shows these; `E2E_DOCS_SCREENSHOTS=1` copies them to docs/screenshots/ at the end of a green run.
 DOCS_SHOTS = ("dashboard", "upload-preview", "job-progress")
 VIEWPORT = {"width": 1280, "height": 800}
-STOP_GRACE_SECONDS = 10
 LOG_TAIL_LINES = 60
 
 USERS = {
@@ -82,47 +79,6 @@ class Stack:
 _STACK: Stack | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, *, what: str, procs: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode} while waiting for {what}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL built here
-                if resp.status == 200:
-                    return
-        except OSError:  # not listening yet, or an error status (HTTPError is an OSError)
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer 200 at {url} within {timeout:.0f} s")
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(proc.pid, sig)
-
-
-def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    # SIGTERM to each leader only: qcluster stops its own workers in order (a SIGTERM to its whole group leaves it
-    # waiting for workers that already died). Whatever is left in a group after the grace period is killed.
-    for _, proc in reversed(procs):
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for _, proc in reversed(procs):
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-
-
 # One process for both (each manage.py start costs seconds): the sandbox account as `make run` imports it, then the
 # three staff users in their role groups (created by migration portal 0002).
 SETUP_SCRIPT = """
@@ -140,7 +96,7 @@ for name, (password, group, superuser) in json.loads(os.environ["E2E_USERS"]).it
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     global _STACK
     tmp = Path(tempfile.mkdtemp(prefix="portal-e2e-"))
-    sandbox_port, web_port = _free_port(), _free_port()
+    sandbox_port, web_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env.update(
         {
@@ -189,7 +145,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         start("sandbox", "knox_sandbox", "--port", str(sandbox_port), "--state-dir", str(sandbox_dir),
               "--process-delay", "1.5")  # fmt: skip
         run("setup", "migrate", "--noinput", "-v0")
-        _wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health", what="the Knox sandbox", procs=stack.procs)
+        wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health", what="the Knox sandbox", procs=stack.procs)
         stack.credentials = json.loads((sandbox_dir / "credentials.json").read_text())
         run(
             "setup",
@@ -200,10 +156,11 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         )
         start("qcluster", "qcluster")
         start("web", "runserver", f"127.0.0.1:{web_port}", "--noreload")
-        _wait_http(f"{stack.base_url}/healthz", what="the portal", procs=stack.procs)
+        wait_http(f"{stack.base_url}/healthz", what="the portal", procs=stack.procs)
         yield stack
     finally:
-        _stop(stack.procs)
+        # Web and worker first, the sandbox they talk to last.
+        stop_processes(proc for _, proc in reversed(stack.procs))
         _STACK = None
         if os.environ.get("E2E_KEEP") or request.session.testsfailed:
             reporter = request.config.pluginmanager.get_plugin("terminalreporter")

@@ -7,12 +7,10 @@ The tests talk to it only from outside: management commands, SQL on its database
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,13 +22,9 @@ from typing import Any
 import pytest
 import requests
 
+from portal.processes import free_port, signal_group
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -119,8 +113,7 @@ class Stack:
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         """kill -9 the whole process group: the sentinel, its workers, the pusher and the monitor at once."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc, signal.SIGKILL)
         proc.wait(timeout=30)
 
     def stop_all(self) -> None:

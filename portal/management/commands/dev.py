@@ -7,14 +7,12 @@ exits on its own, the others are stopped too, so nothing is left running behind 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +20,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-STOP_GRACE_SECONDS = 10
-CLUSTER = "django-q2 cluster"
+from portal.processes import stop_processes, wait_http
 
 
 class Command(BaseCommand):
@@ -54,21 +51,7 @@ class Command(BaseCommand):
                 return
             stopping = True
             self.stdout.write("stopping…")
-            for name, proc in children:
-                if name == CLUSTER:
-                    # qcluster's sentinel stops its own workers in order; a SIGTERM to each of them as well left
-                    # it stuck "stopping" until the grace period ran out.
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signal.SIGTERM)
-                else:
-                    _signal_group(proc, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_GRACE_SECONDS
-            for _, proc in children:
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
+            stop_processes(proc for _, proc in children)
             self.stdout.write("all stopped")
 
         signal.signal(signal.SIGINT, stop_all)
@@ -79,7 +62,10 @@ class Command(BaseCommand):
                 start(
                     "knox sandbox", [*manage, "knox_sandbox", "--port", str(sandbox_port), "--state-dir", sandbox_dir]
                 )
-                _wait_for(f"{sandbox_url}/_sandbox/state", what="the Knox sandbox")
+                try:
+                    wait_http(f"{sandbox_url}/_sandbox/health", what="the Knox sandbox", procs=children, timeout=30)
+                except RuntimeError as e:
+                    raise CommandError(str(e)) from None
                 credentials = Path(sandbox_dir) / "credentials.json"
                 base_url = json.loads(credentials.read_text()).get("base_url", sandbox_url)
                 if base_url.rstrip("/") != settings.KNOX_SANDBOX_URL:
@@ -87,7 +73,7 @@ class Command(BaseCommand):
                         f"note: the sandbox answers at {base_url} but KNOX_SANDBOX_URL is {settings.KNOX_SANDBOX_URL}"
                     )
                 call_command("import_sandbox_account", sandbox_dir, name="Sandbox")
-            start(CLUSTER, [*manage, "qcluster"])
+            start("django-q2 cluster", [*manage, "qcluster"])
             start("web server", [*manage, "runserver", addr, "--noreload"])
             self.stdout.write(self.style.SUCCESS(f"\nPortal on http://{addr}/  (Ctrl-C stops everything)\n"))
             while not stopping:
@@ -100,19 +86,3 @@ class Command(BaseCommand):
         except BaseException:
             stop_all()
             raise
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone: nothing to stop
-        os.killpg(proc.pid, sig)
-
-
-def _wait_for(url: str, *, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback URL built above
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise CommandError(f"{what} did not answer at {url} within {timeout:.0f} s")
