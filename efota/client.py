@@ -157,7 +157,8 @@ class EfotaClient:
                     self.service, "POST", PATH + operation, data=body, idempotent=idempotent,
                     headers={"Content-Type": "application/xml", "Accept": "application/xml"},
                 )  # fmt: skip
-                return parse(r.body)
+                # The HTTP layer has already read an XML answer safely (decode_body); parse only what it left alone.
+                return r.decoded if isinstance(r.decoded, ET.Element) else parse(r.body)
             except errors.KnoxError as e:
                 # knox-api.md §5.5 DECISION: FUD_9xxx are service errors, retried with back-off (when safe).
                 if e.code.startswith("FUD_9") and idempotent and attempt < SERVICE_RETRIES:

@@ -151,7 +151,7 @@ class ChangeLicenceForm(forms.Form):
 
 
 class LicenceCheckForm(EfotaForm):
-    pass
+    """Account, customer and licence: all a licence check needs (EfotaForm's fields)."""
 
 
 class FirmwareForm(EfotaForm):

@@ -158,7 +158,7 @@ class ThrottledFormMixin:
 
 
 class ThrottledAuthenticationForm(ThrottledFormMixin, AuthenticationForm):
-    pass
+    """The portal's login form, throttled."""
 
 
 class ThrottledAdminAuthenticationForm(ThrottledFormMixin, AdminAuthenticationForm):

@@ -48,7 +48,8 @@ class EfotaCommand(BaseCommand):
             raise CommandError(self.data["error"] or "E-FOTA refused the request.", returncode=exit_code)
 
     def run(self, **options: Any) -> int:
-        raise NotImplementedError
+        """Each command's work: fill self.data and return the exit code. Every subclass defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define run()")
 
     def find_account(self, name: str) -> KnoxAccount:
         account = KnoxAccount.objects.filter(name=name).first()

@@ -670,8 +670,8 @@ def test_a_styled_empty_cell_far_away_does_not_count(tmp_path):
 def test_the_sheet_size_limit_is_a_parameter(tmp_path):
     path = tmp_path / "wide.xlsx"
     path.write_bytes(make_corpus.xlsx([("Devices", make_corpus.sheet_xml([["IMEI", *"ABCDEFGHI"], [imei(1)]]))]))
-    with spreadsheets.open_spreadsheet(path, max_sheet_cells=20):
-        pass
+    with spreadsheets.open_spreadsheet(path, max_sheet_cells=20) as sheet:
+        assert [row.raw for row in sheet.iter_rows()] == [imei(1)]
     with pytest.raises(spreadsheets.SpreadsheetError, match="reaches down to row 2 and across to column J: 20"):
         spreadsheets.open_spreadsheet(path, max_sheet_cells=19)
 

@@ -121,6 +121,12 @@ class Stack:
         for proc in [*self.clusters, *([self.sandbox] if self.sandbox else [])]:
             self.kill(proc)
 
+    def print_logs(self, tail: int = 4000) -> None:
+        """What the processes said, for the failure report (pytest shows captured output of failing tests only)."""
+        for log in self.logs:
+            if log.exists():
+                print(f"--- {log.name} (last {tail} characters) ---\n{log.read_text(errors='replace')[-tail:]}")
+
     def log_text(self, name: str = "") -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists() and name in p.name)
 
@@ -166,7 +172,4 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.stop_all()
-        # What the processes said, for the failure report (pytest shows captured output of failing tests only).
-        for log in s.logs:
-            if log.exists():
-                print(f"--- {log.name} (last 4000 characters) ---\n{log.read_text(errors='replace')[-4000:]}")
+        s.print_logs()

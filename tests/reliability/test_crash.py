@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.identifiers import luhn_check_digit
+from tests.kdp.test_transfer import fresh_imeis
 from tests.reliability.conftest import Stack, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.crash]
@@ -24,14 +24,6 @@ KDP_DEVICES = 20_000
 KDP_CHUNK = 500  # 40 Knox transactions: long enough a sending phase to kill it in the middle
 GUARD_DEVICES = 3_000  # 3 asynchronous lock requests of 1,000
 FINISHED = ("succeeded", "partial", "failed", "cancelled")
-
-
-def imeis(n: int, prefix: str) -> list[str]:
-    out = []
-    for i in range(n):
-        body = f"{prefix}{i:07d}"[:14]
-        out.append(body + luhn_check_digit(body))
-    return out
 
 
 def job_row(stack: Stack, job_pk: int) -> dict:
@@ -79,7 +71,7 @@ def kdp_stack(stack: Stack, migrated_sqlite) -> Stack:
 def test_kdp_upload_survives_kill_9_while_sending_and_while_polling(kdp_stack: Stack, tmp_path):
     stack = kdp_stack
     customer = next(c["customerId"] for c in stack.credentials()["customers"] if c["status"] == "Verified")
-    devices = imeis(KDP_DEVICES, "3590001")
+    devices = fresh_imeis(KDP_DEVICES, "35900010")
     sheet = tmp_path / "devices.csv"
     sheet.write_text("IMEI\n" + "\n".join(devices) + "\n")
     queued = stack.manage("kdp_upload", str(sheet), "--account", "Sandbox", "--customer", customer, "--json")
@@ -130,7 +122,7 @@ def test_kdp_upload_survives_kill_9_while_sending_and_while_polling(kdp_stack: S
 def guard_stack(stack: Stack, migrated_sqlite, tmp_path) -> tuple[Stack, list[str]]:
     stack.start_sandbox("--process-delay", "2")
     stack.install(migrated_sqlite)
-    devices = imeis(GUARD_DEVICES, "3591002")
+    devices = fresh_imeis(GUARD_DEVICES, "35910020")
     (tmp_path / "guard.json").write_text(json.dumps(devices))
     # Enrol the devices with Knox Guard (upload + auto-accept, then the sandbox enrols them) and sync the portal,
     # the way a reseller's devices arrive; done in a one-off process with the job run in-process.

@@ -21,9 +21,9 @@ from guard.models import GuardAction, GuardDevice, queue_action
 from guard.tasks import run_actions, sync_devices
 from kdp.models import Customer, Device, Transaction, TransactionDevice, submit_upload
 from kdp.tasks import run_transfer, sync_customers
-from portal.identifiers import luhn_check_digit
 from portal.models import Job
 from tests.kdp.conftest import imei_csv, make_upload
+from tests.kdp.test_transfer import fresh_imeis, sandbox_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -31,16 +31,8 @@ FAULTS = {"error": 0.10, "throttle": 0.05, "reset": 0.02, "latency": 0.01}
 TOKEN_TTL = 5.0
 
 
-def imeis(n: int, prefix: str) -> list[str]:
-    return [f"{prefix}{i:07d}"[:14] + luhn_check_digit(f"{prefix}{i:07d}"[:14]) for i in range(n)]
-
-
 def set_faults(server, **knobs: float) -> None:
     requests.post(f"{server.url}/_sandbox/faults", json=knobs, timeout=10).raise_for_status()
-
-
-def state(server, devices: bool = True) -> dict:
-    return requests.get(f"{server.url}/_sandbox/state{'' if devices else '?devices=0'}", timeout=30).json()
 
 
 @pytest.fixture
@@ -80,7 +72,7 @@ def run_job(job: Job, task) -> Job:
 def test_kdp_upload_and_delete_are_exact_under_faults(sandbox_account, knox_sandbox, tracebacks):
     run_job(Job.objects.create(kind="kdp.customers", account=sandbox_account), sync_customers)
     customer = Customer.objects.filter(account=sandbox_account, status="Verified").order_by("id").first()
-    devices = imeis(2_000, "3592003")
+    devices = fresh_imeis(2_000, "35920030")
     set_faults(knox_sandbox, **FAULTS)
 
     upload = make_upload(sandbox_account, imei_csv(devices), "faults.csv")
@@ -91,7 +83,7 @@ def test_kdp_upload_and_delete_are_exact_under_faults(sandbox_account, knox_sand
     assert (job.status, job.succeeded, job.failed) == (Job.Status.SUCCEEDED, 700, 0), job.error_summary
 
     set_faults(knox_sandbox)
-    knox = state(knox_sandbox)
+    knox = sandbox_state(knox_sandbox)
     registered = {d for d in devices if d in knox["kdp"]["devices"]}
     assert registered == set(devices[700:])
     assert set(Device.objects.filter(state="registered").values_list("identifier", flat=True)) == registered
@@ -108,7 +100,7 @@ def test_kdp_upload_and_delete_are_exact_under_faults(sandbox_account, knox_sand
 @pytest.fixture
 def enrolled(sandbox_account, knox_sandbox):
     """1,500 devices enrolled in Knox Guard and synced into the portal (before any fault is switched on)."""
-    uids = imeis(1_500, "3593004")
+    uids = fresh_imeis(1_500, "35930040")
     GuardClient(sandbox_account).upload([(u, "") for u in uids], {"autoAccept": True}, transaction_id="faultsupload")
     time.sleep(0.5)  # the sandbox enrols accepted devices after its process delay
     job = run_job(Job.objects.create(kind="guard.sync", account=sandbox_account), sync_devices)
@@ -130,7 +122,7 @@ def test_guard_bulk_lock_and_single_actions_are_exact_under_faults(sandbox_accou
     assert {(j.status, j.succeeded, j.failed) for j in singles} == {(Job.Status.SUCCEEDED, 1, 0)}, reasons
 
     set_faults(knox_sandbox)
-    knox = state(knox_sandbox)["guard"]["devices"]
+    knox = sandbox_state(knox_sandbox)["guard"]["devices"]
     locked = {u for u in enrolled if knox[u]["state"] in ("Locking", "Locked")}
     assert locked == set(enrolled[:1_260])
     assert GuardAction.objects.filter(outcome="succeeded").count() == 1_260
@@ -146,7 +138,7 @@ def test_efota_group_registration_is_exact_under_faults(sandbox_account, knox_sa
     ]  # fmt: skip
     assert {j.status for j in jobs} == {Job.Status.SUCCEEDED}, [j.error_summary for j in jobs if j.error_summary]
     set_faults(knox_sandbox)
-    groups = state(knox_sandbox)["efota"]["groups"]
+    groups = sandbox_state(knox_sandbox)["efota"]["groups"]
     assert {f"FLEET-{i}" for i in range(30)} <= set(groups)
     assert EfotaGroup.objects.filter(status=EfotaGroup.Status.REGISTERED).count() == 30
     assert tracebacks() == []
@@ -158,17 +150,17 @@ def test_efota_group_registration_is_exact_under_faults(sandbox_account, knox_sa
 def test_a_dead_knox_ends_every_kind_of_job_as_failed_with_a_reason(sandbox_account, knox_sandbox, enrolled):
     run_job(Job.objects.create(kind="kdp.customers", account=sandbox_account), sync_customers)
     customer = Customer.objects.filter(account=sandbox_account, status="Verified").order_by("id").first()
-    upload = make_upload(sandbox_account, imei_csv(imeis(600, "3594005")), "dead.csv")
+    upload = make_upload(sandbox_account, imei_csv(fresh_imeis(600, "35940050")), "dead.csv")
     pks = list(GuardDevice.objects.filter(device_uid__in=enrolled).values_list("pk", flat=True))
     efota = knox_sandbox.credentials["efota"]
     set_faults(knox_sandbox, error=1)
-    before = state(knox_sandbox, devices=False)["counters"]["requests"]
+    before = sandbox_state(knox_sandbox)["counters"]["requests"]
 
     kdp_job = run_job(submit_upload(upload, user=None, customer=customer), run_transfer)
     guard_job = run_job(queue_action(sandbox_account, "lock", ActionParams(message="m", tel="+44 20 7946 0000"), user=None, devices=pks[:1_100]), run_actions)  # fmt: skip
     efota_job = run_job(queue_register(sandbox_account, efota["customer_id"], "dead", efota["license"], user=None), register_group)  # fmt: skip
 
-    requests_made = state(knox_sandbox, devices=False)["counters"]["requests"] - before
+    requests_made = sandbox_state(knox_sandbox)["counters"]["requests"] - before
     for job in (kdp_job, guard_job, efota_job):
         assert job.status == Job.Status.FAILED, (job.kind, job.status)
         assert "Knox" in job.error_summary or "E-FOTA" in job.error_summary, job.error_summary
@@ -188,7 +180,7 @@ def test_undocumented_answers_are_recorded_as_errors_not_crashes(sandbox_account
     """An HTML maintenance page, JSON cut short or XML declaring an entity bomb, each with status 200."""
     run_job(Job.objects.create(kind="kdp.customers", account=sandbox_account), sync_customers)
     customer = Customer.objects.filter(account=sandbox_account, status="Verified").order_by("id").first()
-    upload = make_upload(sandbox_account, imei_csv(imeis(300, "3595006")), "garbage.csv")
+    upload = make_upload(sandbox_account, imei_csv(fresh_imeis(300, "35950060")), "garbage.csv")
     pks = list(GuardDevice.objects.filter(device_uid__in=enrolled).values_list("pk", flat=True))
     efota = knox_sandbox.credentials["efota"]
     set_faults(knox_sandbox, garbage=1)
@@ -199,7 +191,7 @@ def test_undocumented_answers_are_recorded_as_errors_not_crashes(sandbox_account
     efota_job = run_job(queue_register(sandbox_account, efota["customer_id"], "garbage", efota["license"], user=None), register_group)  # fmt: skip
 
     set_faults(knox_sandbox)
-    knox = state(knox_sandbox)
+    knox = sandbox_state(knox_sandbox)
     for job in (kdp_job, guard_bulk, guard_one, efota_job):
         assert job.status in (Job.Status.FAILED, Job.Status.PARTIAL), (job.kind, job.status)
         assert job.error_summary or job.failed, job.kind

@@ -16,8 +16,9 @@ import uuid
 import pytest
 from django.conf import settings
 
+from tests.kdp.test_transfer import fresh_imeis
 from tests.reliability.conftest import Stack, wait_for
-from tests.reliability.test_crash import FINISHED, imeis, job_row, tx_states
+from tests.reliability.test_crash import FINISHED, job_row, tx_states
 
 pytestmark = [
     pytest.mark.slow,
@@ -55,9 +56,7 @@ def pg_stack(tmp_path):
         yield stack
     finally:
         stack.stop_all()
-        for log in stack.logs:
-            if log.exists():
-                print(f"--- {log.name} (last 3000 characters) ---\n{log.read_text(errors='replace')[-3000:]}")
+        stack.print_logs()
         with psycopg.connect(admin_url, autocommit=True) as con:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         redis.Redis.from_url(redis_url).flushdb()
@@ -76,7 +75,7 @@ def test_two_clusters_on_redis_finish_one_large_upload_without_duplicates_or_429
     jobs = []
     for n, (count, customer) in enumerate([(BIG, customers[0]), (SMALL, customers[1])]):
         sheet = tmp_path / f"upload-{n}.csv"
-        sheet.write_text("IMEI\n" + "\n".join(imeis(count, f"359600{n}")) + "\n")
+        sheet.write_text("IMEI\n" + "\n".join(fresh_imeis(count, f"359600{n}0")) + "\n")
         queued = stack.manage("kdp_upload", str(sheet), "--account", "Sandbox", "--customer", customer, "--json")
         assert queued.returncode == 0, queued.stderr
         jobs.append(json.loads(queued.stdout)["job"])
