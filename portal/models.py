@@ -269,6 +269,11 @@ class Job(models.Model):
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     params = models.JSONField(default=dict, blank=True, help_text="Inputs of the job (never secrets).")
+    # What a job that reads from Knox found (a licence, a firmware list, a connection test), for its page to show.
+    result = models.JSONField(null=True, blank=True)
+    # The job this one retries. Unique: a failed set is retried once, so a double click or a replayed POST finds
+    # the existing retry instead of sending the same devices to Knox again (job_one_retry_uniq).
+    retry_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="retries")
     error_summary = models.TextField(blank=True)
     func = models.CharField(max_length=100, blank=True, help_text="Dotted path of the task that runs the job.")
     task_id = models.CharField(max_length=64, blank=True)
@@ -289,6 +294,10 @@ class Job(models.Model):
             models.Index(fields=["kind", "-created_at"], name="job_kind_created_idx"),
             # resume_stale_jobs scans running jobs by lease expiry.
             models.Index(fields=["status", "lease_until"], name="job_status_lease_idx"),
+        ]
+        constraints = [
+            # Job.queue_retry relies on it: at most one retry per job, whoever clicks and however often.
+            models.UniqueConstraint(fields=["retry_of"], name="job_one_retry_uniq"),
         ]
 
     def __str__(self) -> str:
