@@ -8,12 +8,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from portal import crypto
 from portal.knox import hosts
+from portal.workers import LeaseLost, check_lease
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -227,15 +228,20 @@ class JobQuerySet(models.QuerySet["Job"]):
         """Running jobs whose worker stopped renewing its lease (killed, crashed, host lost)."""
         return self.filter(status=Job.Status.RUNNING, lease_until__lt=timezone.now())
 
+    def failed_deliveries(self) -> JobQuerySet:
+        """Queued jobs whose last task ended in an error before a worker claimed them: django-q2 keeps the failed
+        task (its id is the job's task_id) and will not deliver it again."""
+        from django_q.models import Task
+
+        failed = Task.objects.filter(success=False, id__in=self.filter(status=Job.Status.QUEUED).values("task_id"))
+        return self.filter(status=Job.Status.QUEUED, task_id__in=failed.values("id")).exclude(func="")
+
 
 def lease_seconds() -> int:
-    """A job's lease lasts this long without a heartbeat. It must exceed the longest single Knox call including its
-    bounded retries, or a slow but live worker could be taken over while its request is in flight."""
+    """A job's lease lasts this long without a renewal. A live worker renews it from a thread of its own while a
+    Knox call is in flight (portal.workers.LeaseKeeper), so it need not outlast the slowest call: it bounds how
+    long a dead worker's job waits before another host resumes it."""
     return settings.JOB_LEASE_SECONDS
-
-
-class LeaseLost(Exception):
-    """Another worker holds the job now; the current one must stop without touching it."""
 
 
 class Job(models.Model):
@@ -296,7 +302,7 @@ class Job(models.Model):
             models.Index(fields=["status", "lease_until"], name="job_status_lease_idx"),
         ]
         constraints = [
-            # Job.queue_retry relies on it: at most one retry per job, whoever clicks and however often.
+            # Job.create_retry relies on it: at most one retry per job, whoever clicks and however often.
             models.UniqueConstraint(fields=["retry_of"], name="job_one_retry_uniq"),
         ]
 
@@ -367,12 +373,18 @@ class Job(models.Model):
 
     def heartbeat(self, owner: str) -> None:
         """Renew the lease; raise LeaseLost if another worker has taken the job over."""
+        check_lease()
+        if not Job.renew_lease(self.pk, owner):
+            raise LeaseLost(f"job {self.pk} is no longer held by this worker")
+
+    @staticmethod
+    def renew_lease(pk: int, owner: str) -> bool:
+        """Extend `owner`'s lease on job `pk` by a full lease; False when `owner` no longer holds it."""
         now = timezone.now()
-        n = Job.objects.filter(pk=self.pk, lease_owner=owner, status=self.Status.RUNNING).update(
+        n = Job.objects.filter(pk=pk, lease_owner=owner, status=Job.Status.RUNNING).update(
             lease_until=now + timedelta(seconds=lease_seconds()), heartbeat_at=now
         )
-        if n != 1:
-            raise LeaseLost(f"job {self.pk} is no longer held by this worker")
+        return n == 1
 
     def set_total(self, total: int) -> None:
         Job.objects.filter(pk=self.pk).update(total=total, version=F("version") + 1)
@@ -402,12 +414,29 @@ class Job(models.Model):
         self._end(self.Status.FAILED, error_summary)
 
     def _end(self, status: str, error_summary: str) -> None:
+        check_lease()  # only the lease holder ends a running job
         now = timezone.now()
         Job.objects.filter(pk=self.pk).exclude(status__in=self.FINISHED).update(
             status=status, error_summary=error_summary[:5000], finished_at=now, heartbeat_at=now,
             lease_owner="", lease_until=None, version=F("version") + 1,
         )  # fmt: skip
         self.refresh_from_db()
+
+    def create_retry(self, **fields: Any) -> tuple[Job, bool]:
+        """The job that retries this one's failed devices, created at most once (job_one_retry_uniq).
+
+        Returns (the retry, True) when this call created it, and (the existing retry, False) when another click,
+        a replayed POST or a concurrent request got there first: a failed set is sent to Knox again once, and a
+        device a retry has handled is never sent again by a retry of an older job. Retry the retry instead.
+        """
+        existing = Job.objects.filter(retry_of=self).first()
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic():
+                return Job.objects.create(retry_of=self, **fields), True
+        except IntegrityError:
+            return Job.objects.get(retry_of=self), False
 
     def cancel(self) -> bool:
         """Cancel a job that no worker has started yet. Returns False when it is already running or finished."""

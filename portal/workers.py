@@ -9,18 +9,107 @@ every-minute `resume_stale_jobs` schedule: from here we cannot tell whether a re
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
 import socket
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from django.db import models
+from django.db import DatabaseError, connection, connections, models
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now; the current one must stop without touching it."""
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a job's lease from a thread of its own while the job's work runs, so a live worker never loses its
+    lease however long one Knox call takes (issue 13 §4: a call that outlived the lease let a second worker run the
+    same job).
+
+    The lease is renewed every quarter of its length. A renewal that finds the job held by someone else sets
+    `lost`: the worker's next `Job.heartbeat()` raises LeaseLost, and so does the next Knox request it tries
+    (`check_lease()`, called by portal.knox.http before every attempt), so a worker that lost its lease sends
+    nothing more. A renewal that fails because the database is unavailable is tried again at the next tick; the
+    lease then still has three quarters of its length to run.
+
+    Only meaningful when the job's row is committed: inside a transaction (tests, a synchronous run inside a
+    request) another connection cannot see it, and the worker's own heartbeats are all there is.
+    """
+
+    def __init__(self, job_pk: int, owner: str, lease_seconds: float) -> None:
+        super().__init__(name=f"lease-{job_pk}", daemon=True)
+        self.job_pk = job_pk
+        self.owner = owner
+        self.interval = max(0.25, lease_seconds / 4)
+        self.lost = threading.Event()
+        self._halt = threading.Event()
+        self.renewals = 0
+
+    def run(self) -> None:
+        from portal.models import Job
+
+        try:
+            while not self._halt.wait(self.interval):
+                try:
+                    held = Job.renew_lease(self.job_pk, self.owner)
+                except DatabaseError as e:
+                    logger.warning("job %s: could not renew its lease (%s); trying again", self.job_pk, e)
+                    continue
+                if not held:
+                    logger.warning("job %s: its lease is held by another worker now; this one stops", self.job_pk)
+                    self.lost.set()
+                    return
+                self.renewals += 1
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+
+
+# The lease the current thread's job runs under; portal.knox.http checks it before every request to Knox.
+_current_lease: contextvars.ContextVar[LeaseKeeper | None] = contextvars.ContextVar("current_lease", default=None)
+
+
+def check_lease() -> None:
+    """Raise LeaseLost when the job this thread works on has been taken over by another worker."""
+    keeper = _current_lease.get()
+    if keeper is not None and keeper.lost.is_set():
+        raise LeaseLost(f"job {keeper.job_pk} is no longer held by this worker")
+
+
+class held_lease:
+    """`with held_lease(job_pk, owner, seconds):` keeps the lease renewed while the block runs (see LeaseKeeper)."""
+
+    def __init__(self, job_pk: int, owner: str, lease_seconds: float) -> None:
+        self.keeper: LeaseKeeper | None = None
+        if not connection.in_atomic_block:
+            self.keeper = LeaseKeeper(job_pk, owner, lease_seconds)
+
+    @property
+    def lost(self) -> bool:
+        return self.keeper is not None and self.keeper.lost.is_set()
+
+    def __enter__(self) -> LeaseKeeper | None:
+        if self.keeper is not None:
+            self.keeper.start()
+        self._token = _current_lease.set(self.keeper)
+        return self.keeper
+
+    def __exit__(self, *exc: object) -> None:
+        _current_lease.reset(self._token)
+        if self.keeper is not None:
+            self.keeper.stop()
+
 
 _HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 

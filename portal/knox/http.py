@@ -45,6 +45,7 @@ from django.conf import settings
 from portal.knox import errors
 from portal.knox.auth import authenticator_for
 from portal.knox.ratelimit import RateLimiter, limit_for
+from portal.workers import check_lease
 
 if TYPE_CHECKING:
     from portal.models import KnoxAccount
@@ -217,6 +218,8 @@ class KnoxSession:
                 send_headers.update(auth.headers(self))
             if service != "auth":
                 self.limiter(service).acquire()
+            # A job's worker that lost its lease (another worker took the job over) sends nothing more.
+            check_lease()
             started = time.monotonic()
             try:
                 raw = _session_for(self.account.pk).request(

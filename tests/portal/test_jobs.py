@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import re
+import time
 from unittest import mock
 
 import pytest
+from django.conf import settings
+from django.test import SimpleTestCase, TransactionTestCase
+from django.utils import timezone
 
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase
@@ -218,3 +223,129 @@ def test_a_title_quoting_a_long_file_name_is_cut_not_refused():
     job = Job.objects.create(kind="kdp.parse", title="Read " + "x" * 255)
     job.refresh_from_db()
     assert len(job.title) == Job._meta.get_field("title").max_length
+
+
+class LeaseKeeperTestCase(TransactionTestCase):
+    """The lease renewed from a thread while the job's work runs (issue 13 §4). A TransactionTestCase: the keeper's
+    own database connection must see the committed job row, as it does in a real worker."""
+
+    def test_it_renews_the_lease_while_the_work_blocks(self):
+        from datetime import timedelta
+
+        from django.test import override_settings
+        from django.utils import timezone
+
+        from portal.tasks import run_job
+
+        seen = {}
+
+        def slow_knox_call(job, owner):
+            # The work never calls heartbeat itself: it waits on "Knox" for 3 lease renewal intervals.
+            time.sleep(1.6)
+            seen["lease_until"] = Job.objects.get(pk=job.pk).lease_until
+            seen["stale"] = list(Job.objects.stale())
+
+        job = Job.objects.create(kind="k")
+        with override_settings(JOB_LEASE_SECONDS=1):
+            claimed_at = timezone.now()
+            run_job(job.pk, slow_knox_call)
+        assert seen["stale"] == []
+        assert seen["lease_until"] > claimed_at + timedelta(seconds=1.5)
+        job.refresh_from_db()
+        assert job.status == Job.Status.SUCCEEDED
+
+    def test_a_worker_whose_lease_was_taken_sends_nothing_more(self):
+        import responses
+
+        from portal.knox.http import KnoxSession
+        from portal.models import KnoxAccount, LeaseLost
+        from portal.tasks import run_job
+
+        account = KnoxAccount.objects.create(
+            name="gen1", kdp_generation="gen1", auth_mode="gen1_key", reseller_id="R1", environment="sandbox"
+        )
+        account.set_secret("gen1_api_key", "k")
+        account.save()
+        outcome = {}
+
+        def taken_over_mid_job(job, owner):
+            # Another worker takes the job (its lease looked expired to it), then this one tries to call Knox.
+            Job.objects.filter(pk=job.pk).update(lease_owner="someone-else")
+            time.sleep(0.6)  # the keeper's next renewal finds out
+            with responses.RequestsMock(assert_all_requests_are_fired=False) as knox:
+                knox.add(responses.POST, re.compile(".*"), json={})
+                try:
+                    KnoxSession(account).request(
+                        "kdp_gen1", "POST", "/bulkenroll/v1/reseller/customers", idempotent=True
+                    )
+                except LeaseLost:
+                    outcome["raised"] = True
+                outcome["sent"] = len(knox.calls)
+
+        job = Job.objects.create(kind="k")
+        from django.test import override_settings
+
+        with override_settings(JOB_LEASE_SECONDS=1):
+            run_job(job.pk, taken_over_mid_job)
+        assert outcome == {"raised": True, "sent": 0}
+        job.refresh_from_db()
+        assert job.status == Job.Status.RUNNING and job.lease_owner == "someone-else"  # left to its new holder
+
+
+class FailedDeliveryTestCase(BaseTestCase):
+    def test_a_queued_job_whose_delivery_failed_is_delivered_again_then_given_up(self):
+        from django_q.models import Task
+
+        from portal.tasks import MAX_FAILED_DELIVERIES, resume_stale_jobs
+
+        job = Job.objects.create(kind="kdp.upload", func="kdp.tasks.run_transfer", task_id="t1")
+        waiting = Job.objects.create(kind="kdp.upload", func="kdp.tasks.run_transfer", task_id="t-pending")
+        now = timezone.now()
+        Task.objects.create(id="t1", name="job-1", func=job.func, started=now, stopped=now, success=False)
+        for attempt in range(1, MAX_FAILED_DELIVERIES + 1):
+            with mock.patch("django_q.tasks.async_task", return_value=f"t{attempt + 1}") as send:
+                assert resume_stale_jobs() == 1
+            assert send.call_args.args == ("kdp.tasks.run_transfer", job.pk)
+            Task.objects.create(id=f"t{attempt + 1}", name="x", func=job.func, started=now, stopped=now, success=False)
+        assert resume_stale_jobs() == 0
+        job.refresh_from_db()
+        waiting.refresh_from_db()
+        assert job.status == Job.Status.FAILED and "No worker could start this job" in job.error_summary
+        assert waiting.status == Job.Status.QUEUED  # its task is still in the queue: left alone
+
+    def test_a_claim_is_tried_again_while_the_database_is_locked(self):
+        from django.db import OperationalError
+
+        from portal import tasks
+
+        job = Job.objects.create(kind="k")
+        real_claim = Job.claim
+        calls = []
+
+        def locked_twice(self, owner):
+            calls.append(owner)
+            if len(calls) < 3:
+                raise OperationalError("database is locked")
+            return real_claim(self, owner)
+
+        with mock.patch.object(Job, "claim", locked_twice), mock.patch.object(tasks.time, "sleep") as slept:
+            tasks.run_job(job.pk, lambda j, o: None)
+        assert len(calls) == 3 and slept.call_count == 2
+        job.refresh_from_db()
+        assert job.status == Job.Status.SUCCEEDED
+
+
+class LeaseConfigurationTestCase(SimpleTestCase):
+    def test_a_configuration_that_breaks_the_lease_rule_refuses_to_start(self):
+        from django.test import override_settings
+
+        from portal.checks import job_lease
+
+        assert job_lease(None) == []
+        with override_settings(JOB_LEASE_SECONDS=2):
+            assert [e.id for e in job_lease(None)] == ["portal.E002"]
+        with override_settings(JOB_LEASE_SECONDS=4000):
+            assert [e.id for e in job_lease(None)] == ["portal.E003"]
+        cluster = {**settings.Q_CLUSTER, "retry": settings.Q_CLUSTER["timeout"]}
+        with override_settings(Q_CLUSTER=cluster):
+            assert [e.id for e in job_lease(None)] == ["portal.E004"]
