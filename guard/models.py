@@ -283,6 +283,25 @@ def queue_action(
 
     The parameters are validated here too (guard.client.validate), so nothing invalid is ever queued.
     """
+    job, _ = _queue_action(
+        account, action, params, user=user, devices=devices, upload=upload, request=request, confirmation=confirmation
+    )
+    return job
+
+
+def _queue_action(
+    account: KnoxAccount,
+    action: str,
+    params: ActionParams,
+    *,
+    user: Any,
+    devices: list[int] | None = None,
+    upload: Upload | None = None,
+    request: Any = None,
+    confirmation: str = "",
+    retry_of: Job | None = None,
+) -> tuple[Job, bool]:
+    """queue_action, and with `retry_of` a retry created at most once: (the job, whether this call created it)."""
     from guard.client import validate
 
     validate(action, params)
@@ -295,22 +314,84 @@ def queue_action(
         job_params["upload"] = upload.pk
     else:
         job_params["devices"] = list(devices or [])
-    job = Job.objects.create(
-        kind=f"guard.{action}", account=account, created_by=user, params=job_params, total=count,
-        title=f"{spec.label}: {count} device{'s' if count != 1 else ''}",
-    )  # fmt: skip
+    fields = {
+        "kind": f"guard.{action}",
+        "account": account,
+        "created_by": user,
+        "params": job_params,
+        "total": count,
+        "title": f"{spec.label}: {count} device{'s' if count != 1 else ''}",
+    }
+    if retry_of is not None:
+        job, created = retry_of.create_retry(**fields)
+        if not created:
+            return job, False
+    else:
+        job = Job.objects.create(**fields)
     if upload is not None:
         try:
             upload.mark_submitted(job)
         except ValueError:
             job.delete()
             raise
-    summary = {"action": action, "devices": count, "params": params.summary()}
+    summary: dict[str, Any] = {"action": action, "devices": count, "params": params.summary()}
     if confirmation:
         summary["typed_confirmation"] = confirmation
+    if retry_of is not None:
+        summary["retry_of"] = retry_of.pk
     AuditEvent.objects.record(f"guard.{action}", request=request, actor=user, target=job, summary=summary)
     job.enqueue("guard.tasks.run_actions")
-    return job
+    return job, True
+
+
+def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str = "") -> tuple[Job, bool, int]:
+    """Queue `job`'s action again for its failed devices that the portal still knows, once (Job.create_retry).
+
+    Returns (the retry, created, failed rows left out because the portal has no device for them). A job already
+    retried returns its existing retry and False. Raises ValueError with a sentence when there is nothing to retry.
+    """
+    from guard.tasks import params_from
+
+    if not job.is_finished:
+        raise ValueError(f"Job #{job.pk} has not finished yet; retry its failed devices when it has.")
+    existing = Job.objects.filter(retry_of=job).first()
+    if existing is not None:
+        return existing, False, 0
+    failed_ids = (
+        GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
+        .values_list("device_id", flat=True)
+        .distinct()
+    )
+    device_ids = list(
+        GuardDevice.objects.filter(pk__in=list(failed_ids), account=job.account_id)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    if not device_ids:
+        raise ValueError(
+            "None of the failed devices is in the portal's records (any more); sync devices from Knox, then act "
+            "on them from the device list or a spreadsheet."
+        )
+    retry, created = _queue_action(
+        job.account,
+        job.params["action"],
+        params_from(job),
+        user=user,
+        devices=device_ids,
+        request=request,
+        confirmation=confirmation,
+        retry_of=job,
+    )
+    if not created:
+        return retry, False, 0
+    AuditEvent.objects.record(
+        "guard.retry",
+        request=request,
+        actor=user,
+        target=retry,
+        summary={"retry_of": job.pk, "devices": len(device_ids)},
+    )
+    return retry, True, max(0, job.failed - len(device_ids))
 
 
 def queue_sync(account: KnoxAccount, *, user: Any, request: Any = None) -> Job:

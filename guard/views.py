@@ -34,14 +34,14 @@ from guard.models import (
     GuardLicence,
     GuardUpload,
     queue_action,
+    queue_retry,
     queue_sync,
     queue_upload,
 )
-from guard.tasks import params_from
 from portal import exports
 from portal.knox import errors
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm
+from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_exists_message
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
@@ -521,51 +521,27 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    """Queue the job's action again for its failed devices that the portal still knows."""
+    """Queue the job's action again for its failed devices that the portal still knows (once per job)."""
     the_job = _get_job_for_user(request, pk)
     if the_job.kind not in ACTION_KINDS:
         return HttpResponseBadRequest("Only Knox Guard action jobs can be retried")
     spec = ACTIONS[the_job.params["action"]]
     _check_may_act(request, spec)
-    if not the_job.is_finished:
-        messages.error(request, f"Job #{the_job.pk} has not finished yet; retry its failed devices when it has.")
-        return redirect("guard:job", the_job.pk)
-    failed_ids = (
-        GuardAction.objects.filter(job=the_job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
-        .values_list("device_id", flat=True)
-        .distinct()
-    )
-    device_ids = list(
-        GuardDevice.objects.filter(pk__in=list(failed_ids), account=the_job.account_id)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-    if not device_ids:
-        messages.error(
-            request,
-            "None of the failed devices is in the portal's records (any more); sync devices from Knox, then act "
-            "on them from the device list or a spreadsheet.",
-        )
-        return redirect("guard:job", the_job.pk)
     try:
-        retry = queue_action(
-            the_job.account, spec.name, params_from(the_job), user=request.user, devices=device_ids, request=request
-        )
+        retry, created, skipped = queue_retry(the_job, user=request.user, request=request)
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
         return redirect("guard:job", the_job.pk)
-    AuditEvent.objects.record(
-        "guard.retry", request=request, target=retry, summary={"retry_of": the_job.pk, "devices": len(device_ids)}
-    )
-    skipped = the_job.failed - len(device_ids)
+    if not created:
+        messages.info(request, retry_exists_message(the_job, retry))
+        return redirect("guard:job", retry.pk)
     note = (
         f" {skipped} failed row{'s' if skipped != 1 else ''} without a device in the portal were left out."
         if skipped > 0
         else ""
     )
     messages.success(
-        request,
-        f"Job #{retry.pk} queued for {len(device_ids)} failed device{'s' if len(device_ids) != 1 else ''}.{note}",
+        request, f"Job #{retry.pk} queued for {retry.total} failed device{'s' if retry.total != 1 else ''}.{note}"
     )
     return redirect("guard:job", retry.pk)
 

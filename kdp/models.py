@@ -282,23 +282,33 @@ class ReconcileItem(models.Model):
         return f"{self.identifier}: {self.get_drift_display()}"
 
 
-def queue_retry(job: Job, *, user: Any, request: Any = None) -> Job:
-    """Queue a new job for just the failed devices of a finished upload/delete job."""
+def queue_retry(job: Job, *, user: Any, request: Any = None) -> tuple[Job, bool]:
+    """Queue a new job for just the failed devices of a finished upload/delete job, once: returns (the retry,
+    created); a job already retried returns its existing retry and False (Job.create_retry)."""
     failed = TransactionDevice.objects.filter(job=job, outcome=TransactionDevice.Outcome.FAILED).count()
     if not job.is_finished or job.kind not in ("kdp.upload", "kdp.delete") or not failed:
         raise ValueError("Only a finished upload or delete job with failed devices can be retried.")
     first = job.kdp_transactions.order_by("sequence").first()
-    params = {"retry_of": job.pk, "profile_alias": first.profile_alias if first else "", "order_no": job.params.get("order_no", ""),
-              "order_time": job.params.get("order_time")}  # fmt: skip
-    retry = Job.objects.create(
-        kind=job.kind, account=job.account, created_by=user, params=params, total=failed,
+    params = {
+        "retry_of": job.pk,
+        "profile_alias": first.profile_alias if first else "",
+        "order_no": job.params.get("order_no", ""),
+        "order_time": job.params.get("order_time"),
+    }
+    retry, created = job.create_retry(
+        kind=job.kind,
+        account=job.account,
+        created_by=user,
+        params=params,
+        total=failed,
         title=f"Retry {failed} failed device{'s' if failed != 1 else ''} of job #{job.pk}",
-    )  # fmt: skip
-    AuditEvent.objects.record(
-        "kdp.retry", request=request, actor=user, target=retry, summary={"retry_of": job.pk, "devices": failed}
     )
-    retry.enqueue("kdp.tasks.run_transfer")
-    return retry
+    if created:
+        AuditEvent.objects.record(
+            "kdp.retry", request=request, actor=user, target=retry, summary={"retry_of": job.pk, "devices": failed}
+        )
+        retry.enqueue("kdp.tasks.run_transfer")
+    return retry, created
 
 
 def queue_delete_matching(account: KnoxAccount, filters: dict[str, Any], *, user: Any, request: Any = None) -> Job:

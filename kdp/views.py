@@ -41,7 +41,7 @@ from portal import exports
 from portal.charts import bar_chart_svg, daily_series
 from portal.forms import MAX_ID
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm
+from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_exists_message
 
 PAGE_SIZE = 50
 KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.reconcile")
@@ -302,11 +302,14 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     the_job = _get_kdp_job_for_user(request, pk)
     try:
-        retry = queue_retry(the_job, user=request.user, request=request)
+        retry, created = queue_retry(the_job, user=request.user, request=request)
     except ValueError as e:
         messages.error(request, str(e))
         return redirect("kdp:job", the_job.pk)
-    messages.success(request, f"Job #{retry.pk} queued for the {retry.total} failed devices.")
+    if created:
+        messages.success(request, f"Job #{retry.pk} queued for the {retry.total} failed devices.")
+    else:
+        messages.info(request, retry_exists_message(the_job, retry))
     return redirect("kdp:job", retry.pk)
 
 

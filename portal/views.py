@@ -348,6 +348,14 @@ def service_index(request: HttpRequest, *, service: str, title: str) -> HttpResp
     return render(request, "portal/service_index.html", ctx)
 
 
+def retry_exists_message(original: Job, retry: Job) -> str:
+    """What a second "Retry the failed devices" on the same job says (Job.create_retry queues one retry)."""
+    return (
+        f"Job #{original.pk} was already retried as job #{retry.pk} ({retry.get_status_display().lower()}); "
+        "nothing new was queued. If devices still fail there, retry them from that job."
+    )
+
+
 PREVIEW_PAGE_SIZE = 50
 
 

@@ -141,6 +141,18 @@ class JobRetryTestCase(GuardJobTestCase):
         assert retry.params["action_params"] == job.params["action_params"]
         assert AuditEvent.objects.get(action="guard.retry").summary == {"retry_of": job.pk, "devices": 1}
 
+    def test_a_second_retry_of_the_same_job_queues_nothing_and_says_so(self):
+        job = self.finished()
+        self.client.force_login(self.admin)
+        first = self.client.post(f"/guard/jobs/{job.pk}/retry/")
+        retry = Job.objects.get(retry_of=job)
+        again = self.client.post(f"/guard/jobs/{job.pk}/retry/", follow=True)
+        assert again.redirect_chain[0][0] == first["Location"] == f"/guard/jobs/{retry.pk}/"
+        self.assertContains(again, f"Job #{job.pk} was already retried as job #{retry.pk}")
+        assert Job.objects.count() == 2
+        assert AuditEvent.objects.filter(action="guard.retry").count() == 1
+        assert AuditEvent.objects.filter(action="guard.lock", target_id=str(retry.pk)).count() == 1
+
     def test_an_operator_gets_403_retrying_a_lock_but_may_retry_a_blink(self):
         lock = self.finished("lock")
         self.client.force_login(self.operator)

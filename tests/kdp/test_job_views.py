@@ -249,6 +249,20 @@ class RetryTestCase(BaseTestCase):
         self.assertContains(page, f"Job #{retry.pk} queued for the 2 failed devices.")
         self.assertContains(page, f'<a href="/kdp/jobs/{self.job.pk}/">job #{self.job.pk}</a>')
 
+    def test_a_second_retry_of_the_same_job_queues_nothing_and_says_so(self):
+        # A double click, another operator, or a replayed POST long after (issue 13 §5).
+        self.client.force_login(self.operator)
+        first = self.client.post(self.url)
+        retry = Job.objects.get(retry_of=self.job)
+        self.client.force_login(self.admin)
+        again = self.client.post(self.url, follow=True)
+        assert again.redirect_chain[0][0] == first["Location"] == f"/kdp/jobs/{retry.pk}/"
+        self.assertContains(again, f"Job #{self.job.pk} was already retried as job #{retry.pk} (queued)")
+        Job.objects.filter(pk=retry.pk).update(status=Job.Status.SUCCEEDED)
+        self.client.post(self.url)
+        assert Job.objects.filter(kind="kdp.upload").count() == 2
+        assert AuditEvent.objects.filter(action="kdp.retry").count() == 1
+
     def test_it_refuses_a_job_without_failures(self):
         clean = finished_job(self.customer, succeeded=fresh_imeis(2, "35300000"))
         self.client.force_login(self.operator)

@@ -111,6 +111,47 @@ class Stack:
         self.clusters.append(proc)
         return proc
 
+    def start_web(self) -> str:
+        """The portal's web server (runserver, threaded like a real one) on a free port; returns its base URL."""
+        port = free_port()
+        self.web = self._spawn("web", "runserver", "--noreload", f"127.0.0.1:{port}")
+        self.clusters.append(self.web)  # stopped with the rest
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: self._answers(f"{url}/healthz"), 60, "the web server to answer")
+        return url
+
+    @staticmethod
+    def _answers(url: str) -> bool:
+        try:
+            return requests.get(url, timeout=2).status_code < 500
+        except requests.RequestException:
+            return False
+
+    def add_user(self, username: str, password: str, group: str) -> None:
+        script = (
+            "from django.contrib.auth.models import Group, User\n"
+            f"u = User.objects.create_user({username!r}, password={password!r})\n"
+            f"u.groups.add(Group.objects.get(name={group!r}))\n"
+        )
+        done = self.manage("shell", "-c", script)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    @staticmethod
+    def login(base_url: str, username: str, password: str) -> requests.Session:
+        """A browser-like session signed in to the portal; POSTs carry the CSRF token the way htmx sends it."""
+        session = requests.Session()
+        session.get(f"{base_url}/login/", timeout=30)
+        token = session.cookies["csrftoken"]
+        r = session.post(
+            f"{base_url}/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+            timeout=30,
+            allow_redirects=False,
+        )
+        assert r.status_code == 302, r.text[:500]
+        session.headers["X-CSRFToken"] = session.cookies["csrftoken"]
+        return session
+
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         """kill -9 the whole process group: the sentinel, its workers, the pusher and the monitor at once."""
         signal_group(proc, signal.SIGKILL)
