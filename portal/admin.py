@@ -2,15 +2,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.db import models
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
+from django.db import models, router
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from portal import useraudit
 from portal.forms import KnoxAccountForm
 from portal.models import AuditEvent, Job, KnoxAccount, RateLimitSlot, Upload, UploadRow
+from portal.roles import Authority, permission_labels
 from portal.throttle import ThrottledAdminAuthenticationForm
 
 admin.site.site_header = "Knox reseller portal administration"
@@ -235,3 +241,155 @@ class UploadAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Upload | None = None) -> bool:
         return False
+
+
+# --- staff users and groups: nobody below superuser hands out more than it holds (portal.roles.Authority) -------
+
+GRANT_HELP = (
+    "You can give or take away only what you hold yourself: your own permissions, and groups whose every "
+    "permission you have. Ask a superuser for the rest."
+)
+
+
+def _authority(request: HttpRequest) -> Authority:
+    """The signed-in user's authority, read from the database once per request (not from the session's
+    permission cache, which may be a minute old)."""
+    authority = getattr(request, "_portal_authority", None)
+    if authority is None:
+        authority = Authority.of(request.user)
+        request._portal_authority = authority  # type: ignore[attr-defined]
+    return authority
+
+
+def _refuse_beyond_authority(form: forms.ModelForm, authority: Authority, name: str) -> None:
+    """Add an error to the many-to-many field `name` ("groups", "user_permissions" or "permissions") when the
+    form gives or takes away a group or permission beyond `authority`."""
+    if authority.is_superuser or name not in form.fields or name not in form.cleaned_data:
+        return
+    chosen = set(form.cleaned_data[name])
+    instance = form.instance
+    current = set(getattr(instance, name).all()) if instance.pk is not None else set()
+    changed = chosen ^ current
+    if name == "groups":
+        through = Group.permissions.through.objects.filter(group__in=changed)
+        carried: dict[int, set[int]] = {}
+        for group_id, permission_id in through.values_list("group_id", "permission_id"):
+            carried.setdefault(group_id, set()).add(permission_id)
+        for group in sorted(changed, key=lambda g: g.name):
+            lacking = authority.lacking(carried.get(group.pk, set()))
+            if lacking:
+                form.add_error(
+                    name,
+                    f"Only a superuser can give or take away the group “{group.name}”: it carries "
+                    f"{', '.join(permission_labels(lacking))}, which you do not hold yourself.",
+                )
+    else:
+        lacking = authority.lacking(p.pk for p in changed)
+        if lacking:
+            form.add_error(
+                name,
+                f"Only a superuser can give or take away {', '.join(permission_labels(lacking))}: "
+                "you do not hold it yourself.",
+            )
+
+
+def _within_authority(form_class: type[forms.ModelForm], authority: Authority, names: tuple[str, ...]) -> Any:
+    class Form(form_class):  # type: ignore[valid-type, misc]
+        def clean(self) -> Any:
+            cleaned = super().clean()
+            for name in names:
+                _refuse_beyond_authority(self, authority, name)
+            return cleaned
+
+    Form.__name__ = form_class.__name__
+    return Form
+
+
+class OneEventPerSave(admin.ModelAdmin):
+    """A save of a change form fires a signal for the fields, then one per many-to-many field: audited as one
+    event per object (portal/useraudit.py), written in the save's transaction. Pages that only show need neither."""
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            return super().changeform_view(request, *args, **kwargs)
+        with useraudit.batch(using=router.db_for_write(self.model)):
+            return super().changeform_view(request, *args, **kwargs)
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class PortalUserAdmin(OneEventPerSave, UserAdmin):
+    """Django's user admin, with the rules of portal.roles.Authority for anyone below superuser:
+
+    - superuser and staff status are read-only (not in the form: a POST that includes them changes nothing);
+    - groups and user permissions: only what the editor holds itself may be given or taken away;
+    - a user who holds anything the editor lacks (a superuser above all) is read-only: change form, password
+      form, delete page and bulk delete answer 403.
+    Every change is audited by portal/useraudit.py, one event per save.
+    """
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not request.user.is_superuser:
+            fields += ["is_staff", "is_superuser"]
+        return fields
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or _authority(request).may_manage_user(obj))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or _authority(request).may_manage_user(obj))
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None or request.user.is_superuser:  # the add form has no groups or permissions
+            return form
+        return _within_authority(form, _authority(request), ("groups", "user_permissions"))
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name in ("groups", "user_permissions") and not request.user.is_superuser:
+            kwargs["help_text"] = GRANT_HELP
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        # The bulk action already refuses (has_delete_permission per object); this holds if that ever changes.
+        authority = _authority(request)
+        if not all(authority.may_manage_user(user) for user in queryset):
+            raise PermissionDenied
+        super().delete_queryset(request, queryset)
+
+
+@admin.register(Group)
+class PortalGroupAdmin(OneEventPerSave, GroupAdmin):
+    """Django's group admin; below superuser, a group's permissions change only within what the editor holds,
+    and a group that carries more than the editor holds is read-only for it."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or _authority(request).may_manage_group(obj))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or _authority(request).may_manage_group(obj))
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        if request.user.is_superuser:
+            return form
+        return _within_authority(form, _authority(request), ("permissions",))
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "permissions" and not request.user.is_superuser:
+            kwargs["help_text"] = GRANT_HELP
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Group]) -> None:
+        authority = _authority(request)
+        if not all(authority.may_manage_group(group) for group in queryset):
+            raise PermissionDenied
+        super().delete_queryset(request, queryset)

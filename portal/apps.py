@@ -13,8 +13,12 @@ class PortalConfig(AppConfig):
         # portal's login page and the admin's.
         from django_q.signals import post_spawn
 
-        from portal import checks, signals  # noqa: F401
+        from portal import checks, signals, useraudit  # noqa: F401
         from portal.workers import on_worker_spawn
+
+        # Every change to a user, group or permission (admin, shell, commands) is audited through the model
+        # signals of the auth models: the one hook that also sees `manage.py shell` and createsuperuser.
+        useraudit.connect()
 
         # A worker that starts resumes at once the jobs a dead worker of the same host left running.
         post_spawn.connect(on_worker_spawn, dispatch_uid="portal.resume_orphaned_jobs")

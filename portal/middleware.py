@@ -8,6 +8,8 @@ from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 
+from portal import useraudit
+
 # No inline scripts anywhere: htmx is a static file and behaviour lives in static/js. Inline style attributes
 # are allowed because the Django admin uses them.
 CONTENT_SECURITY_POLICY = (
@@ -15,6 +17,19 @@ CONTENT_SECURITY_POLICY = (
     "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'self'; "
     "object-src 'none'"
 )
+
+
+class AuditActorMiddleware:
+    """Names the signed-in user (and the request's IP) as the author of every change to a user, group or
+    permission made while serving the request (portal/useraudit.py). Without a request, in a shell or a
+    management command, the author is "system"."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with useraudit.acting(request):
+            return self.get_response(request)
 
 
 class SecurityHeadersMiddleware:

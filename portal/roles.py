@@ -6,11 +6,18 @@
   devices.
 Knox Guard lock/unlock/complete/delete need `portal.control_guard_devices` on top of `queue_jobs` because they
 act on end users' phones: give it to individual operators in the admin (Users → user → permissions).
+
+Who may grant what (enforced by portal/admin.py through `Authority`): a superuser anything; anyone else only what
+it holds itself. See `Authority`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from django.db.models import Q
 
 VIEWER = ["portal.access_portal"]
 OPERATOR = [*VIEWER, "portal.queue_jobs"]
@@ -52,3 +59,59 @@ def sync_roles(apps: Any) -> None:
             app_label, codename = perm.split(".")
             objs.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
         group.permissions.set(objs)
+
+
+def held_permission_ids(user: Any) -> set[int]:
+    """The ids of the permissions `user` holds, directly or through its groups, active or not (an inactive user
+    can be made active again, so what it holds still counts)."""
+    from django.contrib.auth.models import Permission
+
+    if user.pk is None:
+        return set()
+    held = Permission.objects.filter(Q(user=user) | Q(group__user=user)).values_list("pk", flat=True).distinct()
+    return set(held)
+
+
+def permission_labels(ids: Iterable[int]) -> list[str]:
+    """ "app_label.codename" of each permission, sorted (what the audit log and error messages show)."""
+    from django.contrib.auth.models import Permission
+
+    rows = Permission.objects.filter(pk__in=list(ids)).values_list("content_type__app_label", "codename")
+    return sorted(f"{app_label}.{codename}" for app_label, codename in rows)
+
+
+@dataclass(frozen=True)
+class Authority:
+    """What a staff member may give or take away in the admin: nothing beyond what it holds itself.
+
+    - A superuser: everything, including superuser and staff status (which only superusers change).
+    - Anyone else: the permissions it holds (directly or through a group), and the groups whose every permission
+      it holds; it may change, reset the password of, or delete only users who hold nothing it lacks (never a
+      superuser), and edit only groups that carry nothing it lacks. Taking away follows the same rule as giving:
+      what it could not grant, it cannot remove either.
+    So an `admin` may put staff in viewer, operator or admin (it holds every permission of the three), but not in
+    a group a superuser made with, say, `auth.delete_user`.
+    """
+
+    is_superuser: bool
+    held: frozenset[int]
+
+    @classmethod
+    def of(cls, user: Any) -> Authority:
+        if user.is_superuser:
+            return cls(is_superuser=True, held=frozenset())
+        return cls(is_superuser=False, held=frozenset(held_permission_ids(user)))
+
+    def lacking(self, permission_ids: Iterable[int]) -> set[int]:
+        """Those of `permission_ids` this authority does not reach."""
+        return set() if self.is_superuser else set(permission_ids) - self.held
+
+    def may_manage_user(self, user: Any) -> bool:
+        if self.is_superuser:
+            return True
+        return not user.is_superuser and not self.lacking(held_permission_ids(user))
+
+    def may_manage_group(self, group: Any) -> bool:
+        if self.is_superuser or group.pk is None:
+            return True
+        return not self.lacking(group.permissions.values_list("pk", flat=True))

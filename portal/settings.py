@@ -164,6 +164,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Changes to users, groups and permissions are audited as done by request.user (portal/useraudit.py).
+    "portal.middleware.AuditActorMiddleware",
     # Every view needs a logged-in user unless it is decorated with @login_not_required (login, /healthz).
     # A login lasts SESSION_COOKIE_AGE from sign-in, not from the last request.
     "portal.middleware.LoginLifetimeMiddleware",

@@ -1,4 +1,5 @@
-"""Audit of authentication events (the only signal handlers in the project; see portal/apps.py)."""
+"""Audit of authentication events (signal handlers; see portal/apps.py). Changes to users, groups and permissions
+are audited by portal/useraudit.py."""
 
 from __future__ import annotations
 
