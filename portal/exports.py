@@ -55,7 +55,9 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet import _writer as openpyxl_writer
 
+from portal.files import temp_file
 from portal.spreadsheets import neutralise_formula
 
 if TYPE_CHECKING:
@@ -234,6 +236,19 @@ def _discard(sheet: WriteOnlyWorksheet) -> None:
             sheet._writer.cleanup()
 
 
+def _write_to_portal_temp(sheet: WriteOnlyWorksheet) -> None:
+    """Write the sheet's rows to a `portal-export-*` file in PORTAL_TEMP_DIR instead of openpyxl's own file in the
+    system's temporary folder, so that `cleanup_uploads` can find it if the process is killed mid-export.
+
+    openpyxl makes the writer at the first row, once the layout is set; this does the same with our file. It is
+    registered as openpyxl's own, which then deletes it after saving (or at exit), as it would its own.
+    """
+    path = temp_file("export", ".xml")
+    openpyxl_writer.ALL_TEMP_FILES.append(path)
+    sheet._writer = openpyxl_writer.WorksheetWriter(sheet, out=path)
+    sheet._writer.write_top()
+
+
 def _limited(rows: Iterator[Any], limit: int) -> Iterator[Any]:
     # Not itertools.islice: that would read one row past the limit, and the caller needs it to tell "exactly
     # max_rows" from "more".
@@ -248,6 +263,7 @@ def _start_sheet(sheet: WriteOnlyWorksheet, columns: Sequence[Column]) -> None:
     for number, column in enumerate(columns, 1):
         sheet.column_dimensions[get_column_letter(number)].width = column.width
     sheet.freeze_panes = "A2"
+    _write_to_portal_temp(sheet)
     header = []
     for column in columns:
         cell = WriteOnlyCell(sheet, _xlsx_text(column.header))
@@ -365,6 +381,7 @@ def device_template_xlsx() -> bytes:
 
     help_sheet = workbook.create_sheet("How to fill in")
     help_sheet.column_dimensions["A"].width = 110
+    _write_to_portal_temp(help_sheet)
     for number, line in enumerate(TEMPLATE_INSTRUCTIONS):
         cell = WriteOnlyCell(help_sheet, line)
         cell.alignment = Alignment(wrap_text=True)

@@ -407,7 +407,9 @@ def test_xlsx_without_note_when_the_list_fits_exactly() -> None:
     assert not any("cut at" in str(cell) for row in exported for cell in row)
 
 
-def test_xlsx_failure_leaves_no_temporary_files() -> None:
+def test_xlsx_failure_leaves_no_temporary_files(settings, tmp_path) -> None:
+    settings.PORTAL_TEMP_DIR = tmp_path
+
     def rows() -> Iterator[dict[str, str]]:
         yield {"imei": "359221145350335"}
         raise RuntimeError("the database went away")
@@ -419,6 +421,22 @@ def test_xlsx_failure_leaves_no_temporary_files() -> None:
     with pytest.raises(RuntimeError, match="went away"):
         xlsx_response(COLUMNS, rows(), "x", "x")
     assert openpyxl_files() <= before
+    assert os.listdir(tmp_path) == []
+
+
+def test_xlsx_is_built_in_the_portals_own_temporary_folder(settings, tmp_path) -> None:
+    # A killed process leaves the half-built sheet behind; named portal-*, the clean-up finds it (portal.cleanup).
+    settings.PORTAL_TEMP_DIR = tmp_path
+    seen: list[str] = []
+
+    def rows() -> Iterator[dict[str, str]]:
+        seen.extend(os.listdir(tmp_path))
+        yield {"imei": "359221145350335"}
+
+    exported = xlsx_rows(xlsx_response(COLUMNS, rows(), "x", "x"))
+    assert exported[1][0] == "359221145350335"
+    assert len(seen) == 1 and seen[0].startswith("portal-export-"), seen
+    assert os.listdir(tmp_path) == []  # deleted once the workbook was saved
 
 
 def test_xlsx_max_rows_must_fit_in_excel() -> None:
