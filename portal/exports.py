@@ -86,6 +86,7 @@ _CSV_NEEDS_QUOTES = re.compile(r"[,;\t\"'\r\n=+\-@]")
 # A formula character at the start of a cell that a split at ",", ";", tab or a line break would begin. Spaces and
 # quotation marks in front of it do not make it safe (a reader may drop them).
 _CSV_CELL_START = re.compile(r"(?:^|(?<=[,;\t\r\n]))([ \"]*)(?=[=+\-@])")
+_CSV_MAY_SPLIT = re.compile(r"[,;\t\r\n]|^[ \"]")  # where _CSV_CELL_START can match at all
 # Rows are sent in pieces of about this size: one piece per row would mean a million tiny writes to the socket.
 _CSV_CHUNK_CHARS = 64 * 1024
 _TEXT_FORMAT = "@"
@@ -150,9 +151,9 @@ def _csv_line(fields: list[str]) -> str:
 def _csv_cell(kind: Kind, value: Any) -> str:
     value = _typed(kind, value)
     if isinstance(value, datetime.datetime):
-        return _csv_field(value.isoformat(timespec="seconds") + "Z")
+        return '"' + value.isoformat(timespec="seconds") + 'Z"'  # quoted: it holds "-"
     if isinstance(value, datetime.date):
-        return _csv_field(value.isoformat())
+        return '"' + value.isoformat() + '"'
     if value is None:
         return ""
     if isinstance(value, str):
@@ -164,7 +165,9 @@ def _csv_text(text: str) -> str:
     """Text from the database or the user's own file, as an inert CSV field (see _CSV_NEEDS_QUOTES)."""
     if _CSV_NEEDS_QUOTES.search(text) is None:
         return text  # most cells: nothing to neutralise (every formula character is in that set)
-    text = _CSV_CELL_START.sub(r"\1'", neutralise_formula(text))
+    text = neutralise_formula(text)
+    if _CSV_MAY_SPLIT.search(text) is not None:  # most quoted cells only hold a "-", as in SM-G991B
+        text = _CSV_CELL_START.sub(r"\1'", text)
     return '"' + text.replace('"', '""') + '"'
 
 
