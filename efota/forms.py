@@ -15,6 +15,7 @@ from efota.client import EfotaValidationError, Ids, check_ids, clean_serials
 from efota.constants import EFOTA_LATEST_FIRMWARE, EFOTA_NETWORK_TYPES
 from efota.models import EfotaGroup, EfotaLicence
 from portal import spreadsheets
+from portal.forms import FileField
 from portal.models import KnoxAccount
 
 # A force update job stores its serial numbers in Job.params and starts one E-FOTA call per 100 devices; beyond
@@ -174,7 +175,7 @@ class SerialsMixin(forms.Form):
         label="Serial numbers", required=False, widget=forms.Textarea(attrs={"rows": 6}),
         help_text="One per line, or separated by commas: 11 letters and digits each.",
     )  # fmt: skip
-    file = forms.FileField(
+    file = FileField(
         label="…or a spreadsheet", required=False, allow_empty_file=True,
         help_text="Excel (.xlsx, .xls) or CSV with a “Serial Number” column; only valid serial numbers are used.",
     )  # fmt: skip

@@ -22,6 +22,7 @@ from guard.constants import (
     KG_MESSAGE_MAX_LENGTH,
 )
 from guard.models import GuardAction
+from portal.forms import FileField
 from portal.models import KnoxAccount
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
@@ -258,7 +259,7 @@ class UploadFlagsForm(forms.Form):
 class StagingForm(forms.Form):
     """A spreadsheet for a Knox Guard account (bulk action or upload to Knox Guard)."""
 
-    file = forms.FileField(
+    file = FileField(
         label="Spreadsheet",
         help_text="Excel (.xlsx, .xls) or CSV; one device per row: IMEI or serial number, optionally Approve ID.",
         allow_empty_file=True,  # clean_file explains an empty file better than Django's generic message

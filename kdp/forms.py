@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 
 from kdp.models import Customer, Device, ProfileAlias, TransactionDevice
-from portal.forms import MAX_ID, FilterDateField
+from portal.forms import MAX_ID, FileField, FilterDateField
 from portal.models import KnoxAccount, Upload
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
@@ -21,7 +21,7 @@ def kdp_accounts() -> list[KnoxAccount]:
 
 class UploadForm(forms.Form):
     # allow_empty_file: our own clean_file explains an empty file better than Django's generic message.
-    file = forms.FileField(
+    file = FileField(
         label="Spreadsheet", help_text="Excel (.xlsx, .xls) or CSV; one device per row.", allow_empty_file=True
     )
     account = forms.ModelChoiceField(queryset=KnoxAccount.objects.none(), label="Knox account", empty_label=None)

@@ -172,6 +172,9 @@ def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
     if staged.status == Upload.Status.SUBMITTED:
         messages.error(request, "This spreadsheet was already submitted; upload it again to change how it is read.")
         return redirect("kdp:upload_detail", staged.pk)
+    if staged.file_deleted_at:
+        messages.error(request, staged.file_deleted_notice)
+        return redirect("kdp:upload_detail", staged.pk)
     if not form.is_valid():
         messages.error(request, "The sheet or column name is too long; choose one from the lists.")
         return redirect("kdp:upload_detail", staged.pk)

@@ -14,11 +14,13 @@ class PortalConfig(AppConfig):
         from django_q.signals import post_spawn
 
         from portal import checks, signals, useraudit  # noqa: F401
+        from portal.files import allow_long_part_headers
         from portal.workers import on_worker_spawn
 
         # Every change to a user, group or permission (admin, shell, commands) is audited through the model
         # signals of the auth models: the one hook that also sees `manage.py shell` and createsuperuser.
         useraudit.connect()
+        allow_long_part_headers()
 
         # A worker that starts resumes at once the jobs a dead worker of the same host left running.
         post_spawn.connect(on_worker_spawn, dispatch_uid="portal.resume_orphaned_jobs")

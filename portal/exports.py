@@ -13,9 +13,12 @@
 A `Column` takes its value from each row with `key`: a mapping key (a missing key is an empty cell), an attribute
 name, or a callable that gets the row. Its `kind` decides how the value is written:
 
-- "text": `str(value)`, made inert with `neutralise_formula` (a leading =, +, -, @, tab or CR gets a quote), so a
-  cell can never run as a formula in Excel, LibreOffice or Google Sheets. Header texts are treated the same way,
-  since invalid-row downloads repeat headers from the user's own file.
+- "text": `str(value)`, made inert with `neutralise_formula` (a leading =, +, -, @, tab, CR or LF gets a quote), so
+  a cell can never run as a formula in Excel, LibreOffice or Google Sheets. Header texts are treated the same way,
+  since invalid-row downloads repeat headers from the user's own file. In a CSV, a field holding a separator, a
+  quote, a line break or a formula character anywhere is also wrapped in double quotes, and a formula character
+  right after a separator or line break inside it gets the quote too: Excel in a ";" locale splits our "," file
+  at every ";" (see _CSV_NEEDS_QUOTES). Plain digits, IMEIs and plain words stay bare.
 - "identifier": IMEI, serial number, MEID, order number, customer ID. Always text, never a number: in the xlsx the
   cell is a string with number format "@", so 359221145350335 never becomes 3.59221E+14 and 0123 keeps its zero.
 - "number": ints, floats and Decimals stay numbers; anything else is written as "text".
@@ -34,7 +37,6 @@ lists longer than Excel holds.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime
 import functools
 import io
@@ -53,7 +55,9 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet import _writer as openpyxl_writer
 
+from portal.files import temp_file
 from portal.spreadsheets import neutralise_formula
 
 if TYPE_CHECKING:
@@ -70,6 +74,19 @@ Kind = Literal["text", "identifier", "number", "datetime"]
 _KINDS = ("text", "identifier", "number", "datetime")
 
 _BOM = "\ufeff"
+# OWASP, "CSV Injection" (https://owasp.org/www-community/attacks/CSV_Injection), which this follows: no cell may
+# begin with =, +, -, @, tab, carriage return or line feed; and a value's own separators ("," ";") and quotes can
+# start a new cell in a program that splits on another separator (Excel in a ";" locale reads our "," file as
+# one cell per ";"), so such fields are wrapped in double quotes with their quotes doubled, and a formula
+# character that a split would put first gets the single quote as well. The page lists neither "|" nor "%" ("|"
+# only acts inside a formula, as in =cmd|..., which the first rule already stops), so they are plain text here.
+#
+# A field is quoted when it holds any of these; plain text and plain digits (IMEIs, serial numbers) stay bare.
+_CSV_NEEDS_QUOTES = re.compile(r"[,;\t\"'\r\n=+\-@]")
+# A formula character at the start of a cell that a split at ",", ";", tab or a line break would begin. Spaces and
+# quotation marks in front of it do not make it safe (a reader may drop them).
+_CSV_CELL_START = re.compile(r"(?:^|(?<=[,;\t\r\n]))([ \"]*)(?=[=+\-@])")
+_CSV_MAY_SPLIT = re.compile(r"[,;\t\r\n]|^[ \"]")  # where _CSV_CELL_START can match at all
 # Rows are sent in pieces of about this size: one piece per row would mean a million tiny writes to the socket.
 _CSV_CHUNK_CHARS = 64 * 1024
 _TEXT_FORMAT = "@"
@@ -110,33 +127,54 @@ def stream_csv(columns: Sequence[Column], rows: Iterable[Any], filename: str) ->
 
 
 def _csv_chunks(columns: Sequence[Column], rows: Iterable[Any]) -> Iterator[bytes]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    buffer.write(_BOM)
-    writer.writerow([neutralise_formula(column.header) for column in columns])
     # The header goes out before the first row is read, so the browser shows the download at once.
-    yield buffer.getvalue().encode()
-    buffer.seek(0)
-    buffer.truncate()
+    yield (_BOM + _csv_line([_csv_text(column.header) for column in columns])).encode()
+    lines: list[str] = []
+    size = 0
     for row in rows:
-        writer.writerow([_csv_cell(column.kind, column.value(row)) for column in columns])
-        if buffer.tell() >= _CSV_CHUNK_CHARS:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue().encode()
+        line = _csv_line([_csv_cell(column.kind, column.value(row)) for column in columns])
+        lines.append(line)
+        size += len(line)
+        if size >= _CSV_CHUNK_CHARS:
+            yield "".join(lines).encode()
+            lines, size = [], 0
+    if lines:
+        yield "".join(lines).encode()
+
+
+def _csv_line(fields: list[str]) -> str:
+    if fields == [""]:
+        return '""\r\n'  # a row of one empty cell; a blank line would be skipped by readers
+    return ",".join(fields) + "\r\n"
 
 
 def _csv_cell(kind: Kind, value: Any) -> str:
     value = _typed(kind, value)
     if isinstance(value, datetime.datetime):
-        return value.isoformat(timespec="seconds") + "Z"
+        return '"' + value.isoformat(timespec="seconds") + 'Z"'  # quoted: it holds "-"
     if isinstance(value, datetime.date):
-        return value.isoformat()
+        return '"' + value.isoformat() + '"'
     if value is None:
         return ""
-    return str(value)
+    if isinstance(value, str):
+        return _csv_text(value)
+    return _csv_field(str(value))  # a number
+
+
+def _csv_text(text: str) -> str:
+    """Text from the database or the user's own file, as an inert CSV field (see _CSV_NEEDS_QUOTES)."""
+    if _CSV_NEEDS_QUOTES.search(text) is None:
+        return text  # most cells: nothing to neutralise (every formula character is in that set)
+    text = neutralise_formula(text)
+    if _CSV_MAY_SPLIT.search(text) is not None:  # most quoted cells only hold a "-", as in SM-G991B
+        text = _CSV_CELL_START.sub(r"\1'", text)
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _csv_field(text: str) -> str:
+    if _CSV_NEEDS_QUOTES.search(text) is None:
+        return text
+    return '"' + text.replace('"', '""') + '"'
 
 
 # --- xlsx ---------------------------------------------------------------------------------------------------
@@ -201,6 +239,19 @@ def _discard(sheet: WriteOnlyWorksheet) -> None:
             sheet._writer.cleanup()
 
 
+def _write_to_portal_temp(sheet: WriteOnlyWorksheet) -> None:
+    """Write the sheet's rows to a `portal-export-*` file in PORTAL_TEMP_DIR instead of openpyxl's own file in the
+    system's temporary folder, so that `cleanup_uploads` can find it if the process is killed mid-export.
+
+    openpyxl makes the writer at the first row, once the layout is set; this does the same with our file. It is
+    registered as openpyxl's own, which then deletes it after saving (or at exit), as it would its own.
+    """
+    path = temp_file("export", ".xml")
+    openpyxl_writer.ALL_TEMP_FILES.append(path)
+    sheet._writer = openpyxl_writer.WorksheetWriter(sheet, out=path)
+    sheet._writer.write_top()
+
+
 def _limited(rows: Iterator[Any], limit: int) -> Iterator[Any]:
     # Not itertools.islice: that would read one row past the limit, and the caller needs it to tell "exactly
     # max_rows" from "more".
@@ -215,6 +266,7 @@ def _start_sheet(sheet: WriteOnlyWorksheet, columns: Sequence[Column]) -> None:
     for number, column in enumerate(columns, 1):
         sheet.column_dimensions[get_column_letter(number)].width = column.width
     sheet.freeze_panes = "A2"
+    _write_to_portal_temp(sheet)
     header = []
     for column in columns:
         cell = WriteOnlyCell(sheet, _xlsx_text(column.header))
@@ -332,6 +384,7 @@ def device_template_xlsx() -> bytes:
 
     help_sheet = workbook.create_sheet("How to fill in")
     help_sheet.column_dimensions["A"].width = 110
+    _write_to_portal_temp(help_sheet)
     for number, line in enumerate(TEMPLATE_INSTRUCTIONS):
         cell = WriteOnlyCell(help_sheet, line)
         cell.alignment = Alignment(wrap_text=True)

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from portal.files import FILE_NAME_MAX_CHARS
 from portal.knox.auth import KeysFileError, KnoxKeys, parse_keys_json
 from portal.models import Job, KnoxAccount, UploadRow
 
@@ -33,6 +34,27 @@ class FilterDateField(forms.DateField):
                 f"Enter a date between {FILTER_DATE_MIN.isoformat()} and {FILTER_DATE_MAX.isoformat()}.",
                 code="out_of_range",
             )
+
+
+class FileField(forms.FileField):
+    """Every file input of the portal (a test checks that no form uses Django's own): a name longer than
+    FILE_NAME_MAX_CHARS is refused with a sentence on the same form.
+
+    The length is the name as the browser sent it, without any folders (`full_name`, kept by the upload handlers
+    of portal.files; Django itself cuts `name` to 255 characters).
+    """
+
+    def to_python(self, data: Any) -> Any:
+        uploaded = super().to_python(data)
+        if uploaded is not None:
+            length = len(getattr(uploaded, "full_name", None) or uploaded.name)
+            if length > FILE_NAME_MAX_CHARS:
+                raise ValidationError(
+                    f"The file name is {length:,} characters long; rename the file to something shorter "
+                    f"(at most {FILE_NAME_MAX_CHARS} characters) and upload it again.",
+                    code="name_too_long",
+                )
+        return uploaded
 
 
 def read_keys_file(upload: Any) -> KnoxKeys:
@@ -66,7 +88,7 @@ class KnoxAccountForm(forms.ModelForm):
         label="Client Identifier", required=False, widget=SecretInput, max_length=4000,
         help_text="From the Knox API portal. Leave blank to keep the stored one.",
     )  # fmt: skip
-    keys_file = forms.FileField(
+    keys_file = FileField(
         label="keys.json",
         required=False,
         help_text="As downloaded from the Knox API portal (Private, Public, Identifier).",
@@ -175,7 +197,7 @@ class KnoxAccountForm(forms.ModelForm):
 
 
 class KeysUploadForm(forms.Form):
-    keys_file = forms.FileField(label="keys.json")
+    keys_file = FileField(label="keys.json")
 
     def clean_keys_file(self) -> KnoxKeys:
         return read_keys_file(self.cleaned_data["keys_file"])

@@ -616,6 +616,9 @@ class Upload(models.Model):
     parse_job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
     job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    # Set (and `file` emptied) when portal.cleanup deletes the spreadsheet after UPLOAD_RETENTION_DAYS; this row and
+    # its staged rows stay, and the pages say when the file went.
+    file_deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -648,6 +651,17 @@ class Upload(models.Model):
         self.parse_job, self.status = job, Upload.Status.PARSING
         job.enqueue("portal.tasks.parse_upload")
         return job
+
+    @property
+    def file_deleted_notice(self) -> str:
+        """What the pages say once the spreadsheet was deleted (portal.cleanup), or ""."""
+        if self.file_deleted_at is None:
+            return ""
+        day = timezone.localtime(self.file_deleted_at).date().isoformat()
+        return (
+            f"The original file was deleted on {day} after the retention period; the rows read from it are kept. "
+            "To read another sheet or column, upload the file again."
+        )
 
     def mark_submitted(self, job: Job) -> None:
         """Link the job that acts on the rows; raises ValueError unless the upload was READY (submit once)."""

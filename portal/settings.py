@@ -296,6 +296,19 @@ WHITENOISE_USE_FINDERS = DEBUG or TESTING
 WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 MEDIA_ROOT = BASE_DIR / env("MEDIA_ROOT", "var/media")  # relative paths are taken from the project folder
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(5 * 1024 * 1024))
+# Days an uploaded spreadsheet's file is kept once nothing needs it any more: from the end of the job that acted
+# on it, or (never submitted: refused, or left at the preview) from the upload. 0 deletes it at the first clean-up
+# after that (hourly, `manage.py cleanup_uploads`). The Upload and its rows stay either way: they are the record.
+UPLOAD_RETENTION_DAYS = envint("UPLOAD_RETENTION_DAYS", "30")
+if UPLOAD_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured(f"UPLOAD_RETENTION_DAYS={UPLOAD_RETENTION_DAYS} must be 0 or more (days)")
+# The portal's temporary files: uploads being received (Django streams those over FILE_UPLOAD_MAX_MEMORY_SIZE,
+# 2.5 MB, to disk) and Excel exports being built. All are named portal-*; the clean-up deletes those older than an
+# hour, which only a killed process leaves behind.
+# Created when first needed. (Django's FILE_UPLOAD_TEMP_DIR is not used: the handlers below write here.)
+PORTAL_TEMP_DIR = BASE_DIR / env("PORTAL_TEMP_DIR", "var/tmp")
+# Django's two handlers, plus: the whole file name is kept for the form's check, temporary files go to the above.
+FILE_UPLOAD_HANDLERS = ["portal.files.MemoryFileUploadHandler", "portal.files.TemporaryFileUploadHandler"]
 
 # --- Knox ---------------------------------------------------------------------------------------------------
 

@@ -166,8 +166,9 @@ def header_kind(text: str) -> str | None:
 
 def neutralise_formula(text: str) -> str:
     """Make a cell safe to write into an exported CSV or workbook: text a spreadsheet program would treat as a
-    formula (starting with =, +, -, @, tab or carriage return) gets a leading single quote."""
-    if text and text[0] in "=+-@\t\r":
+    formula (starting with =, +, -, @, tab, carriage return or line feed: OWASP's "CSV Injection" list) gets a
+    leading single quote."""
+    if text and text[0] in "=+-@\t\r\n":
         return "'" + text
     return text
 

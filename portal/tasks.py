@@ -130,3 +130,12 @@ def _parse(job: Job, owner: str) -> None:
         job.fail(upload.error)
     else:
         job.finish()
+
+
+def cleanup_uploads() -> str:
+    """Delete spreadsheet files past UPLOAD_RETENTION_DAYS, orphaned media files and stale temporary files
+    (portal.cleanup). Runs hourly (schedule: migration portal 0011)."""
+    from portal.cleanup import clean_up
+
+    report = clean_up()
+    return f"deleted {len(report.deleted)} files, {report.size()} bytes"

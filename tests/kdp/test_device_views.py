@@ -227,6 +227,18 @@ class DeviceExportTestCase(BaseTestCase):
         assert evil["Customer"] == "'@Harbour Cafés" and evil["Order number"] == "'-2+3"
         assert AuditEvent.objects.filter(action="kdp.export", summary__format="csv").exists()
 
+    def test_it_exports_csv_that_a_semicolon_locale_reads_without_formulas(self):
+        # Excel in a ";" locale splits this "," file at every ";", and a cell starting "=cmd|" would run.
+        Device.objects.filter(identifier=self.imeis[1]).update(
+            model="x;=cmd|' /C calc'!A0;y", profile_alias='a,=HYPERLINK("http://x")'
+        )
+        data = body(self.client.get(self.csv_url))
+        assert b"\"x;'=cmd|' /C calc'!A0;y\"" in data and b'"a,\'=HYPERLINK(""http://x"")"' in data
+        for delimiter in (",", ";"):
+            for row in csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=delimiter):
+                for cell in row:
+                    assert cell.lstrip(' "')[:1] not in set("=+-@\t\r\n"), (delimiter, cell)
+
     def test_it_exports_xlsx_with_formulas_neutralised(self):
         r = self.client.get(self.xlsx_url)
         assert r.status_code == 200 and r["Content-Disposition"].endswith('.xlsx"')

@@ -4,6 +4,7 @@ import csv
 import datetime
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from portal.exports import (
     xlsx_response,
 )
 from portal.spreadsheets import Status, open_spreadsheet
+from tests.data.hostile.make_corpus import imei
 
 # What spreadsheet programs run as a formula, as OWASP lists it, plus the tab and CR variants.
 PAYLOADS = ["=1+1", "+1+1", "-1+1", "@SUM(A1:A2)", '=HYPERLINK("http://x")', "\t=1+1", "\r=1+1", '=cmd|"/c calc"!A1']
@@ -77,7 +79,8 @@ def test_csv_neutralises_formulas_in_every_column() -> None:
     rows = csv_rows(stream_csv(COLUMNS, hostile_rows(), "devices.csv"))
     assert len(rows) == 1 + len(PAYLOADS)
     for payload, row in zip(PAYLOADS, rows[1:], strict=True):
-        assert row == ["'" + payload] * 4
+        # A tab or CR is also where a reader splitting on it starts a cell: the "=" after it is quoted as well.
+        assert row == ["'" + re.sub(r"(?<=[\t\r])=", "'=", payload)] * 4
         for cell in row:
             assert_inert(cell)
 
@@ -92,6 +95,122 @@ def test_xlsx_neutralises_formulas_in_every_column() -> None:
     response = xlsx_response(COLUMNS, hostile_rows(), "devices.xlsx", "Devices")
     sheet = openpyxl.load_workbook(io.BytesIO(content(response))).active
     assert all(cell.data_type == "s" for row in sheet.iter_rows(min_row=2) for cell in row)
+
+
+# The cases of the CSV-injection report: a formula after a separator or a line break inside a value, which a
+# spreadsheet program splitting on another separator (";" in many European locales) would start a cell with.
+SPLIT_PAYLOADS = [
+    "x;=cmd|' /C calc'!A0;y",
+    "=1+1",
+    'a,=HYPERLINK("http://x")',
+    "@SUM(1)",
+    "-2+3",
+    "note\r\n=cmd|' /C calc'!A0",
+    'a;"=1+1',
+    "a\t-1",
+    "a; @SUM(1)",
+]
+TRIGGERS = "=+-@\t\r\n"
+
+
+def assert_no_cell_starts_a_formula(data: bytes) -> None:
+    """Read the CSV as Excel would in a "," locale, a ";" locale and as tab-separated text: whichever way it is
+    split, no cell may start with a formula character (spaces and quotation marks before it do not help)."""
+    text = data.decode("utf-8-sig")
+    for delimiter in (",", ";", "\t"):
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            for cell in row:
+                assert cell.lstrip(' "')[:1] not in set(TRIGGERS), (delimiter, cell)
+
+
+def test_csv_quotes_and_neutralises_a_formula_after_a_separator() -> None:
+    columns = [Column("IMEI", "imei", kind="identifier"), Column("Customer", "customer")]
+    rows = [{"imei": "359221145350335", "customer": payload} for payload in SPLIT_PAYLOADS]
+    data = content(stream_csv(columns, rows, "x"))
+    assert data.split(b"\r\n")[1:3] == [
+        b"359221145350335,\"x;'=cmd|' /C calc'!A0;y\"",
+        b'359221145350335,"\'=1+1"',
+    ]
+    lines = data.decode("utf-8-sig").split("\r\n")
+    assert lines[3:8] == [
+        '359221145350335,"a,\'=HYPERLINK(""http://x"")"',
+        '359221145350335,"\'@SUM(1)"',
+        '359221145350335,"\'-2+3"',
+        '359221145350335,"note',  # a quoted line break, then the formula it would have started
+        "'=cmd|' /C calc'!A0\"",
+    ]
+    assert lines[8:11] == [
+        '359221145350335,"a;""\'=1+1"',
+        '359221145350335,"a\t\'-1"',
+        '359221145350335,"a; \'@SUM(1)"',
+    ]
+    assert_no_cell_starts_a_formula(data)
+    # Read with the right separator, every value comes back whole: only the quotes were added.
+    assert [row[1] for row in csv_rows(stream_csv(columns, rows, "x"))[1:]] == [
+        "x;'=cmd|' /C calc'!A0;y",
+        "'=1+1",
+        'a,\'=HYPERLINK("http://x")',
+        "'@SUM(1)",
+        "'-2+3",
+        "note\r\n'=cmd|' /C calc'!A0",
+        "a;\"'=1+1",
+        "a\t'-1",
+        "a; '@SUM(1)",
+    ]
+
+
+def test_csv_payloads_in_every_column_never_start_a_cell() -> None:
+    rows = [{"imei": p, "customer": p, "count": p, "registered": p} for p in [*PAYLOADS, *SPLIT_PAYLOADS]]
+    data = content(stream_csv(COLUMNS, rows, "x"))
+    assert_no_cell_starts_a_formula(data)
+    assert len(csv_rows(stream_csv(COLUMNS, rows, "x"))) == 1 + len(rows)
+
+
+def test_csv_quotes_every_field_with_a_separator_quote_line_break_or_formula_character() -> None:
+    columns = [Column("Text", "text")]
+    for value in ("a,b", "a;b", "a\tb", 'a"b', "a'b", "a\rb", "a\nb", "a=b", "a+b", "a-b", "a@b", "SM-G991B"):
+        line = content(stream_csv(columns, [{"text": value}], "x")).split(b"\r\n", 1)[1]
+        assert line.startswith(b'"'), value
+    # Plain text, digits and IMEIs stay bare, so other systems and the upload page read them back unchanged.
+    for value in ("359221145350335", "004401234567892", "Acme Mobile", "R58N123ABCD", "1234"):
+        line = content(stream_csv(columns, [{"text": value}], "x")).split(b"\r\n")[1]
+        assert line == value.encode(), value
+
+
+def test_csv_keeps_numbers_and_dates_unprefixed() -> None:
+    rows = [{"imei": 359221145350335, "count": -5, "registered": datetime.datetime(2026, 11, 3, 12, 30)}]
+    data = content(stream_csv(COLUMNS, rows, "x"))
+    assert data.split(b"\r\n")[1] == b'359221145350335,,"-5","2026-11-03T12:30:00Z"'
+
+
+def test_csv_export_with_hostile_text_can_be_uploaded_again() -> None:
+    # Many ";" inside quoted cells must not make the reader take ";" for the separator.
+    columns = [Column("IMEI", "imei", kind="identifier"), Column("Model", "model"), Column("Order", "order")]
+    rows = [{"imei": imei(n), "model": SPLIT_PAYLOADS[n % len(SPLIT_PAYLOADS)], "order": "a;b;c;=d"} for n in range(30)]
+    data = content(stream_csv(columns, rows, "x"))
+    with open_spreadsheet(io.BytesIO(data), "export.csv") as sheet:
+        assert sheet.delimiter == ","
+        read = list(sheet.iter_rows())
+    assert [row.raw for row in read] == [row["imei"] for row in rows]
+    assert all(row.status == Status.VALID for row in read)
+
+
+def test_xlsx_writes_no_formula_for_any_payload() -> None:
+    rows = [{"imei": p, "customer": p, "count": p, "registered": p} for p in [*PAYLOADS, *SPLIT_PAYLOADS]]
+    columns = [Column("=1+1", "imei", kind="identifier"), *COLUMNS[1:]]
+    data = content(xlsx_response(columns, rows, "x", "x", max_rows=len(rows) - 1))
+    sheet = openpyxl.load_workbook(io.BytesIO(data)).active
+    cells = [cell for row in sheet.iter_rows() for cell in row if cell.value is not None]
+    assert len(cells) == 4 + 4 * (len(rows) - 1) + 1  # the header, the rows kept, the "cut" note
+    assert all(cell.data_type == "s" for cell in cells)
+    assert all(cell.value[0] not in TRIGGERS for cell in cells), [c.value for c in cells if c.value[0] in TRIGGERS]
+
+
+def test_neutralise_formula_covers_a_leading_line_feed() -> None:
+    # OWASP lists line feed (0x0A) with tab and carriage return.
+    columns = [Column("Text", "text")]
+    assert csv_rows(stream_csv(columns, [{"text": "\n=1+1"}], "x"))[1] == ["'\n'=1+1"]
+    assert xlsx_rows(xlsx_response(columns, [{"text": "\n=1+1"}], "x", "x"))[1] == ["'\n=1+1"]
 
 
 def test_headers_are_neutralised_too() -> None:
@@ -288,7 +407,9 @@ def test_xlsx_without_note_when_the_list_fits_exactly() -> None:
     assert not any("cut at" in str(cell) for row in exported for cell in row)
 
 
-def test_xlsx_failure_leaves_no_temporary_files() -> None:
+def test_xlsx_failure_leaves_no_temporary_files(settings, tmp_path) -> None:
+    settings.PORTAL_TEMP_DIR = tmp_path
+
     def rows() -> Iterator[dict[str, str]]:
         yield {"imei": "359221145350335"}
         raise RuntimeError("the database went away")
@@ -300,6 +421,22 @@ def test_xlsx_failure_leaves_no_temporary_files() -> None:
     with pytest.raises(RuntimeError, match="went away"):
         xlsx_response(COLUMNS, rows(), "x", "x")
     assert openpyxl_files() <= before
+    assert os.listdir(tmp_path) == []
+
+
+def test_xlsx_is_built_in_the_portals_own_temporary_folder(settings, tmp_path) -> None:
+    # A killed process leaves the half-built sheet behind; named portal-*, the clean-up finds it (portal.cleanup).
+    settings.PORTAL_TEMP_DIR = tmp_path
+    seen: list[str] = []
+
+    def rows() -> Iterator[dict[str, str]]:
+        seen.extend(os.listdir(tmp_path))
+        yield {"imei": "359221145350335"}
+
+    exported = xlsx_rows(xlsx_response(COLUMNS, rows(), "x", "x"))
+    assert exported[1][0] == "359221145350335"
+    assert len(seen) == 1 and seen[0].startswith("portal-export-"), seen
+    assert os.listdir(tmp_path) == []  # deleted once the workbook was saved
 
 
 def test_xlsx_max_rows_must_fit_in_excel() -> None:
@@ -347,7 +484,7 @@ def test_xlsx_template_example_row_is_a_valid_upload() -> None:
 def test_csv_template() -> None:
     data = device_template_csv()
     assert data == (
-        b"\xef\xbb\xbfIMEI,Serial Number,Model,Order Number\r\n353918051234561,R58N123ABCD,SM-G991B,PO-1001\r\n"
+        b'\xef\xbb\xbfIMEI,Serial Number,Model,Order Number\r\n353918051234561,R58N123ABCD,"SM-G991B","PO-1001"\r\n'
     )
     with open_spreadsheet(io.BytesIO(data), "template.csv") as sheet:
         assert [(row.raw, row.status) for row in sheet.iter_rows()] == [(TEMPLATE_EXAMPLE["imei"], Status.VALID)]
