@@ -45,8 +45,9 @@ from efota.models import (
     queue_register,
     queue_status_refresh,
 )
+from portal.lookups import lookup_context
 from portal.models import Job, KnoxAccount
-from portal.views import ACCESS, QUEUE, lookup_context, require_perm
+from portal.views import ACCESS, QUEUE, require_perm
 
 DEVICES_SHOWN = 500
 

@@ -16,7 +16,7 @@ class GuardConfig(AppConfig):
         # Knox's own list of uploads is read by a worker (portal.lookups); operators may ask for it.
         from django.urls import reverse
 
-        from guard.tasks import KNOX_UPLOADS_LOOKUP
+        from guard.models import KNOX_UPLOADS_LOOKUP
         from portal.lookups import Lookup, register_lookup
 
         register_lookup(

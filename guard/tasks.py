@@ -547,7 +547,6 @@ def scheduled_sync(account_pk: int) -> int:
 
 # --- lookups (portal.lookups): the Knox Guard reads pages ask for ---------------------------------------------
 
-KNOX_UPLOADS_LOOKUP = "guard.knox_uploads"
 # What the uploads page shows of each upload Knox lists (the rest of Knox's answer is not kept).
 UPLOAD_FIELDS = ("uploadId", "channel", "status", "totalDeviceCount", "validDeviceCount", "invalidDeviceCount")
 

@@ -28,6 +28,7 @@ from guard import forms
 from guard.client import ACTIONS, ActionSpec, GuardValidationError
 from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
 from guard.models import (
+    KNOX_UPLOADS_LOOKUP,
     GuardAction,
     GuardDevice,
     GuardLicence,
@@ -36,11 +37,11 @@ from guard.models import (
     queue_sync,
     queue_upload,
 )
-from guard.tasks import KNOX_UPLOADS_LOOKUP, params_from
+from guard.tasks import params_from
 from portal import exports
-from portal.lookups import queue_lookup
+from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, lookup_context, preview_rows, require_perm
+from portal.views import ACCESS, QUEUE, preview_rows, require_perm
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50

@@ -33,6 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest
+from django.shortcuts import get_object_or_404
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
@@ -75,6 +78,35 @@ def queue_lookup(
     )
     job.enqueue(TASK)
     return job
+
+
+def get_lookup_for_user(request: HttpRequest, pk: int, kind: str = "") -> tuple[Job, Lookup]:
+    """A lookup job and its registration, for a view: 404 unless the job is a lookup (of `kind`, when given), 403
+    unless the user holds the permission that lets them ask for that kind. (Here rather than with the other
+    `_get_<obj>_for_user` helpers in portal/views.py because every service app's views use it.)"""
+    job = get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
+    lookup = LOOKUPS.get(job.kind)
+    if lookup is None or (kind and job.kind != kind):
+        raise Http404("No such lookup")
+    if not request.user.has_perm(lookup.perm):
+        raise PermissionDenied
+    return job, lookup
+
+
+def lookup_context(request: HttpRequest, kind: str, job: Job | None = None) -> dict[str, Any]:
+    """What a page's lookup region (portal/_lookup.html) needs: the job just queued, or the one the page was
+    opened on (`?job=<pk>`, after a POST without JavaScript; checked by get_lookup_for_user); {} when there is
+    none."""
+    from portal.forms import LookupForm
+
+    if job is None:
+        form = LookupForm(request.GET)
+        if not form.is_valid() or form.cleaned_data["job"] is None:
+            return {}
+        job, lookup = get_lookup_for_user(request, form.cleaned_data["job"], kind)
+    else:
+        lookup = LOOKUPS[job.kind]
+    return {"lookup_job": job, "lookup": lookup, "lookup_page": lookup.page(job)}
 
 
 def run_lookup(job_pk: int) -> None:

@@ -23,7 +23,7 @@ from django_htmx.middleware import HtmxDetails
 
 from portal import forms
 from portal.dashboard import render_panels
-from portal.lookups import CONNECTION_TEST, LOOKUPS, Lookup, queue_connection_test
+from portal.lookups import CONNECTION_TEST, LOOKUPS, get_lookup_for_user, lookup_context, queue_connection_test
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 
 logger = logging.getLogger(__name__)
@@ -62,31 +62,6 @@ def _get_job_for_user(request: PortalRequest, pk: int) -> Job:
 
 def _get_account_for_user(request: PortalRequest, pk: int) -> KnoxAccount:
     return get_object_or_404(KnoxAccount, pk=pk)
-
-
-def _get_lookup_for_user(request: HttpRequest, pk: int, kind: str = "") -> tuple[Job, Lookup]:
-    """A lookup job (portal.lookups) and its registration: 404 unless the job is a lookup (of `kind`, when
-    given), 403 unless the user holds the permission that lets them ask for that lookup."""
-    job = get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
-    lookup = LOOKUPS.get(job.kind)
-    if lookup is None or (kind and job.kind != kind):
-        raise Http404("No such lookup")
-    if not request.user.has_perm(lookup.perm):
-        raise PermissionDenied
-    return job, lookup
-
-
-def lookup_context(request: HttpRequest, kind: str, job: Job | None = None) -> dict[str, Any]:
-    """What a page's lookup region (portal/_lookup.html) needs: the job just queued, or the one the page was
-    opened on (`?job=<pk>`, after a POST without JavaScript); {} when there is none."""
-    if job is None:
-        form = forms.LookupForm(request.GET)
-        if not form.is_valid() or form.cleaned_data["job"] is None:
-            return {}
-        job, lookup = _get_lookup_for_user(request, form.cleaned_data["job"], kind)
-    else:
-        lookup = LOOKUPS[job.kind]
-    return {"lookup_job": job, "lookup": lookup, "lookup_page": lookup.page(job)}
 
 
 # --- health -------------------------------------------------------------------------------------------------
@@ -187,7 +162,7 @@ def job_progress(request: PortalRequest, pk: int) -> HttpResponse:
 def lookup_result(request: PortalRequest, pk: int) -> HttpResponse:
     """The answer of a lookup (portal.lookups), fetched by its page's result region once the job ends. Reads the
     database only. Without htmx, the page that asked for it, which shows the same region."""
-    job, lookup = _get_lookup_for_user(request, pk)
+    job, lookup = get_lookup_for_user(request, pk)
     if not request.htmx:
         return redirect(lookup.page(job))
     ctx = {"lookup_job": job, "lookup": lookup, "lookup_page": lookup.page(job)}

@@ -199,7 +199,7 @@ class LookupResultAccessTestCase(BaseTestCase):
         assert r.status_code == 302 and r["Location"] == f"/jobs/{self.job.pk}/?page"
 
     def test_a_page_opened_on_a_lookup_checks_its_kind_and_permission(self):
-        from portal.views import lookup_context
+        from portal.lookups import lookup_context
 
         request = RequestFactory().get("/", {"job": self.test.pk})
         request.user = self.viewer

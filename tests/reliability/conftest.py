@@ -59,8 +59,6 @@ class Stack:
         self.env.pop("PYTEST_CURRENT_TEST", None)
         self.sandbox: subprocess.Popen[bytes] | None = None
         self.clusters: list[subprocess.Popen[bytes]] = []
-        self.webs: list[subprocess.Popen[bytes]] = []
-        self.web_url = ""
         self.logs: list[Path] = []
 
     # --- processes ---------------------------------------------------------------------------------------------
@@ -95,24 +93,13 @@ class Stack:
     def install(self, migrated: Path | None = None) -> None:
         """Migrate and import the sandbox's accounts, as an operator would with a fresh installation. `migrated`,
         a database file `manage.py migrate` already built, saves running the migrations again for each test."""
-        self.install_database(migrated)
-        done = self.manage("import_sandbox_account", str(self.tmp / "sandbox"))
-        assert done.returncode == 0, done.stdout + done.stderr
-
-    def install_database(self, migrated: Path | None = None) -> None:
-        """A migrated database: a copy of `migrated` (SQLite), else `manage.py migrate`."""
         if migrated is not None and self.env["DATABASE_URL"].startswith("sqlite"):
             shutil.copyfile(migrated, self.db_path)
         else:
             done = self.manage("migrate", "-v0")
             assert done.returncode == 0, done.stdout + done.stderr
-
-    def start_web(self, port: int) -> subprocess.Popen[bytes]:
-        """The web server (`runserver --noreload`) on 127.0.0.1:`port`; its URL is `web_url`."""
-        self.web_url = f"http://127.0.0.1:{port}"
-        proc = self._spawn("web", "runserver", f"127.0.0.1:{port}", "--noreload")
-        self.webs.append(proc)
-        return proc
+        done = self.manage("import_sandbox_account", str(self.tmp / "sandbox"))
+        assert done.returncode == 0, done.stdout + done.stderr
 
     def start_cluster(self, **env: str) -> subprocess.Popen[bytes]:
         saved = self.env
@@ -131,7 +118,7 @@ class Stack:
 
     def stop_all(self) -> None:
         # The test is over and its database and sandbox state are thrown away: no need for a graceful stop.
-        for proc in [*self.webs, *self.clusters, *([self.sandbox] if self.sandbox else [])]:
+        for proc in [*self.clusters, *([self.sandbox] if self.sandbox else [])]:
             self.kill(proc)
 
     def print_logs(self, tail: int = 4000) -> None:

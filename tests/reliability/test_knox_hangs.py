@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,37 +102,54 @@ def silent_knox() -> Iterator[SilentKnox]:
     knox.close()
 
 
-@pytest.fixture
-def web(tmp_path: Path, migrated_sqlite: Path, silent_knox: SilentKnox) -> Iterator[tuple[Stack, dict[str, int]]]:
+def start_web(stack: Stack) -> str:
+    """The web server (`runserver --noreload`, threaded like a real one) on a free port, stopped with the stack's
+    other processes; its base URL once it answers."""
     port = free_port()
+    proc = stack._spawn("web", "runserver", "--noreload", f"127.0.0.1:{port}")
+    stack.clusters.append(proc)  # stop_all kills it with the rest
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", what="the portal", procs=[("runserver", proc)])
+    return url
+
+
+@dataclass
+class Site:
+    """A running installation: its processes, the web server's base URL, and what the set-up created."""
+
+    stack: Stack
+    url: str
+    ids: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.fixture
+def web(tmp_path: Path, migrated_sqlite: Path, silent_knox: SilentKnox) -> Iterator[Site]:
     stack = Stack(tmp_path, KNOX_SANDBOX_URL=silent_knox.url, DEBUG="True", ALLOWED_HOSTS="127.0.0.1")
-    stack.install_database(migrated_sqlite)
-    done = stack.manage(
-        "shell",
-        "-c",
-        SETUP_SCRIPT,
-        HANG_KEYS=keys_json().decode(),
-        HANG_PASSWORD=PASSWORD,
-        HANG_SERIALS=json.dumps(SERIALS),
-        HANG_CUSTOMER=CUSTOMER,
-        HANG_LICENCE=LICENCE,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    ids = json.loads(done.stdout.strip().splitlines()[-1])
-    proc = stack.start_web(port)
     try:
-        wait_http(f"{stack.web_url}/healthz", what="the portal", procs=[("runserver", proc)])
-        yield stack, ids
+        shutil.copyfile(migrated_sqlite, stack.db_path)  # migrated once per session
+        done = stack.manage(
+            "shell",
+            "-c",
+            SETUP_SCRIPT,
+            HANG_KEYS=keys_json().decode(),
+            HANG_PASSWORD=PASSWORD,
+            HANG_SERIALS=json.dumps(SERIALS),
+            HANG_CUSTOMER=CUSTOMER,
+            HANG_LICENCE=LICENCE,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        ids = json.loads(done.stdout.strip().splitlines()[-1])
+        yield Site(stack, start_web(stack), ids)
     finally:
         stack.stop_all()
         stack.print_logs()
 
 
-def login(stack: Stack, username: str) -> requests.Session:
+def login(site: Site, username: str) -> requests.Session:
     s = requests.Session()
-    s.get(f"{stack.web_url}/login/", timeout=CLIENT_TIMEOUT)
+    s.get(f"{site.url}/login/", timeout=CLIENT_TIMEOUT)
     r = s.post(
-        f"{stack.web_url}/login/",
+        f"{site.url}/login/",
         data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": s.cookies["csrftoken"]},
         timeout=CLIENT_TIMEOUT,
         allow_redirects=False,
@@ -152,13 +171,13 @@ def timed(
     return r, time.monotonic() - started
 
 
-def test_no_page_waits_on_a_knox_that_never_answers(web, silent_knox: SilentKnox):
-    stack, ids = web
+def test_no_page_waits_on_a_knox_that_never_answers(web: Site, silent_knox: SilentKnox):
+    site, stack, ids = web, web.stack, web.ids
     account = ids["account"]
     efota = {"account": account, "customer_id": CUSTOMER, "licence": LICENCE}
     firmware = {**efota, "model": "SM-G991B", "sales_code": "BTU"}
     htmx = {"HX-Request": "true"}
-    viewer, operator, admin = login(stack, "hang-viewer"), login(stack, "hang-operator"), login(stack, "hang-admin")
+    viewer, operator, admin = login(site, "hang-viewer"), login(site, "hang-operator"), login(site, "hang-admin")
     fu_job = ids["force_update_job"]
     asks = [
         # (who, method, path, form, headers, the kind of job it must leave queued, or None)
@@ -175,7 +194,7 @@ def test_no_page_waits_on_a_knox_that_never_answers(web, silent_knox: SilentKnox
     figures, hung = [], []
     for session, method, path, form, headers, kind in asks:
         before = stack.sql("SELECT count(*) FROM portal_job WHERE kind = ?", kind)[0][0] if kind else 0
-        r, seconds = timed(session.request, method, f"{stack.web_url}{path}", data=form, headers=headers)
+        r, seconds = timed(session.request, method, f"{site.url}{path}", data=form, headers=headers)
         how = "htmx" if headers else "plain"
         figures.append(f"{method} {path} ({how}): {r.status_code if r is not None else 'no answer'} in {seconds:.2f} s")
         if r is None:
@@ -193,10 +212,10 @@ def test_no_page_waits_on_a_knox_that_never_answers(web, silent_knox: SilentKnox
     assert not stack.sql("SELECT count(*) FROM efota_efotacall")[0][0]
 
 
-def test_a_queued_lookup_page_shows_the_job_without_javascript(web):
+def test_a_queued_lookup_page_shows_the_job_without_javascript(web: Site):
     """The plain POST redirects to the page with the job; that page only reads the database."""
-    stack, ids = web
-    viewer = login(stack, "hang-viewer")
+    site, ids = web, web.ids
+    viewer = login(site, "hang-viewer")
     form = {
         "account": ids["account"],
         "customer_id": CUSTOMER,
@@ -204,10 +223,10 @@ def test_a_queued_lookup_page_shows_the_job_without_javascript(web):
         "model": "SM-G991B",
         "sales_code": "BTU",
     }
-    r, seconds = timed(viewer.request, "POST", f"{stack.web_url}/efota/firmware/", data=form)
+    r, seconds = timed(viewer.request, "POST", f"{site.url}/efota/firmware/", data=form)
     assert r is not None, f"the firmware lookup held the request for more than {CLIENT_TIMEOUT:.0f} s"
     assert r.status_code == 302
-    page, seconds = timed(viewer.request, "GET", f"{stack.web_url}{r.headers['Location']}")
+    page, seconds = timed(viewer.request, "GET", f"{site.url}{r.headers['Location']}")
     assert page is not None and page.status_code == 200 and re.search(r'class="badge badge-queued">Queued<', page.text)
     print(f"GET {r.headers['Location']}: {seconds * 1000:.0f} ms")
 
@@ -221,7 +240,7 @@ for name, group in (("hang-admin", "admin"), ("hang-viewer", "viewer")):
 
 
 @pytest.fixture
-def live(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Stack]:
+def live(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Site]:
     """The sandbox, a django-q2 cluster and the web server, each a process, on a private SQLite database."""
     stack = Stack(tmp_path, DEBUG="True", ALLOWED_HOSTS="127.0.0.1", KNOX_EFOTA_RATE_LIMIT="0")
     try:
@@ -230,15 +249,13 @@ def live(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Stack]:
         done = stack.manage("shell", "-c", USERS_SCRIPT, HANG_PASSWORD=PASSWORD)
         assert done.returncode == 0, done.stdout + done.stderr
         stack.start_cluster()
-        proc = stack.start_web(free_port())
-        wait_http(f"{stack.web_url}/healthz", what="the portal", procs=[("runserver", proc)])
-        yield stack
+        yield Site(stack, start_web(stack))
     finally:
         stack.stop_all()
         stack.print_logs()
 
 
-def follow(session: requests.Session, stack: Stack, job: int) -> tuple[int, str]:
+def follow(session: requests.Session, site: Site, job: int) -> tuple[int, str]:
     """Poll the job's progress as the page does (every poll answered at once) until it fires jobFinished; then
     fetch the answer as the page's result region does. (polls, the answer's HTML)."""
     version, polls = None, 0
@@ -246,7 +263,7 @@ def follow(session: requests.Session, stack: Stack, job: int) -> tuple[int, str]
     while time.monotonic() < deadline:
         polls += 1
         r = session.get(
-            f"{stack.web_url}/jobs/{job}/progress/",
+            f"{site.url}/jobs/{job}/progress/",
             params={"v": version} if version is not None else {},
             headers={"HX-Request": "true"},
             timeout=CLIENT_TIMEOUT,
@@ -254,7 +271,7 @@ def follow(session: requests.Session, stack: Stack, job: int) -> tuple[int, str]
         assert r.status_code in (200, 204), r.status_code
         if "jobFinished" in r.headers.get("HX-Trigger", ""):
             answer = session.get(
-                f"{stack.web_url}/jobs/{job}/result/", headers={"HX-Request": "true"}, timeout=CLIENT_TIMEOUT
+                f"{site.url}/jobs/{job}/result/", headers={"HX-Request": "true"}, timeout=CLIENT_TIMEOUT
             )
             assert answer.status_code == 200
             return polls, answer.text
@@ -264,11 +281,11 @@ def follow(session: requests.Session, stack: Stack, job: int) -> tuple[int, str]
     raise AssertionError(f"job {job} did not finish within 60 s")
 
 
-def test_a_real_worker_answers_the_lookups_the_pages_queue(live: Stack):
-    stack = live
+def test_a_real_worker_answers_the_lookups_the_pages_queue(live: Site):
+    site, stack = live, live.stack
     efota = stack.credentials()["efota"]
     account = stack.sql("SELECT id FROM portal_knoxaccount WHERE name = 'Sandbox'")[0][0]
-    viewer, admin = login(stack, "hang-viewer"), login(stack, "hang-admin")
+    viewer, admin = login(site, "hang-viewer"), login(site, "hang-admin")
     form = {
         "account": account,
         "customer_id": efota["customer_id"],
@@ -276,16 +293,14 @@ def test_a_real_worker_answers_the_lookups_the_pages_queue(live: Stack):
         "model": "SM-G991B",
         "sales_code": "BTU",
     }
-    r = viewer.post(
-        f"{stack.web_url}/efota/firmware/", data=form, headers={"HX-Request": "true"}, timeout=CLIENT_TIMEOUT
-    )
+    r = viewer.post(f"{site.url}/efota/firmware/", data=form, headers={"HX-Request": "true"}, timeout=CLIENT_TIMEOUT)
     job = int(re.search(r'id="job-(\d+)-progress"', r.text).group(1))
-    polls, answer = follow(viewer, stack, job)
+    polls, answer = follow(viewer, site, job)
     for version in efota["firmware"]["SM-G991B/BTU"]:
         assert f"<li><code>{version}</code></li>" in answer
-    r = admin.post(f"{stack.web_url}/accounts/{account}/test/", headers={"HX-Request": "true"}, timeout=CLIENT_TIMEOUT)
+    r = admin.post(f"{site.url}/accounts/{account}/test/", headers={"HX-Request": "true"}, timeout=CLIENT_TIMEOUT)
     test = int(re.search(r'id="job-(\d+)-progress"', r.text).group(1))
-    _, answer = follow(admin, stack, test)
+    _, answer = follow(admin, site, test)
     assert answer.count('class="badge badge-succeeded">OK<') == 3, answer
     assert stack.sql("SELECT status FROM portal_job WHERE id IN (?, ?) ORDER BY id", job, test) == [
         ("succeeded",),
