@@ -315,6 +315,16 @@ def explain(e: errors.KnoxError) -> str:
     return e.explain()
 
 
+def failure_of(e: Exception) -> dict[str, str]:
+    """What a page shows for a refused call (kept in a lookup's result): the sentence, the FUD code and its
+    category. A refusal of the client's own field rules has no code."""
+    if isinstance(e, errors.KnoxError):
+        return {"message": explain(e), "code": e.code, "category": fud_category(e.code) if e.code else ""}
+    if isinstance(e, EfotaValidationError):
+        return {"message": " ".join(e.errors.values()), "code": "", "category": ""}
+    raise TypeError(f"not an E-FOTA refusal: {type(e).__name__}")
+
+
 def fud_category(code: str) -> str:
     """parameter / processing / service / other (knox-api.md §5.5)."""
     if code.startswith("FUD_1"):

@@ -21,7 +21,7 @@ from portal.models import KnoxAccount
 # A force update job stores its serial numbers in Job.params and starts one E-FOTA call per 100 devices; beyond
 # this many, split the fleet into several jobs.
 FORCE_UPDATE_MAX_DEVICES = 10_000
-# The abnormal-devices report runs while the page waits: at most this many devices (10 calls of 100).
+# The abnormal-devices report (a lookup job, its answer kept on the job): at most this many devices, 10 calls of 100.
 ABNORMAL_MAX_DEVICES = 1_000
 SPREADSHEET_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 # Free text is bounded in characters here; E-FOTA's own limits are in bytes and checked by check_ids.

@@ -85,6 +85,15 @@ class ForceUpdate(models.Model):
         return self.force_update_id or f"force update {self.pk}"
 
     @property
+    def is_in_progress(self) -> bool:
+        """Started, E-FOTA still counts devices as processing, and its last status check was not refused for good
+        (a FUD processing error: asking again gets the same answer). The force update job polls these parts."""
+        from efota.client import fud_category
+
+        refused_for_good = bool(self.last_code) and fud_category(self.last_code) == "processing"
+        return bool(self.force_update_id) and self.processing > 0 and not refused_for_good
+
+    @property
     def is_done(self) -> bool:
         return (
             bool(self.force_update_id) and self.processing == 0 and (self.downloaded + self.failed) >= len(self.serials)
@@ -220,10 +229,11 @@ def queue_force_update(
 
 
 def check_licence(
-    account: KnoxAccount, customer_id: str, licence: str, *, user: Any, request: Any = None
+    account: KnoxAccount, customer_id: str, licence: str, *, user: Any, request: Any = None, job: Job | None = None
 ) -> EfotaLicence:
     """Ask E-FOTA about a licence now and store what it says (or why it could not); raises the error after
-    recording it so the page can show it."""
+    recording it so the caller can show it. `job`: the lookup job asking (efota.tasks.lookup_licence), linked
+    from the call log and the audit event."""
     import datetime as dt
 
     from efota.client import EfotaClient, EfotaValidationError, explain
@@ -238,13 +248,13 @@ def check_licence(
     except (EfotaValidationError, KnoxError) as e:
         message = explain(e) if isinstance(e, KnoxError) else str(e)
         EfotaLicence.objects.filter(pk=record.pk).update(last_error=message[:400], checked_at=timezone.now())
-        log_call(None, account.pk, "licenseInfo", licence, e, getattr(user, "pk", None))
+        log_call(job, account.pk, "licenseInfo", licence, e, getattr(user, "pk", None))
         AuditEvent.objects.record(
             "efota.license_info",
             request=request,
             actor=user,
             target=record,
-            summary={"ok": False, "code": getattr(e, "code", "")},
+            summary={"ok": False, "code": getattr(e, "code", ""), **({"job": job.pk} if job else {})},
         )
         raise
     try:
@@ -254,7 +264,81 @@ def check_licence(
     EfotaLicence.objects.filter(pk=record.pk).update(
         max_devices=info.max_devices, expiration_date=expires, last_error="", checked_at=timezone.now()
     )
-    log_call(None, account.pk, "licenseInfo", licence, None, getattr(user, "pk", None))
-    AuditEvent.objects.record("efota.license_info", request=request, actor=user, target=record, summary={"ok": True})
+    log_call(job, account.pk, "licenseInfo", licence, None, getattr(user, "pk", None))
+    AuditEvent.objects.record(
+        "efota.license_info",
+        request=request,
+        actor=user,
+        target=record,
+        summary={"ok": True, **({"job": job.pk} if job else {})},
+    )
     record.refresh_from_db()
     return record
+
+
+# --- lookups: E-FOTA reads a page asks for, made by a worker (portal.lookups, efota.tasks.lookup_*) ---------
+
+LICENCE_LOOKUP = "efota.licence"
+FIRMWARE_LOOKUP = "efota.firmware"
+ABNORMAL_LOOKUP = "efota.abnormal"
+FORCE_UPDATE_REFRESH = "efota.force_update_refresh"
+
+
+def queue_licence_check(account: KnoxAccount, customer_id: str, licence: str, *, user: Any) -> Job:
+    from portal.lookups import queue_lookup
+
+    params = {"customer_id": customer_id.strip(), "licence": licence.strip()}
+    return queue_lookup(
+        LICENCE_LOOKUP, account=account, user=user, params=params, title=f"Check E-FOTA licence {params['licence']}"
+    )
+
+
+def queue_firmware_lookup(
+    account: KnoxAccount, customer_id: str, licence: str, model: str, sales_code: str, current: str = "", *, user: Any
+) -> Job:
+    from portal.lookups import queue_lookup
+
+    params = {
+        "customer_id": customer_id.strip(),
+        "licence": licence.strip(),
+        "model": model.strip().upper(),
+        "sales_code": sales_code.strip().upper(),
+        "current": current.strip(),
+    }
+    what = f"{params['model']}/{params['sales_code']}" + (f" after {params['current']}" if params["current"] else "")
+    return queue_lookup(FIRMWARE_LOOKUP, account=account, user=user, params=params, title=f"Firmware for {what}")
+
+
+def queue_abnormal_check(account: KnoxAccount, customer_id: str, licence: str, serials: list[str], *, user: Any) -> Job:
+    from portal.lookups import queue_lookup
+
+    params = {"customer_id": customer_id.strip(), "licence": licence.strip(), "serials": serials}
+    title = f"Abnormal devices among {len(serials)} device{'s' if len(serials) != 1 else ''}"
+    return queue_lookup(ABNORMAL_LOOKUP, account=account, user=user, params=params, title=title, total=len(serials))
+
+
+def queue_status_refresh(job: Job, *, user: Any) -> tuple[Job | None, bool]:
+    """The “Refresh status” of a force update: a job that asks E-FOTA for the status of every started part
+    (efota.tasks.refresh_force_update_status). (None, False) when no part has started; (the refresh already
+    queued or running, False) instead of a second one; (new job, True) otherwise."""
+    parts = ForceUpdate.objects.filter(job=job).exclude(force_update_id="").count()
+    if not parts:
+        return None, False
+    pending = pending_status_refresh(job)
+    if pending is not None:
+        return pending, False
+    refresh = Job.objects.create(
+        kind=FORCE_UPDATE_REFRESH,
+        account=job.account,
+        created_by=user,
+        params={"job": job.pk},
+        total=parts,
+        title=f"Refresh the E-FOTA status of job #{job.pk}",
+    )
+    refresh.enqueue("efota.tasks.refresh_force_update_status")
+    return refresh, True
+
+
+def pending_status_refresh(job: Job) -> Job | None:
+    """The status refresh of this force update that is queued or running, if any."""
+    return Job.objects.unfinished().filter(kind=FORCE_UPDATE_REFRESH, params__job=job.pk).order_by("-id").first()

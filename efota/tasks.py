@@ -1,20 +1,33 @@
-"""E-FOTA background work (django-q2 tasks taking a Job primary key): group registration, licence change and
-force updates. Quick reads (licence info, firmware list, summaries) run in the page, through efota.models."""
+"""E-FOTA background work (django-q2 tasks taking a Job primary key): group registration, licence change, force
+updates and the following of their status, and the reads pages ask for (licence check, firmware list, abnormal
+devices: portal.lookups). No web request calls E-FOTA: a page queues one of these and follows the job."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
 
+from django.db.models import Max
 from django.utils import timezone
 
-from efota.client import EfotaClient, EfotaValidationError, explain, fud_category
+from efota.client import EfotaClient, EfotaValidationError, chunks, explain, failure_of, fud_category
 from efota.constants import EFOTA_MAX_DEVICES_PER_CALL
-from efota.models import EfotaCall, EfotaGroup, ForceUpdate, ForceUpdateDevice
+from efota.models import EfotaCall, EfotaGroup, ForceUpdate, ForceUpdateDevice, check_licence
 from portal.knox import errors
-from portal.models import Job
+from portal.models import AuditEvent, Job, lease_seconds
 from portal.tasks import run_job
 
 logger = logging.getLogger(__name__)
+
+# After sending, a force update job follows its parts' status at E-FOTA (watch_status): first this long after
+# sending, then doubling up to STATUS_MAX_INTERVAL_SECONDS, until no device is processing or STATUS_WATCH_SECONDS
+# after the last part was sent. It holds a worker meanwhile: the window stays well under Q_TIMEOUT (3600 s by
+# default), and "Refresh status" on the job page asks again afterwards.
+STATUS_FIRST_DELAY_SECONDS = 5.0
+STATUS_MAX_INTERVAL_SECONDS = 60.0
+STATUS_WATCH_SECONDS = 900
 
 
 def log_call(
@@ -146,12 +159,222 @@ def _force_update(job: Job, owner: str) -> None:
             ignore_conflicts=True,
         )
         job.add_progress(succeeded=len(fu.serials))
-    refused = job.efota_force_updates.exclude(last_code="").order_by("sequence").first()
+    watch_status(job, owner)
+    refused = job.efota_force_updates.filter(force_update_id="").exclude(last_code="").order_by("sequence").first()
     job.finish(f"{refused.last_error} [{refused.last_code}]" if refused else "")
 
 
+def watch_status(job: Job, owner: str, *, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Follow the job's started parts at E-FOTA after sending, so the job page shows live figures without asking
+    E-FOTA itself (its polled section only reads the database).
+
+    1. Stop when no part is in progress (ForceUpdate.is_in_progress: started, devices processing, status check
+       not refused for good), or STATUS_WATCH_SECONDS after the last part was sent. The window is counted from
+       the stored send time, so a worker that resumes the job (after a crash, or after django-q2's timeout killed
+       it) does not start a new window.
+    2. Otherwise wait (STATUS_FIRST_DELAY_SECONDS, then doubling up to STATUS_MAX_INTERVAL_SECONDS), renewing
+       the lease while waiting, then ask E-FOTA for the summary and detail of each part in progress.
+    After the window the job ends; the page says devices are still processing and "Refresh status" asks again
+    (refresh_force_update_status). Returns how many rounds of status calls were made."""
+    sent = job.efota_force_updates.aggregate(last=Max("send_attempted_at"))["last"] or timezone.now()
+    deadline = sent + timedelta(seconds=STATUS_WATCH_SECONDS)
+    interval = STATUS_FIRST_DELAY_SECONDS
+    rounds = 0
+    while True:
+        parts = [
+            fu for fu in job.efota_force_updates.select_related("account").order_by("sequence") if fu.is_in_progress
+        ]
+        remaining = (deadline - timezone.now()).total_seconds()
+        if not parts or remaining <= 0:
+            if parts:
+                logger.info("job %s: E-FOTA still processing %s part(s) after the watch window", job.pk, len(parts))
+            return rounds
+        _wait(job, owner, min(interval, remaining), sleep)
+        for fu in parts:
+            check_part(job, fu, actor_id=None)
+            job.heartbeat(owner)
+        rounds += 1
+        interval = min(interval * 2, STATUS_MAX_INTERVAL_SECONDS)
+
+
+def _wait(job: Job, owner: str, seconds: float, sleep: Callable[[float], None]) -> None:
+    """Sleep `seconds`, renewing the job's lease at least three times per lease period (LeaseLost stops us)."""
+    step = max(lease_seconds() / 3, 0.01)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        sleep(min(step, left))
+        job.heartbeat(owner)
+
+
+def check_part(job: Job, fu: ForceUpdate, actor_id: int | None) -> dict[str, str] | None:
+    """Ask E-FOTA for one started part's status (refresh_force_update) and log the call against the force update
+    job; a refusal is kept on the part, so the page says why its figures are stale and a permanent one stops the
+    watching. Returns the refusal (failure_of), or None."""
+    try:
+        fu = refresh_force_update(fu)
+    except errors.KnoxError as e:
+        log_call(job, fu.account_id, "forceUpdateSummary", fu.force_update_id, e, actor_id)
+        ForceUpdate.objects.filter(pk=fu.pk).update(
+            last_code=e.code[:20], last_error=explain(e)[:400], checked_at=timezone.now()
+        )
+        return failure_of(e)
+    figures = f"{fu.force_update_id}: {fu.downloaded} downloaded, {fu.failed} failed, {fu.processing} processing"
+    log_call(job, fu.account_id, "forceUpdateSummary", figures, None, actor_id)
+    if fu.last_code:
+        ForceUpdate.objects.filter(pk=fu.pk).update(last_code="", last_error="")
+    return None
+
+
+def refresh_force_update_status(job_pk: int) -> None:
+    """The “Refresh status” of a force update (efota.models.queue_status_refresh): one round of status calls for
+    every started part, whoever asked and whatever the force update job is doing."""
+    run_job(job_pk, _refresh_status)
+
+
+def _refresh_status(job: Job, owner: str) -> None:
+    target = Job.objects.get(pk=job.params["job"])
+    parts = [fu for fu in ForceUpdate.objects.filter(job=target).select_related("account").order_by("sequence")]
+    parts = [fu for fu in parts if fu.force_update_id]
+    job.set_total(len(parts))
+    failures = []
+    for fu in parts:
+        job.heartbeat(owner)
+        failure = check_part(target, fu, job.created_by_id)
+        if failure:
+            failures.append(failure)
+        job.add_progress(succeeded=0 if failure else 1, failed=1 if failure else 0)
+    AuditEvent.objects.record(
+        "efota.force_update_refresh",
+        actor=job.created_by,
+        target=target,
+        summary={
+            "parts": len(parts),
+            "failed": len(failures),
+            "codes": sorted({f["code"] for f in failures}),
+            "job": job.pk,
+        },
+    )
+    job.set_result({"parts": len(parts), "failures": failures})
+    job.finish("; ".join(_sentence(f) for f in failures))
+
+
+def _sentence(failure: dict[str, str]) -> str:
+    return failure["message"] + (f" [{failure['code']}]" if failure["code"] else "")
+
+
+# --- lookups (portal.lookups): the E-FOTA reads pages ask for -------------------------------------------------
+
+
+def _refused(job: Job, e: Exception, *, failed: int = 1) -> None:
+    """A read E-FOTA (or the client's field rules) refused: the answer shows the sentence and code, the job fails."""
+    failure = failure_of(e)
+    job.set_result({"failure": failure})
+    job.add_progress(failed=failed)
+    job.fail(_sentence(failure))
+
+
+def lookup_licence(job: Job, owner: str) -> None:
+    """How many devices a licence covers and when it expires; stored as an EfotaLicence by check_licence."""
+    p = job.params
+    assert job.account is not None  # lookups always have one
+    try:
+        record = check_licence(job.account, p["customer_id"], p["licence"], user=job.created_by, job=job)
+    except (EfotaValidationError, errors.KnoxError) as e:
+        _refused(job, e)
+        return
+    job.set_result(
+        {
+            "key": record.key,
+            "max_devices": record.max_devices,
+            "expiration_date": record.expiration_date.isoformat() if record.expiration_date else None,
+            "expired": record.is_expired,
+        }
+    )
+    job.add_progress(succeeded=1)
+
+
+def lookup_firmware(job: Job, owner: str) -> None:
+    """The firmware versions E-FOTA offers for a model and sales code (newer than `current`, when given)."""
+    p = job.params
+    account = job.account
+    assert account is not None
+    what = f"{p['model']}/{p['sales_code']}" + (f" after {p['current']}" if p["current"] else "")
+    versions: list[str] = []
+    error: Exception | None = None
+    try:
+        versions = EfotaClient(account).firmware_list(
+            p["customer_id"], p["licence"], p["model"], p["sales_code"], p["current"]
+        )
+    except (EfotaValidationError, errors.KnoxError) as e:
+        error = e
+    log_call(job, account.pk, "firmwareList", what, error, job.created_by_id)
+    AuditEvent.objects.record(
+        "efota.firmware_list",
+        actor=job.created_by,
+        target=account,
+        summary={
+            "customer_id": p["customer_id"],
+            "licence": p["licence"],
+            "model": p["model"],
+            "sales_code": p["sales_code"],
+            "current": p["current"],
+            "ok": error is None,
+            "code": getattr(error, "code", "") if error else "",
+            "versions": len(versions),
+            "job": job.pk,
+        },
+    )
+    if error is not None:
+        _refused(job, error)
+        return
+    job.set_result({"versions": versions})
+    job.add_progress(succeeded=1)
+
+
+def lookup_abnormal(job: Job, owner: str) -> None:
+    """Which of the devices E-FOTA cannot update, and why, asked 100 devices per call (the progress counts them)."""
+    p = job.params
+    account = job.account
+    assert account is not None
+    serials: list[str] = p["serials"]
+    client = EfotaClient(account)
+    found: dict[str, list[str]] = {}
+    asked = 0
+    error: Exception | None = None
+    for part in chunks(serials, EFOTA_MAX_DEVICES_PER_CALL):
+        job.heartbeat(owner)
+        try:
+            answer = client.abnormal_devices(p["customer_id"], p["licence"], part)
+        except (EfotaValidationError, errors.KnoxError) as e:
+            error = e
+            break
+        for title, listed in answer.items():
+            found.setdefault(title, []).extend(listed)
+        asked += len(part)
+        job.add_progress(succeeded=len(part))
+    log_call(job, account.pk, "abnormalDeviceList", f"{len(serials)} devices", error, job.created_by_id)
+    AuditEvent.objects.record(
+        "efota.abnormal_devices",
+        actor=job.created_by,
+        target=account,
+        summary={
+            "customer_id": p["customer_id"],
+            "licence": p["licence"],
+            "devices": len(serials),
+            "ok": error is None,
+            "code": getattr(error, "code", "") if error else "",
+            "abnormal": 0 if error else sum(len(v) for v in found.values()),
+            "job": job.pk,
+        },
+    )
+    if error is not None:
+        _refused(job, error, failed=len(serials) - asked)
+        return
+    job.set_result({"report": [[title, listed] for title, listed in sorted(found.items())], "asked": len(serials)})
+
+
 def refresh_force_update(fu: ForceUpdate) -> ForceUpdate:
-    """Read the summary and detail of a started force update into the record (used by the page and the poller)."""
+    """Read the summary and detail of a started force update into the record (check_part, in a worker)."""
     if not fu.force_update_id:
         return fu
     client = EfotaClient(fu.account)

@@ -5,44 +5,50 @@ Who may do what (docs/efota.md):
 - viewers (ACCESS) read every page and run the three E-FOTA *reads* (licence check, firmware lookup, abnormal
   devices): they change nothing at Samsung, each is stored as an EfotaCall and audited;
 - operators (QUEUE) register groups, move them to another licence, start force updates and ask for a manual
-  status refresh (unthrottled E-FOTA calls).
-A read runs while the page waits; anything that changes E-FOTA's state is a job (efota.tasks).
+  status refresh.
+No page calls E-FOTA while the request waits: a read is a lookup job (portal.lookups, efota.tasks.lookup_*) whose
+progress and answer the page follows, anything that changes E-FOTA's state is a job (efota.tasks), and a force
+update's status is followed by its job (efota.tasks.watch_status); the polled status section reads the database.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import Q
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from efota import forms
-from efota.client import EfotaClient, EfotaValidationError, explain, fud_category
+from efota.client import EfotaValidationError
 from efota.models import (
+    ABNORMAL_LOOKUP,
+    FIRMWARE_LOOKUP,
+    FORCE_UPDATE_REFRESH,
+    LICENCE_LOOKUP,
     EfotaCall,
     EfotaGroup,
     EfotaLicence,
     ForceUpdate,
     ForceUpdateDevice,
-    check_licence,
+    pending_status_refresh,
+    queue_abnormal_check,
+    queue_firmware_lookup,
     queue_force_update,
+    queue_licence_check,
     queue_license_change,
     queue_register,
+    queue_status_refresh,
 )
-from efota.tasks import log_call, refresh_force_update
-from portal.knox.errors import KnoxError
-from portal.models import AuditEvent, Job, KnoxAccount
+from portal.lookups import lookup_context
+from portal.models import Job, KnoxAccount
 from portal.views import ACCESS, QUEUE, require_perm
 
-# The polled status section asks E-FOTA about a part at most this often, however many pages poll it.
-STATUS_REFRESH_SECONDS = 5
 DEVICES_SHOWN = 500
 
 
@@ -54,9 +60,21 @@ def _get_group_for_user(request: HttpRequest, pk: int) -> EfotaGroup:
     return get_object_or_404(EfotaGroup.objects.select_related("account"), pk=pk, account__is_active=True)
 
 
-def _knox_failure(e: KnoxError) -> dict[str, str]:
-    """What a page shows for a refused call: the sentence, the FUD code and its category."""
-    return {"message": explain(e), "code": e.code, "category": fud_category(e.code) if e.code else ""}
+def _lookup_page(
+    request: HttpRequest, form_class: type[Form], kind: str, ctx: dict[str, Any]
+) -> tuple[Form | None, dict[str, Any]]:
+    """The lookup a GET of the page was opened on (`?job=<pk>`, after a POST without JavaScript), with the form
+    filled in as it was sent; (None, ctx) for a POST or a page opened on nothing."""
+    if request.method != "GET":
+        return None, ctx
+    found = lookup_context(request, kind)
+    if not found:
+        return None, ctx
+    job = found["lookup_job"]
+    initial = {"account": job.account_id, **job.params}
+    if "serials" in initial:
+        initial["serials"] = "\n".join(initial["serials"])
+    return form_class(initial=initial), {**ctx, **found}
 
 
 # --- home ---------------------------------------------------------------------------------------------------
@@ -139,25 +157,30 @@ def group_license_change(request: HttpRequest, pk: int) -> HttpResponse:
 # --- licences -----------------------------------------------------------------------------------------------
 
 
+def _lookup_answer(request: HttpRequest, job: Job, kind: str, partial: str, ctx: dict[str, Any]) -> HttpResponse:
+    """After a lookup was queued: htmx gets the page's fragment with the lookup region (progress, then answer);
+    without JavaScript, the page opened on the job."""
+    if not request.htmx:
+        return redirect(job.get_absolute_url())
+    return render(request, partial, {**ctx, **lookup_context(request, kind, job)})
+
+
 @require_perm(ACCESS)
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request")
 def licences(request: HttpRequest) -> HttpResponse:
-    """Known licences and the "check licence" form; a check asks E-FOTA now and stores the answer."""
+    """Known licences and the "check licence" form; a check is a job that asks E-FOTA and stores the answer."""
     form = forms.LicenceCheckForm(request.POST or None)
-    ctx: dict[str, Any] = {"form": form, "checked": None, "failure": None, "customer_ids": forms.known_customer_ids()}
+    ctx: dict[str, Any] = {"form": form, "customer_ids": forms.known_customer_ids()}
+    partial = "efota/licences.html#licence-check"
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
-        try:
-            ctx["checked"] = check_licence(
-                d["account"], d["customer_id"], d["licence"], user=request.user, request=request
-            )
-        except EfotaValidationError as e:
-            form.add_efota_errors(e)
-        except KnoxError as e:
-            ctx["failure"] = _knox_failure(e)
+        job = queue_licence_check(d["account"], d["customer_id"], d["licence"], user=request.user)
+        return _lookup_answer(request, job, LICENCE_LOOKUP, partial, ctx)
+    opened, ctx = _lookup_page(request, forms.LicenceCheckForm, LICENCE_LOOKUP, ctx)
+    ctx["form"] = opened or form
     if request.htmx:
-        return render(request, "efota/licences.html#licence-check", ctx)
+        return render(request, partial, ctx)
     ctx["licences"] = EfotaLicence.objects.select_related("account").filter(account__is_active=True)
     return render(request, "efota/licences.html", ctx)
 
@@ -170,35 +193,18 @@ def licences(request: HttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def firmware(request: HttpRequest) -> HttpResponse:
     form = forms.FirmwareForm(request.POST or None)
-    ctx: dict[str, Any] = {"form": form, "versions": None, "failure": None, "customer_ids": forms.known_customer_ids()}
+    ctx: dict[str, Any] = {"form": form, "customer_ids": forms.known_customer_ids()}
+    partial = "efota/firmware.html#firmware-result"
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
-        account: KnoxAccount = d["account"]
-        what = f"{d['model'].upper()}/{d['sales_code'].upper()}" + (f" after {d['current']}" if d["current"] else "")
-        error: Exception | None = None
-        try:
-            ctx["versions"] = EfotaClient(account).firmware_list(
-                d["customer_id"], d["licence"], d["model"], d["sales_code"], d["current"]
-            )
-        except EfotaValidationError as e:
-            error = e
-            form.add_efota_errors(e)
-        except KnoxError as e:
-            error = e
-            ctx["failure"] = _knox_failure(e)
-        log_call(None, account.pk, "firmwareList", what, error, request.user.pk)
-        AuditEvent.objects.record(
-            "efota.firmware_list",
-            request=request,
-            target=account,
-            summary={
-                "customer_id": d["customer_id"], "licence": d["licence"], "model": d["model"].upper(),
-                "sales_code": d["sales_code"].upper(), "current": d["current"], "ok": error is None,
-                "code": getattr(error, "code", "") if error else "", "versions": len(ctx["versions"] or []),
-            },
-        )  # fmt: skip
+        job = queue_firmware_lookup(
+            d["account"], d["customer_id"], d["licence"], d["model"], d["sales_code"], d["current"], user=request.user
+        )
+        return _lookup_answer(request, job, FIRMWARE_LOOKUP, partial, ctx)
+    opened, ctx = _lookup_page(request, forms.FirmwareForm, FIRMWARE_LOOKUP, ctx)
+    ctx["form"] = opened or form
     if request.htmx:
-        return render(request, "efota/firmware.html#firmware-result", ctx)
+        return render(request, partial, ctx)
     return render(request, "efota/firmware.html", ctx)
 
 
@@ -211,37 +217,16 @@ def firmware(request: HttpRequest) -> HttpResponse:
 def abnormal(request: HttpRequest) -> HttpResponse:
     """Which of the given devices E-FOTA reports as abnormal (not enrolled, blocked for lack of licence, …)."""
     form = forms.AbnormalForm(request.POST or None, request.FILES or None)
-    ctx: dict[str, Any] = {
-        "form": form, "report": None, "asked": 0, "failure": None, "customer_ids": forms.known_customer_ids()
-    }  # fmt: skip
+    ctx: dict[str, Any] = {"form": form, "customer_ids": forms.known_customer_ids()}
+    partial = "efota/abnormal.html#abnormal-result"
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
-        account: KnoxAccount = d["account"]
-        devices = d["devices"]
-        error: Exception | None = None
-        try:
-            found = EfotaClient(account).abnormal_devices(d["customer_id"], d["licence"], devices)
-            ctx["report"] = sorted(found.items())
-            ctx["asked"] = len(devices)
-        except EfotaValidationError as e:
-            error = e
-            form.add_efota_errors(e)
-        except KnoxError as e:
-            error = e
-            ctx["failure"] = _knox_failure(e)
-        log_call(None, account.pk, "abnormalDeviceList", f"{len(devices)} devices", error, request.user.pk)
-        AuditEvent.objects.record(
-            "efota.abnormal_devices",
-            request=request,
-            target=account,
-            summary={
-                "customer_id": d["customer_id"], "licence": d["licence"], "devices": len(devices),
-                "ok": error is None, "code": getattr(error, "code", "") if error else "",
-                "abnormal": sum(len(v) for v in dict(ctx["report"] or []).values()),
-            },
-        )  # fmt: skip
+        job = queue_abnormal_check(d["account"], d["customer_id"], d["licence"], d["devices"], user=request.user)
+        return _lookup_answer(request, job, ABNORMAL_LOOKUP, partial, ctx)
+    opened, ctx = _lookup_page(request, forms.AbnormalForm, ABNORMAL_LOOKUP, ctx)
+    ctx["form"] = opened or form
     if request.htmx:
-        return render(request, "efota/abnormal.html#abnormal-result", ctx)
+        return render(request, partial, ctx)
     return render(request, "efota/abnormal.html", ctx)
 
 
@@ -274,25 +259,38 @@ def force_update(request: HttpRequest) -> HttpResponse:
 
 
 def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
-    """The force update's parts and devices. The section keeps polling while the job is still sending, or
-    while E-FOTA still counts devices as processing (and the last status check was not refused for good)."""
+    """The force update's parts and devices, from the database only. The section polls while the job runs (it
+    sends, then follows E-FOTA's status: efota.tasks.watch_status) or while a "Refresh status" job is pending."""
     parts = list(ForceUpdate.objects.filter(job=job).order_by("sequence"))
     devices = ForceUpdateDevice.objects.filter(force_update__job=job).select_related("force_update")
-    polling = not job.is_finished or any(_part_in_progress(p) for p in parts)
+    refresh = pending_status_refresh(job) if job.kind == "efota.force_update" else None
     return {
         "job": job,
         "parts": parts,
         "devices": devices.order_by("serial")[:DEVICES_SHOWN],
         "device_count": devices.count(),
         "devices_shown": DEVICES_SHOWN,
-        "polling": polling,
+        "polling": not job.is_finished or refresh is not None,
+        "refresh": refresh,
+        # Devices E-FOTA still counted as processing when the job stopped following them.
+        "still_processing": sum(p.processing for p in parts if p.is_in_progress) if job.is_finished else 0,
         "can_queue": request.user.has_perm(QUEUE),
     }
 
 
-def _part_in_progress(fu: ForceUpdate) -> bool:
-    refused_for_good = bool(fu.last_code) and fud_category(fu.last_code) == "processing"
-    return bool(fu.force_update_id) and fu.processing > 0 and not refused_for_good
+def _own_page(request: HttpRequest, job: Job) -> HttpResponse | None:
+    """A redirect when `job` is shown elsewhere: another service's job, a lookup (its page), or a status refresh
+    (the force update it refreshes)."""
+    if job.kind == FORCE_UPDATE_REFRESH:
+        return redirect("efota:job", job.params.get("job"))
+    page = job.get_absolute_url()
+    if page != _job_path(job):
+        return redirect(page)
+    return None
+
+
+def _job_path(job: Job) -> str:
+    return reverse("efota:job", args=[job.pk])
 
 
 @require_perm(ACCESS)
@@ -300,8 +298,9 @@ def _part_in_progress(fu: ForceUpdate) -> bool:
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
     the_job = _get_efota_job_for_user(request, pk)
-    if not the_job.kind.startswith("efota."):
-        return redirect(the_job.get_absolute_url())  # another service's job: its own page
+    elsewhere = _own_page(request, the_job)
+    if elsewhere is not None:
+        return elsewhere
     ctx = _status_context(request, the_job)
     group_pk = the_job.params.get("group")
     ctx["group"] = EfotaGroup.objects.filter(pk=group_pk).first() if group_pk else None
@@ -315,57 +314,36 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @never_cache
 def job_status(request: HttpRequest, pk: int) -> HttpResponse:
-    """The polled status section. Each part still in progress is asked about at most once per
-    STATUS_REFRESH_SECONDS, however many browsers poll: the part is claimed with a conditional update of
-    `checked_at` first, so two polls arriving together make one call."""
+    """The polled status section: the figures the job (or a status refresh) last read from E-FOTA. Never asks
+    E-FOTA: a poll must not wait on it."""
     the_job = _get_efota_job_for_user(request, pk)
-    if not the_job.kind.startswith("efota."):
-        return redirect(the_job.get_absolute_url())
-    now = timezone.now()
-    due = Q(checked_at__isnull=True) | Q(checked_at__lt=now - timedelta(seconds=STATUS_REFRESH_SECONDS))
-    for fu in ForceUpdate.objects.filter(job=the_job).select_related("account").order_by("sequence"):
-        if _part_in_progress(fu) and ForceUpdate.objects.filter(due, pk=fu.pk).update(checked_at=now) == 1:
-            _refresh_part(request, the_job, fu)
+    elsewhere = _own_page(request, the_job)
+    if elsewhere is not None:
+        return elsewhere
     return render(request, "efota/job.html#fu-status", _status_context(request, the_job))
 
 
 @require_perm(QUEUE)
 @require_POST
 def job_refresh(request: HttpRequest, pk: int) -> HttpResponse:
-    """Ask E-FOTA now for the status of every started part of a force update."""
+    """The “Refresh status” button: queue a job that asks E-FOTA for the status of every started part (one at a time per
+    force update); the status section follows it."""
     the_job = _get_efota_job_for_user(request, pk)
     if the_job.kind != "efota.force_update":
         return redirect(the_job.get_absolute_url())
-    parts = [fu for fu in ForceUpdate.objects.filter(job=the_job).select_related("account") if fu.force_update_id]
-    failures = [f for f in (_refresh_part(request, the_job, fu) for fu in parts) if f]
-    AuditEvent.objects.record(
-        "efota.force_update_refresh",
-        request=request,
-        target=the_job,
-        summary={"parts": len(parts), "failed": len(failures), "codes": sorted({f["code"] for f in failures})},
-    )
+    refresh, created = queue_status_refresh(the_job, user=request.user)
     if request.htmx:
         return render(request, "efota/job.html#fu-status", _status_context(request, the_job))
-    if not parts:
+    if refresh is None:
         messages.info(request, "No part of this force update has started yet; there is no status to ask for.")
-    for failure in failures:
-        messages.error(request, failure["message"] + (f" [{failure['code']}]" if failure["code"] else ""))
-    if parts and not failures:
-        messages.success(request, f"Status of {len(parts)} part{'s' if len(parts) != 1 else ''} refreshed from E-FOTA.")
+    elif created:
+        messages.success(
+            request,
+            f"Job #{refresh.pk} queued: asking E-FOTA for the status of {refresh.total} "
+            f"part{'s' if refresh.total != 1 else ''}; the figures below change when it answers.",
+        )
+    else:
+        messages.info(
+            request, f"Job #{refresh.pk} is already asking E-FOTA for the status; the figures below follow it."
+        )
     return redirect("efota:job", the_job.pk)
-
-
-def _refresh_part(request: HttpRequest, job: Job, fu: ForceUpdate) -> dict[str, str] | None:
-    """refresh_force_update for one part, its outcome stored as an EfotaCall; the failure, if any, for the page."""
-    try:
-        fu = refresh_force_update(fu)
-    except KnoxError as e:
-        log_call(job, fu.account_id, "forceUpdateSummary", fu.force_update_id, e, request.user.pk)
-        # Kept on the part so the page says why the figures are stale, and polling stops on a permanent refusal.
-        ForceUpdate.objects.filter(pk=fu.pk).update(last_code=e.code[:20], last_error=explain(e)[:400])
-        return _knox_failure(e)
-    figures = f"{fu.force_update_id}: {fu.downloaded} downloaded, {fu.failed} failed, {fu.processing} processing"
-    log_call(job, fu.account_id, "forceUpdateSummary", figures, None, request.user.pk)
-    if fu.last_code and fu.force_update_id:
-        ForceUpdate.objects.filter(pk=fu.pk).update(last_code="", last_error="")
-    return None

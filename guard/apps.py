@@ -12,3 +12,19 @@ class GuardConfig(AppConfig):
         from portal.uploads import register_row_check
 
         register_row_check("guard", "guard.models.check_rows")
+
+        # Knox's own list of uploads is read by a worker (portal.lookups); operators may ask for it.
+        from django.urls import reverse
+
+        from guard.models import KNOX_UPLOADS_LOOKUP
+        from portal.lookups import Lookup, register_lookup
+
+        register_lookup(
+            Lookup(
+                kind=KNOX_UPLOADS_LOOKUP,
+                run="guard.tasks.lookup_knox_uploads",
+                perm="portal.queue_jobs",
+                template="guard/uploads.html#knox-uploads-answer",
+                page=lambda job: f"{reverse('guard:uploads')}?job={job.pk}",
+            )
+        )

@@ -265,6 +265,10 @@ class GuardLicence(models.Model):
         return self.state == self.State.EXPIRED or bool(self.expires_on and self.expires_on < timezone.localdate())
 
 
+# Knox Guard's own list of uploads, read by a worker when a page asks (portal.lookups, guard.tasks).
+KNOX_UPLOADS_LOOKUP = "guard.knox_uploads"
+
+
 # --- queueing jobs (used by the pages and the guard_action command) -----------------------------------------
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -543,3 +543,38 @@ def scheduled_sync(account_pk: int) -> int:
     from portal.models import KnoxAccount
 
     return queue_sync(KnoxAccount.objects.get(pk=account_pk), user=None).pk
+
+
+# --- lookups (portal.lookups): the Knox Guard reads pages ask for ---------------------------------------------
+
+# What the uploads page shows of each upload Knox lists (the rest of Knox's answer is not kept).
+UPLOAD_FIELDS = ("uploadId", "channel", "status", "totalDeviceCount", "validDeviceCount", "invalidDeviceCount")
+
+
+def lookup_knox_uploads(job: Job, owner: str) -> None:
+    """Knox Guard's own list of uploads (every channel: this portal, KDP, the Knox console), its first page."""
+    account = job.account
+    assert account is not None  # lookups always have one
+    try:
+        doc = GuardClient(account).uploads()
+    except errors.KnoxError as e:
+        job.set_result({"failure": {"message": e.explain(), "code": e.code}})
+        job.add_progress(failed=1)
+        job.fail(f"Knox did not list the uploads of {account}: {e.explain()}")
+        return
+    items = [
+        {**{k: u.get(k) for k in UPLOAD_FIELDS}, "created": _local_minute(u.get("createTime"))}
+        for u in doc.get("uploads") or []
+        if isinstance(u, dict)
+    ]
+    job.set_result({"account": str(account), "uploads": items, "total": doc.get("totalCount")})
+    job.add_progress(succeeded=1)
+
+
+def _local_minute(value: Any) -> str:
+    """Knox times are epoch milliseconds; shown as local "YYYY-MM-DD HH:MM" ("" when not a time)."""
+    try:
+        when = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+    return timezone.localtime(when).strftime("%Y-%m-%d %H:%M")

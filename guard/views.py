@@ -9,7 +9,6 @@ Every list that can grow to a million rows pages by keyset on id, never COUNT/OF
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,9 +25,10 @@ from django_htmx.http import HttpResponseClientRefresh
 from django_q.models import Schedule
 
 from guard import forms
-from guard.client import ACTIONS, ActionSpec, GuardClient, GuardValidationError
+from guard.client import ACTIONS, ActionSpec, GuardValidationError
 from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
 from guard.models import (
+    KNOX_UPLOADS_LOOKUP,
     GuardAction,
     GuardDevice,
     GuardLicence,
@@ -39,7 +39,7 @@ from guard.models import (
     queue_upload,
 )
 from portal import exports
-from portal.knox import errors
+from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_exists_message
 
@@ -587,7 +587,6 @@ def _uploads_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         )[:10],
         "account_form": forms.AccountForm(),
         "can_queue": request.user.has_perm(QUEUE),
-        "knox_uploads": None,
         **extra,
     }
 
@@ -595,13 +594,19 @@ def _uploads_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
 @require_perm(ACCESS)
 @require_GET
 def uploads(request: HttpRequest) -> HttpResponse:
-    return render(request, "guard/uploads.html", _uploads_context(request))
+    # Opened on a read of Knox's list (?job=<pk>) after "Read from Knox" without JavaScript: its progress and
+    # answer (403 for whoever may not ask for it).
+    ctx = _uploads_context(request, **lookup_context(request, KNOX_UPLOADS_LOOKUP))
+    if "lookup_job" in ctx:
+        ctx["account_form"] = forms.AccountForm(initial={"account": ctx["lookup_job"].account_id})
+    return render(request, "guard/uploads.html", ctx)
 
 
 @require_perm(QUEUE)
 @require_POST
 def uploads_from_knox(request: HttpRequest) -> HttpResponse:
-    """Knox's own list of uploads (every channel), read once on request: never on a plain page view."""
+    """Knox's own list of uploads (every channel), read on request by a worker (portal.lookups): never on a plain
+    page view, never while the request waits."""
     form = forms.AccountForm(request.POST)
     if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
         return HttpResponseBadRequest("Unknown account")
@@ -609,22 +614,13 @@ def uploads_from_knox(request: HttpRequest) -> HttpResponse:
         messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
         return redirect("guard:uploads")
     account = form.cleaned_data["account"]
-    try:
-        doc = GuardClient(account).uploads()
-    except errors.KnoxError as e:
-        messages.error(request, f"Knox did not list the uploads of {account}: {e.explain()}")
-        return redirect("guard:uploads")
-    items = [{**u, "created": _from_ms(u.get("createTime"))} for u in doc.get("uploads") or [] if isinstance(u, dict)]
-    ctx = _uploads_context(request, knox_uploads=items, knox_account=account, knox_total=doc.get("totalCount"))
-    return render(request, "guard/uploads.html", ctx)
-
-
-def _from_ms(value: Any) -> datetime | None:
-    """Knox times are epoch milliseconds."""
-    try:
-        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
+    job = queue_lookup(
+        KNOX_UPLOADS_LOOKUP, account=account, user=request.user, params={}, title=f"Knox Guard uploads of {account}"
+    )
+    if not request.htmx:
+        return redirect(job.get_absolute_url())
+    ctx = {"account_form": form, "can_queue": True, **lookup_context(request, KNOX_UPLOADS_LOOKUP, job)}
+    return render(request, "guard/uploads.html#knox-uploads", ctx)
 
 
 @require_perm(ACCESS)

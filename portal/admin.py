@@ -118,12 +118,23 @@ class KnoxAccountAdmin(admin.ModelAdmin):
 
     @admin.action(description="Test connection to Knox")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[KnoxAccount]) -> None:
-        from portal.views import run_connection_test
+        """Queues one connection test per account (a worker asks Knox; the admin request never waits on it)."""
+        from django.utils.html import format_html
+
+        from portal.lookups import queue_connection_test
 
         for account in queryset:
-            for r in run_connection_test(account, request):
-                level = messages.SUCCESS if r.ok else messages.ERROR if r.ok is False else messages.INFO
-                self.message_user(request, f"{account}: {r.label}: {r.message}", level)
+            job = queue_connection_test(account, user=request.user)
+            self.message_user(
+                request,
+                format_html(
+                    '{}: connection test queued as job #{}; <a href="{}">its answer</a> appears on the account page.',
+                    account,
+                    job.pk,
+                    job.get_absolute_url(),
+                ),
+                messages.INFO,
+            )
 
 
 @admin.register(Job)

@@ -24,3 +24,18 @@ class PortalConfig(AppConfig):
 
         # A worker that starts resumes at once the jobs a dead worker of the same host left running.
         post_spawn.connect(on_worker_spawn, dispatch_uid="portal.resume_orphaned_jobs")
+
+        from django.urls import reverse
+
+        from portal.lookups import CONNECTION_TEST, Lookup, register_lookup
+
+        register_lookup(
+            Lookup(
+                kind=CONNECTION_TEST,
+                run="portal.lookups.connection_test",
+                perm="portal.manage_accounts",
+                template="portal/account_detail.html#test-answer",
+                page=lambda job: f"{reverse('portal:account_detail', args=[job.account_id])}?job={job.pk}",
+                unit="Services",
+            )
+        )

@@ -218,6 +218,12 @@ class JobFilterForm(forms.Form):
     page = forms.IntegerField(required=False, min_value=1, max_value=100000)
 
 
+class LookupForm(forms.Form):
+    """The lookup a page is opened on (`?job=<pk>`, portal.lookups), after a POST without JavaScript."""
+
+    job = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+
+
 class JobPollForm(forms.Form):
     """The polling cursor: the job version the browser last saw."""
 

@@ -315,9 +315,14 @@ class Job(models.Model):
         super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
-        """The service app's job page when it has one (kdp:job, guard:job, ...), else the generic page."""
+        """A lookup's page (portal.lookups), else the service app's job page when it has one (kdp:job, guard:job,
+        ...), else the generic page."""
         from django.urls import NoReverseMatch, reverse
 
+        from portal.lookups import LOOKUPS
+
+        if self.kind in LOOKUPS:
+            return LOOKUPS[self.kind].page(self)
         try:
             return reverse(f"{self.kind.split('.')[0]}:job", args=[self.pk])
         except NoReverseMatch:
@@ -338,6 +343,19 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def progress_unit(self) -> str:
+        """What the progress counters count: devices, or what a lookup says ("" when a lookup is one call)."""
+        from portal.lookups import LOOKUPS
+
+        lookup = LOOKUPS.get(self.kind)
+        return lookup.unit if lookup is not None else "Devices"
+
+    def set_result(self, result: Any) -> None:
+        """Store what a job that reads from Knox found (JSON-able), before it ends: the page renders it then."""
+        Job.objects.filter(pk=self.pk).update(result=result, version=F("version") + 1)
+        self.result = result
 
     def enqueue(self, func: str) -> None:
         """Queue `func(job_pk)` on django-q2 once the surrounding transaction commits (rule F2)."""

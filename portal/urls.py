@@ -12,6 +12,7 @@ job_urls = [
     path("", views.jobs, name="jobs"),
     path("<int:pk>/", views.job_detail, name="job_detail"),
     path("<int:pk>/progress/", views.job_progress, name="job_progress"),
+    path("<int:pk>/result/", views.lookup_result, name="lookup_result"),
     path("<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
 ]
 

@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -23,7 +23,7 @@ from django_htmx.middleware import HtmxDetails
 
 from portal import forms
 from portal.dashboard import render_panels
-from portal.knox.checks import check_connection
+from portal.lookups import CONNECTION_TEST, LOOKUPS, get_lookup_for_user, lookup_context, queue_connection_test
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,19 @@ def job_progress(request: PortalRequest, pk: int) -> HttpResponse:
     return response
 
 
+@require_perm(ACCESS)
+@require_GET
+@never_cache
+def lookup_result(request: PortalRequest, pk: int) -> HttpResponse:
+    """The answer of a lookup (portal.lookups), fetched by its page's result region once the job ends. Reads the
+    database only. Without htmx, the page that asked for it, which shows the same region."""
+    job, lookup = get_lookup_for_user(request, pk)
+    if not request.htmx:
+        return redirect(lookup.page(job))
+    ctx = {"lookup_job": job, "lookup": lookup, "lookup_page": lookup.page(job)}
+    return render(request, "portal/_lookup_result.html", ctx)
+
+
 JOB_PROGRESS_FIELDS = (
     "id", "kind", "title", "status", "total", "succeeded", "failed", "version", "error_summary",
     "created_at", "started_at", "finished_at",
@@ -244,7 +257,12 @@ def account_detail(request: PortalRequest, pk: int) -> HttpResponse:
         "can_manage": can_manage,
         "urls": [(label, account.base_url(service)) for service, label in _services(account)],
         "keys_form": forms.KeysUploadForm() if can_manage else None,
+        # Opened on a connection test (?job=<pk>) after "Test connection" without JavaScript: its progress and
+        # answer (403 for whoever may not run the test).
+        **lookup_context(request, CONNECTION_TEST),
     }
+    if ctx.get("lookup_job") is not None and ctx["lookup_job"].account_id != account.pk:
+        raise Http404("That connection test is another account's")
     return render(request, "portal/account_detail.html", ctx)
 
 
@@ -304,33 +322,15 @@ def account_keys(request: PortalRequest, pk: int) -> HttpResponse:
 
 @require_perm(MANAGE_ACCOUNTS)
 @require_POST
-@sensitive_variables()
 def account_test(request: PortalRequest, pk: int) -> HttpResponse:
+    """Queue a connection test (portal.lookups): the page follows its progress and shows the answer; the request
+    never waits on Knox."""
     account = _get_account_for_user(request, pk)
-    results = run_connection_test(account, request)
-    ctx = {"account": account, "results": results}
+    job = queue_connection_test(account, user=request.user)
     if request.htmx:
+        ctx = {"account": account, **lookup_context(request, CONNECTION_TEST, job)}
         return render(request, "portal/account_detail.html#test-results", ctx)
-    for r in results:
-        level = messages.SUCCESS if r.ok else messages.ERROR if r.ok is False else messages.INFO
-        messages.add_message(request, level, f"{r.label}: {r.message}")
-    return redirect("portal:account_detail", account.pk)
-
-
-@sensitive_variables()
-def run_connection_test(account: KnoxAccount, request: HttpRequest) -> list[Any]:
-    """Run the checks, store the outcome on the account, audit it. Shared by the account page and the admin."""
-    results = check_connection(account)
-    tried = [r for r in results if r.ok is not None]
-    ok = bool(tried) and all(r.ok for r in tried)
-    account.record_test(ok, "\n".join(f"{r.label}: {r.message}" for r in results))
-    AuditEvent.objects.record(
-        "account.test_connection",
-        request=request,
-        target=account,
-        summary={"ok": ok, "results": [{"service": r.service, "ok": r.ok, "code": r.code} for r in results]},
-    )
-    return results
+    return redirect(LOOKUPS[CONNECTION_TEST].page(job))
 
 
 def service_index(request: HttpRequest, *, service: str, title: str) -> HttpResponse:

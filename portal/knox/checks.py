@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,20 +51,33 @@ def _probe(session: KnoxSession, service: str) -> str:
     raise ValueError(service)
 
 
-def check_connection(account: KnoxAccount, session: KnoxSession | None = None) -> list[ServiceCheck]:
+def services_to_check(account: KnoxAccount) -> list[str]:
+    return [account.kdp_service(), "guard", "efota"]
+
+
+def check_connection(
+    account: KnoxAccount, session: KnoxSession | None = None, *, progress: Callable[[ServiceCheck], None] | None = None
+) -> list[ServiceCheck]:
+    """Each service's check; `progress(check)` is called as soon as one is done (a job reports between them).
+
+    Not a generator on purpose: Django's error reports hide the values of every frame called from a
+    `@sensitive_variables` function by walking the frames' callers, and a suspended generator has none, so the
+    frames under it (which hold the decrypted keys) would be shown."""
     session = session or KnoxSession(account)
-    kdp = account.kdp_service()
     results = []
-    for service in (kdp, "guard", "efota"):
+    for service in services_to_check(account):
         label = SERVICE_LABELS[service]
         missing = account.missing_credentials(service)
         if missing:
-            results.append(ServiceCheck(service, label, None, "not set up: needs " + ", ".join(missing)))
-            continue
-        # Start from a fresh token so the check proves the credentials, not a token cached earlier.
-        authenticator_for(account, service).renew()
-        try:
-            results.append(ServiceCheck(service, label, True, _probe(session, service)))
-        except errors.KnoxError as e:
-            results.append(ServiceCheck(service, label, False, str(e), e.code))
+            check = ServiceCheck(service, label, None, "not set up: needs " + ", ".join(missing))
+        else:
+            # Start from a fresh token so the check proves the credentials, not a token cached earlier.
+            authenticator_for(account, service).renew()
+            try:
+                check = ServiceCheck(service, label, True, _probe(session, service))
+            except errors.KnoxError as e:
+                check = ServiceCheck(service, label, False, str(e), e.code)
+        results.append(check)
+        if progress is not None:
+            progress(check)
     return results

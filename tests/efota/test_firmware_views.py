@@ -1,4 +1,5 @@
-"""Firmware lookup: the versions E-FOTA offers for a model and sales code, asked while the page waits."""
+"""Firmware lookup: the versions E-FOTA offers for a model and sales code, asked by a worker (a lookup job) while
+the page follows it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from efota.models import EfotaCall
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
 from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
+from tests.portal.test_lookups import HTMX, ask, assert_following
 
 URL = "/efota/firmware/"
 
@@ -43,6 +45,61 @@ class FirmwareTestCase(BaseTestCase):
         errors = r.context["form"].errors
         assert set(errors) == {"licence", "model", "sales_code"}
         assert not EfotaCall.objects.exists() and not AuditEvent.objects.filter(action__startswith="efota.").exists()
+        assert not Job.objects.exists()
+
+    def test_a_lookup_is_queued_and_the_page_follows_it(self):
+        self.client.force_login(self.viewer)
+        data = {
+            "account": self.acme.pk,
+            "customer_id": CUSTOMER,
+            "licence": LICENCE,
+            "model": "sm-g991b",
+            "sales_code": "btu",
+            "current": "",
+        }
+        r = self.client.post(URL, data, headers=HTMX)
+        job = Job.objects.get()
+        html = r.content.decode()
+        assert r.status_code == 200 and html.lstrip().startswith('<div id="firmware-result">')
+        assert_following(html, job)
+        assert 'value="sm-g991b"' in html  # the form stays filled in, to ask again
+        assert (job.kind, job.status, job.account, job.created_by, job.func) == (
+            "efota.firmware",
+            Job.Status.QUEUED,
+            self.acme,
+            self.viewer,
+            "portal.lookups.run_lookup",
+        )
+        assert job.params == {
+            "customer_id": CUSTOMER,
+            "licence": LICENCE,
+            "model": "SM-G991B",
+            "sales_code": "BTU",
+            "current": "",
+        }
+        assert job.title == "Firmware for SM-G991B/BTU"
+        assert not EfotaCall.objects.exists()  # nothing asked while the request waited
+
+    def test_without_javascript_the_page_is_opened_on_the_job(self):
+        self.client.force_login(self.viewer)
+        data = {
+            "account": self.acme.pk,
+            "customer_id": CUSTOMER,
+            "licence": LICENCE,
+            "model": "SM-G991B",
+            "sales_code": "BTU",
+            "current": "G991BXXU5DVJ1",
+        }
+        r = self.client.post(URL, data)
+        job = Job.objects.get()
+        self.assertRedirects(r, f"{URL}?job={job.pk}", fetch_redirect_response=False)
+        page = self.client.get(r["Location"])
+        html = page.content.decode()
+        assert "<html" in html and 'class="badge badge-queued">Queued<' in html
+        assert 'value="G991BXXU5DVJ1"' in html and f'<a href="{URL}?job={job.pk}">Reload</a>' in html
+        other = Job.objects.create(kind="efota.licence", account=self.acme)
+        assert self.client.get(URL, {"job": other.pk}).status_code == 404  # another lookup's page shows it
+        assert self.client.get(URL, {"job": "x"}).status_code == 200  # not a job: the plain page
 
     def test_it_accepts_only_get_and_post(self):
         self.client.force_login(self.viewer)
@@ -55,29 +112,58 @@ class FirmwareTestCase(BaseTestCase):
         assert not EfotaCall.objects.exists() and not Job.objects.exists()
 
 
-def test_it_lists_the_firmware_e_fota_offers(client, efota, sandbox_account):
-    client.force_login(make_user("victor", "viewer"))
-    data = {"account": sandbox_account.pk, "customer_id": efota["customer_id"], "licence": efota["license"],
-            "model": "sm-g991b", "sales_code": "btu", "current": ""}  # fmt: skip
-    r = client.post(URL, data, headers={"HX-Request": "true"})
-    html = r.content.decode()
-    assert r.status_code == 200 and "<html" not in html
+def test_it_lists_the_firmware_e_fota_offers(client, efota, sandbox_account, django_capture_on_commit_callbacks):
+    viewer = make_user("victor", "viewer")
+    client.force_login(viewer)
+    data = {
+        "account": sandbox_account.pk,
+        "customer_id": efota["customer_id"],
+        "licence": efota["license"],
+        "model": "sm-g991b",
+        "sales_code": "btu",
+        "current": "",
+    }
+    r, job, html = ask(client, URL, data, django_capture_on_commit_callbacks)
+    assert r.status_code == 200
+    assert_following(r.content.decode(), job)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and job.result == {"versions": efota["firmware"]["SM-G991B/BTU"]}
+    assert "<html" not in html and "hx-trigger" not in html
     for version in efota["firmware"]["SM-G991B/BTU"]:
         assert f"<li><code>{version}</code></li>" in html
     call = EfotaCall.objects.get()
-    assert (call.operation, call.ok, call.summary) == ("firmwareList", True, "SM-G991B/BTU")
+    assert (call.operation, call.ok, call.summary, call.job, call.actor) == (
+        "firmwareList",
+        True,
+        "SM-G991B/BTU",
+        job,
+        viewer,
+    )
     event = AuditEvent.objects.get(action="efota.firmware_list")
     assert event.summary["ok"] is True and event.summary["versions"] == len(efota["firmware"]["SM-G991B/BTU"])
+    assert event.actor == viewer and event.summary["job"] == job.pk
 
 
-def test_an_empty_list_and_a_refusal_are_explained(client, efota, sandbox_account):
+def test_an_empty_list_and_a_refusal_are_explained(client, efota, sandbox_account, django_capture_on_commit_callbacks):
     client.force_login(make_user("victor", "viewer"))
-    data = {"account": sandbox_account.pk, "customer_id": efota["customer_id"], "licence": efota["second_license"],
-            "model": "SM-G991B", "sales_code": "BTU"}  # fmt: skip
-    html = unescape(client.post(URL, data).content.decode())
+    data = {
+        "account": sandbox_account.pk,
+        "customer_id": efota["customer_id"],
+        "licence": efota["second_license"],
+        "model": "SM-G991B",
+        "sales_code": "BTU",
+    }
+    r, job, html = ask(client, URL, data, django_capture_on_commit_callbacks, htmx=False)
+    assert r["Location"] == f"{URL}?job={job.pk}"
     assert "E-FOTA offers no firmware for this model and sales code on this licence." in html
-    html = unescape(client.post(URL, {**data, "licence": "EFOTA1-unknown"}).content.decode())
+    page = unescape(client.get(r["Location"]).content.decode())  # without JavaScript: the page, reloaded
+    assert "E-FOTA offers no firmware for this model and sales code on this licence." in page
+    assert 'class="badge badge-succeeded">Succeeded<' in page and 'hx-trigger="every 2s"' not in page
+    r, job, html = ask(client, URL, {**data, "licence": "EFOTA1-unknown"}, django_capture_on_commit_callbacks)
     assert "E-FOTA does not know this licence" in html and "<code>FUD_3017</code>" in html
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and job.error_summary.endswith("[FUD_3017]")
+    assert "E-FOTA does not know this licence" in job.error_summary
     assert list(EfotaCall.objects.values_list("ok", "code")) == [(False, "FUD_3017"), (True, "")]
     assert AuditEvent.objects.filter(action="efota.firmware_list").count() == 2
 
@@ -88,4 +174,4 @@ def test_byte_limits_apply_to_the_lookup(client, efota, sandbox_account):
     data = {"account": sandbox_account.pk, "customer_id": "é" * 26, "licence": LICENCE, "model": "X", "sales_code": "Y"}
     r = client.post(URL, data)
     assert "The customer ID is 52 bytes in UTF-8" in r.content.decode()
-    assert not EfotaCall.objects.exists()
+    assert not EfotaCall.objects.exists() and not Job.objects.exists()

@@ -1,4 +1,5 @@
-"""Licences: the list of licences checked and the "check licence" form, which asks E-FOTA while the page waits."""
+"""Licences: the list of licences checked and the "check licence" form, whose check is a lookup job (a worker asks
+E-FOTA) that the page follows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from efota.models import EfotaCall, EfotaLicence
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
 from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
+from tests.portal.test_lookups import HTMX, ask, assert_following
 
 URL = "/efota/licences/"
 
@@ -26,8 +28,9 @@ class LicencesTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.acme = ready_account()
-        EfotaLicence.objects.create(account=self.acme, customer_id=CUSTOMER, key=LICENCE, max_devices=100,
-                                    expiration_date=dt.date(2000, 1, 1))  # fmt: skip
+        EfotaLicence.objects.create(
+            account=self.acme, customer_id=CUSTOMER, key=LICENCE, max_devices=100, expiration_date=dt.date(2000, 1, 1)
+        )
 
     def test_it_lists_licences_with_the_expired_ones_highlighted(self):
         self.client.force_login(self.viewer)
@@ -48,11 +51,33 @@ class LicencesTestCase(BaseTestCase):
 
     def test_invalid_input_over_htmx_returns_the_form_fragment(self):
         self.client.force_login(self.viewer)
-        r = self.client.post(URL, {"account": self.acme.pk, "customer_id": CUSTOMER, "licence": ""},
-                             headers={"HX-Request": "true"})  # fmt: skip
+        r = self.client.post(
+            URL, {"account": self.acme.pk, "customer_id": CUSTOMER, "licence": ""}, headers={"HX-Request": "true"}
+        )
         html = r.content.decode()
         assert r.status_code == 200 and "<html" not in html
         assert html.lstrip().startswith('<div id="licence-check">') and "This field is required." in html
+
+    def test_a_check_is_queued_and_followed(self):
+        self.client.force_login(self.viewer)
+        data = {"account": self.acme.pk, "customer_id": f" {CUSTOMER} ", "licence": "EFOTA1-new"}
+        r = self.client.post(URL, data, headers=HTMX)
+        job = Job.objects.get()
+        html = r.content.decode()
+        assert html.lstrip().startswith('<div id="licence-check">')
+        assert_following(html, job)
+        assert (job.kind, job.params, job.created_by) == (
+            "efota.licence",
+            {"customer_id": CUSTOMER, "licence": "EFOTA1-new"},
+            self.viewer,
+        )
+        assert not EfotaCall.objects.exists() and EfotaLicence.objects.count() == 1  # nothing asked yet
+        r = self.client.post(URL, data)  # without JavaScript: the page, opened on the job
+        second = Job.objects.latest("id")
+        self.assertRedirects(r, f"{URL}?job={second.pk}", fetch_redirect_response=False)
+        html = unescape(self.client.get(r["Location"]).content.decode())
+        assert 'value="EFOTA1-new"' in html and 'class="badge badge-queued">Queued<' in html
+        assert f'<tr class="efota-expired"><td><code>{LICENCE}</code>' in html  # still the whole page
 
     def test_it_accepts_only_get_and_post(self):
         self.client.force_login(self.viewer)
@@ -68,28 +93,46 @@ class LicencesTestCase(BaseTestCase):
         assert not EfotaCall.objects.exists() and not Job.objects.exists()
 
 
-def test_a_viewer_checks_a_licence_and_the_answer_is_stored(client, efota, sandbox_account):
-    client.force_login(make_user("victor", "viewer"))
+def test_a_viewer_checks_a_licence_and_the_answer_is_stored(
+    client, efota, sandbox_account, django_capture_on_commit_callbacks
+):
+    viewer = make_user("victor", "viewer")
+    client.force_login(viewer)
     data = {"account": sandbox_account.pk, "customer_id": efota["customer_id"], "licence": efota["license"]}
-    r = client.post(URL, data, headers={"HX-Request": "true"})
-    html = unescape(r.content.decode())
-    assert r.status_code == 200 and "<html" not in html
+    r, job, html = ask(client, URL, data, django_capture_on_commit_callbacks)
+    assert r.status_code == 200 and "<html" not in r.content.decode()
+    assert "<html" not in html
     record = EfotaLicence.objects.get(key=efota["license"])
     assert record.max_devices == 100 and record.expiration_date and not record.is_expired
     assert f"<dt>Max devices</dt><dd>{record.max_devices}</dd>" in html
     assert f"<dt>Expires</dt><dd>{record.expiration_date:%Y-%m-%d}</dd>" in html
-    assert EfotaCall.objects.get().operation == "licenseInfo"
-    assert AuditEvent.objects.get(action="efota.license_info").summary == {"ok": True}
-    assert not Job.objects.exists()  # a read, not a job
+    call = EfotaCall.objects.get()
+    assert (call.operation, call.job, call.actor) == ("licenseInfo", job, viewer)
+    event = AuditEvent.objects.get(action="efota.license_info")
+    assert event.summary == {"ok": True, "job": job.pk} and event.actor == viewer
+    job.refresh_from_db()
+    assert (job.kind, job.status) == ("efota.licence", Job.Status.SUCCEEDED)  # a lookup job, nothing else
+    assert Job.objects.count() == 1
     assert efota["license"] in client.get(URL).content.decode()  # and listed
 
 
-def test_an_expired_licence_is_explained_with_its_fud_code(client, efota, sandbox_account):
+def test_an_expired_licence_is_explained_with_its_fud_code(
+    client, efota, sandbox_account, django_capture_on_commit_callbacks
+):
     client.force_login(make_user("victor", "viewer"))
     data = {"account": sandbox_account.pk, "customer_id": efota["customer_id"], "licence": efota["expired_license"]}
-    html = unescape(client.post(URL, data).content.decode())
-    assert "The licence is not active (expired or not yet activated)" in html
-    assert "<code>FUD_3018</code>" in html and "(processing error)" in html
+    r, job, html = ask(client, URL, data, django_capture_on_commit_callbacks, htmx=False)
+    assert r["Location"] == f"{URL}?job={job.pk}"
+    for page in (html, unescape(client.get(r["Location"]).content.decode())):
+        assert "The licence is not active (expired or not yet activated)" in page
+        assert "<code>FUD_3018</code>" in page and "(processing error)" in page
     call = EfotaCall.objects.get()
     assert (call.ok, call.code) == (False, "FUD_3018")
     assert "not active" in EfotaLicence.objects.get(key=efota["expired_license"]).last_error
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and job.error_summary.endswith("[FUD_3018]")
+    assert AuditEvent.objects.get(action="efota.license_info").summary == {
+        "ok": False,
+        "code": "FUD_3018",
+        "job": job.pk,
+    }

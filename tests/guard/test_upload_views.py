@@ -1,5 +1,6 @@
 """Uploads to Knox Guard: the list, the form with the four policy flags → preview → confirm → job, and Knox's own
-list of uploads read on request. The end-to-end upload runs against the in-process sandbox."""
+list of uploads read on request by a worker (a lookup job the page follows). The end-to-end upload runs against
+the in-process sandbox."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from html import unescape
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from guard.models import GuardDevice, GuardUpload
-from guard.tasks import run_upload
-from portal.models import AuditEvent, Job, Upload
+from guard.tasks import UPLOAD_FIELDS, run_upload
+from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from tests.base import BaseTestCase, make_user
 from tests.guard.test_bulk_views import imei_csv, stage
 from tests.guard.test_device_views import guard_account
 from tests.kdp.test_transfer import fresh_imeis
+from tests.portal.test_lookups import HTMX, ask, assert_following
 
 
 class UploadListTestCase(BaseTestCase):
@@ -40,6 +42,35 @@ class UploadListTestCase(BaseTestCase):
         self.client.force_login(self.operator)
         assert self.client.get("/guard/uploads/knox/").status_code == 405
         assert self.client.post("/guard/uploads/knox/", {"account": 999}).status_code == 400
+        assert not Job.objects.filter(kind="guard.knox_uploads").exists()
+
+    def test_reading_knox_s_list_is_queued_and_followed(self):
+        self.client.force_login(self.operator)
+        r = self.client.post("/guard/uploads/knox/", {"account": self.account.pk}, headers=HTMX)
+        job = Job.objects.get(kind="guard.knox_uploads")
+        html = r.content.decode()
+        assert html.lstrip().startswith('<div id="knox-uploads">')
+        assert_following(html, job)
+        assert (job.account, job.created_by, job.title) == (
+            self.account,
+            self.operator,
+            "Knox Guard uploads of Guard Finance",
+        )
+        r = self.client.post("/guard/uploads/knox/", {"account": self.account.pk})  # without JavaScript
+        second = Job.objects.filter(kind="guard.knox_uploads").latest("id")
+        assert r["Location"] == f"/guard/uploads/?job={second.pk}"
+        page = self.client.get(r["Location"]).content.decode()
+        assert "abc-123" in page and 'class="badge badge-queued">Queued<' in page  # the whole page, and the job
+        self.client.force_login(self.viewer)  # may read the page, not Knox's list
+        assert self.client.get(r["Location"]).status_code == 403
+        assert self.client.get(f"/jobs/{second.pk}/result/", headers=HTMX).status_code == 403
+
+    def test_an_account_not_set_up_for_knox_guard_is_refused_in_words(self):
+        half = KnoxAccount.objects.create(name="Half", environment="sandbox")
+        self.client.force_login(self.operator)
+        r = self.client.post("/guard/uploads/knox/", {"account": half.pk}, follow=True)
+        assert "Half cannot call Knox Guard yet: it needs keys.json" in unescape(r.content.decode())
+        assert not Job.objects.filter(kind="guard.knox_uploads").exists()
 
 
 class UploadNewTestCase(BaseTestCase):
@@ -110,7 +141,9 @@ class UploadConfirmTestCase(BaseTestCase):
 # --- against the sandbox ------------------------------------------------------------------------------------
 
 
-def test_an_upload_reaches_knox_and_knox_s_list_is_read_on_request(client, guard_synced, knox_sandbox):
+def test_an_upload_reaches_knox_and_knox_s_list_is_read_on_request(
+    client, guard_synced, knox_sandbox, django_capture_on_commit_callbacks
+):
     operator = make_user("olivia", "operator")
     client.force_login(operator)
     imeis = fresh_imeis(2, "35411100")
@@ -126,6 +159,27 @@ def test_an_upload_reaches_knox_and_knox_s_list_is_read_on_request(client, guard
     assert set(GuardDevice.objects.filter(device_uid__in=imeis).values_list("state", flat=True)) == {"Accepted"}
     page = client.get(f"/guard/jobs/{job.pk}/").content.decode()
     assert record.upload_id in page
-    knox = client.post("/guard/uploads/knox/", {"account": guard_synced.pk})
-    html = knox.content.decode()
+    knox, lookup, html = ask(
+        client, "/guard/uploads/knox/", {"account": guard_synced.pk}, django_capture_on_commit_callbacks
+    )
     assert knox.status_code == 200 and record.upload_id in html and "KDP" in html
+    lookup.refresh_from_db()
+    assert lookup.status == Job.Status.SUCCEEDED and lookup.created_by == operator
+    assert {u["uploadId"] for u in lookup.result["uploads"]} >= {record.upload_id}
+    assert all(set(u) == {*UPLOAD_FIELDS, "created"} for u in lookup.result["uploads"])  # only what is shown
+
+
+def test_a_refused_list_is_explained(client, sandbox_account, django_capture_on_commit_callbacks):
+    sandbox_account.set_secret("client_identifier", "not-the-one-knox-registered")  # Knox refuses the token
+    sandbox_account.save()
+    client.force_login(make_user("olivia", "operator"))
+    _, job, html = ask(
+        client, "/guard/uploads/knox/", {"account": sandbox_account.pk}, django_capture_on_commit_callbacks
+    )
+    sentence = (
+        "Knox did not list the uploads of Sandbox: Knox rejected the access token: check the account's keys.json "
+        "and Client Identifier (they must belong together and to this region)."
+    )
+    assert f"{sentence} <code>4012250</code>" in html
+    job.refresh_from_db()
+    assert (job.status, job.error_summary, job.result["failure"]["code"]) == (Job.Status.FAILED, sentence, "4012250")

@@ -15,6 +15,7 @@ from portal.roles import ROLES
 from tests.base import BaseTestCase
 
 PUBLIC = {"login", "healthz", "admin:login"}
+WORLD_JOBS = 2  # build_world's KDP upload and firmware lookup: nobody's request may add one
 OUR_NAMESPACES = ("portal", "kdp", "guard", "efota")
 
 
@@ -86,7 +87,15 @@ def build_world() -> World:
     guard_upload = Upload.objects.create(
         account=account, service="guard", operation="guard", filename="g.csv", file="guard/g.csv", status="ready"
     )
-    ids = {"guard:device": guard_device.pk, "guard:bulk": guard_upload.pk, "job": job.pk, "upload": upload.pk, "device": device.pk, "transaction": tx.pk,
+    # A lookup a viewer may ask for, answered (portal:lookup_result shows lookups only).
+    lookup = Job.objects.create(
+        kind="efota.firmware",
+        account=account,
+        status=Job.Status.SUCCEEDED,
+        params={"customer_id": "C1", "licence": "L1", "model": "M", "sales_code": "S", "current": ""},
+        result={"versions": []},
+    )
+    ids = {"lookup": lookup.pk, "guard:device": guard_device.pk, "guard:bulk": guard_upload.pk, "job": job.pk, "upload": upload.pk, "device": device.pk, "transaction": tx.pk,
            "unschedule": schedule.pk, "account": account.pk, "customers": account.pk}  # fmt: skip
     return World(account=account, job=job, ids=ids)
 
@@ -154,7 +163,7 @@ class AccessTestCase(BaseTestCase):
             assert r.status_code == 403, (url, r.status_code)
             checked += 1
         assert checked >= 5
-        assert Job.objects.count() == 1 and KnoxAccount.objects.count() == 1
+        assert Job.objects.count() == WORLD_JOBS and KnoxAccount.objects.count() == 1
 
     def test_viewer_reads_every_page(self):
         self.client.force_login(self.viewer)
@@ -265,4 +274,4 @@ class AccessTestCase(BaseTestCase):
         assert {n for n in allowed["operator"] if n.startswith("admin:")} == {"admin:login", "admin:logout"}
         # Only history pages of models the world has no row of (the admin says "does not exist" before it checks).
         assert skipped and all(url.endswith("/history/") for _, url in skipped), skipped
-        assert Job.objects.count() == 1 and KnoxAccount.objects.count() == 1
+        assert Job.objects.count() == WORLD_JOBS and KnoxAccount.objects.count() == 1

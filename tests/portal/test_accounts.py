@@ -8,9 +8,10 @@ import responses
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
-from portal.models import AuditEvent, KnoxAccount
+from portal.models import AuditEvent, Job, KnoxAccount
 from tests.base import BaseTestCase
 from tests.keys import keys_dict, keys_json
+from tests.portal.test_lookups import HTMX, ask, assert_following
 
 CLIENT_ID = "cid-PLAINTEXT-4c1d"
 OAUTH_SECRET = "oauth-PLAINTEXT-9f2e"
@@ -148,32 +149,92 @@ class AccountsTestCase(BaseTestCase):
         account.guard_url = "https://proxy.example.org/kg/"
         assert account.base_url("guard") == "https://proxy.example.org/kg"
 
+    def mock_knox(self) -> None:
+        """KDP answers, Knox Guard refuses the credentials, E-FOTA issues a token (the network edge, mocked)."""
+        responses.post("http://knox.test/ams/v1/users/accesstoken", json={"accessToken": "a"})
+        responses.get("http://knox.test/kcs/v1/rp/customers", json={"totalCount": 5, "customers": []})
+        responses.get(
+            "http://knox.test/kcs/v1.1/kg/authorization",
+            status=401,
+            json={
+                "result": "FAIL",
+                "error": {"code": 4010000, "message": "AUTHORIZATION_FAIL", "reason": "Invalid Api Key"},
+            },
+        )
+        responses.post("http://knox.test/iam/auth/oauth/v2/token", json={"access_token": "e", "expires_in": 3600})
+
     @responses.activate
     def test_test_connection_reports_each_service(self):
         with self.settings(
             KNOX_SANDBOX_URL="http://knox.test", KNOX_KDP_RATE_LIMIT=0, KNOX_GUARD_RATE_LIMIT=0, KNOX_MAX_RETRIES=0
         ):
             account = self.create()
-            responses.post("http://knox.test/ams/v1/users/accesstoken", json={"accessToken": "a"})
-            responses.get("http://knox.test/kcs/v1/rp/customers", json={"totalCount": 5, "customers": []})
-            responses.get(
-                "http://knox.test/kcs/v1.1/kg/authorization",
-                status=401,
-                json={
-                    "result": "FAIL",
-                    "error": {"code": 4010000, "message": "AUTHORIZATION_FAIL", "reason": "Invalid Api Key"},
-                },
-            )
-            responses.post("http://knox.test/iam/auth/oauth/v2/token", json={"access_token": "e", "expires_in": 3600})
-            r = self.client.post(f"/accounts/{account.pk}/test/", headers={"HX-Request": "true"})
-        html = r.content.decode()
+            self.mock_knox()
+            r, job, html = ask(self.client, f"/accounts/{account.pk}/test/", {}, self.captureOnCommitCallbacks)
+        posted = r.content.decode()
+        assert posted.lstrip().startswith('<div id="test-results">')
+        assert_following(posted, job)
+        assert "<dt>Services</dt><dd>3</dd>" in posted  # KDP, Knox Guard and E-FOTA are set up: 3 to test
         assert "<html" not in html
         assert "5 customer(s) visible" in html
         assert "Knox Guard rejected the credentials" in html and "4010000" in html
         assert "token issued" in html
         account.refresh_from_db()
         assert account.last_test_ok is False and account.last_test_at is not None
-        assert AuditEvent.objects.filter(action="account.test_connection").exists()
+        assert "Knox Guard: Knox Guard rejected the credentials" in account.last_test_message
+        job.refresh_from_db()
+        assert (job.kind, job.status, job.succeeded, job.failed) == ("portal.connection_test", "partial", 2, 1)
+        assert job.error_summary.startswith("Knox Guard: Knox Guard rejected the credentials")
+        event = AuditEvent.objects.get(action="account.test_connection")
+        assert event.actor == self.admin and event.summary["ok"] is False and event.summary["job"] == job.pk
+        assert [r["ok"] for r in event.summary["results"]] == [True, False, True]
+
+    @responses.activate
+    def test_without_javascript_the_account_page_shows_the_test(self):
+        with self.settings(
+            KNOX_SANDBOX_URL="http://knox.test", KNOX_KDP_RATE_LIMIT=0, KNOX_GUARD_RATE_LIMIT=0, KNOX_MAX_RETRIES=0
+        ):
+            account = self.create()
+            r = self.client.post(f"/accounts/{account.pk}/test/")
+            job = Job.objects.get(kind="portal.connection_test")
+            self.assertRedirects(r, f"/accounts/{account.pk}/?job={job.pk}", fetch_redirect_response=False)
+            queued = self.client.get(r["Location"]).content.decode()
+            assert 'class="badge badge-queued">Queued<' in queued and "Reload</a>" in queued
+            assert not responses.calls  # the request did not reach Knox
+            self.mock_knox()
+            with self.captureOnCommitCallbacks(execute=True):
+                r = self.client.post(f"/accounts/{account.pk}/test/")
+        page = self.client.get(r["Location"]).content.decode()
+        assert "5 customer(s) visible" in page and "Knox Guard rejected the credentials" in page
+        assert 'class="badge badge-partial">Partially failed<' in page and 'hx-trigger="every 2s"' not in page
+
+    def test_the_test_is_for_account_managers_only(self):
+        account = self.create()
+        job = Job.objects.create(
+            kind="portal.connection_test", account=account, status="succeeded", result={"ok": True, "results": []}
+        )
+        other = KnoxAccount.objects.create(name="Other", environment="sandbox")
+        for user in (self.viewer, self.operator):
+            self.client.force_login(user)
+            assert self.client.post(f"/accounts/{account.pk}/test/").status_code == 403
+            assert self.client.get(f"/accounts/{account.pk}/", {"job": job.pk}).status_code == 403
+            assert self.client.get(f"/jobs/{job.pk}/result/", headers=HTMX).status_code == 403
+        self.client.force_login(self.admin)
+        assert self.client.get(f"/accounts/{account.pk}/", {"job": job.pk}).status_code == 200
+        assert self.client.get(f"/accounts/{other.pk}/", {"job": job.pk}).status_code == 404  # not its test
+        assert self.client.get(f"/accounts/{account.pk}/test/").status_code == 405
+        assert Job.objects.count() == 1
+
+    def test_an_account_with_nothing_set_up_has_nothing_to_test(self):
+        account = KnoxAccount.objects.create(name="Empty", environment="sandbox")
+        self.client.force_login(self.admin)
+        _, job, html = ask(self.client, f"/accounts/{account.pk}/test/", {}, self.captureOnCommitCallbacks)
+        job.refresh_from_db()
+        assert job.status == Job.Status.FAILED and job.total == 0
+        assert job.error_summary == "No Knox service is set up on this account: nothing was tested."
+        assert html.count("skipped") == 3 and "not set up: needs" in html
+        account.refresh_from_db()
+        assert account.last_test_ok is False
 
 
 def test_the_account_form_shows_every_field_once():

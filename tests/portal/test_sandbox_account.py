@@ -102,17 +102,24 @@ def test_a_dead_knox_is_reported_not_retried_forever(sandbox_account, settings):
         KnoxSession(sandbox_account).request("guard", "GET", "/authorization", idempotent=True)
 
 
-def test_admin_action_tests_the_connection(sandbox_account, client):
+def test_admin_action_tests_the_connection(sandbox_account, client, django_capture_on_commit_callbacks):
+    from portal.models import Job
     from tests.base import make_user
 
     admin = make_user("root", "admin", is_staff=True)
     client.force_login(admin)
-    r = client.post(
-        "/admin/portal/knoxaccount/",
-        {"action": "test_connection", "_selected_action": [sandbox_account.pk]},
-        follow=True,
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the admin queues the test; the worker runs it
+        r = client.post(
+            "/admin/portal/knoxaccount/",
+            {"action": "test_connection", "_selected_action": [sandbox_account.pk]},
+            follow=True,
+        )
     assert r.status_code == 200
-    assert "Sandbox: KDP Gen2: 5 customer(s) visible" in r.content.decode()
+    job = Job.objects.get(kind="portal.connection_test")
+    page = f"/accounts/{sandbox_account.pk}/?job={job.pk}"
+    assert f'Sandbox: connection test queued as job #{job.pk}; <a href="{page}">its answer</a>' in r.content.decode()
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and job.created_by == admin
+    assert "<strong>KDP Gen2</strong>: 5 customer(s) visible" in client.get(page).content.decode()
     sandbox_account.refresh_from_db()
     assert sandbox_account.last_test_ok is True

@@ -501,10 +501,16 @@ class SecretsTestCase(BaseTestCase):
                 assert r.status_code == 200, url
                 texts[url] = r.content.decode()
 
-            r = self.client.post(f"/accounts/{pk}/test/", headers={"HX-Request": "true"})
+            # Test connection is a job (portal.lookups): the worker meets the unreachable Knox; the page shows it.
+            with self.captureOnCommitCallbacks(execute=True):
+                r = self.client.post(f"/accounts/{pk}/test/", headers={"HX-Request": "true"})
             texts["test (htmx)"] = r.content.decode()
-            assert "connection to Knox failed" in texts["test (htmx)"]
+            test_job = Job.objects.filter(kind="portal.connection_test").latest("id")
+            r = self.client.get(f"/jobs/{test_job.pk}/result/", headers={"HX-Request": "true"})
+            texts["test answer"] = r.content.decode()
+            assert "connection to Knox failed" in texts["test answer"]
             texts["test"] = self.client.post(f"/accounts/{pk}/test/", follow=True).content.decode()
+            texts["test jobs"] = str(list(Job.objects.filter(kind="portal.connection_test").values()))
             r = self.client.post(f"/accounts/{pk}/edit/", self.account_data(), follow=True)
             texts["edit"] = r.content.decode()
 
@@ -514,10 +520,22 @@ class SecretsTestCase(BaseTestCase):
             for i, report in enumerate(self.error_reports(request, *exc_info)):
                 texts[f"edit error report {i}"] = report
             assert "oauth_client_secret" in texts["edit error report 1"]  # the field is listed, its value hidden
+            # The connection test fails in the worker (the request only queues it): Django's error report of that
+            # failure, as an error-reporting tool would build it, hides the frames' values too.
             fail_signing = mock.patch("portal.knox.auth.jwt.encode", side_effect=RuntimeError("signing failed"))
-            request, *exc_info = self.failing_request({}, f"/accounts/{pk}/test/", fail_signing)
-            for i, report in enumerate(self.error_reports(request, *exc_info)):
-                texts[f"test error report {i}"] = report
+            with fail_signing, pytest.raises(RuntimeError) as failed, self.captureOnCommitCallbacks(execute=True):
+                self.client.post(f"/accounts/{pk}/test/")
+            # The worker's stack starts at the task (this test's own frames, which hold the markers, are not part
+            # of what a worker would report).
+            tb = failed.tb
+            while tb is not None and tb.tb_frame.f_code.co_name != "run_lookup":
+                tb = tb.tb_next
+            assert tb is not None, "the failure did not come from the lookup task"
+            reporter = ExceptionReporter(None, failed.type, failed.value, tb)
+            texts["test error report html"] = reporter.get_traceback_html()
+            texts["test error report text"] = reporter.get_traceback_text()
+            assert "connection_test" in texts["test error report text"]
+            assert "********" in texts["test error report text"]
 
             for url in ("/audit/", "/admin/portal/auditevent/", "/"):
                 texts[url] = self.client.get(url).content.decode()
