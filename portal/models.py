@@ -609,6 +609,13 @@ class Upload(models.Model):
     def problems(self) -> int:
         return self.invalid + self.duplicate + self.conflicts
 
+    def read_rows(self) -> models.QuerySet[UploadRow]:
+        """The staged rows, once the file was read. While the upload is PARSING its rows are being written (or the
+        earlier ones deleted) in batches, and none is shown (portal.uploads.stage_upload)."""
+        if self.status == Upload.Status.PARSING:
+            return UploadRow.objects.none()
+        return UploadRow.objects.filter(upload=self)
+
     def start_parsing(self, user: Any) -> Job:
         """Queue the job that reads the file into rows (the preview polls it)."""
         job = Job.objects.create(
