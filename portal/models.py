@@ -595,16 +595,6 @@ class Upload(models.Model):
     def __str__(self) -> str:
         return f"{self.filename} ({self.get_operation_display().lower()})"
 
-    def count_rows(self) -> None:
-        """Recompute the counters from the staged rows (one grouped query)."""
-        counts = dict(self.rows.values_list("status").annotate(n=models.Count("id")).order_by())
-        self.valid = counts.get(UploadRow.Status.VALID, 0)
-        self.invalid = counts.get(UploadRow.Status.INVALID, 0)
-        self.duplicate = counts.get(UploadRow.Status.DUPLICATE, 0)
-        self.skipped = counts.get(UploadRow.Status.SKIPPED, 0)
-        self.conflicts = sum(counts.get(s, 0) for s in UploadRow.CONFLICTS)
-        self.rows_total = sum(counts.values())
-
     @property
     def problems(self) -> int:
         return self.invalid + self.duplicate + self.conflicts

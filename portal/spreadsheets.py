@@ -77,7 +77,7 @@ DEFAULT_MAX_SHEETS = 50
 # Cells in all, every sheet counted from A1 to its last filled row and column (what a parse may have to load).
 DEFAULT_MAX_CELLS = 10_000_000
 # Memory for the one sheet being read: its grid and its text (a shared string is copied into every cell using it).
-DEFAULT_MAX_MEMORY = 150 * 1024 * 1024
+DEFAULT_MAX_MEMORY = 128 * 1024 * 1024
 CELL_BYTES = 32  # calamine's cell (a Rust enum of 32 bytes)
 STRING_BYTES = 24  # what the allocator adds to each text value, on top of its characters
 HEADER_SCAN_ROWS = 20

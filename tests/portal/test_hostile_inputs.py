@@ -118,7 +118,7 @@ MANIFEST = [
         "1.6 MB: a header across 50 columns over 199,999 IMEIs, a grid of 10 million cells (320 MB in calamine)",
         REFUSED,
         "The sheet 'Devices' reaches down to row 200,000 and across to column AX: 10,000,000 cells, about 305.2 MB "
-        "of memory to read; the portal reads at most 150.0 MB at once",
+        "of memory to read; the portal reads at most 128.0 MB at once",
     ),
     Case(
         "many-sheets.xlsx",
@@ -130,7 +130,7 @@ MANIFEST = [
         "shared-string-bomb.xlsx",
         "3.4 MB: a million cells sharing one string of 1,000 characters, which calamine copies into each (810 MB)",
         REFUSED,
-        "of it text; the portal reads at most 150.0 MB at once. Usually a long text is repeated in many cells",
+        "of it text; the portal reads at most 128.0 MB at once. Usually a long text is repeated in many cells",
     ),
     Case("million-rows.csv", "1,000,000 rows, over the 200,000-row limit", REFUSED, "more than 200,000 rows"),
     Case("million-rows.xlsx", "1,000,000 rows in a workbook", REFUSED, "more than 200,000 rows"),

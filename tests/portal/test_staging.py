@@ -100,7 +100,7 @@ def test_a_file_refused_part_way_leaves_no_rows(seen, settings):
     assert upload.status == Upload.Status.REFUSED and "more than 12 rows" in upload.error
     # Two batches of 5 were written (the 13th row refused the file), then deleted 4 at a time.
     assert [call["rows_in_database"] for call in seen] == [0, 5]
-    assert sum("INSERT INTO \"portal_uploadrow\"" in q["sql"] for q in queries.captured_queries) == 2
+    assert sum('INSERT INTO "portal_uploadrow"' in q["sql"] for q in queries.captured_queries) == 2
     assert sum(q["sql"].startswith("DELETE") for q in queries.captured_queries) == 3
     assert not UploadRow.objects.filter(upload=upload).exists()
     assert (upload.rows_total, upload.valid) == (0, 0)

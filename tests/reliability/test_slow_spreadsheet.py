@@ -19,6 +19,7 @@ import re
 import sqlite3
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,15 @@ def test_a_slow_spreadsheet_never_locks_staff_out(stack: Stack, migrated_sqlite,
     assert statuses[legit_pk] == "ready"
     assert stack.sql("SELECT valid, rows_total FROM portal_upload WHERE id = ?", legit_pk) == [(LEGIT_ROWS,) * 2]
     assert stack.sql("SELECT count(*) FROM portal_uploadrow WHERE upload_id = ?", hostile_pk) == [(0,)]
+
+    for pk, name in uploads.items():
+        started, finished = stack.sql(
+            "SELECT j.started_at, j.finished_at FROM portal_job j JOIN portal_upload u ON u.parse_job_id = j.id "
+            "WHERE u.id = ?",
+            pk,
+        )[0]
+        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+        print(f"{name} parse job: {seconds:.1f} s in the worker")
 
     # Every job queued meanwhile was claimed and finished: none was left "queued" by a failed claim.
     wait_for(
