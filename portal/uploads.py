@@ -127,6 +127,11 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
     parse_job = upload.parse_job_id
     counts: Counter[str] = Counter()
     try:
+        # The web views set PARSING when they queue the parse; a command or a second reading may not have.
+        with transaction.atomic():
+            _current(upload, parse_job)
+            Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.PARSING)
+        upload.status = Upload.Status.PARSING
         delete_rows(upload, parse_job, job=job, owner=owner)
         try:
             with spreadsheets.open_spreadsheet(

@@ -157,3 +157,16 @@ def test_a_parse_overtaken_by_a_newer_one_stops_and_leaves_the_upload_to_it(seen
 def test_the_web_upload_path_still_stages_every_row(db):
     upload = make_upload(ready_account(), devices_csv(ROWS), "devices.csv")
     assert upload.status == Upload.Status.READY and upload.rows.count() == upload.valid == ROWS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reading_a_finished_upload_again_hides_its_rows_until_done(seen):
+    # A management command or a second call may stage an upload that is READY: it goes back to PARSING first.
+    upload = parsing_upload(devices_csv(ROWS))
+    stage_upload(upload)
+    assert upload.status == Upload.Status.READY
+    seen.clear()
+    stage_upload(upload)
+    assert {call["status"] for call in seen} == {Upload.Status.PARSING}
+    assert {call["rows_shown"] for call in seen} == {0}
+    assert upload.status == Upload.Status.READY and upload.read_rows().count() == ROWS
