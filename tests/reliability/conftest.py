@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from portal.processes import free_port, signal_group, wait_http
+from portal.processes import free_port, signal_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,15 +110,6 @@ class Stack:
             self.env = saved
         self.clusters.append(proc)
         return proc
-
-    def start_web(self) -> str:
-        """`manage.py runserver --noreload` on a free port; returns its base URL once /healthz answers."""
-        port = free_port()
-        proc = self._spawn("web", "runserver", f"127.0.0.1:{port}", "--noreload")
-        self.clusters.append(proc)  # stopped with the clusters
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/healthz", what="the portal", procs=[("web", proc)])
-        return url
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         """kill -9 the whole process group: the sentinel, its workers, the pusher and the monitor at once."""

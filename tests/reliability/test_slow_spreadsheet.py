@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from portal.processes import free_port, wait_http
 from tests.base import PASSWORD
 from tests.data.hostile import make_corpus
 from tests.data.hostile.make_corpus import imei
@@ -40,6 +41,17 @@ from django.contrib.auth.models import Group, User
 user = User.objects.create_user("olivia", password={password!r})
 user.groups.add(Group.objects.get(name="operator"))
 """
+
+
+def start_web_server(stack: Stack) -> str:
+    """`manage.py runserver --noreload` (threaded, like a real server) on a free port, stopped with the clusters;
+    returns its base URL once /healthz answers."""
+    port = free_port()
+    proc = stack._spawn("web", "runserver", f"127.0.0.1:{port}", "--noreload")
+    stack.clusters.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", what="the portal", procs=[("web", proc)])
+    return url
 
 
 class LockProbe(threading.Thread):
@@ -129,7 +141,7 @@ def test_a_slow_spreadsheet_never_locks_staff_out(stack: Stack, migrated_sqlite,
     hostile = make_corpus.build("far-cells-on-every-sheet.xlsx", tmp_path)
     legit = legit_workbook(tmp_path / "devices-100k.xlsx")
 
-    base = stack.start_web()
+    base = start_web_server(stack)
     staff = Staff(base)
     staff.login()
     # Queued before the worker starts, so that both parses run while the requests below are made.
