@@ -462,9 +462,7 @@ def _confirm_upload(request: HttpRequest, staged: Upload) -> HttpResponse:
 @require_GET
 def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_staged_for_user(request, pk)
-    rows = UploadRow.objects.filter(upload=staged).exclude(
-        status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED)
-    )
+    rows = staged.read_rows().exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
     columns = [
         exports.Column("Row", "row_number", "number", 8),
         exports.Column("Value in the file", "raw", "identifier", 24),

@@ -224,9 +224,7 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def upload_invalid_xlsx(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
-    rows = UploadRow.objects.filter(upload=staged).exclude(
-        status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED)
-    )
+    rows = staged.read_rows().exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
     columns = [
         exports.Column("Row", "row_number", "number", 8),
         exports.Column("Value in the file", "raw", "identifier", 24),

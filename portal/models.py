@@ -645,19 +645,16 @@ class Upload(models.Model):
     def __str__(self) -> str:
         return f"{self.filename} ({self.get_operation_display().lower()})"
 
-    def count_rows(self) -> None:
-        """Recompute the counters from the staged rows (one grouped query)."""
-        counts = dict(self.rows.values_list("status").annotate(n=models.Count("id")).order_by())
-        self.valid = counts.get(UploadRow.Status.VALID, 0)
-        self.invalid = counts.get(UploadRow.Status.INVALID, 0)
-        self.duplicate = counts.get(UploadRow.Status.DUPLICATE, 0)
-        self.skipped = counts.get(UploadRow.Status.SKIPPED, 0)
-        self.conflicts = sum(counts.get(s, 0) for s in UploadRow.CONFLICTS)
-        self.rows_total = sum(counts.values())
-
     @property
     def problems(self) -> int:
         return self.invalid + self.duplicate + self.conflicts
+
+    def read_rows(self) -> models.QuerySet[UploadRow]:
+        """The staged rows, once the file was read. While the upload is PARSING its rows are being written (or the
+        earlier ones deleted) in batches, and none is shown (portal.uploads.stage_upload)."""
+        if self.status == Upload.Status.PARSING:
+            return UploadRow.objects.none()
+        return UploadRow.objects.filter(upload=self)
 
     def start_parsing(self, user: Any) -> Job:
         """Queue the job that reads the file into rows (the preview polls it)."""

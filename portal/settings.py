@@ -336,6 +336,13 @@ AUDIT_TRUST_X_FORWARDED_FOR = envbool("AUDIT_TRUST_X_FORWARDED_FOR", "False")
 # Spreadsheets staff upload (KDP and Knox Guard): refused above these sizes, with a message saying so.
 SPREADSHEET_MAX_BYTES = envint("SPREADSHEET_MAX_BYTES", str(20 * 1024 * 1024))
 SPREADSHEET_MAX_ROWS = envint("SPREADSHEET_MAX_ROWS", "200000")
+# Per workbook, measured from its XML before anything is loaded (portal/spreadsheets.py): its sheets; its cells in
+# all, each sheet counted from A1 to its last filled row and column (finding the header may load every sheet);
+# and the memory the one sheet being read would take (32 bytes a cell plus its text). A parse of a file within
+# the defaults peaks at about 200 MB; raise SPREADSHEET_MAX_MEMORY_MB only with memory to match.
+SPREADSHEET_MAX_SHEETS = envint("SPREADSHEET_MAX_SHEETS", "50")
+SPREADSHEET_MAX_CELLS = envint("SPREADSHEET_MAX_CELLS", "10000000")
+SPREADSHEET_MAX_MEMORY_MB = envint("SPREADSHEET_MAX_MEMORY_MB", "128")
 # Devices per KDP request; capped at KDP_MAX_DEVICES_PER_REQUEST (knox-api.md §6 q1).
 KDP_CHUNK_SIZE = envint("KDP_CHUNK_SIZE", str(KDP_MAX_DEVICES_PER_REQUEST))
 

@@ -26,8 +26,10 @@ of a value stays valid and later ones are `duplicate`s pointing back to it. Cell
 
 Memory: a CSV is decoded in 64 KB chunks. calamine holds the chosen sheet's cells (not the XML) in memory, a few
 tens of MB for 200,000 rows, and `iter_rows` converts them to Python one row at a time. calamine keeps a sheet as
-a grid from A1 to its last filled cell, empty cells included, so each sheet's XML is measured first and a sheet
-of more than `max_sheet_cells` (one value far below or to the right of the data is enough) is refused.
+a grid from its first to its last filled cell, empty cells included, and copies a shared string into every cell
+that uses it, so a workbook's XML is measured first: more than `max_sheets` sheets, more than `max_cells` cells in
+all (each sheet counted from A1), or a sheet that would take more than `max_memory` bytes, and it is refused
+before calamine loads anything. Sheets are loaded one at a time while looking for the header.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ import re
 import unicodedata
 import zipfile
 import zlib
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
@@ -67,9 +70,16 @@ MAX_MEMBER_RATIO = 200
 MEMBER_RATIO_FLOOR = 10 * 1024 * 1024  # below this a member may compress as well as it likes
 # calamine builds a sheet as a dense grid from its first to its last filled cell, 32 bytes a cell whatever lies in
 # between: a 2 KB workbook with values in A1 and XFD1048576 asks for 550 GB, and the process dies on the spot (Rust
-# aborts on a failed allocation; no Python exception). So every sheet is measured in its XML before calamine loads
-# it. 10 million cells (about 320 MB) holds 200,000 rows of 50 columns.
-DEFAULT_MAX_SHEET_CELLS = 10_000_000
+# aborts on a failed allocation; no Python exception). And finding the header may load every sheet in turn: 200
+# sheets of 9.8 million cells each took 100 s and 700 MB. So a workbook is measured in its XML before calamine
+# loads anything, and refused past these limits, which hold for the whole workbook:
+DEFAULT_MAX_SHEETS = 50
+# Cells in all, every sheet counted from A1 to its last filled row and column (what a parse may have to load).
+DEFAULT_MAX_CELLS = 10_000_000
+# Memory for the one sheet being read: its grid and its text (a shared string is copied into every cell using it).
+DEFAULT_MAX_MEMORY = 128 * 1024 * 1024
+CELL_BYTES = 32  # calamine's cell (a Rust enum of 32 bytes)
+STRING_BYTES = 24  # what the allocator adds to each text value, on top of its characters
 HEADER_SCAN_ROWS = 20
 
 _EXTENSIONS = {".xlsx": "xlsx", ".xlsm": "xlsx", ".xls": "xls", ".csv": "csv", ".txt": "csv", ".tsv": "csv"}
@@ -374,7 +384,9 @@ def open_spreadsheet(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_rows: int = DEFAULT_MAX_ROWS,
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
-    max_sheet_cells: int = DEFAULT_MAX_SHEET_CELLS,
+    max_sheets: int = DEFAULT_MAX_SHEETS,
+    max_cells: int = DEFAULT_MAX_CELLS,
+    max_memory: int = DEFAULT_MAX_MEMORY,
     sheet: str | None = None,
     device_column: str | int | None = None,
     allow_bad_check_digit: bool = False,
@@ -415,7 +427,7 @@ def open_spreadsheet(
         actual = "xlsx"
         with opener() as stream:
             _check_zip(stream, max_uncompressed_bytes)
-            _check_sheet_sizes(stream, max_sheet_cells)
+            _check_workbook(stream, max_sheets=max_sheets, max_cells=max_cells, max_memory=max_memory)
     elif head.startswith(_CFB_MAGIC):
         actual = "xls"
         with opener() as stream:
@@ -441,6 +453,9 @@ def open_spreadsheet(
         workbook = _open_workbook(source, named_right=actual == expected)
         sheets = list(workbook.sheet_names)
         closer = workbook.close
+        if len(sheets) > max_sheets:  # an .xls (an .xlsx was counted from its XML already)
+            closer()
+            raise SpreadsheetError(_too_many_sheets(len(sheets), max_sheets))
         tables = _workbook_tables(workbook, sheet, sheets)
 
     try:
@@ -494,11 +509,13 @@ def _choose_table(
             head = list(islice(rows, HEADER_SCAN_ROWS))
             first_filled = next((cells for cells in head if _texts(cells)), None)
             if first_filled is None:
+                table.release()
                 continue  # an empty sheet; try the next
             any_data = True
             header = _find_header(head, device_column)
             if header is None:
                 headers_seen.extend(text for text in _texts(first_filled) if text not in headers_seen)
+                table.release()
                 continue
             if table.height is not None and table.height - header.row > max_rows:
                 raise SpreadsheetError(_too_many_rows(max_rows))
@@ -635,22 +652,32 @@ class _Table:
     def rows(self) -> Iterator[list[Cell]]:
         raise NotImplementedError
 
+    def release(self) -> None:
+        """Let go of what the table holds in memory: it was looked at and not chosen."""
+
 
 class _SheetTable(_Table):
     def __init__(self, sheet: python_calamine.CalamineSheet, hidden: bool = False) -> None:
         self.name = sheet.name
         self.hidden = hidden
-        self._sheet = sheet
+        self._sheet: python_calamine.CalamineSheet | None = sheet
         end = sheet.end
         self.height = end[0] + 1 if end else 0
         # calamine starts each row at the sheet's first used column; pad so Column.index counts from column A.
         start = sheet.start
         self._pad = [""] * start[1] if start else []
 
+    def release(self) -> None:
+        # The next sheet is loaded while this object is still referenced (the loop variable, the generator):
+        # drop the cells now so that only one sheet is ever held.
+        self._sheet = None
+
     def rows(self) -> Iterator[list[Cell]]:
         # calamine's iter_rows starts at row 1 of the sheet even when the first rows are empty, so the position
         # of a row in this iterator is its spreadsheet row number.
         pad = self._pad
+        if self._sheet is None:
+            raise RuntimeError(f"the sheet {self.name!r} was released")
         for cells in self._sheet.iter_rows():
             yield pad + cells if pad else cells
 
@@ -855,68 +882,117 @@ def _check_zip(stream: IO[bytes], max_uncompressed_bytes: int) -> None:
 
 
 # What Excel, LibreOffice and openpyxl write: every cell carries its position as its first attribute.
-_CANONICAL_REF_RE = re.compile(rb'<c r="([A-Z]{1,3})([1-9][0-9]{0,6})"')
-_OTHER_CELL_TAG_RE = re.compile(rb"<c[>/\t\n\r]|:(?:c|row)[\s/>]")
+_CANONICAL_REF_RE = re.compile(rb'<c r="([A-Z]{1,3})([1-9][0-9]{0,6})"([^>]*)>')
+# Two searches, not one with "|": a pattern that starts with a literal is found far faster (a second less a sheet).
+_OTHER_CELL_TAG_RE = re.compile(rb"<c[>/\t\n\r]")
+_PREFIXED_TAG_RE = re.compile(rb":(?:c|row)[\s/>]")
 # The careful pass. Attributes are skipped with quoted values whole, since a quoted value may hold ">".
 _ATTRS = rb"(?:[^>\"']|\"[^\"]*\"|'[^']*')*"
 _TAG_PREFIX_RE = re.compile(rb"<(/?)[A-Za-z_][\w.-]*:")
 _TAG_RE = re.compile(rb"<(row|c)(?=[\s/>])(" + _ATTRS + rb")>")
 _ATTR_RE = re.compile(rb"([\w:.-]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
 _REF_RE = re.compile(rb"\s*([A-Za-z]{0,10})0*([0-9]{1,20})\s*$")
+# Text in a sheet: the index of a shared-string cell, and every inline string or value.
+_SHARED_CELL_RE = re.compile(rb"<c\s[^>]*?\bt\s*=\s*[\"']s[\"'][^>]*>\s*<v>\s*([0-9]{1,10})\s*</v>")
+_SHARED_TYPE_RE = re.compile(rb"=\s*[\"']s[\"']")
+_TEXT_TYPE_RE = re.compile(rb"=\s*[\"'](?:str|e|d)[\"']")
+_INLINE_TEXT_RE = re.compile(rb"<t(?:\s[^>]*)?>([^<]*)</t>")
+# A formula's text result, an error, or a date written as text: calamine keeps these as text too.
+_TEXT_VALUE_RE = re.compile(
+    rb"<c\s[^>]*?\bt\s*=\s*[\"'](?:str|e|d)[\"'][^>]*>\s*(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)?\s*<v>([^<]*)</v>"
+)
+_SHARED_STRING_RE = re.compile(rb"<si(?:\s[^>]*)?(?:/>|>(.*?)</si>)", re.S)
 
 
-def _check_sheet_sizes(stream: IO[bytes], max_cells: int) -> None:
-    """Refuse a workbook with a sheet whose grid (from A1 to its last filled row and column) is over `max_cells`.
+def _check_workbook(stream: IO[bytes], *, max_sheets: int, max_cells: int, max_memory: int) -> None:
+    """Refuse a workbook past the limits of one parse, from its XML, before calamine loads any of it:
 
-    Every member is measured, not only the ones workbook.xml names as sheets: the names are only used to say
-    which sheet it is.
+    1. more than `max_sheets` sheets (as workbook.xml lists them);
+    2. more than `max_cells` cells in all, each sheet counted as the grid calamine builds for it (from A1 to its
+       last filled row and column, empty cells included): looking for the header may load every sheet, so the sum
+       over the sheets is what a parse can cost in time;
+    3. a sheet that would take more than `max_memory` bytes once loaded (its grid, 32 bytes a cell, plus its text:
+       calamine copies a shared string into every cell that uses it), plus the shared-string table itself.
+
+    Every member is measured, not only the ones workbook.xml names as sheets: the names only say which sheet it is.
     """
     with zipfile.ZipFile(stream) as archive:
-        for member in archive.infolist():
-            try:
-                rows, columns = _sheet_size(lambda member=member: archive.open(member), max_cells)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as error:
-                # A member that doesn't unpack to what the directory declares (a size or checksum that lies),
-                # or is packed in a way nothing reads.
-                raise SpreadsheetError(
-                    f"The file is damaged: it is not a complete Excel workbook. {_RESAVE}"
-                ) from error
-            if rows * columns <= max_cells:
-                continue
-            name = _sheet_names(archive).get(member.filename)
-            where = f"The sheet '{name}'" if name else "A sheet of this workbook"
-            column = Column(columns - 1, "", None).letter if columns <= 18_278 else f"number {columns:,}"
-            raise SpreadsheetError(
-                f"{where} reaches down to row {rows:,} and across to column {column}: {rows * columns:,} cells, "
-                f"more than the {max_cells:,} a device list may have. If something was typed far below or to the "
-                "right of the devices, delete those rows and columns (or copy the devices into a new workbook); "
-                "otherwise split the file. Then upload again."
-            )
+        sheets = _workbook_sheets(archive)
+        if len(sheets) > max_sheets:
+            raise SpreadsheetError(_too_many_sheets(len(sheets), max_sheets))
+        names = {member: name for name, member in sheets}
+        total = 0
+        largest: tuple[int, str] = (0, "")
+        try:
+            lengths = _shared_string_lengths(archive)
+            table = sum(lengths) + len(lengths) * STRING_BYTES
+            for member in archive.infolist():
+                size = _sheet_size(lambda member=member: archive.open(member), lengths)
+                name = names.get(member.filename)
+                if size.cells > max_cells:
+                    raise SpreadsheetError(_sheet_too_big(name, size, max_cells))
+                total += size.cells
+                if size.cells > largest[0]:
+                    largest = (size.cells, name or "")
+                if total > max_cells:
+                    raise SpreadsheetError(_workbook_too_big(total, largest, max_cells))
+                if table + size.memory > max_memory:
+                    raise SpreadsheetError(_sheet_too_heavy(name, size, table, max_memory))
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as error:
+            # A member that doesn't unpack to what the directory declares (a size or checksum that lies), or is
+            # packed in a way nothing reads.
+            raise SpreadsheetError(f"The file is damaged: it is not a complete Excel workbook. {_RESAVE}") from error
 
 
-def _sheet_size(open_member: Callable[[], IO[bytes]], max_cells: int) -> tuple[int, int]:
-    """(rows, columns) from A1 to the last filled cell of a sheet's XML: the grid calamine would build.
+@dataclass(slots=True)
+class _SheetSize:
+    """What calamine would hold for one sheet: a grid from A1 to the last filled cell, and the text in it."""
 
-    The quick pass reads the canonical `<c r="C7"` of every cell, counting a styled but empty cell too (an upper
-    bound). Anything else (a cell without a position, which follows the previous cell; a namespace prefix; a
-    position written otherwise) and a grid over `max_cells` get the careful pass, which reads the tags in order
-    as calamine does. A member that is not a sheet comes out as (0, 0).
+    rows: int = 0
+    columns: int = 0
+    text_bytes: int = 0  # bytes of text in the cells; a shared string counts once for every cell that uses it
+    texts: int = 0  # text values, each a separate allocation
+
+    @property
+    def cells(self) -> int:
+        return self.rows * self.columns
+
+    @property
+    def memory(self) -> int:
+        return self.cells * CELL_BYTES + self.text_bytes + self.texts * STRING_BYTES
+
+
+def _sheet_size(open_member: Callable[[], IO[bytes]], shared: Sequence[int]) -> _SheetSize:
+    """The size of a sheet as calamine would load it, from its XML. A member that is not a sheet is empty.
+
+    The quick pass reads the canonical `<c r="C7"` of every cell, leaving out a cell that holds nothing
+    (`<c r="XFD1" s="2"/>`: formatting alone, which calamine leaves out too). Anything else (a cell without a
+    position, which follows the previous cell; a namespace prefix; a position written otherwise) gets the careful
+    pass, which reads the tags in order as calamine does.
     """
-    rows = columns = 0
+    size = _SheetSize()
+    text = _TextCounter(shared, size)
     for piece in _xml_pieces(open_member):
         found = _CANONICAL_REF_RE.findall(piece)
-        if len(found) != piece.count(b"<c ") or _OTHER_CELL_TAG_RE.search(piece):
-            return _sheet_size_in_order(open_member)
-        if found:
-            columns = max(columns, max(map(_column_number, {letters for letters, _ in found})))
-            rows = max(rows, max(map(int, {digits for _, digits in found})))
-    if rows * columns > max_cells:
-        return _sheet_size_in_order(open_member)
-    return rows, columns
+        if (
+            len(found) != piece.count(b"<c ")
+            or _OTHER_CELL_TAG_RE.search(piece)
+            or (b":" in piece and _PREFIXED_TAG_RE.search(piece))
+        ):
+            return _sheet_size_in_order(open_member, shared)
+        filled = [(letters, digits) for letters, digits, rest in found if not rest.endswith(b"/")]
+        if filled:
+            size.columns = max(size.columns, max(map(_column_number, {letters for letters, _ in filled})))
+            size.rows = max(size.rows, max(map(int, {digits for _, digits in filled})))
+        text.feed(piece)
+    text.close()
+    return size
 
 
-def _sheet_size_in_order(open_member: Callable[[], IO[bytes]]) -> tuple[int, int]:
-    row = column = rows = columns = 0
+def _sheet_size_in_order(open_member: Callable[[], IO[bytes]], shared: Sequence[int]) -> _SheetSize:
+    size = _SheetSize()
+    text = _TextCounter(shared, size)
+    row = column = 0
     for piece in _xml_pieces(open_member):
         if b":" in piece:
             piece = _TAG_PREFIX_RE.sub(rb"<\1", piece)
@@ -932,8 +1008,62 @@ def _sheet_size_in_order(open_member: Callable[[], IO[bytes]]) -> tuple[int, int
             else:
                 cell_row, column = row, column + 1
             if not attrs.endswith(b"/"):  # <c r="XFD1" s="2"/> holds nothing, and calamine leaves it out
-                rows, columns = max(rows, cell_row), max(columns, column)
-    return rows, columns
+                size.rows, size.columns = max(size.rows, cell_row), max(size.columns, column)
+        text.feed(piece)
+    text.close()
+    return size
+
+
+class _TextCounter:
+    """Adds the text of a sheet's XML to a `_SheetSize`, piece by piece: inline strings, text results of formulas,
+    and for each cell of a shared string (t="s") that string's length. Each piece is counted up to its last
+    `</c>`, so that no cell is cut in two (a piece only ends before a tag); the rest goes with the next."""
+
+    def __init__(self, shared: Sequence[int], size: _SheetSize) -> None:
+        self.shared = shared
+        self.size = size
+        self.carry = b""
+
+    def feed(self, piece: bytes) -> None:
+        data = self.carry + piece
+        end = data.rfind(b"</c>") + len(b"</c>") if b"</c>" in data else 0
+        self._count(data[:end])
+        self.carry = data[end:]
+
+    def close(self) -> None:
+        self._count(self.carry)
+        self.carry = b""
+
+    def _count(self, xml: bytes) -> None:
+        if not xml:
+            return
+        # The full patterns cost a second or so on 200,000 rows; a cheap look for the attribute first.
+        shared = _SHARED_CELL_RE.findall(xml) if _SHARED_TYPE_RE.search(xml) else []
+        indexes = [int(index) for index in shared]
+        known = len(self.shared)
+        inline = _INLINE_TEXT_RE.findall(xml) if b"<t" in xml else []
+        values = _TEXT_VALUE_RE.findall(xml) if _TEXT_TYPE_RE.search(xml) else []
+        self.size.text_bytes += sum(self.shared[index] for index in indexes if index < known)
+        self.size.text_bytes += sum(map(len, inline)) + sum(map(len, values))
+        self.size.texts += len(indexes) + len(inline) + len(values)
+
+
+def _shared_string_lengths(archive: zipfile.ZipFile) -> array[int]:
+    """The length in bytes of each shared string's XML (its text, and any formatting runs: an upper bound), in
+    order, read in pieces: calamine loads the whole table when it opens the workbook."""
+    lengths: array[int] = array("q")
+    try:
+        info = archive.getinfo("xl/sharedStrings.xml")
+    except KeyError:
+        return lengths
+    carry = b""
+    for piece in _xml_pieces(lambda: archive.open(info)):
+        data = carry + (_TAG_PREFIX_RE.sub(rb"<\1", piece) if b":" in piece else piece)
+        # A piece never ends inside a tag, but a string may go on into the next piece: keep it for then.
+        end = max(data.rfind(b"</si>") + len(b"</si>"), data.rfind(b"<si/>") + len(b"<si/>"), 0)
+        lengths.extend(len(text) for text in _SHARED_STRING_RE.findall(data, 0, end))
+        carry = data[end:]
+    return lengths
 
 
 def _xml_pieces(open_member: Callable[[], IO[bytes]]) -> Iterator[bytes]:
@@ -958,25 +1088,28 @@ def _column_number(letters: bytes) -> int:
     return number
 
 
-def _sheet_names(archive: zipfile.ZipFile) -> dict[str, str]:
-    """Member name -> sheet name, from workbook.xml and its relationships; empty when they can't be read."""
+def _workbook_sheets(archive: zipfile.ZipFile) -> list[tuple[str, str]]:
+    """(sheet name, member name) of every sheet workbook.xml lists, in order; the member is "" when its
+    relationship is missing. Empty when workbook.xml can't be read (calamine then says what is wrong)."""
     try:
         workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+    except (KeyError, ElementTree.ParseError, DefusedXmlException, zipfile.BadZipFile, OSError, ValueError):
+        return []
+    try:
         relations = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
     except (KeyError, ElementTree.ParseError, DefusedXmlException, zipfile.BadZipFile, OSError, ValueError):
-        return {}
+        relations = ElementTree.fromstring("<Relationships/>")
     targets = {}
     for relation in relations.iter():
         target = relation.get("Target", "")
         member = target[1:] if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
         targets[relation.get("Id")] = member
-    names = {}
+    sheets = []
     for sheet in workbook.iter():
         if sheet.tag.rsplit("}", 1)[-1] == "sheet":
             relation = next((value for key, value in sheet.attrib.items() if key.rsplit("}", 1)[-1] == "id"), None)
-            if relation in targets:
-                names[targets[relation]] = sheet.get("name", "")
-    return names
+            sheets.append((sheet.get("name", ""), targets.get(relation, "")))
+    return sheets
 
 
 def _is_encrypted(stream: IO[bytes]) -> bool:
@@ -1032,7 +1165,9 @@ def _workbook_tables(
             if forced is not None:
                 raise SpreadsheetError(f"The sheet '{name}' could not be read ({error}). {_RESAVE}") from error
             continue  # chart sheets and the like have no cells
-        yield _SheetTable(sheet, hidden=name not in visible)
+        table = _SheetTable(sheet, hidden=name not in visible)
+        del sheet  # held by `table` alone, so that releasing it frees the cells
+        yield table
 
 
 # --- small helpers -------------------------------------------------------------------------------------------
@@ -1072,6 +1207,56 @@ def _csv_error(error: csv.Error, row: int | None) -> str:
             f"Remove the stray quotation mark (or shorten the cell) and upload again."
         )
     return f"{where} could not be read ({error}). {_RESAVE}"
+
+
+def _too_many_sheets(sheets: int, max_sheets: int) -> str:
+    return (
+        f"This workbook has {sheets:,} sheets; the portal reads at most {max_sheets:,}. Delete the sheets you do not "
+        f"need, or copy the devices into a new workbook, and upload again."
+    )
+
+
+def _grid(size: _SheetSize) -> str:
+    column = Column(size.columns - 1, "", None).letter if size.columns <= 18_278 else f"number {size.columns:,}"
+    return f"down to row {size.rows:,} and across to column {column}"
+
+
+def _sheet_too_big(name: str | None, size: _SheetSize, max_cells: int) -> str:
+    where = f"The sheet {_quoted(name)}" if name else "A sheet of this workbook"
+    return (
+        f"{where} reaches {_grid(size)}: {size.cells:,} cells, more than the {max_cells:,} a device list may have. "
+        "If something was typed far below or to the right of the devices, delete those rows and columns (or copy "
+        "the devices into a new workbook); otherwise split the file. Then upload again."
+    )
+
+
+def _workbook_too_big(total: int, largest: tuple[int, str], max_cells: int) -> str:
+    cells, name = largest
+    biggest = f" (the largest, {_quoted(name)}, has {cells:,})" if name else ""
+    return (
+        f"This workbook's sheets reach {total:,} cells or more in all, counting each sheet from A1 to its last "
+        f"filled row and column{biggest}; the portal reads at most {max_cells:,}. Delete the sheets you do not "
+        "need and anything typed far below or to the right of the devices, or copy the devices into a new "
+        "workbook, and upload again."
+    )
+
+
+def _sheet_too_heavy(name: str | None, size: _SheetSize, table: int, max_memory: int) -> str:
+    where = f"the sheet {_quoted(name)}" if name else "a sheet of this workbook"
+    needed, limit = _megabytes(table + size.memory), _megabytes(max_memory)
+    text = size.text_bytes + table
+    if size.cells * CELL_BYTES >= text:
+        return (
+            f"{where[0].upper()}{where[1:]} reaches {_grid(size)}: {size.cells:,} cells, about {needed} of memory "
+            f"to read; the portal reads at most {limit} at once. If something was typed far below or to the right "
+            "of the devices, delete those rows and columns (or copy the devices into a new workbook); otherwise "
+            "split the file. Then upload again."
+        )
+    return (
+        f"Reading {where} would take about {needed} of memory, {_megabytes(text)} of it text; the portal reads at "
+        f"most {limit} at once. Usually a long text is repeated in many cells (notes, descriptions): delete those "
+        "columns, or copy only the devices into a new workbook, and upload again."
+    )
 
 
 def _too_many_rows(max_rows: int) -> str:

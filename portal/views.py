@@ -363,7 +363,7 @@ def preview_rows(request: HttpRequest, staged: Upload) -> dict[str, Any]:
     """The rows part of a staged spreadsheet's preview, the same for every service: filtered by status (or
     "problems"), paged by row number, and shown once the file was read (a refused file shows its reasons too)."""
     filters = forms.PreviewFilterForm(request.GET)
-    rows = UploadRow.objects.filter(upload=staged)
+    rows = staged.read_rows()
     after, status = 0, ""
     if filters.is_valid():
         status = filters.cleaned_data["status"]

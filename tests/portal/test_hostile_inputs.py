@@ -100,6 +100,39 @@ MANIFEST = [
         "across to column XFD",
     ),
     Case("lying-sizes.xlsx", "the zip directory declares 300 bytes; the sheet unpacks to 40 MB", REFUSED, "damaged"),
+    # --- workbook limits (issue 13): each sheet was measured alone, and finding the header loaded them all ---
+    Case(
+        "far-cells-on-every-sheet.xlsx",
+        "61 KB: 200 sheets, each reaching from A1 to XFD600 (9.8 million cells a sheet); 100 s and 700 MB to refuse",
+        REFUSED,
+        "This workbook has 200 sheets; the portal reads at most 50. Delete the sheets you do not need",
+    ),
+    Case(
+        "far-cells-on-fifty-sheets.xlsx",
+        "50 sheets reaching from A1 to XFD15: 245,760 cells each, 12.3 million together",
+        REFUSED,
+        "cells or more in all, counting each sheet from A1 to its last filled row and column (the largest, "
+        "'Sheet1', has 245,760); the portal reads at most 10,000,000",
+    ),
+    Case(
+        "big-grid.xlsx",
+        "1.6 MB: a header across 50 columns over 199,999 IMEIs, a grid of 10 million cells (320 MB in calamine)",
+        REFUSED,
+        "The sheet 'Devices' reaches down to row 200,000 and across to column AX: 10,000,000 cells, about 305.2 MB "
+        "of memory to read; the portal reads at most 128.0 MB at once",
+    ),
+    Case(
+        "many-sheets.xlsx",
+        "212 small sheets, the devices on the last",
+        REFUSED,
+        "This workbook has 212 sheets; the portal reads at most 50.",
+    ),
+    Case(
+        "shared-string-bomb.xlsx",
+        "3.4 MB: a million cells sharing one string of 1,000 characters, which calamine copies into each (810 MB)",
+        REFUSED,
+        "of it text; the portal reads at most 128.0 MB at once. Usually a long text is repeated in many cells",
+    ),
     Case("million-rows.csv", "1,000,000 rows, over the 200,000-row limit", REFUSED, "more than 200,000 rows"),
     Case("million-rows.xlsx", "1,000,000 rows in a workbook", REFUSED, "more than 200,000 rows"),
     # --- not spreadsheets at all ---
@@ -671,10 +704,10 @@ def test_a_styled_empty_cell_far_away_does_not_count(tmp_path):
 def test_the_sheet_size_limit_is_a_parameter(tmp_path):
     path = tmp_path / "wide.xlsx"
     path.write_bytes(make_corpus.xlsx([("Devices", make_corpus.sheet_xml([["IMEI", *"ABCDEFGHI"], [imei(1)]]))]))
-    with spreadsheets.open_spreadsheet(path, max_sheet_cells=20) as sheet:
+    with spreadsheets.open_spreadsheet(path, max_cells=20) as sheet:
         assert [row.raw for row in sheet.iter_rows()] == [imei(1)]
     with pytest.raises(spreadsheets.SpreadsheetError, match="reaches down to row 2 and across to column J: 20"):
-        spreadsheets.open_spreadsheet(path, max_sheet_cells=19)
+        spreadsheets.open_spreadsheet(path, max_cells=19)
 
 
 def test_a_csv_with_too_many_lines_is_refused_without_reading_its_rows(tmp_path, generated):
@@ -745,3 +778,33 @@ def test_stage_upload_never_leaves_rows_of_a_refused_file(db):
     assert upload.status == Upload.Status.REFUSED and not upload.rows.exists()
     # Reading it again after a fix keeps the same answer and still stages nothing.
     assert stage_upload(upload).status == Upload.Status.REFUSED and not upload.rows.exists()
+
+
+def test_the_workbook_limits_are_parameters(tmp_path):
+    path = tmp_path / "three.xlsx"
+    sheets = [(name, make_corpus.sheet_xml([["IMEI", "Notes"], [imei(n), "x"]])) for n, name in enumerate("ABC")]
+    path.write_bytes(make_corpus.xlsx(sheets))
+    with spreadsheets.open_spreadsheet(path, max_sheets=3, max_cells=12) as sheet:
+        assert [row.raw for row in sheet.iter_rows()] == [imei(0)]
+    with pytest.raises(spreadsheets.SpreadsheetError) as caught:
+        spreadsheets.open_spreadsheet(path, max_sheets=2)
+    assert caught.value.message.startswith("This workbook has 3 sheets; the portal reads at most 2.")
+    # Three sheets of 4 cells: each is under 10, the workbook is not.
+    with pytest.raises(spreadsheets.SpreadsheetError) as caught:
+        spreadsheets.open_spreadsheet(path, max_cells=10)
+    assert "sheets reach 12 cells or more in all" in caught.value.message
+    assert "(the largest, 'A', has 4); the portal reads at most 10." in caught.value.message
+    # A sheet of 4 cells (32 bytes each) and 3 inline strings takes more than 100 bytes.
+    with pytest.raises(spreadsheets.SpreadsheetError) as caught:
+        spreadsheets.open_spreadsheet(path, max_memory=100)
+    assert "the portal reads at most 0.1 MB at once" in caught.value.message
+
+
+def test_a_shared_string_counts_once_for_every_cell_that_uses_it(tmp_path, generated):
+    path = make_corpus.build("shared-string-bomb.xlsx", generated)
+    with zipfile.ZipFile(path) as archive:
+        lengths = spreadsheets._shared_string_lengths(archive)
+        size = spreadsheets._sheet_size(lambda: archive.open("xl/worksheets/sheet1.xml"), lengths)
+    assert list(lengths) == [len("<t>IMEI</t>"), len("<t></t>") + 1000]
+    assert (size.rows, size.columns, size.texts) == (200_001, 5, 800_001)
+    assert size.text_bytes == 800_000 * 1007 + 11

@@ -729,6 +729,70 @@ def zip_bomb_many_members(path: Path) -> None:
                     member.write(block)
 
 
+def _raw_sheet(rows: str) -> str:
+    return sheet_xml([]).replace("<sheetData></sheetData>", f"<sheetData>{rows}</sheetData>")
+
+
+def far_cells_on_every_sheet(path: Path) -> None:
+    # 61 KB: 200 sheets, each with a value in A1 and one in XFD600, a grid of 9.8 million cells a sheet (under a
+    # per-sheet limit of 10 million). Looking for the header loaded every sheet whole: 100 s and 700 MB to refuse.
+    far = f'<row r="1">{cell("A1", "x")}</row><row r="600">{cell("XFD600", "x")}</row>'
+    path.write_bytes(xlsx([(f"Sheet{n}", _raw_sheet(far)) for n in range(1, 201)]))
+
+
+def far_cells_on_fifty_sheets(path: Path) -> None:
+    # 50 sheets (as many as the portal reads), each with values in A1 and XFD15: 245,760 cells a sheet, harmless
+    # alone, 12.3 million in all.
+    far = f'<row r="1">{cell("A1", "x")}</row><row r="15">{cell("XFD15", "x")}</row>'
+    path.write_bytes(xlsx([(f"Sheet{n}", _raw_sheet(far)) for n in range(1, 51)]))
+
+
+def big_grid(path: Path) -> None:
+    # 1.6 MB: a header across 50 columns over 199,999 IMEIs in column A, so a grid of 10 million cells (320 MB in
+    # calamine) that the per-sheet limit let through.
+    header = "".join(cell(f"{column_letter(i)}1", "IMEI" if i == 0 else f"Column {i}") for i in range(50))
+    body = "".join(f'<row r="{n}"><c r="A{n}"><v>{imei(n)}</v></c></row>' for n in range(2, 200_001))
+    path.write_bytes(xlsx([("Devices", _raw_sheet(f'<row r="1">{header}</row>{body}'))]))
+
+
+def many_sheets(path: Path) -> None:
+    # 212 small sheets, the devices on the last one.
+    sheets = [(f"Sheet{n}", sheet_xml([["Notes"], [f"page {n}"]])) for n in range(1, 212)]
+    path.write_bytes(xlsx([*sheets, ("Devices", devices_sheet(3))]))
+
+
+def shared_string_bomb(path: Path) -> None:
+    # 200,000 rows of five cells that all point at one shared string of 1,000 characters: calamine copies the text
+    # into every cell, 1 GB of memory from a 2 MB file, though the grid is only a million cells.
+    text = "".join(chr(0x41 + (n * 7) % 26) for n in range(1000))
+    strings = (
+        f'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="{_MAIN}" count="2" uniqueCount="2">'
+        f"<si><t>IMEI</t></si><si><t>{text}</t></si></sst>"
+    )
+    info = zipfile.ZipInfo("xl/worksheets/sheet1.xml", date_time=(2024, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    source = zipfile.ZipFile(
+        io.BytesIO(xlsx([("Devices", devices_sheet(1))], extra=[("xl/sharedStrings.xml", strings)]))
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        for member in source.infolist():
+            if member.filename != info.filename:
+                archive.writestr(member, source.read(member))
+        with archive.open(info, "w", force_zip64=True) as sheet:
+            sheet.write(f'<?xml version="1.0"?><worksheet xmlns="{_MAIN}"><sheetData>'.encode())
+            sheet.write(b'<row r="1"><c r="A1" t="s"><v>0</v></c></row>')
+            for start in range(2, 200_002, 10_000):
+                sheet.write(
+                    "".join(
+                        f'<row r="{n}"><c r="A{n}"><v>{imei(n)}</v></c>'
+                        + "".join(f'<c r="{c}{n}" t="s"><v>1</v></c>' for c in "BCDE")
+                        + "</row>"
+                        for n in range(start, start + 10_000)
+                    ).encode()
+                )
+            sheet.write(b"</sheetData></worksheet>")
+
+
 GENERATED: dict[str, Callable[[Path], None]] = {
     "million-rows.csv": million_rows_csv,
     "million-rows.xlsx": million_rows_xlsx,
@@ -736,6 +800,11 @@ GENERATED: dict[str, Callable[[Path], None]] = {
     "long-cell-1mb.csv": long_cell_csv,
     "distinct-characters-1mb.xlsx": distinct_characters_cell,
     "zip-bomb-many-members.xlsx": zip_bomb_many_members,
+    "far-cells-on-every-sheet.xlsx": far_cells_on_every_sheet,
+    "far-cells-on-fifty-sheets.xlsx": far_cells_on_fifty_sheets,
+    "big-grid.xlsx": big_grid,
+    "many-sheets.xlsx": many_sheets,
+    "shared-string-bomb.xlsx": shared_string_bomb,
 }
 
 
