@@ -21,17 +21,16 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from guard import single
 from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDevice
 from guard.constants import KG_ASYNC_MAX_DEVICES, KG_UPLOAD_MAX_DEVICES
 from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload
 from portal.db import db_datetime, insert_rows
 from portal.knox import errors
-from portal.knox.http import backoff_delay
 from portal.models import Job, Upload, UploadRow
 from portal.tasks import run_job
 
@@ -42,12 +41,6 @@ POLL_FIRST_DELAY_SECONDS = 0.5
 POLL_BACKOFF = 1.5
 POLL_MAX_INTERVAL_SECONDS = 15.0
 RESULT_TIMEOUT_SECONDS = 1800
-
-
-def single_action_attempts() -> int:
-    """How many times a single-device action may be sent: as many as an idempotent call's attempts
-    (KNOX_MAX_RETRIES + 1), since it is sent again only when Knox shows the device provably untouched."""
-    return settings.KNOX_MAX_RETRIES + 1
 
 
 def params_from(job: Job) -> ActionParams:
@@ -151,14 +144,13 @@ def run_actions(job_pk: int) -> None:
 def _run_actions(job: Job, owner: str) -> None:
     if not job.guard_actions.exists():
         plan(job)
+    if not job.guard_chunks.exists():  # one device: a synchronous request (guard.single)
+        single.run(job, owner)
+        return
     client = GuardClient(job.account)
     params = params_from(job)
     try:
-        single = job.guard_actions.filter(outcome=GuardAction.Outcome.PENDING, chunk__isnull=True).first()
-        if single is not None:
-            _act_one(client, job, single, params)
-        if job.guard_chunks.exists():  # a single-device job has none: skip the polling loop's queries
-            _run_chunks(client, job, owner, params)
+        _run_chunks(client, job, owner, params)
     except errors.KnoxError as e:
         _end_unfinished(job, e.explain())
         GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
@@ -166,124 +158,6 @@ def _run_actions(job: Job, owner: str) -> None:
     # Released only when this worker ends the job: after a LeaseLost the new holder still needs the devices held.
     GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
     job.finish()
-
-
-def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams) -> None:
-    ref = a.device.ref if a.device else DeviceRef(device_uid=a.device_uid)
-    if a.sent_at is not None:
-        # A worker died after sending: Knox's state says whether it was applied. Never send it again: the dead
-        # process's request may still be in flight, so an untouched device stays UNKNOWN.
-        applied, found = _knox_state(client, job, a)
-        if not applied:
-            _record_unknown(job, a, found)
-        return
-    attempts = single_action_attempts()
-    for attempt in range(1, attempts + 1):
-        GuardAction.objects.filter(pk=a.pk).update(sent_at=timezone.now(), transaction_id=a.transaction_id or _txid())
-        a.refresh_from_db()
-        try:
-            client.act(a.action, ref, params_for(a, params), transaction_id=a.transaction_id)
-        except (errors.KnoxOutcomeUnknown, errors.KnoxBadResponse):
-            # The answer was lost or unreadable: Knox's state says whether it was applied. Only when the device is
-            # provably untouched (still in the state it had before) is the action sent again.
-            applied, found = _knox_state(client, job, a)
-            if applied:
-                return
-            if not _untouched(a, found):
-                _record_unknown(job, a, found)
-                return
-            if attempt == attempts:
-                _record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED",
-                        reason=f"Knox's answers were lost {attempts} times and the device is still {found.state}")  # fmt: skip
-                return
-            time.sleep(backoff_delay(attempt))
-            continue
-        except (errors.KnoxUnavailable, errors.KnoxServerError, errors.KnoxRateLimited, errors.KnoxAuthError) as e:
-            if type(e) is errors.KnoxUnavailable:
-                # For a non-repeatable call the HTTP layer raises this only when the connection was never made.
-                GuardAction.objects.filter(pk=a.pk).update(sent_at=None)
-            raise
-        except errors.KnoxError as e:
-            if attempt > 1 and _knox_state(client, job, a)[0]:
-                return  # an earlier attempt whose answer was lost did apply; this refusal is its echo
-            _record(
-                job, a, ok=False, code=e.code or f"HTTP{e.status}", message=e.message, reason=e.detail or e.explain()
-            )
-            return
-        _record(job, a, ok=True)
-        return
-
-
-def _knox_state(client: GuardClient, job: Job, a: GuardAction) -> tuple[bool, ListedDevice | None]:
-    """Read the device from Knox; when its state shows the action applied, record the success.
-    Returns (applied, the device as Knox lists it)."""
-    spec = ACTIONS[a.action]
-    found = client.find(a.device.device_uid if a.device else a.device_uid)
-    if spec.becomes == "" and found is None:
-        _record(job, a, ok=True, reason="confirmed: Knox no longer lists the device")
-        return True, None
-    if found is not None and found.state in {spec.becomes, SETTLES_TO.get(spec.becomes or "", "")} - {None, ""}:
-        _record(
-            job, a, ok=True, reason=f"confirmed by the device's state in Knox ({found.state})", knox_state=found.state
-        )
-        return True, found
-    return False, found
-
-
-def _untouched(a: GuardAction, found: ListedDevice | None) -> bool:
-    """Knox shows the device exactly as it was before the action: the request provably had no effect."""
-    return found is not None and bool(a.state_before) and found.state == a.state_before
-
-
-def _record_unknown(job: Job, a: GuardAction, found: ListedDevice | None) -> None:
-    _record(job, a, ok=False, code="UNKNOWN", message="OUTCOME_UNKNOWN",
-            reason=f"Knox shows the device as {found.state if found else 'absent'}")  # fmt: skip
-
-
-# Transitional state → where it settles (seed 003 life cycle), to recognise an applied action later.
-SETTLES_TO = {
-    "Accepted": "Enrolled",
-    "Locking": "Locked",
-    "Unlocking": "Enrolled",
-    "StartingReminder": "Blinked",
-    "StoppingReminder": "Enrolled",
-    "Completing": "Completed",
-}
-
-
-def _record(
-    job: Job, a: GuardAction, *, ok: bool, code: str = "", message: str = "", reason: str = "", knox_state: str = ""
-) -> None:
-    """Store one device's outcome, its new state and the job's counters together."""
-    spec = ACTIONS[a.action]
-    now = timezone.now()
-    with transaction.atomic():
-        n = GuardAction.objects.filter(pk=a.pk, outcome=GuardAction.Outcome.PENDING).update(
-            outcome=GuardAction.Outcome.SUCCEEDED if ok else GuardAction.Outcome.FAILED,
-            code=code[:20], message=message[:100], reason=reason[:400], finished_at=now,
-            state_after=(knox_state or (spec.becomes if ok and spec.becomes is not None else a.state_before))[:20],
-        )  # fmt: skip
-        if n != 1:
-            return  # recorded already (a resumed worker)
-        _update_device(a, ok=ok, code=code, message=message or reason, knox_state=knox_state, now=now)
-        job.add_progress(succeeded=1 if ok else 0, failed=0 if ok else 1)
-
-
-def _update_device(a: GuardAction, *, ok: bool, code: str, message: str, knox_state: str, now: Any) -> None:
-    spec = ACTIONS[a.action]
-    devices = GuardDevice.objects.filter(
-        account_id=a.account_id, device_uid=a.device.device_uid if a.device else a.device_uid
-    )
-    fields: dict[str, Any] = {
-        "last_action": a.action, "last_action_at": now, "last_outcome": "succeeded" if ok else "failed",
-        "last_code": code[:20], "last_message": message[:400], "updated_at": now,
-    }  # fmt: skip
-    if ok and spec.becomes == "":
-        devices.delete()  # deleted from Knox Guard: the history stays in GuardAction (device set to NULL)
-        return
-    if ok and (knox_state or spec.becomes):
-        fields["state"] = knox_state or spec.becomes
-    devices.update(**fields)
 
 
 def _run_chunks(client: GuardClient, job: Job, owner: str, params: ActionParams) -> None:
@@ -377,7 +251,7 @@ def _apply_chunk(job: Job, chunk: GuardChunk, failures: dict[str, tuple[str, str
                 a.state_after = a.state_before
                 bad += 1
             a.finished_at = now
-            _update_device(a, ok=failure is None, code=a.code, message=a.message, knox_state="", now=now)
+            single.update_device(a, ok=failure is None, code=a.code, message=a.message, knox_state="", now=now)
         GuardAction.objects.bulk_update(
             actions, ["outcome", "code", "message", "reason", "state_after", "finished_at"], batch_size=1000
         )
@@ -408,15 +282,6 @@ def _end_unfinished(job: Job, reason: str) -> None:
             _fail_chunk(job, chunk, "NOT_SENT", f"not sent: {reason}")
     for chunk in GuardChunk.objects.filter(job=job, state=GuardChunk.State.SUBMITTED):
         _fail_chunk(job, chunk, "UNKNOWN", f"sent, but the result could not be read: {reason}")
-    for a in job.guard_actions.filter(outcome=GuardAction.Outcome.PENDING, chunk__isnull=True):
-        code = "UNKNOWN" if a.sent_at else "NOT_SENT"
-        _record(job, a, ok=False, code=code, reason=reason)
-
-
-def _txid() -> str:
-    from guard.models import new_transaction_id
-
-    return new_transaction_id()
 
 
 # --- device sync --------------------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def test_a_lost_answer_of_an_action_knox_never_applied_is_sent_again_then_report
         sent.append(1)
         raise errors.KnoxOutcomeUnknown("The connection to Knox was reset", service="guard")
 
-    monkeypatch.setattr("guard.tasks.backoff_delay", lambda attempt: 0)
+    monkeypatch.setattr("guard.single.backoff_delay", lambda attempt: 0)
     monkeypatch.setattr("guard.client.GuardClient.act", act)
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk])
     run_actions(job.pk)
@@ -238,7 +238,7 @@ def test_a_lost_answer_then_a_good_one_locks_the_device_once(guard_synced, knox_
             raise errors.KnoxOutcomeUnknown("The connection to Knox was reset", service="guard")
         return real_act(self, *args, **kwargs)
 
-    monkeypatch.setattr("guard.tasks.backoff_delay", lambda attempt: 0)
+    monkeypatch.setattr("guard.single.backoff_delay", lambda attempt: 0)
     monkeypatch.setattr("guard.client.GuardClient.act", act)
     job = queue_action(guard_synced, "lock", LOCK, user=None, devices=[d.pk])
     run_actions(job.pk)
