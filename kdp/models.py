@@ -14,6 +14,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from portal.engine import KnoxRequest
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 
 
@@ -158,25 +159,17 @@ def new_transaction_id() -> str:
     return uuid.uuid4().hex  # 32 characters: KDP_TRANSACTION_ID_MAX_LENGTH
 
 
-class Transaction(models.Model):
-    """One Knox transaction: a chunk of at most KDP_MAX_DEVICES_PER_REQUEST devices.
+class Transaction(KnoxRequest):
+    """One Knox transaction: a chunk of at most KDP_MAX_DEVICES_PER_REQUEST devices (a portal.engine request).
 
     The transactionId is generated and stored (state PREPARED) before anything is sent, so a retry after a crash
     re-sends the same id instead of creating a second registration.
     """
 
-    class State(models.TextChoices):
-        PREPARED = "prepared", "Prepared"
-        SUBMITTED = "submitted", "Sent, in progress at Knox"
-        COMPLETE = "complete", "Complete"
-        REJECTED = "rejected", "Rejected by Knox"
-        FAILED = "failed", "Not accepted"
-
-    TERMINAL = (State.COMPLETE, State.REJECTED, State.FAILED)
+    State = KnoxRequest.State
 
     account = models.ForeignKey(KnoxAccount, models.PROTECT, related_name="kdp_transactions")
     job = models.ForeignKey(Job, models.CASCADE, related_name="kdp_transactions")
-    sequence = models.PositiveIntegerField(help_text="Order of the chunk within its job.")
     transaction_id = models.CharField(max_length=32, default=new_transaction_id)
     operation = models.CharField(max_length=6, choices=[("upload", "Register devices"), ("delete", "Delete devices")])
     generation = models.CharField(max_length=4)
@@ -185,21 +178,8 @@ class Transaction(models.Model):
     profile_alias = models.CharField(max_length=200, blank=True)
     order_no = models.CharField(max_length=100, blank=True)
     order_time = models.BigIntegerField(null=True, blank=True)
-    device_count = models.PositiveIntegerField(default=0)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARED)
     knox_state = models.CharField(max_length=20, blank=True)
-    knox_code = models.CharField(max_length=20, blank=True)
-    knox_message = models.TextField(blank=True)
-    succeeded = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
-    # Set (and committed) just before the first send: a PREPARED transaction with this set may already be at
-    # Knox, so a resumed job asks Knox for its status before sending it again.
-    send_attempted_at = models.DateTimeField(null=True, blank=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
-    next_poll_at = models.DateTimeField(null=True, blank=True)
-    polls = models.PositiveIntegerField(default=0)
     raw_status = models.JSONField(null=True, blank=True, help_text="Knox's last status answer for this transaction.")
 
     class Meta:
@@ -215,10 +195,6 @@ class Transaction(models.Model):
 
     def __str__(self) -> str:
         return self.transaction_id
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in self.TERMINAL
 
 
 class TransactionDevice(models.Model):

@@ -20,11 +20,10 @@ The job's lease (portal.models.Job.claim) makes sure only one worker does this a
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -43,6 +42,7 @@ from kdp.constants import (
 )
 from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice
 from portal.db import db_datetime, insert_rows
+from portal.engine import ABSENT, Absent, Protocol, Timings, drive, record_outcomes
 from portal.knox import errors
 from portal.models import Job, Upload, UploadRow
 from portal.tasks import run_job
@@ -256,167 +256,122 @@ def _claim_devices(job: Job, account: Any, chunk: list[PlanItem], operation: str
     return busy
 
 
-# --- transfer -----------------------------------------------------------------------------------------------
+# --- transfer (a portal.engine protocol) -------------------------------------------------------------------
 
 
 def run_transfer(job_pk: int) -> None:
-    run_job(job_pk, _transfer)
+    run_job(job_pk, lambda job, owner: drive(job, owner, Transfer(job)))
 
 
-def _transfer(job: Job, owner: str) -> None:
-    if not job.kdp_transactions.exists():
-        plan(job)
-    try:
-        job_level_error = _transfer_loop(job, owner)
-    except errors.KnoxError as e:
-        # Knox unreachable or overloaded past the bounded retries: record every unfinished device, then let
-        # run_job end the job as failed with Knox's reason.
-        end_unfinished_transfer(job, e.explain())
-        _recount_customers(job)
-        raise
-    _finalize(job, job_level_error)
+class Transfer(Protocol):
+    """Upload or delete devices at Knox: one Transaction per chunk, sent with its stored transactionId and read
+    back by it (GET transactions?transactionId=…, knox-api.md §3.6)."""
 
+    model = Transaction
+    timings = Timings(
+        first_poll=POLL_FIRST_DELAY_SECONDS,
+        backoff=POLL_BACKOFF,
+        max_interval=POLL_MAX_INTERVAL_SECONDS,
+        timeout=KDP_POLL_TIMEOUT_SECONDS,
+    )
+    job_level_codes = JOB_LEVEL_CODES
 
-def _transfer_loop(job: Job, owner: str) -> errors.KnoxError | None:
-    client = KdpClient(job.account)
-    job_level_error: errors.KnoxError | None = None
-    while True:
-        job.heartbeat(owner)
-        now = timezone.now()
-        pending = Transaction.objects.filter(job=job, state=Transaction.State.PREPARED).order_by("sequence").first()
-        due = (
-            Transaction.objects.filter(job=job, state=Transaction.State.SUBMITTED, next_poll_at__lte=now)
-            .order_by("next_poll_at")
-            .first()
+    def __init__(self, job: Job, owner: str = "") -> None:
+        super().__init__(job, owner)
+        self.client = KdpClient(job.account)
+
+    def plan(self) -> None:
+        plan(self.job)
+
+    def send(self, tx: Transaction) -> None:
+        account = self.job.account
+        identifiers = list(
+            tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING).values_list("identifier", flat=True)
         )
-        if pending is not None and job_level_error is not None:
-            _fail_transaction(
-                job, pending, job_level_error.code or "NOT_SENT", f"not sent: {job_level_error.explain()}"
+        self.client.submit(
+            Submission(
+                transaction_id=tx.transaction_id,
+                operation=tx.operation,
+                reseller_id=account.reseller_id,
+                customer_id=tx.customer.customer_id,
+                device_type=tx.device_type,
+                devices=identifiers,
+                vendor_id=account.vendor_id,
+                order_no=tx.order_no,
+                order_time=tx.order_time,
+                profile_alias=tx.profile_alias,
             )
-            continue
-        # Send every chunk first, then poll: requests share the KDP rate limit, and a chunk polled while later
-        # ones are still being sent is usually still in Progress (a wasted request). Polls wait until nothing is
-        # left to send, by which time most chunks are Complete and need one status request each.
-        if pending is not None:
-            job_level_error = _send(job, client, pending)
-        elif due is not None:
-            _poll(job, client, due)
-        else:
-            waiting = (
-                Transaction.objects.filter(job=job, state=Transaction.State.SUBMITTED).order_by("next_poll_at").first()
+        )
+
+    def poll(self, tx: Transaction) -> TransactionStatus | None:
+        status = self.client.status(tx.transaction_id)
+        if status.is_terminal:
+            return status
+        Transaction.objects.filter(pk=tx.pk).update(knox_state=status.state[:20])
+        return None
+
+    def lookup(self, tx: Transaction) -> TransactionStatus | Absent:
+        """Knox keys a transaction on our transactionId: it either has it (sent before the answer was lost) or not."""
+        status = self.client.status(tx.transaction_id)
+        return status if status.found else ABSENT
+
+    def refused_state(self, e: errors.KnoxError) -> str:
+        return Transaction.State.REJECTED if e.status == 404 and e.code == "4042104" else Transaction.State.FAILED
+
+    def apply(self, tx: Transaction, status: TransactionStatus) -> None:
+        """Record Knox's verdict for every device of a finished transaction, all in one database transaction."""
+        with transaction.atomic():
+            tx = Transaction.objects.select_for_update().get(pk=tx.pk)
+            if tx.is_terminal:
+                return  # applied already (a resumed worker polled it again)
+            rejected = status.state == "Rejected"
+            failed: list[TransactionDevice] = []
+            succeeded: list[str] = []
+            for d in tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING):
+                failure = status.failures.get(d.identifier)
+                if rejected or failure is not None:
+                    d.outcome = TransactionDevice.Outcome.FAILED
+                    d.code = (failure.code if failure else tx.knox_code or "REJECTED")[:20]
+                    d.message = (failure.message if failure else "REJECTED")[:100]
+                    d.data = (failure.data if failure else "Knox rejected the whole transaction")[:400]
+                    failed.append(d)
+                else:
+                    succeeded.append(d.identifier)
+            TransactionDevice.objects.bulk_update(failed, ["outcome", "code", "message", "data"], batch_size=1000)
+            tx.devices.filter(identifier__in=succeeded, outcome=TransactionDevice.Outcome.PENDING).update(
+                outcome=TransactionDevice.Outcome.SUCCEEDED
             )
-            if waiting is None:
-                return job_level_error
-            pause = (waiting.next_poll_at - timezone.now()).total_seconds() if waiting.next_poll_at else 0
-            time.sleep(min(max(pause, 0.05), 5.0))
+            _update_devices(tx, succeeded, failed)
+            record_outcomes(
+                self.job, tx, Transaction.State.REJECTED if rejected else Transaction.State.COMPLETE,
+                len(succeeded), len(failed), knox_state=status.state[:20], polls=F("polls") + 1,
+                raw_status={
+                    "state": status.state,
+                    "failures": {k: vars(v) for k, v in list(status.failures.items())[:1000]},
+                },
+            )  # fmt: skip
 
+    def fail(self, tx: Transaction, state: str, code: str, message: str, detail: str = "") -> None:
+        """Every still-pending device of `tx` fails with `code`: Knox refused it, or it could not be asked."""
+        with transaction.atomic():
+            tx = Transaction.objects.select_for_update().get(pk=tx.pk)
+            if tx.is_terminal:
+                return
+            pending = list(tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING))
+            for d in pending:
+                d.outcome, d.code, d.message, d.data = (
+                    TransactionDevice.Outcome.FAILED,
+                    code[:20],
+                    message[:100],
+                    (detail or message)[:400],
+                )
+            TransactionDevice.objects.bulk_update(pending, ["outcome", "code", "message", "data"], batch_size=1000)
+            _update_devices(tx, [], pending)
+            record_outcomes(self.job, tx, state, 0, len(pending), code=code, message=message)
 
-def _send(job: Job, client: KdpClient, tx: Transaction) -> errors.KnoxError | None:
-    """Send one chunk; return the error if Knox refused the whole request in a way every chunk will meet."""
-    if tx.send_attempted_at is not None:
-        # A previous worker may have sent it before dying: ask Knox first, never upload the same chunk twice.
-        status = client.status(tx.transaction_id)
-        if status.found:
-            _mark_submitted(tx)
-            if status.is_terminal:
-                _apply(job, tx, status)
-            return None
-    Transaction.objects.filter(pk=tx.pk).update(send_attempted_at=timezone.now())
-    identifiers = list(
-        tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING).values_list("identifier", flat=True)
-    )
-    account = job.account
-    submission = Submission(
-        transaction_id=tx.transaction_id,
-        operation=tx.operation,
-        reseller_id=account.reseller_id,
-        customer_id=tx.customer.customer_id,
-        device_type=tx.device_type,
-        devices=identifiers,
-        vendor_id=account.vendor_id,
-        order_no=tx.order_no,
-        order_time=tx.order_time,
-        profile_alias=tx.profile_alias,
-    )
-    try:
-        client.submit(submission)
-    except (errors.KnoxUnavailable, errors.KnoxServerError, errors.KnoxRateLimited):
-        raise  # Knox is down or overloaded beyond our bounded retries: the job ends with that reason
-    except errors.KnoxError as e:
-        state = Transaction.State.REJECTED if e.status == 404 and e.code == "4042104" else Transaction.State.FAILED
-        _fail_transaction(job, tx, e.code or f"HTTP{e.status}", e.explain(), state=state, detail=e.detail)
-        return e if (e.code in JOB_LEVEL_CODES or isinstance(e, errors.KnoxAuthError)) else None
-    _mark_submitted(tx)
-    return None
-
-
-def _mark_submitted(tx: Transaction) -> None:
-    now = timezone.now()
-    Transaction.objects.filter(pk=tx.pk, state=Transaction.State.PREPARED).update(
-        state=Transaction.State.SUBMITTED,
-        submitted_at=now,
-        next_poll_at=now + timedelta(seconds=POLL_FIRST_DELAY_SECONDS),
-    )
-    tx.refresh_from_db()
-
-
-def _poll(job: Job, client: KdpClient, tx: Transaction) -> None:
-    status = client.status(tx.transaction_id)
-    now = timezone.now()
-    if status.is_terminal:
-        _apply(job, tx, status)
-        return
-    if tx.submitted_at and (now - tx.submitted_at).total_seconds() > KDP_POLL_TIMEOUT_SECONDS:
-        _fail_transaction(
-            job, tx, UNKNOWN_OUTCOME_CODE,
-            f"Knox did not finish this transaction within {KDP_POLL_TIMEOUT_SECONDS // 60} minutes; check with Reconcile",
-        )  # fmt: skip
-        return
-    interval = min(POLL_MAX_INTERVAL_SECONDS, POLL_FIRST_DELAY_SECONDS * (POLL_BACKOFF ** (tx.polls + 1)))
-    Transaction.objects.filter(pk=tx.pk).update(
-        polls=F("polls") + 1, knox_state=status.state[:20], next_poll_at=now + timedelta(seconds=interval)
-    )
-
-
-def _apply(job: Job, tx: Transaction, status: TransactionStatus) -> None:
-    """Record Knox's verdict for every device of a finished transaction, all in one database transaction."""
-    with transaction.atomic():
-        tx = Transaction.objects.select_for_update().get(pk=tx.pk)
-        if tx.is_terminal:
-            return  # applied already (a resumed worker polled it again)
-        pending = list(tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING))
-        rejected = status.state == "Rejected"
-        failed: list[TransactionDevice] = []
-        succeeded: list[str] = []
-        for d in pending:
-            failure = status.failures.get(d.identifier)
-            if rejected or failure is not None:
-                d.outcome = TransactionDevice.Outcome.FAILED
-                d.code = (failure.code if failure else tx.knox_code or "REJECTED")[:20]
-                d.message = (failure.message if failure else "REJECTED")[:100]
-                d.data = (failure.data if failure else "Knox rejected the whole transaction")[:400]
-                failed.append(d)
-            else:
-                succeeded.append(d.identifier)
-        TransactionDevice.objects.bulk_update(failed, ["outcome", "code", "message", "data"], batch_size=1000)
-        tx.devices.filter(identifier__in=succeeded, outcome=TransactionDevice.Outcome.PENDING).update(
-            outcome=TransactionDevice.Outcome.SUCCEEDED
-        )
-        _update_devices(tx, succeeded, failed)
-        now = timezone.now()
-        Transaction.objects.filter(pk=tx.pk).update(
-            state=Transaction.State.REJECTED if rejected else Transaction.State.COMPLETE,
-            knox_state=status.state[:20],
-            succeeded=len(succeeded),
-            failed=len(failed),
-            completed_at=now,
-            polls=F("polls") + 1,
-            raw_status={
-                "state": status.state,
-                "failures": {k: vars(v) for k, v in list(status.failures.items())[:1000]},
-            },
-        )
-        job.add_progress(succeeded=len(succeeded), failed=len(failed))
+    def finish(self, summary: str) -> None:
+        _recount_customers(self.job)
+        self.job.finish(summary)
 
 
 def _update_devices(tx: Transaction, succeeded: list[str], failed: list[TransactionDevice]) -> None:
@@ -446,30 +401,6 @@ def _update_devices(tx: Transaction, succeeded: list[str], failed: list[Transact
             devices.filter(identifier__in=identifiers, state=Device.State.PENDING).update(state=Device.State.FAILED)
 
 
-def _fail_transaction(
-    job: Job, tx: Transaction, code: str, message: str, *, state: str = Transaction.State.FAILED, detail: str = ""
-) -> None:
-    """Every still-pending device of `tx` fails with `code`; used when Knox refused or could not be asked."""
-    with transaction.atomic():
-        tx = Transaction.objects.select_for_update().get(pk=tx.pk)
-        if tx.is_terminal:
-            return
-        pending = list(tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING))
-        for d in pending:
-            d.outcome, d.code, d.message, d.data = (
-                TransactionDevice.Outcome.FAILED,
-                code[:20],
-                message[:100],
-                (detail or message)[:400],
-            )
-        TransactionDevice.objects.bulk_update(pending, ["outcome", "code", "message", "data"], batch_size=1000)
-        _update_devices(tx, [], pending)
-        Transaction.objects.filter(pk=tx.pk).update(
-            state=state, knox_code=code[:20], knox_message=message, failed=len(pending), completed_at=timezone.now()
-        )
-        job.add_progress(failed=len(pending))
-
-
 def _recount_customers(job: Job) -> None:
     """Release the job's devices and refresh the device counts of the customers it touched."""
     now = timezone.now()
@@ -480,28 +411,6 @@ def _recount_customers(job: Job) -> None:
         customer.recount()
         if job.kind == "kdp.upload":
             Customer.objects.filter(pk=customer.pk).update(last_upload_at=now)
-
-
-def _finalize(job: Job, job_level_error: errors.KnoxError | None) -> None:
-    _recount_customers(job)
-    job.refresh_from_db()
-    summary = ""
-    if job_level_error is not None:
-        summary = f"Knox refused the request: {job_level_error.explain()}"
-        if job_level_error.code:
-            summary += f" [{job_level_error.code}]"
-    job.finish(summary)
-
-
-def end_unfinished_transfer(job: Job, reason: str) -> None:
-    """After a fatal error: chunks never sent fail as 'not sent'; chunks Knox accepted but whose result we could
-    not read fail as 'outcome unknown' (a retry is safe: Knox ignores a repeated upload to the same customer)."""
-    for tx in Transaction.objects.filter(job=job, state=Transaction.State.PREPARED):
-        _fail_transaction(job, tx, "NOT_SENT", f"not sent: {reason}")
-    for tx in Transaction.objects.filter(job=job, state=Transaction.State.SUBMITTED):
-        _fail_transaction(
-            job, tx, UNKNOWN_OUTCOME_CODE, "sent, but Knox's result could not be read; retry or reconcile"
-        )
 
 
 # --- customers ----------------------------------------------------------------------------------------------

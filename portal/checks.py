@@ -63,4 +63,13 @@ def job_lease(app_configs: Any, **kwargs: Any) -> list[Error]:
                 id="portal.E004",
             )
         )
+    patience = settings.KNOX_OUTAGE_PATIENCE
+    if patience >= timeout:
+        errors.append(
+            Error(
+                f"KNOX_OUTAGE_PATIENCE ({patience}) must be shorter than Q_TIMEOUT ({timeout}).",
+                hint="A job waiting out a Knox outage holds its worker; django-q2 would stop it before the wait ends.",
+                id="portal.E005",
+            )
+        )
     return errors

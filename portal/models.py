@@ -4,7 +4,7 @@ log, the shared rate-limit slots and the role permissions."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -290,6 +290,11 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Knox stopped answering (portal.engine.Outage): since when, why, and when the job tries again. Cleared when
+    # Knox answers; the job's page shows them live.
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    waiting_reason = models.CharField(max_length=300, blank=True)
+    next_try_at = models.DateTimeField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 
@@ -404,6 +409,20 @@ class Job(models.Model):
         )
         return n == 1
 
+    def wait_for_knox(self, reason: str, *, since: datetime, next_try_at: datetime) -> None:
+        """Record that the job is waiting for Knox to come back (portal.engine.Outage)."""
+        Job.objects.filter(pk=self.pk).update(
+            waiting_since=since, waiting_reason=reason[:300], next_try_at=next_try_at, version=F("version") + 1
+        )
+        self.waiting_since, self.waiting_reason, self.next_try_at = since, reason[:300], next_try_at
+
+    def knox_back(self) -> None:
+        """Knox answered again: the job is no longer waiting."""
+        Job.objects.filter(pk=self.pk).update(
+            waiting_since=None, waiting_reason="", next_try_at=None, version=F("version") + 1
+        )
+        self.waiting_since, self.waiting_reason, self.next_try_at = None, "", None
+
     def set_total(self, total: int) -> None:
         Job.objects.filter(pk=self.pk).update(total=total, version=F("version") + 1)
         self.total = total
@@ -436,7 +455,8 @@ class Job(models.Model):
         now = timezone.now()
         Job.objects.filter(pk=self.pk).exclude(status__in=self.FINISHED).update(
             status=status, error_summary=error_summary[:5000], finished_at=now, heartbeat_at=now,
-            lease_owner="", lease_until=None, version=F("version") + 1,
+            lease_owner="", lease_until=None, waiting_since=None, waiting_reason="", next_try_at=None,
+            version=F("version") + 1,
         )  # fmt: skip
         self.refresh_from_db()
 

@@ -325,6 +325,8 @@ KNOX_MAX_RETRIES = envint("KNOX_MAX_RETRIES", "4")
 KNOX_MAX_RATE_LIMITED_RETRIES = envint("KNOX_MAX_RATE_LIMITED_RETRIES", "30")
 KNOX_BACKOFF_BASE = envfloat("KNOX_BACKOFF_BASE", "0.5")
 KNOX_BACKOFF_MAX = envfloat("KNOX_BACKOFF_MAX", "30")
+# How long a job waits for Knox to answer again (portal.engine.Outage) before it ends what is left as not sent.
+KNOX_OUTAGE_PATIENCE = envint("KNOX_OUTAGE_PATIENCE", "1800")
 # Requests per second per account and service, shared by every process. 0 switches pacing off.
 KNOX_GUARD_RATE_LIMIT = envfloat("KNOX_GUARD_RATE_LIMIT", str(KG_MAX_REQUESTS_PER_SECOND))
 KNOX_KDP_RATE_LIMIT = envfloat("KNOX_KDP_RATE_LIMIT", str(KDP_MAX_REQUESTS_PER_SECOND))

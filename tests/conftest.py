@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Processes the tests start (workers, commands) end a job at once when Knox is dead, as before outages were
+# waited out; the outage tests pass KNOX_OUTAGE_PATIENCE to their processes themselves.
+os.environ.setdefault("KNOX_OUTAGE_PATIENCE", "0")
 
 
 @pytest.fixture(autouse=True)
@@ -13,6 +19,13 @@ def _isolated_redis(settings):
 
         cache.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_patience(settings):
+    """Tests of a dead Knox expect the job to end at once; the outage tests (tests/reliability/test_outage.py and
+    tests/portal/test_engine.py) set KNOX_OUTAGE_PATIENCE themselves."""
+    settings.KNOX_OUTAGE_PATIENCE = 0
 
 
 @pytest.fixture

@@ -90,6 +90,8 @@ class KnoxError(Exception):
     """Any failure talking to Knox. Carries what the user needs to act: code, message, detail, status."""
 
     retryable = False
+    # True when the connection was never made, so Knox cannot have received the request.
+    never_sent = False
 
     def __init__(
         self,

@@ -247,7 +247,9 @@ class KnoxSession:
                 reason = _describe_transport_error(e)
                 if cls is errors.KnoxOutcomeUnknown:
                     reason += "; the request may have reached Knox, so it is not repeated blindly"
-                raise cls(reason, service=service, transaction_id=transaction_id) from None
+                err = cls(reason, service=service, transaction_id=transaction_id)
+                err.never_sent = never_sent  # portal.engine: Knox cannot have a request never sent
+                raise err from None
             duration = (time.monotonic() - started) * 1000
             status = raw.status_code
             resp_headers = {k.lower(): v for k, v in raw.headers.items()}

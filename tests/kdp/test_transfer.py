@@ -110,7 +110,8 @@ def test_an_interrupted_job_resumes_without_sending_a_chunk_twice(customer, knox
     from django.utils import timezone
 
     from kdp.client import KdpClient, Submission
-    from kdp.tasks import _send, plan
+    from kdp.tasks import Transfer, plan
+    from portal.engine import _send
 
     settings.KDP_CHUNK_SIZE = 5
     imeis = fresh_imeis(20, "35555555")
@@ -120,9 +121,9 @@ def test_an_interrupted_job_resumes_without_sending_a_chunk_twice(customer, knox
     plan(job)
     txs = list(Transaction.objects.filter(job=job).order_by("sequence"))
     client = KdpClient(customer.account)
-    _send(job, client, txs[0])  # chunk 1 sent and recorded
+    _send(Transfer(job), txs[0])  # chunk 1 sent and recorded
     # chunk 2: the worker died right after Knox accepted it, before recording that
-    Transaction.objects.filter(pk=txs[1].pk).update(send_attempted_at=timezone.now())
+    Transaction.objects.filter(pk=txs[1].pk).update(state="sending", send_attempted_at=timezone.now())
     tds = TransactionDevice.objects.filter(transaction=txs[1]).values_list("identifier", flat=True)
     client.submit(
         Submission(
@@ -130,7 +131,7 @@ def test_an_interrupted_job_resumes_without_sending_a_chunk_twice(customer, knox
         ),
     )
     # chunk 3: the worker died after marking the attempt, before sending
-    Transaction.objects.filter(pk=txs[2].pk).update(send_attempted_at=timezone.now())
+    Transaction.objects.filter(pk=txs[2].pk).update(state="sending", send_attempted_at=timezone.now())
     # the lease expires; a new delivery resumes
     Job.objects.filter(pk=job.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     run_transfer(job.pk)
