@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from guard.client import ACTIONS, ActionParams, ActionSpec, DeviceRef
 from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
+from portal.engine import KnoxRequest
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 
 
@@ -106,34 +107,19 @@ class GuardDevice(models.Model):
         return self.state in ACTIONS[action].allowed_from
 
 
-class GuardChunk(models.Model):
-    """One asynchronous Knox Guard request (…Async) carrying up to KG_ASYNC_MAX_DEVICES devices of a bulk job.
+class GuardChunk(KnoxRequest):
+    """One asynchronous Knox Guard request (…Async) carrying up to KG_ASYNC_MAX_DEVICES devices of a bulk job
+    (a portal.engine request).
 
     The x-knox-transactionId is generated and stored before the request is sent; Knox does not apply the same id
     with the same body twice, so a resumed job can send it again safely, then read the result by that id.
     """
 
-    class State(models.TextChoices):
-        PREPARED = "prepared", "Prepared"
-        SUBMITTED = "submitted", "Sent"
-        COMPLETE = "complete", "Complete"
-        FAILED = "failed", "Not accepted"
+    State = KnoxRequest.State
 
     job = models.ForeignKey(Job, models.CASCADE, related_name="guard_chunks")
-    sequence = models.PositiveIntegerField()
     action = models.CharField(max_length=12)
     transaction_id = models.CharField(max_length=32, default=new_transaction_id)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARED)
-    device_count = models.PositiveIntegerField(default=0)
-    succeeded = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    knox_code = models.CharField(max_length=20, blank=True)
-    knox_message = models.TextField(blank=True)
-    send_attempted_at = models.DateTimeField(null=True, blank=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
-    next_poll_at = models.DateTimeField(null=True, blank=True)
-    polls = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["job", "sequence"]
