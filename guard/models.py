@@ -17,6 +17,7 @@ from django.utils import timezone
 from guard.client import ACTIONS, ActionParams, ActionSpec, DeviceRef
 from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
 from portal.engine import KnoxRequest
+from portal.knox import errors
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 
 
@@ -334,6 +335,12 @@ def _queue_action(
     return job, True
 
 
+def failed_by_code(job: Job) -> dict[str, int]:
+    """An action job's failed devices counted by Knox's (or the portal's) code."""
+    rows = GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED)
+    return dict(rows.values_list("code").annotate(n=models.Count("id")).order_by())
+
+
 def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str = "") -> tuple[Job, bool, int]:
     """Queue `job`'s action again for its failed devices that the portal still knows, once (Job.create_retry).
 
@@ -349,6 +356,7 @@ def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str =
         return existing, False, 0
     failed_ids = (
         GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
+        .exclude(code__in=list(errors.PERMANENT))  # a retry cannot fix these (portal.knox.errors)
         .values_list("device_id", flat=True)
         .distinct()
     )
@@ -359,8 +367,9 @@ def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str =
     )
     if not device_ids:
         raise ValueError(
-            "None of the failed devices is in the portal's records (any more); sync devices from Knox, then act "
-            "on them from the device list or a spreadsheet."
+            "No failed device can be retried: a retry cannot fix failures Knox refused for good (wrong state, "
+            "unknown device, already registered), and the others are not in the portal's records (any more); "
+            "sync devices from Knox, then act on them from the device list or a spreadsheet."
         )
     retry, created = _queue_action(
         job.account,
