@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from guard.client import ACTIONS, ActionParams, ActionSpec, DeviceRef
 from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
+from portal.engine import KnoxRequest
+from portal.knox import errors
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 
 
@@ -106,34 +108,19 @@ class GuardDevice(models.Model):
         return self.state in ACTIONS[action].allowed_from
 
 
-class GuardChunk(models.Model):
-    """One asynchronous Knox Guard request (…Async) carrying up to KG_ASYNC_MAX_DEVICES devices of a bulk job.
+class GuardChunk(KnoxRequest):
+    """One asynchronous Knox Guard request (…Async) carrying up to KG_ASYNC_MAX_DEVICES devices of a bulk job
+    (a portal.engine request).
 
     The x-knox-transactionId is generated and stored before the request is sent; Knox does not apply the same id
     with the same body twice, so a resumed job can send it again safely, then read the result by that id.
     """
 
-    class State(models.TextChoices):
-        PREPARED = "prepared", "Prepared"
-        SUBMITTED = "submitted", "Sent"
-        COMPLETE = "complete", "Complete"
-        FAILED = "failed", "Not accepted"
+    State = KnoxRequest.State
 
     job = models.ForeignKey(Job, models.CASCADE, related_name="guard_chunks")
-    sequence = models.PositiveIntegerField()
     action = models.CharField(max_length=12)
     transaction_id = models.CharField(max_length=32, default=new_transaction_id)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARED)
-    device_count = models.PositiveIntegerField(default=0)
-    succeeded = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    knox_code = models.CharField(max_length=20, blank=True)
-    knox_message = models.TextField(blank=True)
-    send_attempted_at = models.DateTimeField(null=True, blank=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
-    next_poll_at = models.DateTimeField(null=True, blank=True)
-    polls = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["job", "sequence"]
@@ -348,6 +335,12 @@ def _queue_action(
     return job, True
 
 
+def failed_by_code(job: Job) -> dict[str, int]:
+    """An action job's failed devices counted by Knox's (or the portal's) code."""
+    rows = GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED)
+    return dict(rows.values_list("code").annotate(n=models.Count("id")).order_by())
+
+
 def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str = "") -> tuple[Job, bool, int]:
     """Queue `job`'s action again for its failed devices that the portal still knows, once (Job.create_retry).
 
@@ -363,6 +356,7 @@ def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str =
         return existing, False, 0
     failed_ids = (
         GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
+        .exclude(code__in=list(errors.PERMANENT))  # a retry cannot fix these (portal.knox.errors)
         .values_list("device_id", flat=True)
         .distinct()
     )
@@ -373,8 +367,9 @@ def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str =
     )
     if not device_ids:
         raise ValueError(
-            "None of the failed devices is in the portal's records (any more); sync devices from Knox, then act "
-            "on them from the device list or a spreadsheet."
+            "No failed device can be retried: a retry cannot fix failures Knox refused for good (wrong state, "
+            "unknown device, already registered), and the others are not in the portal's records (any more); "
+            "sync devices from Knox, then act on them from the device list or a spreadsheet."
         )
     retry, created = _queue_action(
         job.account,

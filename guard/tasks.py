@@ -16,9 +16,8 @@ transactionId, which Knox does not apply twice.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
@@ -30,6 +29,7 @@ from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDe
 from guard.constants import KG_ASYNC_MAX_DEVICES, KG_UPLOAD_MAX_DEVICES
 from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload
 from portal.db import db_datetime, insert_rows
+from portal.engine import Protocol, Timings, drive, record_outcomes
 from portal.knox import errors
 from portal.models import Job, Upload, UploadRow
 from portal.tasks import run_job
@@ -144,144 +144,87 @@ def run_actions(job_pk: int) -> None:
 def _run_actions(job: Job, owner: str) -> None:
     if not job.guard_actions.exists():
         plan(job)
-    if not job.guard_chunks.exists():  # one device: a synchronous request (guard.single)
+    if not job.guard_chunks.exists():  # one device (or none left to send): a synchronous request (guard.single)
         single.run(job, owner)
         return
-    client = GuardClient(job.account)
-    params = params_from(job)
-    try:
-        _run_chunks(client, job, owner, params)
-    except errors.KnoxError as e:
-        _end_unfinished(job, e.explain())
-        GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
-        raise
-    # Released only when this worker ends the job: after a LeaseLost the new holder still needs the devices held.
-    GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
-    job.finish()
+    drive(job, owner, BulkAction(job))
 
 
-def _run_chunks(client: GuardClient, job: Job, owner: str, params: ActionParams) -> None:
-    while True:
-        job.heartbeat(owner)
+class BulkAction(Protocol):
+    """A bulk action in asynchronous requests (…Async, knox-api.md §4.7), read back with POST /transaction by the
+    request's stored x-knox-transactionId, which Knox applies once: repeatable."""
+
+    model = GuardChunk
+    timings = Timings(
+        first_poll=POLL_FIRST_DELAY_SECONDS,
+        backoff=POLL_BACKOFF,
+        max_interval=POLL_MAX_INTERVAL_SECONDS,
+        timeout=RESULT_TIMEOUT_SECONDS,
+    )
+    repeatable = True
+
+    def __init__(self, job: Job, owner: str = "") -> None:
+        super().__init__(job, owner)
+        self.client = GuardClient(job.account)
+        self.params = params_from(job)
+
+    def send(self, chunk: GuardChunk) -> None:
+        actions = chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING).order_by("id")
+        items = [(_ref(a), params_for(a, self.params)) for a in actions]
+        GuardAction.objects.filter(chunk=chunk, sent_at=None).update(sent_at=chunk.send_attempted_at)
+        self.client.act_async(chunk.action, items, transaction_id=chunk.transaction_id)
+
+    def poll(self, chunk: GuardChunk) -> dict[str, tuple[str, str, str]] | None:
+        result = self.client.result(chunk.transaction_id)
+        return result.failures if result.count >= chunk.device_count else None
+
+    def not_yet(self, e: errors.KnoxError, chunk: GuardChunk) -> bool:
+        return e.status in (400, 404)  # Knox has no result for the id yet: it may still be processing it
+
+    def apply(self, chunk: GuardChunk, failures: dict[str, tuple[str, str, str]]) -> None:
         now = timezone.now()
-        prepared = GuardChunk.objects.filter(job=job, state=GuardChunk.State.PREPARED).order_by("sequence").first()
-        due = (
-            GuardChunk.objects.filter(job=job, state=GuardChunk.State.SUBMITTED, next_poll_at__lte=now)
-            .order_by("next_poll_at")
-            .first()
-        )
-        if due is not None:
-            _poll_chunk(client, job, due)
-        elif prepared is not None:
-            _send_chunk(client, job, prepared, params)
-        else:
-            waiting = (
-                GuardChunk.objects.filter(job=job, state=GuardChunk.State.SUBMITTED).order_by("next_poll_at").first()
-            )
-            if waiting is None:
+        with transaction.atomic():
+            chunk = GuardChunk.objects.select_for_update().get(pk=chunk.pk)
+            if chunk.is_terminal:
                 return
-            time.sleep(min(max((waiting.next_poll_at - timezone.now()).total_seconds(), 0.05), 5.0))
+            actions = list(chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING))
+            for a in actions:
+                failure = failures.get(_ref(a).requested_id) or failures.get(a.device_uid)
+                if failure is None:
+                    a.outcome, a.state_after = (
+                        GuardAction.Outcome.SUCCEEDED,
+                        ACTIONS[a.action].becomes or a.state_before,
+                    )
+                else:
+                    a.outcome, a.state_after = GuardAction.Outcome.FAILED, a.state_before
+                    a.code, a.message, a.reason = failure[0][:20], failure[1][:100], failure[2][:400]
+                a.finished_at = now
+                single.update_device(a, ok=failure is None, code=a.code, message=a.message, knox_state="", now=now)
+            GuardAction.objects.bulk_update(
+                actions, ["outcome", "code", "message", "reason", "state_after", "finished_at"], batch_size=1000
+            )
+            ok = sum(a.outcome == GuardAction.Outcome.SUCCEEDED for a in actions)
+            record_outcomes(self.job, chunk, GuardChunk.State.COMPLETE, ok, len(actions) - ok)
+
+    def fail(self, chunk: GuardChunk, state: str, code: str, message: str, detail: str = "") -> None:
+        now = timezone.now()
+        with transaction.atomic():
+            chunk = GuardChunk.objects.select_for_update().get(pk=chunk.pk)
+            if chunk.is_terminal:
+                return
+            n = chunk.actions.filter(outcome=GuardAction.Outcome.PENDING).update(
+                outcome=GuardAction.Outcome.FAILED, code=code[:20], reason=(detail or message)[:400], finished_at=now
+            )
+            record_outcomes(self.job, chunk, state, 0, n, code=code, message=message)
+
+    def finish(self, summary: str) -> None:
+        # Released only when this worker ends the job: after a LeaseLost the new holder still needs the devices.
+        GuardDevice.objects.filter(pending_job=self.job).update(pending_job=None)
+        self.job.finish(summary)
 
 
-def _send_chunk(client: GuardClient, job: Job, chunk: GuardChunk, params: ActionParams) -> None:
-    actions = list(chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING).order_by("id"))
-    items = [(a.device.ref if a.device else DeviceRef(device_uid=a.device_uid), params_for(a, params)) for a in actions]
-    now = timezone.now()
-    GuardChunk.objects.filter(pk=chunk.pk).update(send_attempted_at=now)
-    GuardAction.objects.filter(chunk=chunk).update(sent_at=now)
-    try:
-        # Safe to repeat after a crash: the same transactionId with the same body is applied once.
-        client.act_async(chunk.action, items, transaction_id=chunk.transaction_id)
-    except (errors.KnoxUnavailable, errors.KnoxServerError, errors.KnoxRateLimited, errors.KnoxAuthError):
-        raise
-    except errors.KnoxError as e:
-        _fail_chunk(job, chunk, e.code or f"HTTP{e.status}", e.explain())
-        return
-    GuardChunk.objects.filter(pk=chunk.pk).update(
-        state=GuardChunk.State.SUBMITTED,
-        submitted_at=now,
-        next_poll_at=now + timedelta(seconds=POLL_FIRST_DELAY_SECONDS),
-    )
-
-
-def _poll_chunk(client: GuardClient, job: Job, chunk: GuardChunk) -> None:
-    try:
-        result = client.result(chunk.transaction_id)
-    except errors.KnoxError as e:
-        if e.status in (400, 404) and (timezone.now() - chunk.submitted_at).total_seconds() < RESULT_TIMEOUT_SECONDS:
-            result = None  # not known yet: Knox may still be processing the request
-        else:
-            raise
-    if result is not None and result.count >= chunk.device_count:
-        _apply_chunk(job, chunk, result.failures)
-        return
-    if (timezone.now() - chunk.submitted_at).total_seconds() > RESULT_TIMEOUT_SECONDS:
-        _fail_chunk(job, chunk, "UNKNOWN", "Knox did not report the result of this request in time")
-        return
-    interval = min(POLL_MAX_INTERVAL_SECONDS, POLL_FIRST_DELAY_SECONDS * POLL_BACKOFF ** (chunk.polls + 1))
-    GuardChunk.objects.filter(pk=chunk.pk).update(
-        polls=F("polls") + 1, next_poll_at=timezone.now() + timedelta(seconds=interval)
-    )
-
-
-def _apply_chunk(job: Job, chunk: GuardChunk, failures: dict[str, tuple[str, str, str]]) -> None:
-    now = timezone.now()
-    with transaction.atomic():
-        chunk = GuardChunk.objects.select_for_update().get(pk=chunk.pk)
-        if chunk.state != GuardChunk.State.SUBMITTED:
-            return
-        actions = list(chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING))
-        ok = bad = 0
-        for a in actions:
-            ref = a.device.ref if a.device else DeviceRef(device_uid=a.device_uid)
-            failure = failures.get(ref.requested_id) or failures.get(a.device_uid)
-            if failure is None:
-                a.outcome, a.state_after = (
-                    GuardAction.Outcome.SUCCEEDED,
-                    (ACTIONS[a.action].becomes or a.state_before or ""),
-                )
-                ok += 1
-            else:
-                a.outcome, a.code, a.message, a.reason = (
-                    GuardAction.Outcome.FAILED,
-                    failure[0][:20],
-                    failure[1][:100],
-                    failure[2][:400],
-                )
-                a.state_after = a.state_before
-                bad += 1
-            a.finished_at = now
-            single.update_device(a, ok=failure is None, code=a.code, message=a.message, knox_state="", now=now)
-        GuardAction.objects.bulk_update(
-            actions, ["outcome", "code", "message", "reason", "state_after", "finished_at"], batch_size=1000
-        )
-        GuardChunk.objects.filter(pk=chunk.pk).update(
-            state=GuardChunk.State.COMPLETE, succeeded=ok, failed=bad, completed_at=now
-        )
-        job.add_progress(succeeded=ok, failed=bad)
-
-
-def _fail_chunk(job: Job, chunk: GuardChunk, code: str, message: str) -> None:
-    now = timezone.now()
-    with transaction.atomic():
-        n = chunk.actions.filter(outcome=GuardAction.Outcome.PENDING).update(
-            outcome=GuardAction.Outcome.FAILED, code=code[:20], reason=message[:400], finished_at=now
-        )
-        GuardChunk.objects.filter(pk=chunk.pk).update(
-            state=GuardChunk.State.FAILED, failed=n, knox_code=code[:20], knox_message=message, completed_at=now
-        )
-        job.add_progress(failed=n)
-
-
-def _end_unfinished(job: Job, reason: str) -> None:
-    """Knox unreachable: requests never sent fail as NOT_SENT, sent ones whose result is unread as UNKNOWN."""
-    for chunk in GuardChunk.objects.filter(job=job, state=GuardChunk.State.PREPARED):
-        if chunk.send_attempted_at is not None:  # it may have reached Knox before the answer was lost
-            _fail_chunk(job, chunk, "UNKNOWN", f"sent, but the answer was lost: {reason}")
-        else:
-            _fail_chunk(job, chunk, "NOT_SENT", f"not sent: {reason}")
-    for chunk in GuardChunk.objects.filter(job=job, state=GuardChunk.State.SUBMITTED):
-        _fail_chunk(job, chunk, "UNKNOWN", f"sent, but the result could not be read: {reason}")
+def _ref(a: GuardAction) -> DeviceRef:
+    return a.device.ref if a.device else DeviceRef(device_uid=a.device_uid)
 
 
 # --- device sync --------------------------------------------------------------------------------------------

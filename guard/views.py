@@ -33,6 +33,7 @@ from guard.models import (
     GuardDevice,
     GuardLicence,
     GuardUpload,
+    failed_by_code,
     queue_action,
     queue_retry,
     queue_sync,
@@ -41,7 +42,7 @@ from guard.models import (
 from portal import exports
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_exists_message
+from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
@@ -496,6 +497,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         results = results.filter(outcome=outcome)
     page = list(results.filter(id__gt=after).select_related("device").order_by("id")[: PAGE_SIZE + 1])
     spec = ACTIONS.get(the_job.params.get("action", "")) if the_job.kind in ACTION_KINDS else None
+    retry = retry_context(the_job, failed_by_code(the_job) if spec is not None and the_job.failed else {})
     ctx = {
         "job": the_job,
         "spec": spec,
@@ -509,7 +511,8 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         if the_job.kind == "guard.upload"
         else None,
         "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
-        "can_retry": spec is not None and _may_act(request, spec) and the_job.is_finished and the_job.failed > 0,
+        "retry": retry,
+        "can_retry": spec is not None and _may_act(request, spec) and retry["retryable"] > 0,
     }
     if request.htmx and request.htmx.target == "job-results":
         return render(request, "guard/job.html#job-results", ctx)

@@ -15,6 +15,7 @@ from django.db import models
 from django.utils import timezone
 
 from portal.engine import KnoxRequest
+from portal.knox import errors
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 
 
@@ -258,12 +259,29 @@ class ReconcileItem(models.Model):
         return f"{self.identifier}: {self.get_drift_display()}"
 
 
+def failed_by_code(job: Job) -> dict[str, int]:
+    """A transfer job's failed devices counted by Knox's (or the portal's) code."""
+    if job.kind not in ("kdp.upload", "kdp.delete"):
+        return {}
+    rows = TransactionDevice.objects.filter(job=job, outcome=TransactionDevice.Outcome.FAILED)
+    return dict(rows.values_list("code").annotate(n=models.Count("id")).order_by())
+
+
+def retryable_failures(job: Job) -> models.QuerySet[TransactionDevice]:
+    """The failed devices a retry can fix: not those Knox refused for good (portal.knox.errors.PERMANENT)."""
+    failed = TransactionDevice.objects.filter(job=job, outcome=TransactionDevice.Outcome.FAILED)
+    return failed.exclude(code__in=list(errors.PERMANENT))
+
+
 def queue_retry(job: Job, *, user: Any, request: Any = None) -> tuple[Job, bool]:
-    """Queue a new job for just the failed devices of a finished upload/delete job, once: returns (the retry,
-    created); a job already retried returns its existing retry and False (Job.create_retry)."""
-    failed = TransactionDevice.objects.filter(job=job, outcome=TransactionDevice.Outcome.FAILED).count()
+    """Queue a new job for just the failed devices of a finished upload/delete job that a retry can fix, once:
+    returns (the retry, created); a job already retried returns its existing retry and False (Job.create_retry)."""
+    failed = retryable_failures(job).count()
     if not job.is_finished or job.kind not in ("kdp.upload", "kdp.delete") or not failed:
-        raise ValueError("Only a finished upload or delete job with failed devices can be retried.")
+        raise ValueError(
+            "Only a finished upload or delete job with failed devices can be retried, and only failures a retry can "
+            "fix (not devices already registered, unknown to Knox or registered to another customer)."
+        )
     first = job.kdp_transactions.order_by("sequence").first()
     params = {
         "retry_of": job.pk,

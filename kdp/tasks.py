@@ -40,7 +40,15 @@ from kdp.constants import (
     POLL_FIRST_DELAY_SECONDS,
     POLL_MAX_INTERVAL_SECONDS,
 )
-from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice
+from kdp.models import (
+    Customer,
+    Device,
+    ProfileAlias,
+    ReconcileItem,
+    Transaction,
+    TransactionDevice,
+    retryable_failures,
+)
 from portal.db import db_datetime, insert_rows
 from portal.engine import ABSENT, Absent, Protocol, Timings, drive, record_outcomes
 from portal.knox import errors
@@ -123,7 +131,7 @@ def plan_items(job: Job) -> Iterator[PlanItem]:
         for r in rows.values_list("value", "kind", "row_number", "order_no", "model").iterator(chunk_size=5000):
             yield PlanItem(r[0], r[1], p["customer"], r[2], r[3], r[4])
     elif "retry_of" in p:
-        failed = TransactionDevice.objects.filter(job_id=p["retry_of"], outcome=TransactionDevice.Outcome.FAILED)
+        failed = retryable_failures(Job(pk=p["retry_of"]))
         rows = failed.values_list("identifier", "row_number", "transaction__customer_id", "transaction__device_type")
         for identifier, row_number, customer_pk, device_type in rows.order_by("id").iterator(chunk_size=5000):
             kind = "imei" if device_type == "IMEI" else "serial"

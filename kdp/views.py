@@ -30,6 +30,7 @@ from kdp.models import (
     ReconcileItem,
     Transaction,
     TransactionDevice,
+    failed_by_code,
     queue_customer_sync,
     queue_delete_matching,
     queue_reconcile,
@@ -41,7 +42,7 @@ from portal import exports
 from portal.charts import bar_chart_svg, daily_series
 from portal.forms import MAX_ID
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_exists_message
+from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
 
 PAGE_SIZE = 50
 KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.reconcile")
@@ -269,6 +270,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
     if outcome:
         results = results.filter(outcome=outcome)
     page = list(results.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
+    retry = retry_context(the_job, failed_by_code(the_job) if the_job.failed else {})
     ctx = {
         "job": the_job,
         "results": page[:PAGE_SIZE],
@@ -288,10 +290,8 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         else None,
         "can_queue": request.user.has_perm(QUEUE),
         "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
-        "can_retry": request.user.has_perm(QUEUE)
-        and the_job.is_finished
-        and the_job.failed
-        and the_job.kind in ("kdp.upload", "kdp.delete"),
+        "retry": retry,
+        "can_retry": request.user.has_perm(QUEUE) and retry["retryable"] > 0,
     }
     if request.htmx and request.htmx.target == "job-results":
         return render(request, "kdp/job.html#job-results", ctx)

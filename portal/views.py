@@ -23,6 +23,7 @@ from django_htmx.middleware import HtmxDetails
 
 from portal import forms
 from portal.dashboard import render_panels
+from portal.knox import errors
 from portal.lookups import CONNECTION_TEST, LOOKUPS, get_lookup_for_user, lookup_context, queue_connection_test
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 
@@ -346,6 +347,13 @@ def service_index(request: HttpRequest, *, service: str, title: str) -> HttpResp
         "jobs": Job.objects.filter(kind__startswith=f"{service}.").select_related("account", "created_by")[:20],
     }
     return render(request, "portal/service_index.html", ctx)
+
+
+def retry_context(job: Job, failed_by_code: dict[str, int]) -> dict[str, Any]:
+    """What a finished job's page says about "Retry the failed devices" (templates/portal/_retry_note.html): how
+    many failures a retry can fix (portal.knox.errors.is_retryable), and why the others are left out."""
+    retryable, left_out = errors.retry_breakdown(failed_by_code) if job.is_finished else (0, [])
+    return {"retryable": retryable, "left_out": left_out}
 
 
 def retry_exists_message(original: Job, retry: Job) -> str:

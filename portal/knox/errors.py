@@ -250,3 +250,48 @@ def error_from_response(
     if cls is KnoxRateLimited:
         return KnoxRateLimited(message, retry_after=retry_after, **kwargs)
     return cls(message, **kwargs)
+
+
+# --- which failures a retry can fix ---------------------------------------------------------------------------
+# A device's failure is permanent when sending the same request again gets the same answer; the reason is what
+# "Retry the failed devices" says about the devices it leaves out. Everything else (Knox unreachable, a 5xx or
+# 429, an answer lost, not sent, another job busy on the device, an outcome never read) is transient: a retry
+# may succeed. Codes from knox-api.md §3.10 (KDP) and §4.10 (Knox Guard); STATE is the portal's own refusal of an
+# action the device's recorded state does not allow.
+ALREADY_EXISTS = "already registered in Knox"
+NOT_FOUND = "unknown to Knox"
+WRONG_STATE = "in a state that does not allow the action"
+WRONG_CUSTOMER = "registered to another customer, or not by this reseller"
+INVALID = "refused as not valid"
+PERMANENT: dict[str, str] = {
+    "4092100": ALREADY_EXISTS,  # KDP RESELLER_DEVICE_ALREADY_EXISTS (another reseller's, or another customer's)
+    "4001806": ALREADY_EXISTS,  # Knox Guard: already registered with a licence
+    "40000004": INVALID,  # KDP DEVICE_INVALID: not a Samsung device Knox knows, or a duplicate in the request
+    "4000000": INVALID,  # a parameter Knox refused (e.g. an unknown profile alias)
+    "40000044": WRONG_CUSTOMER,  # KDP RESELLER_CUSTOMER_DEVICE_NOT_FOUND on delete
+    "4040300": NOT_FOUND,  # Knox Guard has no device with this identifier
+    "4000310": WRONG_STATE,  # Knox Guard refused the action in the device's state
+    "STATE": WRONG_STATE,  # refused by the portal before sending, for the same reason
+}
+
+
+def why_not_retryable(code: str) -> str:
+    """Why sending a device's failed request again cannot help ("" when it can)."""
+    return PERMANENT.get(str(code or ""), "")
+
+
+def is_retryable(code: str) -> bool:
+    return not why_not_retryable(code)
+
+
+def retry_breakdown(codes: dict[str, int]) -> tuple[int, list[tuple[str, int]]]:
+    """From failed devices counted by code: how many a retry can fix, and the others by reason (most first)."""
+    retryable = 0
+    left_out: dict[str, int] = {}
+    for code, n in codes.items():
+        reason = why_not_retryable(code)
+        if reason:
+            left_out[reason] = left_out.get(reason, 0) + n
+        else:
+            retryable += n
+    return retryable, sorted(left_out.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -17,13 +17,13 @@ from django.utils import timezone
 from guard.client import ActionParams, GuardClient
 from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload, queue_action, queue_upload
 from guard.tasks import (
-    _send_chunk,
-    params_from,
+    BulkAction,
     plan,
     run_actions,
     run_upload,
     sync_devices,
 )
+from portal.engine import _send
 from portal.identifiers import luhn_check_digit
 from portal.jobsummary import job_summary
 from portal.knox import errors
@@ -133,7 +133,7 @@ def crash_after_first_chunk(account: KnoxAccount, enrolled: list[GuardDevice], m
     assert job.claim("worker-that-dies")
     plan(job)
     first = GuardChunk.objects.get(job=job, sequence=1)
-    _send_chunk(GuardClient(account), job, first, params_from(job))
+    _send(BulkAction(job), first)
     expire_lease(job)
     return job
 
@@ -289,8 +289,7 @@ def test_a_dead_knox_fails_the_job_with_a_reason_and_frees_the_devices(guard_syn
     assert (job.status, job.succeeded, job.failed) == ("failed", 0, 3)
     assert "connection to Knox failed" in job.error_summary
     actions = GuardAction.objects.filter(job=job)
-    # NOT_SENT would be right (the connection was refused); see the xfail below for the engine's answer.
-    assert {a.outcome for a in actions} == {"failed"} and {a.code for a in actions} <= {"NOT_SENT", "UNKNOWN"}
+    assert {a.outcome for a in actions} == {"failed"} and {a.code for a in actions} == {"NOT_SENT"}
     assert all(a.explanation() for a in actions)
     assert GuardChunk.objects.get(job=job).state == "failed"
     assert not GuardDevice.objects.filter(pending_job__isnull=False).exists()
@@ -311,7 +310,6 @@ def test_a_dead_knox_fails_a_single_device_job_as_not_sent(guard_synced, dead_kn
     assert not GuardDevice.objects.filter(pending_job__isnull=False).exists()
 
 
-@pytest.mark.xfail(reason="guard/tasks.py _send_chunk/_end_unfinished: a refused connection for a chunk is UNKNOWN")
 def test_a_bulk_request_that_never_left_is_reported_not_sent(guard_synced, dead_knox):
     """Connection refused: nothing reached Knox, so "Not sent", not "Sent, but Knox's answer could not be read"."""
     enrolled = devices(guard_synced, "Enrolled")

@@ -21,8 +21,10 @@ class GuardJobTestCase(BaseTestCase):
         self.account = guard_account()
         self.devices = [make_device(self.account, "Enrolled", n) for n in range(1, 5)]
 
-    def finished(self, action: str = "lock", *, ok: int = 2, bad: int = 2, reason: str = "") -> Job:
-        """A finished job: `ok` devices succeeded, `bad` refused by Knox (state error)."""
+    def finished(
+        self, action: str = "lock", *, ok: int = 2, bad: int = 2, reason: str = "", code: str = "4000310"
+    ) -> Job:
+        """A finished job: `ok` devices succeeded, `bad` failed with `code` (by default Knox's state error)."""
         params = ActionParams(message="Pay", tel="+44 20 7946 0000") if ACTION_PARAMS[action] else ActionParams()
         job = queue_action(self.account, action, params, user=self.admin, devices=[d.pk for d in self.devices])
         job.claim("test-worker")
@@ -30,7 +32,7 @@ class GuardJobTestCase(BaseTestCase):
             failed = i >= ok
             GuardAction.objects.create(
                 account=self.account, job=job, device=d, device_uid=d.device_uid, action=action, params={},
-                outcome="failed" if failed else "succeeded", code="4000310" if failed else "",
+                outcome="failed" if failed else "succeeded", code=code if failed else "",
                 message="STATE_INVALID" if failed else "", reason=reason if failed else "", state_before="Enrolled",
             )  # fmt: skip
         job.add_progress(succeeded=ok, failed=bad)
@@ -130,10 +132,10 @@ class JobReportTestCase(GuardJobTestCase):
 
 class JobRetryTestCase(GuardJobTestCase):
     def test_an_admin_retries_the_failed_devices_that_still_exist(self):
-        job = self.finished()
+        job = self.finished(code="NOT_SENT")
         GuardDevice.objects.filter(pk=self.devices[3].pk).delete()
         self.client.force_login(self.admin)
-        assert "Retry the failed devices" in self.client.get(f"/guard/jobs/{job.pk}/").content.decode()
+        assert "Retry the 2 failed devices" in self.client.get(f"/guard/jobs/{job.pk}/").content.decode()
         r = self.client.post(f"/guard/jobs/{job.pk}/retry/")
         retry = Job.objects.exclude(pk=job.pk).get()
         self.assertRedirects(r, f"/guard/jobs/{retry.pk}/", fetch_redirect_response=False)
@@ -141,8 +143,18 @@ class JobRetryTestCase(GuardJobTestCase):
         assert retry.params["action_params"] == job.params["action_params"]
         assert AuditEvent.objects.get(action="guard.retry").summary == {"retry_of": job.pk, "devices": 1}
 
-    def test_a_second_retry_of_the_same_job_queues_nothing_and_says_so(self):
+    def test_no_retry_is_offered_when_knox_refused_every_device_for_its_state(self):
         job = self.finished()
+        self.client.force_login(self.admin)
+        page = self.client.get(f"/guard/jobs/{job.pk}/").content.decode()
+        assert "/retry/" not in page and "nothing to retry" in page
+        assert "2 in a state that does not allow the action." in page
+        r = self.client.post(f"/guard/jobs/{job.pk}/retry/", follow=True)
+        assert "a retry cannot fix failures Knox refused for good" in unescape(r.content.decode())
+        assert Job.objects.count() == 1
+
+    def test_a_second_retry_of_the_same_job_queues_nothing_and_says_so(self):
+        job = self.finished(code="NOT_SENT")
         self.client.force_login(self.admin)
         first = self.client.post(f"/guard/jobs/{job.pk}/retry/")
         retry = Job.objects.get(retry_of=job)
@@ -178,11 +190,11 @@ class JobRetryTestCase(GuardJobTestCase):
         assert self.client.get(f"/guard/jobs/{job.pk}/retry/").status_code == 405
 
     def test_it_explains_when_nothing_can_be_retried(self):
-        job = self.finished()
+        job = self.finished(code="NOT_SENT")
         GuardDevice.objects.filter(pk__in=[d.pk for d in self.devices[2:]]).delete()
         self.client.force_login(self.admin)
         r = self.client.post(f"/guard/jobs/{job.pk}/retry/", follow=True)
-        assert "None of the failed devices is in the portal's records" in unescape(r.content.decode())
+        assert "the others are not in the portal's records" in unescape(r.content.decode())
         assert Job.objects.count() == 1
 
     def test_it_waits_for_the_job_to_finish(self):

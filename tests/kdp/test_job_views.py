@@ -26,6 +26,8 @@ from tests.kdp.test_transfer import fresh_imeis
 from tests.kdp.test_upload_views import ready_account
 
 ALREADY_REGISTERED = ("4092100", "DEVICE_ALREADY_EXISTS", "device already exists for another customer")
+# A failure a retry can fix (portal.knox.errors.is_retryable): Knox could not be reached.
+NOT_SENT = ("NOT_SENT", "not sent", "not sent: The connection to Knox failed (refused or reset)")
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +46,7 @@ def finished_job(
     failed: Sequence[str] = (),
     kind: str = "kdp.upload",
     transaction_id: str = "",
+    failure: tuple[str, str, str] = ALREADY_REGISTERED,
 ) -> Job:
     """The records a finished one-chunk upload job leaves: job counters, a Transaction, per-device outcomes and
     the devices themselves."""
@@ -64,14 +67,14 @@ def finished_job(
         [TransactionDevice(transaction=tx, job=job, identifier=i, row_number=n, outcome="succeeded")
          for n, i in enumerate(succeeded, 2)]
         + [TransactionDevice(transaction=tx, job=job, identifier=i, row_number=n, outcome="failed",
-                             code=ALREADY_REGISTERED[0], message=ALREADY_REGISTERED[1], data=ALREADY_REGISTERED[2])
+                             code=failure[0], message=failure[1], data=failure[2])
            for n, i in enumerate(failed, 2 + len(succeeded))]
     )  # fmt: skip
     Device.objects.bulk_create(
         [Device(account=customer.account, identifier=i, kind="imei", imei=i, customer=customer,
                 state=Device.State.REGISTERED, last_transaction=tx) for i in succeeded]
         + [Device(account=customer.account, identifier=i, kind="imei", imei=i, state=Device.State.FAILED,
-                  last_transaction=tx, last_code=ALREADY_REGISTERED[0]) for i in failed]
+                  last_transaction=tx, last_code=failure[0]) for i in failed]
     )  # fmt: skip
     job.add_progress(succeeded=len(succeeded), failed=len(failed))
     job.finish()
@@ -113,11 +116,15 @@ class JobPageTestCase(BaseTestCase):
         self.assertNotContains(r, 'hx-trigger="every 2s"')  # finished: nothing polls
         self.assertNotContains(r, "/retry/")  # a viewer gets no retry button
 
-    def test_it_offers_a_retry_of_the_failed_devices_to_an_operator(self):
+    def test_it_offers_no_retry_when_every_failure_is_permanent_and_says_why(self):
         self.client.force_login(self.operator)
         r = self.client.get(self.url)
-        self.assertContains(r, f'action="/kdp/jobs/{self.job.pk}/retry/"')
-        self.assertContains(r, "Retry the 2 failed devices")
+        self.assertNotContains(r, "/retry/")  # Knox would refuse both again: already registered
+        self.assertContains(r, "nothing to retry")
+        self.assertContains(r, "2 already registered in Knox.")
+        r = self.client.post(f"/kdp/jobs/{self.job.pk}/retry/", follow=True)
+        self.assertContains(r, "only failures a retry can fix")
+        assert not Job.objects.filter(retry_of=self.job).exists()
 
     def test_it_filters_by_outcome(self):
         self.client.force_login(self.viewer)
@@ -233,8 +240,39 @@ class RetryTestCase(BaseTestCase):
         self.account = ready_account()
         self.customer = Customer.objects.create(account=self.account, customer_id="4600000001", name="Harbour Cafés")
         self.bad = fresh_imeis(2, "35200000")
-        self.job = finished_job(self.customer, user=self.operator, succeeded=fresh_imeis(3), failed=self.bad)
+        self.job = finished_job(
+            self.customer, user=self.operator, succeeded=fresh_imeis(3), failed=self.bad, failure=NOT_SENT
+        )
         self.url = f"/kdp/jobs/{self.job.pk}/retry/"
+
+    def test_the_page_offers_a_retry_of_what_a_retry_can_fix(self):
+        self.client.force_login(self.operator)
+        r = self.client.get(f"/kdp/jobs/{self.job.pk}/")
+        self.assertContains(r, f'action="{self.url}"')
+        self.assertContains(r, "Retry the 2 failed devices")
+        self.assertNotContains(r, "Left out")
+
+    def test_a_mixed_job_retries_only_the_transient_failures_and_says_why_the_rest_are_left_out(self):
+        permanent = fresh_imeis(3, "35210000")
+        TransactionDevice.objects.bulk_create(
+            TransactionDevice(transaction=Transaction.objects.get(job=self.job), job=self.job, identifier=i,
+                              outcome="failed", code=code)
+            for i, code in zip(permanent, ("4092100", "40000044", "40000004"), strict=True)
+        )  # fmt: skip
+        Job.objects.filter(pk=self.job.pk).update(failed=5)
+        self.client.force_login(self.operator)
+        page = self.client.get(f"/kdp/jobs/{self.job.pk}/")
+        self.assertContains(page, "Retry the 2 failed devices")
+        self.assertContains(page, "Left out:")
+        self.assertContains(page, "1 already registered in Knox")
+        self.assertContains(page, "1 registered to another customer, or not by this reseller")
+        self.assertContains(page, "1 refused as not valid")
+        self.client.post(self.url)
+        retry = Job.objects.get(retry_of=self.job)
+        assert retry.total == 2
+        from kdp.tasks import plan_items
+
+        assert sorted(i.identifier for i in plan_items(retry)) == sorted(self.bad)
 
     def test_it_queues_a_job_for_the_failed_devices(self):
         self.client.force_login(self.operator)
@@ -267,7 +305,7 @@ class RetryTestCase(BaseTestCase):
         clean = finished_job(self.customer, succeeded=fresh_imeis(2, "35300000"))
         self.client.force_login(self.operator)
         r = self.client.post(f"/kdp/jobs/{clean.pk}/retry/", follow=True)
-        self.assertContains(r, "Only a finished upload or delete job with failed devices can be retried.")
+        self.assertContains(r, "Only a finished upload or delete job with failed devices can be retried")
         assert r.redirect_chain[-1][0] == f"/kdp/jobs/{clean.pk}/"
         assert Job.objects.count() == 2
 
@@ -388,11 +426,8 @@ def test_an_upload_with_a_failure_shows_results_and_retries_through_the_pages(cl
     detail = client.get(f"/kdp/transactions/{tx.pk}/").content.decode()
     assert f"<code>{theirs}</code>" in detail and "Complete" in detail
 
-    r = client.post(f"/kdp/jobs/{job.pk}/retry/")
-    retry = Job.objects.get(params__retry_of=job.pk)
-    assert r["Location"] == f"/kdp/jobs/{retry.pk}/" and retry.total == 1
-    run_transfer(retry.pk)
-    retry.refresh_from_db()
-    assert (retry.status, retry.failed) == (Job.Status.FAILED, 1)
-    assert list(TransactionDevice.objects.filter(job=retry).values_list("identifier", "code")) == [(theirs, "4092100")]
+    # Knox would refuse the device registered elsewhere again: no retry is offered, and none can be queued.
+    assert "/retry/" not in page and "1 already registered in Knox." in page
+    client.post(f"/kdp/jobs/{job.pk}/retry/")
+    assert not Job.objects.filter(params__retry_of=job.pk).exists()
     assert Upload.objects.get(pk=staged.pk).status == Upload.Status.SUBMITTED
