@@ -155,12 +155,7 @@ class BulkAction(Protocol):
     request's stored x-knox-transactionId, which Knox applies once: repeatable."""
 
     model = GuardChunk
-    timings = Timings(
-        first_poll=POLL_FIRST_DELAY_SECONDS,
-        backoff=POLL_BACKOFF,
-        max_interval=POLL_MAX_INTERVAL_SECONDS,
-        timeout=RESULT_TIMEOUT_SECONDS,
-    )
+    timings = Timings(POLL_FIRST_DELAY_SECONDS, POLL_BACKOFF, POLL_MAX_INTERVAL_SECONDS, RESULT_TIMEOUT_SECONDS)
     repeatable = True
 
     def __init__(self, job: Job, owner: str = "") -> None:

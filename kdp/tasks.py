@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -62,7 +63,8 @@ DASHBOARD_STATE_CACHE_KEY = "kdp:dashboard:by_state"
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 # Whole-request refusals that will refuse every other chunk of the job the same way.
 JOB_LEVEL_CODES = {"40000011", "4042104", "40400001", "40300000", "4002101", "4010000"}
-UNKNOWN_OUTCOME_CODE = "UNKNOWN"
+# How a sent transaction is read back: knox-api.md §3.6 (Knox settles a transaction in seconds to minutes).
+POLL_TIMINGS = Timings(POLL_FIRST_DELAY_SECONDS, POLL_BACKOFF, POLL_MAX_INTERVAL_SECONDS, KDP_POLL_TIMEOUT_SECONDS)
 
 
 def chunk_size() -> int:
@@ -276,17 +278,12 @@ class Transfer(Protocol):
     back by it (GET transactions?transactionId=…, knox-api.md §3.6)."""
 
     model = Transaction
-    timings = Timings(
-        first_poll=POLL_FIRST_DELAY_SECONDS,
-        backoff=POLL_BACKOFF,
-        max_interval=POLL_MAX_INTERVAL_SECONDS,
-        timeout=KDP_POLL_TIMEOUT_SECONDS,
-    )
+    timings = POLL_TIMINGS
     job_level_codes = JOB_LEVEL_CODES
 
-    def __init__(self, job: Job, owner: str = "") -> None:
-        super().__init__(job, owner)
-        self.client = KdpClient(job.account)
+    @cached_property
+    def client(self) -> KdpClient:
+        return KdpClient(self.job.account)
 
     def plan(self) -> None:
         plan(self.job)

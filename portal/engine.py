@@ -289,18 +289,27 @@ def drive(job: Job, owner: str, protocol: Protocol) -> None:
     Order of a step: settle a request found SENDING; send the next PREPARED one (every request is sent before any
     is polled: they share the rate limit, and a request polled while later ones are sent is usually still in
     progress); poll the one due first; else sleep until one is due. The job ends through `protocol.finish`.
+
+    A step that could not reach Knox (an outage error, or a second lost answer in a row) waits with backoff
+    (`Outage`); the wait ends only when a later step hears from Knox.
     """
     protocol.owner = owner
     if not protocol.requests().exists():
         protocol.plan()
     outage = Outage(job, owner)
     job_error: errors.KnoxError | None = None
+    lost_in_a_row = 0
     while True:
         job.heartbeat(owner)
         try:
-            more, error = _step(protocol, job_error)
+            step = _step(protocol, job_error)
+            if step.lost is not None:
+                lost_in_a_row += 1
+                if lost_in_a_row > 1:  # answers keep getting lost: treat it as Knox being away
+                    raise step.lost
+                continue
         except errors.KnoxError as e:
-            if not is_outage(e):
+            if not (is_outage(e) or isinstance(e, errors.KnoxOutcomeUnknown | errors.KnoxBadResponse)):
                 raise
             try:
                 outage.wait(e)
@@ -309,9 +318,11 @@ def drive(job: Job, owner: str, protocol: Protocol) -> None:
                 protocol.finish(summary_of(e))
                 raise
             continue
-        outage.over()
-        job_error = job_error or error
-        if not more:
+        lost_in_a_row = 0
+        if step.heard:
+            outage.over()
+        job_error = job_error or step.refusal
+        if not step.more:
             break
     protocol.finish(summary_of(job_error))
 
@@ -320,68 +331,71 @@ def summary_of(error: errors.KnoxError | None) -> str:
     """Why a job could not send everything: Knox refused the whole request, or stayed unreachable."""
     if error is None:
         return ""
-    if is_outage(error):
+    if is_outage(error) or isinstance(error, errors.KnoxOutcomeUnknown | errors.KnoxBadResponse):
         return str(error)
     return f"Knox refused the request: {error.explain()}" + (f" [{error.code}]" if error.code else "")
 
 
-def _step(protocol: Protocol, job_error: errors.KnoxError | None) -> tuple[bool, errors.KnoxError | None]:
-    """One step of `drive`; returns (whether anything is left, a job-level refusal met in this step)."""
+@dataclass
+class Step:
+    """What one step of `drive` did."""
+
+    more: bool = True  # anything left to do
+    heard: bool = False  # Knox answered (a result, a refusal, "not yet"): an outage is over
+    refusal: errors.KnoxError | None = None  # a job-level refusal: the rest is not sent
+    lost: errors.KnoxError | None = None  # the answer was lost: the request stays SENDING, to be settled
+
+
+def _step(protocol: Protocol, job_error: errors.KnoxError | None) -> Step:
     reqs = protocol.requests()
     S = KnoxRequest.State
     sending = reqs.filter(state=S.SENDING).order_by("sequence").first()
     if sending is not None:
-        _settle(protocol, sending)
-        return True, None
+        return Step(heard=_settle(protocol, sending))
     prepared = reqs.filter(state=S.PREPARED).order_by("sequence").first()
     if prepared is not None:
         if job_error is not None:
             protocol.fail(prepared, S.FAILED, job_error.code or NOT_SENT, f"not sent: {job_error.explain()}")
-            return True, None
-        return True, _send(protocol, prepared)
+            return Step()
+        return _send(protocol, prepared)
     due = reqs.filter(state=S.SUBMITTED, next_poll_at__lte=timezone.now()).order_by("next_poll_at").first()
     if due is not None:
         _poll(protocol, due)
-        return True, None
+        return Step(heard=True)
     waiting = reqs.filter(state=S.SUBMITTED).order_by("next_poll_at").values_list("next_poll_at", flat=True).first()
     if waiting is None:
-        return False, None
-    nap(
-        protocol.job,
-        protocol.job.lease_owner,
-        min(max((waiting - timezone.now()).total_seconds(), 0.05), MAX_NAP_SECONDS),
-    )
-    return True, None
+        return Step(more=False)
+    nap(protocol.job, protocol.owner, min(max((waiting - timezone.now()).total_seconds(), 0.05), MAX_NAP_SECONDS))
+    return Step()
 
 
-def _send(protocol: Protocol, req: KnoxRequest) -> errors.KnoxError | None:
+def _send(protocol: Protocol, req: KnoxRequest) -> Step:
     if not req.start_sending():
-        return None  # another driver moved it
+        return Step()  # another driver moved it
     check_lease()  # nothing is sent by a worker whose job was taken over
     try:
         answer = protocol.send(req)
-    except errors.KnoxOutcomeUnknown:
-        return None  # stays SENDING: the next step reads Knox before anything else (invariant 4)
-    except errors.KnoxBadResponse:
-        return None
+    except (errors.KnoxOutcomeUnknown, errors.KnoxBadResponse) as e:
+        return Step(lost=e)  # stays SENDING: the next step reads Knox before anything else (invariant 4)
     except errors.KnoxError as e:
         if is_outage(e):
-            if type(e) is errors.KnoxUnavailable and e.never_sent:
+            if e.never_sent:
                 req.unsend()  # the connection was never made: Knox cannot have it
             raise  # stays SENDING otherwise: settled by reading Knox once it is back
         protocol.fail(req, protocol.refused_state(e), e.code or f"HTTP{e.status}", e.explain(), e.detail)
-        return e if protocol.is_job_level(e) else None
+        return Step(heard=True, refusal=e if protocol.is_job_level(e) else None)
     req.mark_submitted(protocol.timings.first_poll)
     if answer is not None:
         protocol.apply(req, answer)
-    return None
+    return Step(heard=True)
 
 
-def _settle(protocol: Protocol, req: KnoxRequest) -> None:
-    """A request whose answer was lost (or whose worker died mid-call): read Knox before anything else."""
+def _settle(protocol: Protocol, req: KnoxRequest) -> bool:
+    """A request whose answer was lost (or whose worker died mid-call): read Knox before anything else.
+    Returns whether Knox was heard from."""
     if protocol.repeatable:
         req.unsend()  # Knox applies its transactionId once: sending it again is the way to learn its fate
-        return
+        return False
     found = protocol.lookup(req)
     if found is ABSENT:
         req.unsend()
@@ -390,10 +404,12 @@ def _settle(protocol: Protocol, req: KnoxRequest) -> None:
             req, KnoxRequest.State.FAILED, UNKNOWN,
             "sent, but Knox's answer was lost and Knox cannot tell whether it arrived; check before repeating it",
         )  # fmt: skip
+        return False
     else:
         req.mark_submitted(0)
         if found is not True:
             _apply_if_done(protocol, req, found)
+    return True
 
 
 def _apply_if_done(protocol: Protocol, req: KnoxRequest, result: Any) -> None:
