@@ -209,6 +209,7 @@ class KnoxSession:
         auth = authenticator_for(self.account, service) if authenticate else None
         renewed = False
         failures = 0  # 5xx / connection / timeout attempts
+        maybe_sent = False  # an earlier attempt may have reached Knox (it answered, or the connection broke)
         throttled = 0  # 429 attempts, bounded separately
         attempts = 0
         while True:
@@ -235,9 +236,10 @@ class KnoxSession:
                 body = self._read_body(raw)
             except requests.RequestException as e:
                 duration = (time.monotonic() - started) * 1000
-                never_sent = isinstance(e, requests.ConnectTimeout) or (
-                    isinstance(e, requests.ConnectionError) and _refused(e)
+                never_sent = not maybe_sent and (
+                    isinstance(e, requests.ConnectTimeout) or (isinstance(e, requests.ConnectionError) and _refused(e))
                 )
+                maybe_sent = maybe_sent or not never_sent
                 self._log(method, path, service, None, duration, "", transaction_id, attempts, type(e).__name__)
                 if (idempotent or never_sent) and failures < settings.KNOX_MAX_RETRIES:
                     failures += 1
@@ -297,6 +299,7 @@ class KnoxSession:
                 throttled += 1
                 self.sleep(backoff_delay(min(throttled, 4), getattr(err, "retry_after", None)))
                 continue
+            maybe_sent = True  # a 5xx may have been applied (a 429 or a refused token was not)
             if status in RETRY_STATUSES and status != 429 and idempotent and failures < settings.KNOX_MAX_RETRIES:
                 failures += 1
                 self.sleep(backoff_delay(failures, retry_after_seconds(resp_headers.get("retry-after"))))

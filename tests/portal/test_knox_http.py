@@ -211,6 +211,28 @@ def test_connection_errors_retry_idempotent_calls_then_report_unavailable(accoun
 
 
 @responses.activate
+def test_never_sent_only_when_no_attempt_could_have_reached_knox(account, sleeps, settings):
+    """portal.engine sends a request again at once when its connection was never made: a reset on an earlier
+    attempt (the PUT may have arrived) followed by refused connections is not "never sent"."""
+    settings.KNOX_MAX_RETRIES = 2
+    token_answers("t")
+    refused = requests.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
+    url = CUSTOMERS_URL
+    responses.get(url, body=refused)
+    with pytest.raises(errors.KnoxUnavailable) as exc:
+        KnoxSession(account, sleep=sleeps).request("kdp", "GET", "/customers", idempotent=True)
+    assert exc.value.never_sent
+    responses.reset()
+    token_answers("t")
+    responses.get(url, body=requests.ConnectionError("Connection reset by peer"))
+    responses.get(url, body=refused)
+    responses.get(url, body=refused)
+    with pytest.raises(errors.KnoxUnavailable) as exc:
+        KnoxSession(account, sleep=sleeps).request("kdp", "GET", "/customers", idempotent=True)
+    assert not exc.value.never_sent
+
+
+@responses.activate
 def test_a_reset_after_sending_a_non_idempotent_call_is_outcome_unknown(account, sleeps):
     token_answers("t")
     responses.post(LOCK_URL, body=requests.ConnectionError("Connection reset by peer"))
