@@ -191,13 +191,13 @@ class ForceUpdates(Protocol):
 
     def poll(self, fu: ForceUpdate) -> ForceUpdate | None:
         """E-FOTA's figures for the part; the part itself once the following ends, else None."""
+        watched = (timezone.now() - (fu.submitted_at or timezone.now())).total_seconds()
         try:
             fu = read_status(self.job, fu, actor_id=None)
         except errors.KnoxError as e:
-            if is_outage(e):
+            if is_outage(e) and watched < STATUS_WATCH_SECONDS:
                 raise  # E-FOTA unreachable or FUD_9xxx past the retries: the engine waits for it
             fu.refresh_from_db()  # refused: kept on the part; a processing error ends the following
-        watched = (timezone.now() - (fu.submitted_at or timezone.now())).total_seconds()
         if fu.is_in_progress and watched < STATUS_WATCH_SECONDS:
             return None
         if fu.is_in_progress:
