@@ -5,6 +5,7 @@ devices: portal.lookups). No web request calls E-FOTA: a page queues one of thes
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 
 from django.db import transaction
 from django.utils import timezone
@@ -97,20 +98,6 @@ def run_force_update(job_pk: int) -> None:
     run_job(job_pk, lambda job, owner: drive(job, owner, ForceUpdates(job)))
 
 
-def plan_force_update(job: Job) -> None:
-    """One ForceUpdate per call of at most EFOTA_MAX_DEVICES_PER_CALL devices, all committed before any is sent."""
-    p = job.params
-    serials = p["serials"]
-    with transaction.atomic():
-        for seq, start in enumerate(range(0, len(serials), EFOTA_MAX_DEVICES_PER_CALL), start=1):
-            part = serials[start : start + EFOTA_MAX_DEVICES_PER_CALL]
-            ForceUpdate.objects.create(
-                account=job.account, job=job, customer_id=p["customer_id"], licence=p["licence"], model=p["model"],
-                sales_code=p["sales_code"], network_type=p.get("network_type", "WIFIONLY"),
-                target_version=p.get("target", "Latest"), sequence=seq, serials=part, device_count=len(part),
-            )  # fmt: skip
-
-
 class EfotaRefusal(errors.KnoxError):
     """E-FOTA (or the client's field rules) refused a call: explained in E-FOTA's own words (efota.client.explain)
     wherever the engine shows the reason, on the part and in the job's summary."""
@@ -138,9 +125,9 @@ class ForceUpdates(Protocol):
     model = ForceUpdate
     job_level_codes = JOB_LEVEL_CODES
 
-    def __init__(self, job: Job, owner: str = "") -> None:
-        super().__init__(job, owner)
-        self.client = EfotaClient(job.account)
+    @cached_property
+    def client(self) -> EfotaClient:
+        return EfotaClient(self.job.account)
 
     @property
     def timings(self) -> Timings:  # read when used: tests shorten the watch
@@ -154,7 +141,18 @@ class ForceUpdates(Protocol):
         )
 
     def plan(self) -> None:
-        plan_force_update(self.job)
+        """One ForceUpdate per call of at most EFOTA_MAX_DEVICES_PER_CALL devices, all committed before any is
+        sent."""
+        p = self.job.params
+        serials = p["serials"]
+        with transaction.atomic():
+            for seq, start in enumerate(range(0, len(serials), EFOTA_MAX_DEVICES_PER_CALL), start=1):
+                part = serials[start : start + EFOTA_MAX_DEVICES_PER_CALL]
+                ForceUpdate.objects.create(
+                    account=self.job.account, job=self.job, customer_id=p["customer_id"], licence=p["licence"],
+                    model=p["model"], sales_code=p["sales_code"], network_type=p.get("network_type", "WIFIONLY"),
+                    target_version=p.get("target", "Latest"), sequence=seq, serials=part, device_count=len(part),
+                )  # fmt: skip
 
     def send(self, fu: ForceUpdate) -> None:
         """Start the part; E-FOTA's id and the devices are recorded before the engine marks it submitted, so a

@@ -20,6 +20,7 @@ import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from django.db import transaction
@@ -352,24 +353,6 @@ def run_upload(job_pk: int) -> None:
     run_job(job_pk, lambda job, owner: drive(job, owner, GuardUploads(job)))
 
 
-def plan_upload(job: Job) -> None:
-    """One GuardUpload per KG_UPLOAD_MAX_DEVICES valid rows of the staged spreadsheet, committed before any is sent."""
-    rows = list(
-        UploadRow.objects.filter(upload_id=job.params["upload"], status=UploadRow.Status.VALID)
-        .order_by("row_number")
-        .values_list("row_number", flat=True)
-    )
-    flags = job.params.get("flags") or {}
-    with transaction.atomic():
-        for sequence, start in enumerate(range(0, len(rows), KG_UPLOAD_MAX_DEVICES), start=1):
-            numbers = rows[start : start + KG_UPLOAD_MAX_DEVICES]
-            GuardUpload.objects.create(
-                account_id=job.account_id, job=job, sequence=sequence, flags=flags, device_count=len(numbers),
-                first_row=numbers[0], last_row=numbers[-1],
-            )  # fmt: skip
-        job.set_total(len(rows))
-
-
 # Refusals of the credentials or the tenant: every part would get the same one.
 UPLOAD_JOB_LEVEL_CODES = frozenset({"4010000", "4040100", "4040900", "4042101", "4002102"})
 
@@ -386,12 +369,27 @@ class GuardUploads(Protocol):
     model = GuardUpload
     job_level_codes = UPLOAD_JOB_LEVEL_CODES
 
-    def __init__(self, job: Job, owner: str = "") -> None:
-        super().__init__(job, owner)
-        self.client = GuardClient(job.account)
+    @cached_property
+    def client(self) -> GuardClient:
+        return GuardClient(self.job.account)
 
     def plan(self) -> None:
-        plan_upload(self.job)
+        """One GuardUpload per KG_UPLOAD_MAX_DEVICES valid rows of the staged spreadsheet, all committed before any
+        is sent."""
+        job = self.job
+        rows = list(
+            UploadRow.objects.filter(upload_id=job.params["upload"], status=UploadRow.Status.VALID)
+            .order_by("row_number")
+            .values_list("row_number", flat=True)
+        )
+        with transaction.atomic():
+            for sequence, start in enumerate(range(0, len(rows), KG_UPLOAD_MAX_DEVICES), start=1):
+                numbers = rows[start : start + KG_UPLOAD_MAX_DEVICES]
+                GuardUpload.objects.create(
+                    account_id=job.account_id, job=job, sequence=sequence, flags=job.params.get("flags") or {},
+                    device_count=len(numbers), first_row=numbers[0], last_row=numbers[-1],
+                )  # fmt: skip
+            job.set_total(len(rows))
 
     def devices(self, up: GuardUpload) -> list[tuple[str, str]]:
         """The part's (IMEI/serial, approve ID) pairs, in spreadsheet order."""

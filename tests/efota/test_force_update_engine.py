@@ -66,22 +66,69 @@ def knox_comes_back(monkeypatch, server) -> list[str]:
     return reasons
 
 
+def lose_first_answer(monkeypatch, cls: type, name: str) -> list:
+    """The first call of `cls.name` reaches Knox, then its answer is lost. Returns what Knox answered to it."""
+    real = getattr(cls, name)
+    lost: list = []
+
+    def answer_lost_once(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)
+        if not lost:
+            lost.append(answer)
+            raise errors.KnoxOutcomeUnknown("the connection was reset after sending", service=cls.service)
+        return answer
+
+    monkeypatch.setattr(cls, name, answer_lost_once)
+    return lost
+
+
+def refuse_first_connection(monkeypatch, cls: type, name: str) -> list[int]:
+    """The first call of `cls.name` finds the connection refused (nothing left); the next ones go through.
+    Returns one item per attempt."""
+    real = getattr(cls, name)
+    attempts: list[int] = []
+
+    def refused_once(self, *args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            error = errors.KnoxUnavailable("connection refused", service=cls.service)
+            error.never_sent = True  # as the HTTP layer marks it: Knox cannot have it
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, refused_once)
+    return attempts
+
+
+def outage_after_the_start(monkeypatch, server) -> None:
+    """E-FOTA starts the force update, then answers every call with a service error (5xx, FUD_9xxx)."""
+    real = EfotaClient.force_update
+
+    def then_outage(self, *args, **kwargs):
+        force_id = real(self, *args, **kwargs)
+        set_faults(server, error=1)
+        return force_id
+
+    monkeypatch.setattr(EfotaClient, "force_update", then_outage)
+
+
+def run_through_an_outage(account, efota, server, monkeypatch) -> tuple[Job, ForceUpdate]:
+    """A force update of two devices (one part) that E-FOTA starts, then fails every call; run, and E-FOTA is
+    healthy again. Returns the job and its part as they ended."""
+    outage_after_the_start(monkeypatch, server)
+    job = force_update_job(account, efota, 2, 100, monkeypatch)
+    run_force_update(job.pk)
+    set_faults(server)
+    job.refresh_from_db()
+    return job, parts(job)[0]
+
+
 def parts(job: Job) -> list[ForceUpdate]:
     return list(ForceUpdate.objects.filter(job=job).order_by("sequence"))
 
 
 def test_a_part_whose_answer_was_lost_is_never_sent_again(sandbox_account, knox_sandbox, efota, monkeypatch):
-    real = EfotaClient.force_update
-    lost = []
-
-    def answer_lost_once(self, *args, **kwargs):
-        force_id = real(self, *args, **kwargs)  # E-FOTA started it ...
-        if not lost:
-            lost.append(force_id)
-            raise errors.KnoxOutcomeUnknown("the connection was reset after sending", service="efota")  # ... unheard
-        return force_id
-
-    monkeypatch.setattr(EfotaClient, "force_update", answer_lost_once)
+    lose_first_answer(monkeypatch, EfotaClient, "force_update")  # E-FOTA starts it, nobody hears
     job = force_update_job(sandbox_account, efota, 4, 2, monkeypatch)
     run_force_update(job.pk)
 
@@ -100,18 +147,7 @@ def test_a_part_whose_answer_was_lost_is_never_sent_again(sandbox_account, knox_
 def test_a_refused_connection_is_sent_once_e_fota_is_back(sandbox_account, knox_sandbox, efota, monkeypatch, settings):
     settings.KNOX_OUTAGE_PATIENCE = 60
     reasons = knox_comes_back(monkeypatch, knox_sandbox)
-    real = EfotaClient.force_update
-    attempts = []
-
-    def refused_once(self, *args, **kwargs):
-        attempts.append(1)
-        if len(attempts) == 1:
-            error = errors.KnoxUnavailable("connection refused", service="efota")
-            error.never_sent = True  # as the HTTP layer marks it: E-FOTA cannot have it
-            raise error
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(EfotaClient, "force_update", refused_once)
+    attempts = refuse_first_connection(monkeypatch, EfotaClient, "force_update")
     job = force_update_job(sandbox_account, efota, 2, 100, monkeypatch)
     run_force_update(job.pk)
 
@@ -124,12 +160,7 @@ def test_a_refused_connection_is_sent_once_e_fota_is_back(sandbox_account, knox_
 
 
 def test_a_refused_connection_without_patience_ends_not_sent(sandbox_account, knox_sandbox, efota, monkeypatch):
-    def refused(self, *args, **kwargs):
-        error = errors.KnoxUnavailable("connection refused", service="efota")
-        error.never_sent = True
-        raise error
-
-    monkeypatch.setattr(EfotaClient, "force_update", refused)
+    refuse_first_connection(monkeypatch, EfotaClient, "force_update")
     job = force_update_job(sandbox_account, efota, 4, 2, monkeypatch)
     run_force_update(job.pk)
 
@@ -171,19 +202,7 @@ def test_an_outage_while_following_is_waited_out(sandbox_account, knox_sandbox, 
     past their retries, the job waits, and once E-FOTA is back it reads the status and ends normally."""
     settings.KNOX_OUTAGE_PATIENCE = 60
     reasons = knox_comes_back(monkeypatch, knox_sandbox)
-    real = EfotaClient.force_update
-
-    def then_outage(self, *args, **kwargs):
-        force_id = real(self, *args, **kwargs)
-        set_faults(knox_sandbox, error=1)
-        return force_id
-
-    monkeypatch.setattr(EfotaClient, "force_update", then_outage)
-    job = force_update_job(sandbox_account, efota, 2, 100, monkeypatch)
-    run_force_update(job.pk)
-
-    job.refresh_from_db()
-    (part,) = parts(job)
+    job, part = run_through_an_outage(sandbox_account, efota, knox_sandbox, monkeypatch)
     assert reasons and "E-FOTA had a service error" in reasons[0]
     assert (part.state, part.downloaded, part.processing, part.knox_code) == ("complete", 2, 0, "")
     assert (job.status, job.succeeded, job.failed, job.waiting_since) == (Job.Status.SUCCEEDED, 2, 0, None)
@@ -210,20 +229,7 @@ def test_a_rate_limited_send_waits_and_is_sent_once(sandbox_account, knox_sandbo
 def test_an_outage_past_the_patience_ends_the_job_with_the_reason(sandbox_account, knox_sandbox, efota, monkeypatch):
     """Patience 0 (the tests' default): the started part stays started (its devices are updating), none of them is
     counted failed, and the job (partial: it could not follow them) says why it stopped following."""
-    real = EfotaClient.force_update
-
-    def then_outage(self, *args, **kwargs):
-        force_id = real(self, *args, **kwargs)
-        set_faults(knox_sandbox, error=1)
-        return force_id
-
-    monkeypatch.setattr(EfotaClient, "force_update", then_outage)
-    job = force_update_job(sandbox_account, efota, 2, 100, monkeypatch)
-    run_force_update(job.pk)
-    set_faults(knox_sandbox)
-
-    job.refresh_from_db()
-    (part,) = parts(job)
+    job, part = run_through_an_outage(sandbox_account, efota, knox_sandbox, monkeypatch)
     assert (part.state, part.succeeded, part.failed, part.knox_code) == ("complete", 2, 0, "UNKNOWN")
     assert part.is_in_progress  # the page says E-FOTA still counted them as processing; "Refresh status" asks
     assert job.status == Job.Status.PARTIAL and "E-FOTA had a service error" in job.error_summary
@@ -239,19 +245,6 @@ def test_an_outage_after_the_watch_window_does_not_hold_the_job(
     reasons = knox_comes_back(monkeypatch, knox_sandbox)
     monkeypatch.setattr("efota.tasks.STATUS_FIRST_DELAY_SECONDS", 0.5)
     monkeypatch.setattr("efota.tasks.STATUS_WATCH_SECONDS", 0.4)  # over by the first read
-    real = EfotaClient.force_update
-
-    def then_outage(self, *args, **kwargs):
-        force_id = real(self, *args, **kwargs)
-        set_faults(knox_sandbox, error=1)
-        return force_id
-
-    monkeypatch.setattr(EfotaClient, "force_update", then_outage)
-    job = force_update_job(sandbox_account, efota, 2, 100, monkeypatch)
-    run_force_update(job.pk)
-    set_faults(knox_sandbox)
-
-    job.refresh_from_db()
-    (part,) = parts(job)
+    job, part = run_through_an_outage(sandbox_account, efota, knox_sandbox, monkeypatch)
     assert reasons == [] and part.state == "complete" and part.knox_code.startswith("FUD_9")
     assert part.is_in_progress and (job.status, job.succeeded, job.failed) == (Job.Status.SUCCEEDED, 2, 0)

@@ -12,9 +12,13 @@ import requests
 from guard.client import GuardClient
 from guard.models import GuardDevice, GuardUpload, queue_upload
 from guard.tasks import GuardUploads, run_upload
-from portal.knox import errors
 from portal.models import Job
-from tests.efota.test_force_update_engine import knox_comes_back, set_faults
+from tests.efota.test_force_update_engine import (
+    knox_comes_back,
+    lose_first_answer,
+    refuse_first_connection,
+    set_faults,
+)
 from tests.guard.test_engine import calls, fresh_imeis, guard_upload
 
 
@@ -42,17 +46,7 @@ def parts(job: Job) -> list[GuardUpload]:
 
 
 def test_a_part_whose_answer_was_lost_is_found_at_knox_and_not_sent_again(guard_synced, knox_sandbox, monkeypatch):
-    real = GuardClient.upload
-    lost = []
-
-    def answer_lost_once(self, *args, **kwargs):
-        doc = real(self, *args, **kwargs)  # Knox Guard registered the devices ...
-        if not lost:
-            lost.append(doc["uploadID"])
-            raise errors.KnoxOutcomeUnknown("the connection was reset after sending", service="guard")  # ... unheard
-        return doc
-
-    monkeypatch.setattr(GuardClient, "upload", answer_lost_once)
+    lost = lose_first_answer(monkeypatch, GuardClient, "upload")  # Knox Guard registers them, nobody hears
     imeis = fresh_imeis(4, "35844000")
     job = upload_job(guard_synced, imeis, {"autoAccept": True})
     run_upload(job.pk)
@@ -60,7 +54,7 @@ def test_a_part_whose_answer_was_lost_is_found_at_knox_and_not_sent_again(guard_
     job.refresh_from_db()
     first, second = parts(job)
     assert calls(knox_sandbox, "devices/uploads") == 2 and knox_uploads_of(knox_sandbox, imeis) == 2
-    assert (first.state, first.succeeded, first.failed, first.upload_id) == ("complete", 2, 0, lost[0])
+    assert (first.state, first.succeeded, first.failed, first.upload_id) == ("complete", 2, 0, lost[0]["uploadID"])
     assert "all 2 devices were found in Knox Guard" in first.knox_message
     assert (second.state, second.succeeded, second.knox_status) == ("complete", 2, "Progress")
     assert (job.status, job.total, job.succeeded, job.failed) == (Job.Status.SUCCEEDED, 4, 4, 0)
@@ -70,18 +64,7 @@ def test_a_part_whose_answer_was_lost_is_found_at_knox_and_not_sent_again(guard_
 def test_a_refused_connection_is_sent_once_knox_is_back(guard_synced, knox_sandbox, monkeypatch, settings):
     settings.KNOX_OUTAGE_PATIENCE = 60
     reasons = knox_comes_back(monkeypatch, knox_sandbox)
-    real = GuardClient.upload
-    attempts = []
-
-    def refused_once(self, *args, **kwargs):
-        attempts.append(1)
-        if len(attempts) == 1:
-            error = errors.KnoxUnavailable("connection refused", service="guard")
-            error.never_sent = True  # as the HTTP layer marks it: Knox cannot have it
-            raise error
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(GuardClient, "upload", refused_once)
+    attempts = refuse_first_connection(monkeypatch, GuardClient, "upload")
     imeis = fresh_imeis(2, "35845000")
     job = upload_job(guard_synced, imeis)
     run_upload(job.pk)
