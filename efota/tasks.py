@@ -203,6 +203,7 @@ class ForceUpdates(Protocol):
         return fu
 
     def apply(self, fu: ForceUpdate, result: ForceUpdate) -> None:
+        """The following ended: the part's devices count as started (E-FOTA's own figures stay on the part)."""
         with transaction.atomic():
             record_outcomes(self.job, fu, ForceUpdate.State.COMPLETE, len(fu.serials), 0)
 

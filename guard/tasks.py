@@ -402,6 +402,7 @@ class GuardUploads(Protocol):
         return list(rows.order_by("row_number").values_list("value", "approve_id"))
 
     def send(self, up: GuardUpload) -> dict[str, Any]:
+        """Upload the part; Knox's answer is kept on it before the engine marks it submitted."""
         doc = self.client.upload(self.devices(up), up.flags, transaction_id=up.transaction_id)
         invalid = [r for r in doc.get("invalidReasons") or [] if isinstance(r, dict)]
         answer = {
@@ -419,6 +420,8 @@ class GuardUploads(Protocol):
         return kept_answer(up)
 
     def lookup(self, up: GuardUpload) -> dict[str, Any] | Absent | None:
+        """After a lost answer (or a worker killed mid-call): Knox's kept answer if there is one, else what Knox
+        Guard lists of the part's devices (ABSENT: none; an answer: all; None: some)."""
         up.refresh_from_db()
         if up.upload_id or up.knox_status:
             return kept_answer(up)  # answered; the worker stopped before the engine recorded it
@@ -443,6 +446,8 @@ class GuardUploads(Protocol):
         """Which of `uids` Knox Guard lists: by reading its whole device list when that takes fewer calls than
         one search per device; else device by device, stopping once some are known and some are not."""
         total, _ = self.client.list_devices(0, 1)
+        if not total:
+            return {}
         wanted = set(uids)
         if math.ceil(total / KG_MAX_PAGE_SIZE) <= len(uids):
             return {d.device_uid: d for d in self.client.iter_devices() if d.device_uid in wanted}
@@ -467,6 +472,7 @@ class GuardUploads(Protocol):
                 upsert_devices(self.job.account_id, good)
 
     def fail(self, up: GuardUpload, state: str, code: str, message: str, detail: str = "") -> None:
+        """Every device of the part fails with the reason; the portal's device list is left as it was."""
         if code == UNKNOWN:
             message = f"{message}; Knox Guard's list of uploads (Uploads, “Read from Knox”) may show it"
         with transaction.atomic():

@@ -21,6 +21,7 @@ OURS = {"Prepared": "prepared", "Sending": "sending", "Unknown": "failed"}
 OLD_PART = re.compile(r"job(\d+)part(\d+)")
 OLD_PART_SIZE = 10_000  # KG_UPLOAD_MAX_DEVICES when these parts were cut
 UNKNOWN_MESSAGE = "sent, but Knox's answer was lost; check Knox Guard's list of uploads before uploading these again"
+NO_ROWS_MESSAGE = "the spreadsheet rows of this part were not found when the portal was upgraded"
 
 
 def engine_states(apps, schema_editor):
@@ -39,9 +40,15 @@ def engine_states(apps, schema_editor):
             fields.update(knox_status="", failed=up.device_count, knox_code="UNKNOWN", knox_message=UNKNOWN_MESSAGE)
             fields["completed_at"] = up.created_at
         else:
-            fields.update(knox_status="", **_rows(apps, up, int(part[2]) if part else 0))
+            rows = _rows(apps, up, int(part[2]) if part else 0)
+            fields.update(knox_status="", **rows)
             if state == "sending":
                 fields["send_attempted_at"] = up.created_at
+            if not rows:  # its staged rows are gone: it can be neither sent nor looked up
+                code = "UNKNOWN" if state == "sending" else "NOT_SENT"
+                state = "failed"
+                fields.update(failed=up.device_count, knox_code=code, knox_message=NO_ROWS_MESSAGE)
+                fields["completed_at"] = up.created_at
         GuardUpload.objects.filter(pk=up.pk).update(state=state, **fields)
 
 

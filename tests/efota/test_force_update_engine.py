@@ -248,3 +248,48 @@ def test_an_outage_after_the_watch_window_does_not_hold_the_job(
     job, part = run_through_an_outage(sandbox_account, efota, knox_sandbox, monkeypatch)
     assert reasons == [] and part.state == "complete" and part.knox_code.startswith("FUD_9")
     assert part.is_in_progress and (job.status, job.succeeded, job.failed) == (Job.Status.SUCCEEDED, 2, 0)
+
+
+def migrated(app: str, before: str, after: str, rows) -> None:
+    """Migrate `app` back to `before`, let `rows(apps)` create rows with the historical models, migrate forward to
+    `after`, and leave the database at its latest migrations whatever happens."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate([(app, before)])
+        executor = MigrationExecutor(connection)
+        rows(executor.loader.project_state(list(executor.loader.applied_migrations)).apps)
+        executor = MigrationExecutor(connection)
+        executor.migrate([(app, after)])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_existing_parts_their_state():
+    """Started (counted succeeded by the old job), refused (counted failed), attempted with no answer (SENDING: the
+    engine settles it) and never sent."""
+
+    def rows(apps) -> None:
+        account = apps.get_model("portal", "KnoxAccount").objects.create(name="A", environment="sandbox")
+        job = apps.get_model("portal", "Job").objects.create(kind="efota.force_update", account=account)
+        part = apps.get_model("efota", "ForceUpdate").objects.create
+        ids = {"account": account, "job": job, "customer_id": "C", "licence": "L", "model": MODEL, "sales_code": "S"}
+        part(**ids, sequence=1, serials=["A"] * 3, force_update_id="FU-1", send_attempted_at=job.created_at, failed=1)
+        part(**ids, sequence=2, serials=["B"] * 2, last_code="FUD_3018", last_error="expired")
+        part(**ids, sequence=3, serials=["C"] * 4, send_attempted_at=job.created_at)
+        part(**ids, sequence=4, serials=["D"] * 5)
+
+    migrated("efota", "0001_initial", "0002_forceupdate_engine", rows)
+    found = ForceUpdate.objects.order_by("sequence").values_list(
+        "state", "device_count", "succeeded", "failed", "download_failed", "knox_code", "knox_message"
+    )
+    assert list(found) == [
+        ("complete", 3, 3, 0, 1, "", ""),
+        ("failed", 2, 0, 2, 0, "FUD_3018", "expired"),
+        ("sending", 4, 0, 0, 0, "", ""),
+        ("prepared", 5, 0, 0, 0, "", ""),
+    ]

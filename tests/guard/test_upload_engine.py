@@ -16,6 +16,7 @@ from portal.models import Job
 from tests.efota.test_force_update_engine import (
     knox_comes_back,
     lose_first_answer,
+    migrated,
     refuse_first_connection,
     set_faults,
 )
@@ -149,3 +150,37 @@ def test_an_outage_past_the_patience_ends_the_part_unknown(guard_synced, knox_sa
     (part,) = parts(job)
     assert (part.state, part.knox_code, part.failed) == ("failed", "UNKNOWN", 2)
     assert job.status == Job.Status.FAILED and "Knox" in job.error_summary and knox_uploads_of(knox_sandbox, imeis) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_existing_parts_their_state(monkeypatch):
+    """Knox's status kept apart from the old job's own Prepared/Sending/Unknown; a part in flight gets its rows."""
+    import importlib
+
+    migration = importlib.import_module("guard.migrations.0003_guardupload_engine")
+    monkeypatch.setattr(migration, "OLD_PART_SIZE", 2)  # the old job cut parts of 10,000
+
+    def rows(apps) -> None:
+        account = apps.get_model("portal", "KnoxAccount").objects.create(name="A", environment="sandbox")
+        upload = apps.get_model("portal", "Upload").objects.create(account=account, service="guard", filename="x.csv")
+        for n in range(2, 9):  # rows 2..8, row 4 invalid
+            apps.get_model("portal", "UploadRow").objects.create(
+                upload=upload, row_number=n, raw="x", value=f"V{n}", status="invalid" if n == 4 else "valid"
+            )
+        job = apps.get_model("portal", "Job").objects.create(kind="guard.upload", params={"upload": upload.pk})
+        part = apps.get_model("guard", "GuardUpload").objects.create
+        part(
+            account=account, job=job, transaction_id=f"job{job.pk}part0", status="Progress", total=2, valid=1, invalid=1
+        )
+        part(account=account, job=job, transaction_id=f"job{job.pk}part1", status="Unknown", total=2)
+        part(account=account, job=job, transaction_id=f"job{job.pk}part2", status="Sending", total=2)
+
+    migrated("guard", "0002_action_job_index", "0003_guardupload_engine", rows)
+    found = GuardUpload.objects.order_by("sequence").values_list(
+        "sequence", "state", "knox_status", "device_count", "succeeded", "failed", "knox_code", "first_row", "last_row"
+    )
+    assert list(found) == [
+        (1, "complete", "Progress", 2, 1, 1, "", None, None),
+        (2, "failed", "", 2, 0, 2, "UNKNOWN", None, None),
+        (3, "sending", "", 2, 0, 0, "", 7, 8),  # valid rows 2, 3, 5, 6, 7, 8: the third pair
+    ]
