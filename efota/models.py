@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from portal.engine import KnoxRequest
 from portal.models import AuditEvent, Job, KnoxAccount
 
 
@@ -57,7 +58,18 @@ class EfotaGroup(models.Model):
         return self.group_id
 
 
-class ForceUpdate(models.Model):
+class ForceUpdate(KnoxRequest):
+    """One forceUpdate call of at most EFOTA_MAX_DEVICES_PER_CALL devices (a portal.engine request), then the
+    following of its status. `force_update_id` is E-FOTA's id for it; `downloaded`, `download_failed` and
+    `processing` are E-FOTA's own figures, read by the job and by "Refresh status". `knox_code`/`knox_message` say
+    why the call was refused or, on a started part, why its last status check was.
+
+    Not repeatable: E-FOTA starts a new update on every call and has no id of ours to find one by, so a part whose
+    answer was lost is reported, never sent again (efota.tasks.ForceUpdates).
+    """
+
+    State = KnoxRequest.State
+
     account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="efota_force_updates")
     job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="efota_force_updates")
     customer_id = models.CharField(max_length=50)
@@ -66,15 +78,11 @@ class ForceUpdate(models.Model):
     sales_code = models.CharField(max_length=10)
     network_type = models.CharField(max_length=20, default="WIFIONLY")
     target_version = models.CharField(max_length=60, default="Latest")
-    sequence = models.PositiveIntegerField(default=1, help_text="Part of a job of more than 100 devices.")
     serials = models.JSONField(default=list)
     force_update_id = models.CharField(max_length=64, blank=True)
-    send_attempted_at = models.DateTimeField(null=True, blank=True)
     downloaded = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
+    download_failed = models.PositiveIntegerField(default=0, help_text="Devices whose download failed (E-FOTA).")
     processing = models.PositiveIntegerField(default=0)
-    last_code = models.CharField(max_length=20, blank=True)
-    last_error = models.CharField(max_length=400, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -90,13 +98,15 @@ class ForceUpdate(models.Model):
         (a FUD processing error: asking again gets the same answer). The force update job polls these parts."""
         from efota.client import fud_category
 
-        refused_for_good = bool(self.last_code) and fud_category(self.last_code) == "processing"
+        refused_for_good = bool(self.knox_code) and fud_category(self.knox_code) == "processing"
         return bool(self.force_update_id) and self.processing > 0 and not refused_for_good
 
     @property
     def is_done(self) -> bool:
         return (
-            bool(self.force_update_id) and self.processing == 0 and (self.downloaded + self.failed) >= len(self.serials)
+            bool(self.force_update_id)
+            and self.processing == 0
+            and (self.downloaded + self.download_failed) >= len(self.serials)
         )
 
 

@@ -5,25 +5,24 @@ devices: portal.lookups). No web request calls E-FOTA: a page queues one of thes
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from datetime import timedelta
+from functools import cached_property
 
-from django.db.models import Max
+from django.db import transaction
 from django.utils import timezone
 
 from efota.client import EfotaClient, EfotaValidationError, chunks, explain, failure_of, fud_category
 from efota.constants import EFOTA_MAX_DEVICES_PER_CALL
 from efota.models import EfotaCall, EfotaGroup, ForceUpdate, ForceUpdateDevice, check_licence
+from portal.engine import UNKNOWN, Protocol, Timings, drive, is_outage, record_outcomes
 from portal.knox import errors
-from portal.models import AuditEvent, Job, lease_seconds
+from portal.models import AuditEvent, Job
 from portal.tasks import run_job
 
 logger = logging.getLogger(__name__)
 
-# After sending, a force update job follows its parts' status at E-FOTA (watch_status): first this long after
-# sending, then doubling up to STATUS_MAX_INTERVAL_SECONDS, until no device is processing or STATUS_WATCH_SECONDS
-# after the last part was sent. It holds a worker meanwhile: the window stays well under Q_TIMEOUT (3600 s by
+# After sending, a force update job follows each part's status at E-FOTA (ForceUpdates.poll): first this long after
+# sending it, then doubling up to STATUS_MAX_INTERVAL_SECONDS, until no device is processing or STATUS_WATCH_SECONDS
+# after the part was sent. It holds a worker meanwhile: the window stays well under Q_TIMEOUT (3600 s by
 # default), and "Refresh status" on the job page asks again afterwards.
 STATUS_FIRST_DELAY_SECONDS = 5.0
 STATUS_MAX_INTERVAL_SECONDS = 60.0
@@ -92,136 +91,168 @@ def _register_group(job: Job, owner: str) -> None:
     job.finish()
 
 
-# --- force updates ------------------------------------------------------------------------------------------
+# --- force updates (a portal.engine protocol) -------------------------------------------------------------------
 
 
 def run_force_update(job_pk: int) -> None:
-    run_job(job_pk, _force_update)
+    run_job(job_pk, lambda job, owner: drive(job, owner, ForceUpdates(job)))
 
 
-def plan_force_update(job: Job) -> None:
-    """One ForceUpdate per call of at most EFOTA_MAX_DEVICES_PER_CALL devices, created before anything is sent."""
-    p = job.params
-    serials = p["serials"]
-    for seq, start in enumerate(range(0, len(serials), EFOTA_MAX_DEVICES_PER_CALL), start=1):
-        ForceUpdate.objects.create(
-            account=job.account, job=job, customer_id=p["customer_id"], licence=p["licence"], model=p["model"],
-            sales_code=p["sales_code"], network_type=p.get("network_type", "WIFIONLY"), target_version=p.get("target", "Latest"),
-            sequence=seq, serials=serials[start : start + EFOTA_MAX_DEVICES_PER_CALL],
-        )  # fmt: skip
+class EfotaRefusal(errors.KnoxError):
+    """E-FOTA (or the client's field rules) refused a call: explained in E-FOTA's own words (efota.client.explain)
+    wherever the engine shows the reason, on the part and in the job's summary."""
+
+    def explain(self) -> str:
+        return self.message
 
 
-def _force_update(job: Job, owner: str) -> None:
-    """Start each part; a part whose call may already have reached E-FOTA is never sent again (a force update is
-    not idempotent): it is reported as unknown."""
-    if not job.efota_force_updates.exists():
-        plan_force_update(job)
-    client = EfotaClient(job.account)
-    for fu in job.efota_force_updates.order_by("sequence"):
-        job.heartbeat(owner)
-        if fu.force_update_id or fu.last_code:
-            continue
-        if fu.send_attempted_at is not None:
-            ForceUpdate.objects.filter(pk=fu.pk).update(
-                last_code="UNKNOWN",
-                last_error="the call may have reached E-FOTA before the worker stopped; check the E-FOTA console before repeating it",
-            )
-            job.add_progress(failed=len(fu.serials))
-            continue
-        ForceUpdate.objects.filter(pk=fu.pk).update(send_attempted_at=timezone.now())
-        summary = f"{fu.model}/{fu.sales_code} → {fu.target_version}, {len(fu.serials)} devices"
-        try:
-            force_id = client.force_update(
-                fu.customer_id,
-                fu.licence,
-                fu.model,
-                fu.sales_code,
-                fu.serials,
-                network_type=fu.network_type,
-                target=fu.target_version,
-            )
-        except (EfotaValidationError, errors.KnoxError) as e:
-            log_call(job, job.account_id, "forceUpdate", summary, e, job.created_by_id)
-            code = getattr(e, "code", "") or ("VALIDATION" if isinstance(e, EfotaValidationError) else type(e).__name__)
-            if isinstance(e, errors.KnoxOutcomeUnknown):
-                code = "UNKNOWN"  # it may have reached E-FOTA: never repeated automatically
-            ForceUpdate.objects.filter(pk=fu.pk).update(
-                last_code=code[:20], last_error=(explain(e) if isinstance(e, errors.KnoxError) else str(e))[:400]
-            )
-            job.add_progress(failed=len(fu.serials))
-            if isinstance(e, errors.KnoxUnavailable):
-                raise
-            continue
-        log_call(job, job.account_id, "forceUpdate", summary, None, job.created_by_id)
-        ForceUpdate.objects.filter(pk=fu.pk).update(force_update_id=force_id, processing=len(fu.serials))
-        ForceUpdateDevice.objects.bulk_create(
-            [ForceUpdateDevice(force_update=fu, serial=s, status="PROCESSING") for s in fu.serials],
-            ignore_conflicts=True,
+# Refusals that every part of the job would get the same way (they share mdmId, customer, licence): the first one
+# ends the job and the other parts are not sent.
+JOB_LEVEL_CODES = frozenset({"FUD_1001", "FUD_1002", "FUD_1004", "FUD_3017", "FUD_3018", "VALIDATION"})
+NOT_REPEATED = (
+    "the call may have reached E-FOTA, but its answer was lost; a force update is not repeated automatically: "
+    "check the E-FOTA console before repeating it"
+)
+
+
+class ForceUpdates(Protocol):
+    """Start each part (forceUpdate), then follow it (forceUpdateSummary/Detail) until no device is processing,
+    E-FOTA refuses its status for good, or STATUS_WATCH_SECONDS after it was sent: then the part is COMPLETE, its
+    devices counted as started (the job's succeeded), E-FOTA's figures on the part, and "Refresh status" asks
+    again later. Not repeatable, and E-FOTA cannot be asked whether a call arrived: a part found SENDING is
+    started only if its answer was recorded, else it ends UNKNOWN (NOT_REPEATED)."""
+
+    model = ForceUpdate
+    job_level_codes = JOB_LEVEL_CODES
+
+    @cached_property
+    def client(self) -> EfotaClient:
+        return EfotaClient(self.job.account)
+
+    @property
+    def timings(self) -> Timings:  # read when used: tests shorten the watch
+        # The watch ends in `poll` at STATUS_WATCH_SECONDS; the engine's own timeout (a part that ends UNKNOWN)
+        # lies one interval beyond it, so it never comes first.
+        return Timings(
+            first_poll=STATUS_FIRST_DELAY_SECONDS,
+            backoff=2.0,
+            max_interval=STATUS_MAX_INTERVAL_SECONDS,
+            timeout=STATUS_WATCH_SECONDS + STATUS_MAX_INTERVAL_SECONDS,
         )
-        job.add_progress(succeeded=len(fu.serials))
-    watch_status(job, owner)
-    refused = job.efota_force_updates.filter(force_update_id="").exclude(last_code="").order_by("sequence").first()
-    job.finish(f"{refused.last_error} [{refused.last_code}]" if refused else "")
+
+    def plan(self) -> None:
+        """One ForceUpdate per call of at most EFOTA_MAX_DEVICES_PER_CALL devices, all committed before any is
+        sent."""
+        p = self.job.params
+        serials = p["serials"]
+        with transaction.atomic():
+            for seq, start in enumerate(range(0, len(serials), EFOTA_MAX_DEVICES_PER_CALL), start=1):
+                part = serials[start : start + EFOTA_MAX_DEVICES_PER_CALL]
+                ForceUpdate.objects.create(
+                    account=self.job.account, job=self.job, customer_id=p["customer_id"], licence=p["licence"],
+                    model=p["model"], sales_code=p["sales_code"], network_type=p.get("network_type", "WIFIONLY"),
+                    target_version=p.get("target", "Latest"), sequence=seq, serials=part, device_count=len(part),
+                )  # fmt: skip
+
+    def send(self, fu: ForceUpdate) -> None:
+        """Start the part; E-FOTA's id and the devices are recorded before the engine marks it submitted, so a
+        worker that stops in between finds the part started (`lookup`)."""
+        job = self.job
+        what = f"{fu.model}/{fu.sales_code} → {fu.target_version}, {len(fu.serials)} devices"
+        try:
+            force_id = self.client.force_update(
+                fu.customer_id, fu.licence, fu.model, fu.sales_code, fu.serials, network_type=fu.network_type,
+                target=fu.target_version,
+            )  # fmt: skip
+        except EfotaValidationError as e:
+            log_call(job, job.account_id, "forceUpdate", what, e, job.created_by_id)
+            raise EfotaRefusal(str(e), code="VALIDATION", service="efota") from e
+        except errors.KnoxError as e:
+            log_call(job, job.account_id, "forceUpdate", what, e, job.created_by_id)
+            if type(e) is errors.KnoxError:  # a plain refusal; the others tell the engine what happened
+                raise EfotaRefusal(explain(e), status=e.status, code=e.code, detail=e.detail, service="efota") from e
+            raise
+        log_call(job, job.account_id, "forceUpdate", what, None, job.created_by_id)
+        with transaction.atomic():
+            ForceUpdate.objects.filter(pk=fu.pk).update(force_update_id=force_id, processing=len(fu.serials))
+            ForceUpdateDevice.objects.bulk_create(
+                [ForceUpdateDevice(force_update=fu, serial=s, status="PROCESSING") for s in fu.serials],
+                ignore_conflicts=True,
+            )
+        fu.force_update_id = force_id
+
+    def lookup(self, fu: ForceUpdate) -> bool | None:
+        """E-FOTA has nothing to find a force update by but its own id: the part started if its answer was
+        recorded, else nobody can tell (None: it ends UNKNOWN)."""
+        fu.refresh_from_db(fields=["force_update_id"])
+        return True if fu.force_update_id else None
+
+    def poll(self, fu: ForceUpdate) -> ForceUpdate | None:
+        """E-FOTA's figures for the part; the part itself once the following ends, else None."""
+        watched = (timezone.now() - (fu.submitted_at or timezone.now())).total_seconds()
+        try:
+            fu = read_status(self.job, fu, actor_id=None)
+        except errors.KnoxError as e:
+            if is_outage(e) and watched < STATUS_WATCH_SECONDS:
+                raise  # E-FOTA unreachable or FUD_9xxx past the retries: the engine waits for it
+            fu.refresh_from_db()  # refused: kept on the part; a processing error ends the following
+        if fu.is_in_progress and watched < STATUS_WATCH_SECONDS:
+            return None
+        if fu.is_in_progress:
+            logger.info("job %s: E-FOTA still processing part %s after the watch window", self.job.pk, fu.sequence)
+        return fu
+
+    def apply(self, fu: ForceUpdate, result: ForceUpdate) -> None:
+        """The following ended: the part's devices count as started (E-FOTA's own figures stay on the part)."""
+        with transaction.atomic():
+            record_outcomes(self.job, fu, ForceUpdate.State.COMPLETE, len(fu.serials), 0)
+
+    def fail(self, fu: ForceUpdate, state: str, code: str, message: str, detail: str = "") -> None:
+        """A started part stays started (its devices are updating; only following it stopped); any other part
+        fails for all its devices."""
+        fu.refresh_from_db(fields=["force_update_id"])
+        with transaction.atomic():
+            if fu.force_update_id:
+                record_outcomes(
+                    self.job, fu, ForceUpdate.State.COMPLETE, len(fu.serials), 0, code=code, message=message
+                )
+            else:
+                why = NOT_REPEATED if code == UNKNOWN else message
+                record_outcomes(self.job, fu, state, 0, len(fu.serials), code=code, message=why)
+
+    def finish(self, summary: str) -> None:
+        refused = self.requests().filter(state=ForceUpdate.State.FAILED).order_by("sequence").first()
+        self.job.finish(summary or (f"{refused.knox_message} [{refused.knox_code}]" if refused else ""))
 
 
-def watch_status(job: Job, owner: str, *, sleep: Callable[[float], None] = time.sleep) -> int:
-    """Follow the job's started parts at E-FOTA after sending, so the job page shows live figures without asking
-    E-FOTA itself (its polled section only reads the database).
-
-    1. Stop when no part is in progress (ForceUpdate.is_in_progress: started, devices processing, status check
-       not refused for good), or STATUS_WATCH_SECONDS after the last part was sent. The window is counted from
-       the stored send time, so a worker that resumes the job (after a crash, or after django-q2's timeout killed
-       it) does not start a new window.
-    2. Otherwise wait (STATUS_FIRST_DELAY_SECONDS, then doubling up to STATUS_MAX_INTERVAL_SECONDS), renewing
-       the lease while waiting, then ask E-FOTA for the summary and detail of each part in progress.
-    After the window the job ends; the page says devices are still processing and "Refresh status" asks again
-    (refresh_force_update_status). Returns how many rounds of status calls were made."""
-    sent = job.efota_force_updates.aggregate(last=Max("send_attempted_at"))["last"] or timezone.now()
-    deadline = sent + timedelta(seconds=STATUS_WATCH_SECONDS)
-    interval = STATUS_FIRST_DELAY_SECONDS
-    rounds = 0
-    while True:
-        parts = [
-            fu for fu in job.efota_force_updates.select_related("account").order_by("sequence") if fu.is_in_progress
-        ]
-        remaining = (deadline - timezone.now()).total_seconds()
-        if not parts or remaining <= 0:
-            if parts:
-                logger.info("job %s: E-FOTA still processing %s part(s) after the watch window", job.pk, len(parts))
-            return rounds
-        _wait(job, owner, min(interval, remaining), sleep)
-        for fu in parts:
-            check_part(job, fu, actor_id=None)
-            job.heartbeat(owner)
-        rounds += 1
-        interval = min(interval * 2, STATUS_MAX_INTERVAL_SECONDS)
-
-
-def _wait(job: Job, owner: str, seconds: float, sleep: Callable[[float], None]) -> None:
-    """Sleep `seconds`, renewing the job's lease at least three times per lease period (LeaseLost stops us)."""
-    step = max(lease_seconds() / 3, 0.01)
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        sleep(min(step, left))
-        job.heartbeat(owner)
-
-
-def check_part(job: Job, fu: ForceUpdate, actor_id: int | None) -> dict[str, str] | None:
+def read_status(job: Job, fu: ForceUpdate, actor_id: int | None) -> ForceUpdate:
     """Ask E-FOTA for one started part's status (refresh_force_update) and log the call against the force update
-    job; a refusal is kept on the part, so the page says why its figures are stale and a permanent one stops the
-    watching. Returns the refusal (failure_of), or None."""
+    job. A refusal is kept on the part (the page says why its figures are stale; a processing error stops the
+    following) and raised."""
     try:
         fu = refresh_force_update(fu)
     except errors.KnoxError as e:
         log_call(job, fu.account_id, "forceUpdateSummary", fu.force_update_id, e, actor_id)
         ForceUpdate.objects.filter(pk=fu.pk).update(
-            last_code=e.code[:20], last_error=explain(e)[:400], checked_at=timezone.now()
+            knox_code=e.code[:20], knox_message=explain(e)[:400], checked_at=timezone.now()
         )
-        return failure_of(e)
-    figures = f"{fu.force_update_id}: {fu.downloaded} downloaded, {fu.failed} failed, {fu.processing} processing"
+        raise
+    figures = (
+        f"{fu.force_update_id}: {fu.downloaded} downloaded, {fu.download_failed} failed, {fu.processing} processing"
+    )
     log_call(job, fu.account_id, "forceUpdateSummary", figures, None, actor_id)
-    if fu.last_code:
-        ForceUpdate.objects.filter(pk=fu.pk).update(last_code="", last_error="")
+    if fu.knox_code:
+        ForceUpdate.objects.filter(pk=fu.pk).update(knox_code="", knox_message="")
+        fu.knox_code = fu.knox_message = ""
+    return fu
+
+
+def check_part(job: Job, fu: ForceUpdate, actor_id: int | None) -> dict[str, str] | None:
+    """read_status for "Refresh status": the refusal (failure_of), or None."""
+    try:
+        read_status(job, fu, actor_id)
+    except errors.KnoxError as e:
+        return failure_of(e)
     return None
 
 
@@ -389,7 +420,10 @@ def refresh_force_update(fu: ForceUpdate) -> ForceUpdate:
         if (device.status, device.reason) != (status, reason):
             ForceUpdateDevice.objects.filter(pk=device.pk).update(status=status, reason=reason[:200])
     ForceUpdate.objects.filter(pk=fu.pk).update(
-        downloaded=summary.downloaded, failed=summary.failed, processing=summary.processing, checked_at=timezone.now()
+        downloaded=summary.downloaded,
+        download_failed=summary.failed,
+        processing=summary.processing,
+        checked_at=timezone.now(),
     )
     fu.refresh_from_db()
     return fu

@@ -8,7 +8,7 @@ Who may do what (docs/efota.md):
   status refresh.
 No page calls E-FOTA while the request waits: a read is a lookup job (portal.lookups, efota.tasks.lookup_*) whose
 progress and answer the page follows, anything that changes E-FOTA's state is a job (efota.tasks), and a force
-update's status is followed by its job (efota.tasks.watch_status); the polled status section reads the database.
+update's status is followed by its job (efota.tasks.ForceUpdates.poll); the polled status section reads the database.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def force_update(request: HttpRequest) -> HttpResponse:
 
 def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     """The force update's parts and devices, from the database only. The section polls while the job runs (it
-    sends, then follows E-FOTA's status: efota.tasks.watch_status) or while a "Refresh status" job is pending."""
+    sends, then follows E-FOTA's status: efota.tasks.ForceUpdates) or while a "Refresh status" job is pending."""
     parts = list(ForceUpdate.objects.filter(job=job).order_by("sequence"))
     devices = ForceUpdateDevice.objects.filter(force_update__job=job).select_related("force_update")
     refresh = pending_status_refresh(job) if job.kind == "efota.force_update" else None

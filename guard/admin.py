@@ -74,8 +74,9 @@ class GuardChunkAdmin(ReadOnlyAdmin):
 
 @admin.register(GuardUpload)
 class GuardUploadAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "account", "job", "status", "total", "valid", "invalid", "created_at", "synced_at")
-    list_filter = ("status", "account")
+    list_display = ("__str__", "account", "job", "sequence", "state", "knox_status", "device_count", "valid", "invalid",
+                    "knox_code", "created_at")  # fmt: skip
+    list_filter = ("state", "knox_status", "account")
     search_fields = ["=upload_id", "=transaction_id"]
     list_select_related = ("account", "job")
     raw_id_fields = ("job",)

@@ -201,19 +201,26 @@ LOCAL_CODES = {
 }
 
 
-class GuardUpload(models.Model):
-    """A POST devices/uploads the portal made (at most 10,000 devices each)."""
+class GuardUpload(KnoxRequest):
+    """One POST devices/uploads of at most KG_UPLOAD_MAX_DEVICES devices: a part of an upload job (a portal.engine
+    request), the staged upload's valid rows `first_row`..`last_row`. Knox answers it at once: `knox_status` is
+    Knox's uploadStatus (Progress, Complete), `state` the portal's. Not repeatable (a second upload registers the
+    devices again): a part whose answer was lost is settled by looking its devices up (guard.tasks.GuardUploads).
+    """
+
+    State = KnoxRequest.State
 
     account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="guard_uploads")
-    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="guard_uploads")
     upload_id = models.CharField("Knox uploadID", max_length=64, blank=True)
     transaction_id = models.CharField(max_length=32, default=new_transaction_id)
-    status = models.CharField(max_length=20, blank=True)
-    total = models.PositiveIntegerField(default=0)
+    knox_status = models.CharField(max_length=20, blank=True, help_text="Knox's uploadStatus, e.g. Progress.")
     valid = models.PositiveIntegerField(default=0)
     invalid = models.PositiveIntegerField(default=0)
     invalid_reasons = models.JSONField(default=list, blank=True)
     flags = models.JSONField(default=dict, blank=True)
+    first_row = models.PositiveIntegerField(null=True, blank=True, help_text="The part's first spreadsheet row.")
+    last_row = models.PositiveIntegerField(null=True, blank=True, help_text="The part's last spreadsheet row.")
     created_at = models.DateTimeField(default=timezone.now)
     synced_at = models.DateTimeField(null=True, blank=True)
 

@@ -16,8 +16,10 @@ transactionId, which Knox does not apply twice.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from django.db import transaction
@@ -26,12 +28,12 @@ from django.utils import timezone
 
 from guard import single
 from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDevice
-from guard.constants import KG_ASYNC_MAX_DEVICES, KG_UPLOAD_MAX_DEVICES
+from guard.constants import KG_ASYNC_MAX_DEVICES, KG_MAX_PAGE_SIZE, KG_UPLOAD_MAX_DEVICES
 from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload
 from portal.db import db_datetime, insert_rows
-from portal.engine import Protocol, Timings, drive, record_outcomes
+from portal.engine import ABSENT, UNKNOWN, Absent, Protocol, Timings, drive, record_outcomes
 from portal.knox import errors
-from portal.models import Job, Upload, UploadRow
+from portal.models import Job, UploadRow
 from portal.tasks import run_job
 
 logger = logging.getLogger(__name__)
@@ -281,63 +283,146 @@ def upsert_devices(account_id: int, listed: list[ListedDevice]) -> int:
     return len(listed)
 
 
-# --- uploads to Knox Guard ----------------------------------------------------------------------------------
+# --- uploads to Knox Guard (a portal.engine protocol) ---------------------------------------------------------
 
 
 def run_upload(job_pk: int) -> None:
-    run_job(job_pk, _upload)
+    run_job(job_pk, lambda job, owner: drive(job, owner, GuardUploads(job)))
 
 
-def _upload(job: Job, owner: str) -> None:
-    """Upload a staged spreadsheet's devices to Knox Guard, KG_UPLOAD_MAX_DEVICES per call.
+# Refusals of the credentials or the tenant: every part would get the same one.
+UPLOAD_JOB_LEVEL_CODES = frozenset({"4010000", "4040100", "4040900", "4042101", "4002102"})
 
-    An upload is not idempotent, so each call's GuardUpload row is committed before it is sent; a resumed job
-    never sends a call that was already attempted: it reports it as unknown and points to the uploads list.
+
+class GuardUploads(Protocol):
+    """POST devices/uploads, one part at a time. Knox answers at once: the answer is kept on the part before the
+    engine marks it submitted, then applied (Knox's figures on the part, the valid devices in the portal's list).
+
+    Not repeatable, and Knox keeps no transaction id for an upload: a part whose answer was lost is settled by
+    looking its devices up (`lookup`): none in Knox Guard, it never arrived and is sent again; all of them, it
+    arrived; some, nobody can tell (UNKNOWN, check Knox Guard's list of uploads).
     """
-    upload = Upload.objects.get(pk=job.params["upload"])
-    rows = list(
-        UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID)
-        .order_by("row_number")
-        .values_list("value", "approve_id")
-    )
-    job.set_total(len(rows))
-    client = GuardClient(job.account)
-    flags = job.params.get("flags") or {}
-    for index, start in enumerate(range(0, len(rows), KG_UPLOAD_MAX_DEVICES)):
-        part = rows[start : start + KG_UPLOAD_MAX_DEVICES]
-        # One record per part, found again by its own transactionId when the job resumes.
-        record, created = GuardUpload.objects.get_or_create(
-            job=job, transaction_id=f"job{job.pk}part{index}",
-            defaults={"account": job.account, "status": "Prepared", "total": len(part), "flags": flags},
-        )  # fmt: skip
-        if not created and record.status == "Sending":
-            # Attempted before a crash, answer unknown: never uploaded twice, and counted so the job adds up.
-            GuardUpload.objects.filter(pk=record.pk).update(status="Unknown")
-            job.add_progress(failed=len(part))
-            continue
-        if not created and record.status != "Prepared":
-            continue  # finished (or already reported unknown) by an earlier run
-        GuardUpload.objects.filter(pk=record.pk).update(status="Sending")
-        try:
-            doc = client.upload(part, flags, transaction_id=record.transaction_id)
-        except errors.KnoxOutcomeUnknown:
-            GuardUpload.objects.filter(pk=record.pk).update(status="Unknown")
-            job.add_progress(failed=len(part))
-            continue
-        invalid = doc.get("invalidReasons") or []
-        GuardUpload.objects.filter(pk=record.pk).update(
-            upload_id=str(doc.get("uploadID") or doc.get("uploadId") or ""),  # Knox spells it uploadID (capital D)
-            status=str(doc.get("uploadStatus") or ""),
-            valid=int(doc.get("validDeviceCount") or 0),
-            invalid=int(doc.get("invalidDeviceCount") or len(invalid)),
-            invalid_reasons=invalid[:1000],
+
+    model = GuardUpload
+    job_level_codes = UPLOAD_JOB_LEVEL_CODES
+
+    @cached_property
+    def client(self) -> GuardClient:
+        return GuardClient(self.job.account)
+
+    def plan(self) -> None:
+        """One GuardUpload per KG_UPLOAD_MAX_DEVICES valid rows of the staged spreadsheet, all committed before any
+        is sent."""
+        job = self.job
+        rows = list(
+            UploadRow.objects.filter(upload_id=job.params["upload"], status=UploadRow.Status.VALID)
+            .order_by("row_number")
+            .values_list("row_number", flat=True)
         )
-        bad = {str(r.get("deviceUid")) for r in invalid if isinstance(r, dict)}
-        state = "Accepted" if flags.get("autoAccept") else "Pending"
-        upsert_devices(job.account_id, [ListedDevice("", uid, aid, state) for uid, aid in part if uid not in bad])
-        job.add_progress(succeeded=len(part) - len(bad), failed=len(bad))
-        job.heartbeat(owner)
-    job.finish()
+        with transaction.atomic():
+            for sequence, start in enumerate(range(0, len(rows), KG_UPLOAD_MAX_DEVICES), start=1):
+                numbers = rows[start : start + KG_UPLOAD_MAX_DEVICES]
+                GuardUpload.objects.create(
+                    account_id=job.account_id, job=job, sequence=sequence, flags=job.params.get("flags") or {},
+                    device_count=len(numbers), first_row=numbers[0], last_row=numbers[-1],
+                )  # fmt: skip
+            job.set_total(len(rows))
+
+    def devices(self, up: GuardUpload) -> list[tuple[str, str]]:
+        """The part's (IMEI/serial, approve ID) pairs, in spreadsheet order."""
+        rows = UploadRow.objects.filter(
+            upload_id=self.job.params["upload"],
+            status=UploadRow.Status.VALID,
+            row_number__gte=up.first_row,
+            row_number__lte=up.last_row,
+        )
+        return list(rows.order_by("row_number").values_list("value", "approve_id"))
+
+    def send(self, up: GuardUpload) -> dict[str, Any]:
+        """Upload the part; Knox's answer is kept on it before the engine marks it submitted."""
+        doc = self.client.upload(self.devices(up), up.flags, transaction_id=up.transaction_id)
+        invalid = [r for r in doc.get("invalidReasons") or [] if isinstance(r, dict)]
+        answer = {
+            "upload_id": str(doc.get("uploadID") or doc.get("uploadId") or "")[:64],  # Knox spells it uploadID here
+            "knox_status": str(doc.get("uploadStatus") or "")[:20],
+            "valid": int(doc.get("validDeviceCount") or 0),
+            "invalid": int(doc.get("invalidDeviceCount") or len(invalid)),
+            "invalid_reasons": invalid[:1000],
+        }
+        GuardUpload.objects.filter(pk=up.pk).update(**answer)  # kept: a worker stopping now still applies it
+        return answer
+
+    def poll(self, up: GuardUpload) -> dict[str, Any]:
+        """Submitted only with Knox's answer kept (`send`): apply it (a worker stopped before it did)."""
+        return kept_answer(up)
+
+    def lookup(self, up: GuardUpload) -> dict[str, Any] | Absent | None:
+        """After a lost answer (or a worker killed mid-call): Knox's kept answer if there is one, else what Knox
+        Guard lists of the part's devices (ABSENT: none; an answer: all; None: some)."""
+        up.refresh_from_db()
+        if up.upload_id or up.knox_status:
+            return kept_answer(up)  # answered; the worker stopped before the engine recorded it
+        uids = [uid for uid, _ in self.devices(up)]
+        known = self.known(uids)
+        if not known:
+            return ABSENT
+        if len(known) < len(uids):
+            return None
+        uploads = {d.upload_id for d in known.values()}
+        logger.info("job %s: upload part %s found at Knox Guard after its answer was lost", self.job.pk, up.sequence)
+        return {
+            "upload_id": uploads.pop() if len(uploads) == 1 else "",
+            "knox_status": "",
+            "valid": len(uids),
+            "invalid": 0,
+            "invalid_reasons": [],
+            "knox_message": f"the answer was lost; all {len(uids)} devices were found in Knox Guard",
+        }
+
+    def known(self, uids: list[str]) -> dict[str, ListedDevice]:
+        """Which of `uids` Knox Guard lists: by reading its whole device list when that takes fewer calls than
+        one search per device; else device by device, stopping once some are known and some are not."""
+        total, _ = self.client.list_devices(0, 1)
+        if not total:
+            return {}
+        wanted = set(uids)
+        if math.ceil(total / KG_MAX_PAGE_SIZE) <= len(uids):
+            return {d.device_uid: d for d in self.client.iter_devices() if d.device_uid in wanted}
+        known: dict[str, ListedDevice] = {}
+        for asked, uid in enumerate(uids, start=1):
+            listed = self.client.find(uid)
+            if listed is not None:
+                known[uid] = listed
+            if 0 < len(known) < asked:
+                break  # some known, some not: the answer is already "cannot tell"
+        return known
+
+    def apply(self, up: GuardUpload, answer: dict[str, Any]) -> None:
+        """Knox's figures on the part; its valid devices join the portal's list (Accepted with autoAccept, else
+        Pending), the ones Knox called invalid count as failed."""
+        bad = {str(r.get("deviceUid")) for r in answer["invalid_reasons"] if isinstance(r, dict)}
+        state = "Accepted" if up.flags.get("autoAccept") else "Pending"
+        good = [ListedDevice("", uid, aid, state) for uid, aid in self.devices(up) if uid not in bad]
+        with transaction.atomic():
+            failed = up.device_count - len(good)
+            if record_outcomes(self.job, up, GuardUpload.State.COMPLETE, len(good), failed, **answer):
+                upsert_devices(self.job.account_id, good)
+
+    def fail(self, up: GuardUpload, state: str, code: str, message: str, detail: str = "") -> None:
+        """Every device of the part fails with the reason; the portal's device list is left as it was."""
+        if code == UNKNOWN:
+            message = f"{message}; Knox Guard's list of uploads (Uploads, “Read from Knox”) may show it"
+        with transaction.atomic():
+            record_outcomes(self.job, up, state, 0, up.device_count, code=code, message=message)
+
+    def finish(self, summary: str) -> None:
+        self.job.finish(summary)
+
+
+def kept_answer(up: GuardUpload) -> dict[str, Any]:
+    """Knox's answer to the part as `send` kept it."""
+    fields = ("upload_id", "knox_status", "valid", "invalid", "invalid_reasons")
+    return {name: getattr(up, name) for name in fields}
 
 
 def scheduled_sync(account_pk: int) -> int:

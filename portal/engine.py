@@ -379,8 +379,8 @@ def _send(protocol: Protocol, req: KnoxRequest) -> Step:
         return Step(lost=e)  # stays SENDING: the next step reads Knox before anything else (invariant 4)
     except errors.KnoxError as e:
         if is_outage(e):
-            if e.never_sent:
-                req.unsend()  # the connection was never made: Knox cannot have it
+            if e.never_sent or isinstance(e, errors.KnoxRateLimited):
+                req.unsend()  # the connection was never made, or a 429 refused it before processing
             raise  # stays SENDING otherwise: settled by reading Knox once it is back
         protocol.fail(req, protocol.refused_state(e), e.code or f"HTTP{e.status}", e.explain(), e.detail)
         return Step(heard=True, refusal=e if protocol.is_job_level(e) else None)

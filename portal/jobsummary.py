@@ -170,7 +170,7 @@ def _guard_upload_details(job: Job) -> dict[str, Any]:
         "submitted": job.total,
         "flags": job.params.get("flags") or {},
         "knox_uploads": [
-            {"upload_id": u.upload_id or None, "status": u.status, "valid": u.valid, "invalid": u.invalid}
+            {"upload_id": u.upload_id or None, "status": u.knox_status, "valid": u.valid, "invalid": u.invalid}
             for u in uploads
         ],
         "failures": [

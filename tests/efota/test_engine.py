@@ -66,7 +66,7 @@ def test_force_update_in_parts_of_100_and_its_progress(sandbox_account, efota, m
     parts = list(ForceUpdate.objects.filter(job=job).order_by("sequence"))
     assert [len(p.serials) for p in parts] == [4, 2] and all(p.force_update_id for p in parts)
     fu = refresh_force_update(parts[0])
-    assert fu.downloaded + fu.failed + fu.processing == 4
+    assert fu.downloaded + fu.download_failed + fu.processing == 4
 
 
 def test_licence_info_is_stored_and_errors_are_recorded(sandbox_account, efota):

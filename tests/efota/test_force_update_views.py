@@ -15,7 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from efota.models import EfotaCall, EfotaGroup, ForceUpdate, ForceUpdateDevice, queue_force_update
-from efota.tasks import run_force_update, watch_status
+from efota.tasks import run_force_update
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
 from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
@@ -30,14 +30,15 @@ def efota(sandbox_account, knox_sandbox, settings):
 
 
 def started_job(account, *, processing: int, finished: bool = True, checked_at=None) -> Job:
-    """The records a force update job leaves once its one part was sent."""
+    """The records a force update job leaves once its one part was sent (and, when finished, followed)."""
     job = Job.objects.create(kind="efota.force_update", account=account, total=len(SERIALS), title="Force update 3 devices",
                              params={"customer_id": CUSTOMER, "licence": LICENCE, "model": "SM-G991B", "sales_code": "BTU",
                                      "serials": SERIALS, "target": "Latest", "network_type": "WIFIONLY"})  # fmt: skip
     fu = ForceUpdate.objects.create(
         account=account, job=job, customer_id=CUSTOMER, licence=LICENCE, model="SM-G991B", sales_code="BTU",
         serials=SERIALS, force_update_id="FU-0001", processing=processing, downloaded=len(SERIALS) - processing,
-        checked_at=checked_at,
+        checked_at=checked_at, state="complete" if finished else "submitted", submitted_at=timezone.now(),
+        next_poll_at=timezone.now(),
     )  # fmt: skip
     ForceUpdateDevice.objects.bulk_create(
         [
@@ -229,7 +230,7 @@ class JobPageTestCase(BaseTestCase):
     def test_a_refused_status_check_is_shown(self):
         job = started_job(self.acme, processing=3)
         ForceUpdate.objects.filter(job=job).update(
-            last_code="FUD_3020", last_error="E-FOTA does not know this group or force update ID."
+            knox_code="FUD_3020", knox_message="E-FOTA does not know this group or force update ID."
         )
         self.client.force_login(self.viewer)
         html = self.client.get(f"/efota/jobs/{job.pk}/status/").content.decode()
@@ -307,7 +308,7 @@ def test_a_force_update_from_the_form_to_every_device_downloaded(
     assert r["Location"] == f"/efota/jobs/{job.pk}/" and job.status == Job.Status.SUCCEEDED
     assert sandbox_calls(knox_sandbox, "forceUpdate") == 1
     fu = ForceUpdate.objects.get(job=job)
-    assert (fu.downloaded, fu.failed, fu.processing) == (3, 1, 0) and fu.checked_at is not None
+    assert (fu.downloaded, fu.download_failed, fu.processing) == (3, 1, 0) and fu.checked_at is not None
     statuses = dict(ForceUpdateDevice.objects.filter(force_update=fu).values_list("serial", "status"))
     assert statuses == {**dict.fromkeys(registered, "DOWNLOADED"), unknown: "FAILED"}
     rounds = sandbox_calls(knox_sandbox, "forceUpdateSummary")
@@ -343,10 +344,9 @@ def test_the_job_stops_following_a_part_e_fota_refuses_for_good(efota, sandbox_a
     ForceUpdate.objects.filter(job=job).update(
         customer_id=efota["customer_id"], licence=efota["license"], force_update_id="FU-NOT-AT-E-FOTA"
     )
-    job.claim("w1")
-    assert watch_status(job, "w1") == 1  # asked once: E-FOTA does not know it (FUD_3020), asking again is useless
+    run_force_update(job.pk)  # asks once: E-FOTA does not know it (FUD_3020), asking again is useless
     fu = ForceUpdate.objects.get(job=job)
-    assert fu.last_code == "FUD_3020" and "does not know" in fu.last_error and not fu.is_in_progress
+    assert fu.knox_code == "FUD_3020" and "does not know" in fu.knox_message and not fu.is_in_progress
     call = EfotaCall.objects.get()
     assert (call.operation, call.ok, call.code, call.job) == ("forceUpdateSummary", False, "FUD_3020", job)
 
@@ -387,26 +387,26 @@ def test_the_job_gives_up_following_after_the_watch_window(tmp_path, settings, m
         assert 2 <= summaries <= 5, summaries
         # A worker resuming the job after the window (say django-q2 killed the first one) asks nothing more.
         Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, finished_at=None)
-        job.refresh_from_db()
-        job.claim("resumer")
-        assert watch_status(job, "resumer") == 0
+        run_force_update(job.pk)
         assert sandbox_calls(slow, "forceUpdateSummary") == summaries
     print(f"watch window 1 s: {summaries} status rounds, the job took {took:.2f} s")
 
 
-def test_waiting_between_status_rounds_renews_the_lease(settings, db):
-    from efota.tasks import _wait
+def test_waiting_between_status_rounds_renews_the_lease(settings, db, monkeypatch):
+    from portal import engine
 
     settings.JOB_LEASE_SECONDS = 1  # renewed every third of it
     job = Job.objects.create(kind="efota.force_update")
     job.claim("w1")
     seen = []
+    real_sleep = time.sleep
 
     def sleep(seconds: float) -> None:
-        time.sleep(seconds)
+        real_sleep(seconds)
         seen.append(Job.objects.get(pk=job.pk).lease_until)
 
-    _wait(job, "w1", 1.0, sleep)
+    monkeypatch.setattr(engine.time, "sleep", sleep)
+    engine.nap(job, "w1", 1.0)
     renewed = [b for a, b in itertools.pairwise(seen) if b > a]
     assert len(seen) >= 3 and len(renewed) == len(seen) - 1
     job.refresh_from_db()

@@ -463,7 +463,7 @@ def test_an_upload_larger_than_one_call_sends_every_part(guard_synced, knox_sand
     knox = sandbox_state(knox_sandbox)["guard"]
     assert {knox["devices"][u]["state"] for u in fresh} == {"Pending"}
     records = list(GuardUpload.objects.filter(job=job).order_by("id"))
-    assert [r.total for r in records] == [2, 2] and all(r.upload_id in knox["uploads"] for r in records)
+    assert [r.device_count for r in records] == [2, 2] and all(r.upload_id in knox["uploads"] for r in records)
     assert calls(knox_sandbox, "devices/uploads") == 2
     run_upload(job.pk)  # a finished job is left alone: nothing is uploaded twice
     assert calls(knox_sandbox, "devices/uploads") == 2

@@ -23,7 +23,7 @@ class UploadListTestCase(BaseTestCase):
         super().setUp()
         self.account = guard_account()
         job = Job.objects.create(kind="guard.upload", account=self.account)
-        GuardUpload.objects.create(account=self.account, job=job, upload_id="abc-123", status="Progress", total=3,
+        GuardUpload.objects.create(account=self.account, job=job, upload_id="abc-123", knox_status="Progress", device_count=3,
                                    valid=2, invalid=1, flags={"autoAccept": True, "autoLock": False})  # fmt: skip
 
     def test_it_lists_the_portal_s_uploads_without_calling_knox(self):
