@@ -318,8 +318,8 @@ def drive(job: Job, owner: str, protocol: Protocol) -> None:
                 protocol.finish(summary_of(e))
                 raise
             continue
-        lost_in_a_row = 0
-        if step.heard:
+        if step.heard:  # only an answer from Knox ends a run of lost answers, or an outage
+            lost_in_a_row = 0
             outage.over()
         job_error = job_error or step.refusal
         if not step.more:

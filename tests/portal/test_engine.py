@@ -328,3 +328,18 @@ def test_knox_away_past_the_patience_ends_what_is_left_with_the_reason(service, 
     rows = case.rows(job)
     assert {r.state for r in rows} == {KnoxRequest.State.FAILED}
     assert {r.knox_code for r in rows} <= {"NOT_SENT", "UNKNOWN"}
+
+
+@pytest.mark.django_db
+def test_answers_never_readable_end_the_job_instead_of_spinning(service, knox_sandbox, settings):
+    """Every answer is a 200 with an HTML page: each request's fate is unknown, so the job waits as for an outage
+    and, past the patience, ends with the reason (a repeatable request must not be resent for ever)."""
+    case, job = service
+    settings.KNOX_OUTAGE_PATIENCE = 0
+    settings.KNOX_MAX_RETRIES = 0
+    requests.post(f"{knox_sandbox.url}/_sandbox/faults", json={"garbage": 1}, timeout=5).raise_for_status()
+    case.run(job.pk)
+    job = ended(job)
+    assert job.status == Job.Status.FAILED and job.failed == job.total and job.error_summary
+    sent = sandbox_state(knox_sandbox)["counters"]["faults"]["garbage"]
+    assert sent <= 2 * len(case.rows(job))  # bounded: at most a send and a settling read per request
