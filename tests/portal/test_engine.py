@@ -60,6 +60,9 @@ class Case:
     applied_once: Callable[[Any, Job], None]
     repeatable: bool
     rows: Callable[[Job], list[KnoxRequest]]
+    # Knox keeps nothing to find the request by (E-FOTA): a request whose answer was lost, or whose worker died
+    # mid-call, is never sent again and ends UNKNOWN, in words; the rest of the job goes on.
+    settles_unknown: bool = False
 
 
 # --- KDP -----------------------------------------------------------------------------------------------------
@@ -163,7 +166,108 @@ GUARD_BULK = Case(
     rows=lambda job: list(job.guard_chunks.all()),
 )
 
-CASES = [KDP, GUARD_BULK]
+# --- Knox Guard uploads ----------------------------------------------------------------------------------------
+
+
+def make_guard_upload(request) -> Job:
+    from guard.models import queue_upload
+    from tests.guard.test_engine import guard_upload
+
+    request.getfixturevalue("monkeypatch").setattr("guard.tasks.KG_UPLOAD_MAX_DEVICES", 2)
+    account = request.getfixturevalue("guard_synced")
+    return queue_upload(guard_upload(account, fresh_imeis(5, "35860000")), {"autoAccept": True}, user=None)
+
+
+def sending_row(model_path: str) -> Callable[[tuple, dict], KnoxRequest]:
+    """The request being sent: exactly one row is SENDING while its call is on the wire."""
+
+    def row(args: tuple, kwargs: dict) -> KnoxRequest:
+        import importlib
+
+        module, name = model_path.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name).objects.get(state=KnoxRequest.State.SENDING)
+
+    return row
+
+
+def guard_upload_applied_once(server, job: Job) -> None:
+    from guard.models import GuardUpload
+
+    uploads = sandbox_state(server)["guard"]["uploads"]
+    ours = fresh_imeis(5, "35860000")
+    per_device = [sum(1 for u in uploads.values() for d in u["devices"] if d["deviceUid"] == i) for i in ours]
+    assert per_device == [1] * 5, per_device  # every device uploaded once
+    assert GuardUpload.objects.filter(job=job).count() == 3
+
+
+def run_guard_upload(pk: int) -> None:
+    from guard.tasks import run_upload
+
+    run_upload(pk)
+
+
+GUARD_UPLOAD = Case(
+    "guard-upload",
+    "guard.client.GuardClient.upload",
+    sending_row("guard.models.GuardUpload"),
+    make_guard_upload,
+    run_guard_upload,
+    guard_upload_applied_once,
+    repeatable=False,
+    rows=lambda job: list(job.guard_uploads.all()),
+)
+
+
+# --- E-FOTA force updates --------------------------------------------------------------------------------------
+
+
+def make_force_update(request) -> Job:
+    from efota.models import queue_force_update
+
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    settings = request.getfixturevalue("settings")
+    settings.KNOX_EFOTA_RATE_LIMIT = 0
+    monkeypatch.setattr("efota.tasks.EFOTA_MAX_DEVICES_PER_CALL", 2)
+    monkeypatch.setattr("efota.tasks.STATUS_FIRST_DELAY_SECONDS", 0.3)
+    monkeypatch.setattr("efota.tasks.STATUS_MAX_INTERVAL_SECONDS", 0.5)
+    monkeypatch.setattr("efota.tasks.STATUS_WATCH_SECONDS", 30)
+    account = request.getfixturevalue("sandbox_account")
+    efota = request.getfixturevalue("knox_sandbox").credentials["efota"]
+    return queue_force_update(
+        account, customer_id=efota["customer_id"], licence=efota["license"], model="SM-G991B", sales_code="BTU",
+        serials=efota["device_serials"][:4], user=None,
+    )  # fmt: skip
+
+
+def force_update_applied_once(server, job: Job) -> None:
+    started = sandbox_state(server)["efota"]["forceUpdates"]
+    per_serial: dict[str, int] = {}
+    for fu in started.values():
+        for serial in fu["devices"]:  # serial → E-FOTA's outcome for it
+            per_serial[serial] = per_serial.get(serial, 0) + 1
+    assert per_serial and set(per_serial.values()) == {1}, per_serial  # no device started twice
+    assert len(started) <= len(job.efota_force_updates.all())
+
+
+def run_force_update(pk: int) -> None:
+    from efota.tasks import run_force_update as run
+
+    run(pk)
+
+
+FORCE_UPDATE = Case(
+    "efota-force-update",
+    "efota.client.EfotaClient.force_update",
+    sending_row("efota.models.ForceUpdate"),
+    make_force_update,
+    run_force_update,
+    force_update_applied_once,
+    repeatable=False,
+    rows=lambda job: list(job.efota_force_updates.all()),
+    settles_unknown=True,
+)
+
+CASES = [KDP, GUARD_BULK, GUARD_UPLOAD, FORCE_UPDATE]
 
 
 @pytest.fixture(params=CASES, ids=[c.name for c in CASES])
@@ -244,7 +348,10 @@ def test_a_lost_answer_is_settled_by_reading_knox_and_nothing_is_applied_twice(s
 
     seen = wrap_send(monkeypatch, case, around)
     case.run(job.pk)
-    all_succeeded(job)
+    if case.settles_unknown:
+        assert_one_unknown(case, job)
+    else:
+        all_succeeded(job)
     requests_sent = len({r.pk for r in seen})
     # A repeatable request (one transactionId, applied once) is sent again to learn its fate; any other is read back.
     assert len(seen) == requests_sent + (1 if case.repeatable else 0)
@@ -276,8 +383,19 @@ def test_a_worker_killed_while_sending_is_resumed_without_sending_twice(service,
     assert seen[-1].__class__.objects.get(pk=seen[-1].pk).state == KnoxRequest.State.SENDING
     expire_lease(job)
     case.run(job.pk)  # the next worker
-    all_succeeded(job)
+    if case.settles_unknown:
+        assert_one_unknown(case, job)
+    else:
+        all_succeeded(job)
     case.applied_once(knox_sandbox, job)
+
+
+def assert_one_unknown(case: Case, job: Job) -> None:
+    """One request's fate could not be read from Knox: it ends UNKNOWN with what to check, the others succeed."""
+    job = ended(job)
+    unknown = [r for r in case.rows(job) if r.knox_code == "UNKNOWN"]
+    assert len(unknown) == 1 and unknown[0].state == KnoxRequest.State.FAILED and unknown[0].knox_message
+    assert job.status == Job.Status.PARTIAL and job.failed == unknown[0].device_count, job.error_summary
 
 
 # 4. ---------------------------------------------------------------------------------------------------------
@@ -302,10 +420,11 @@ def test_knox_unreachable_pauses_the_job_then_it_resumes(service, knox_sandbox, 
     faults = f"{knox_sandbox.url}/_sandbox/faults"
 
     def around(real, args, kwargs, n):
-        if n == 2:  # Knox goes away when the second request is sent, and comes back 1.5 s later
+        answer = real()
+        if n == 2:  # Knox goes away once the second request is sent, and comes back 1.5 s later
             requests.post(faults, json={"error": 1}, timeout=5).raise_for_status()
             threading.Timer(1.5, lambda: requests.post(faults, json={}, timeout=5)).start()
-        return real()
+        return answer
 
     wrap_send(monkeypatch, case, around)
     case.run(job.pk)
