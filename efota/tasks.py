@@ -5,7 +5,6 @@ devices: portal.lookups). No web request calls E-FOTA: a page queues one of thes
 from __future__ import annotations
 
 import logging
-from functools import cached_property
 
 from django.db import transaction
 from django.utils import timezone
@@ -123,11 +122,8 @@ class ForceUpdates(Protocol):
     started only if its answer was recorded, else it ends UNKNOWN (NOT_REPEATED)."""
 
     model = ForceUpdate
+    client_class = EfotaClient
     job_level_codes = JOB_LEVEL_CODES
-
-    @cached_property
-    def client(self) -> EfotaClient:
-        return EfotaClient(self.job.account)
 
     @property
     def timings(self) -> Timings:  # read when used: tests shorten the watch

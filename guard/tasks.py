@@ -157,13 +157,13 @@ class BulkAction(Protocol):
     request's stored x-knox-transactionId, which Knox applies once: repeatable."""
 
     model = GuardChunk
+    client_class = GuardClient
     timings = Timings(POLL_FIRST_DELAY_SECONDS, POLL_BACKOFF, POLL_MAX_INTERVAL_SECONDS, RESULT_TIMEOUT_SECONDS)
     repeatable = True
 
-    def __init__(self, job: Job, owner: str = "") -> None:
-        super().__init__(job, owner)
-        self.client = GuardClient(job.account)
-        self.params = params_from(job)
+    @cached_property
+    def params(self) -> ActionParams:
+        return params_from(self.job)
 
     def send(self, chunk: GuardChunk) -> None:
         actions = chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING).order_by("id")
@@ -304,11 +304,8 @@ class GuardUploads(Protocol):
     """
 
     model = GuardUpload
+    client_class = GuardClient
     job_level_codes = UPLOAD_JOB_LEVEL_CODES
-
-    @cached_property
-    def client(self) -> GuardClient:
-        return GuardClient(self.job.account)
 
     def plan(self) -> None:
         """One GuardUpload per KG_UPLOAD_MAX_DEVICES valid rows of the staged spreadsheet, all committed before any

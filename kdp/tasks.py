@@ -24,7 +24,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -278,12 +277,9 @@ class Transfer(Protocol):
     back by it (GET transactions?transactionId=…, knox-api.md §3.6)."""
 
     model = Transaction
+    client_class = KdpClient
     timings = POLL_TIMINGS
     job_level_codes = JOB_LEVEL_CODES
-
-    @cached_property
-    def client(self) -> KdpClient:
-        return KdpClient(self.job.account)
 
     def plan(self) -> None:
         plan(self.job)

@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -189,6 +190,7 @@ class Protocol:
     """
 
     model: type[KnoxRequest]
+    client_class: type  # the service's Knox client, made on first use as `self.client`
     timings = Timings(first_poll=0.5, backoff=1.5, max_interval=15.0, timeout=1800)
     # Knox applies a request once per transactionId, so sending it again is harmless.
     repeatable = False
@@ -198,6 +200,10 @@ class Protocol:
     def __init__(self, job: Job, owner: str = "") -> None:
         self.job = job
         self.owner = owner
+
+    @cached_property
+    def client(self) -> Any:
+        return self.client_class(self.job.account)
 
     def requests(self) -> models.QuerySet[Any]:
         return self.model.objects.filter(job=self.job)
