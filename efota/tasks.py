@@ -115,9 +115,9 @@ NOT_REPEATED = (
 
 
 class ForceUpdates(Protocol):
-    """Start each part (forceUpdate), then follow it (forceUpdateSummary/Detail) until no device is processing,
-    E-FOTA refuses its status for good, or STATUS_WATCH_SECONDS after it was sent: then the part is COMPLETE, its
-    devices counted as started (the job's succeeded), E-FOTA's figures on the part, and "Refresh status" asks
+    """Start each part (forceUpdate; its devices count as started, the job's succeeded), then follow it
+    (forceUpdateSummary/Detail) until no device is processing, E-FOTA refuses its status for good, or
+    STATUS_WATCH_SECONDS after it was sent: then the part is COMPLETE, E-FOTA's figures on the part, and "Refresh status" asks
     again later. Not repeatable, and E-FOTA cannot be asked whether a call arrived: a part found SENDING is
     started only if its answer was recorded, else it ends UNKNOWN (NOT_REPEATED)."""
 
@@ -175,6 +175,9 @@ class ForceUpdates(Protocol):
                 [ForceUpdateDevice(force_update=fu, serial=s, status="PROCESSING") for s in fu.serials],
                 ignore_conflicts=True,
             )
+            # Started devices count as the job's succeeded now, not when following them ends (up to
+            # STATUS_WATCH_SECONDS later): staff see progress while E-FOTA updates them.
+            job.add_progress(succeeded=len(fu.serials))
         fu.force_update_id = force_id
 
     def lookup(self, fu: ForceUpdate) -> bool | None:
@@ -199,19 +202,17 @@ class ForceUpdates(Protocol):
         return fu
 
     def apply(self, fu: ForceUpdate, result: ForceUpdate) -> None:
-        """The following ended: the part's devices count as started (E-FOTA's own figures stay on the part)."""
-        with transaction.atomic():
-            record_outcomes(self.job, fu, ForceUpdate.State.COMPLETE, len(fu.serials), 0)
+        """The following ended (the job counted the part's devices as started when E-FOTA took them, in `send`;
+        E-FOTA's own figures stay on the part)."""
+        fu.end(ForceUpdate.State.COMPLETE, succeeded=len(fu.serials))
 
     def fail(self, fu: ForceUpdate, state: str, code: str, message: str, detail: str = "") -> None:
         """A started part stays started (its devices are updating; only following it stopped); any other part
         fails for all its devices."""
         fu.refresh_from_db(fields=["force_update_id"])
         with transaction.atomic():
-            if fu.force_update_id:
-                record_outcomes(
-                    self.job, fu, ForceUpdate.State.COMPLETE, len(fu.serials), 0, code=code, message=message
-                )
+            if fu.force_update_id:  # counted as started in `send`
+                fu.end(ForceUpdate.State.COMPLETE, succeeded=len(fu.serials), code=code, message=message)
             else:
                 why = NOT_REPEATED if code == UNKNOWN else message
                 record_outcomes(self.job, fu, state, 0, len(fu.serials), code=code, message=why)

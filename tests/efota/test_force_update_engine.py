@@ -293,3 +293,22 @@ def test_the_migration_gives_existing_parts_their_state():
         ("sending", 4, 0, 0, 0, "", ""),
         ("prepared", 5, 0, 0, 0, "", ""),
     ]
+
+
+def test_started_devices_count_as_progress_while_e_fota_updates_them(sandbox_account, knox_sandbox, efota, monkeypatch):
+    """Following a part can take STATUS_WATCH_SECONDS: the job's progress shows its devices as started as soon as
+    E-FOTA took them, not only when the following ends."""
+    job = force_update_job(sandbox_account, efota, 4, 2, monkeypatch)
+    seen: list[tuple[int, int]] = []
+    real = EfotaClient.force_update_summary
+
+    def summary(self, *args, **kwargs):
+        progress = Job.objects.values_list("succeeded", "failed").get(pk=job.pk)
+        seen.append(progress)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(EfotaClient, "force_update_summary", summary)
+    run_force_update(job.pk)
+    assert seen and seen[0] == (4, 0)  # both parts started before the first status read
+    job.refresh_from_db()
+    assert (job.status, job.succeeded, job.failed) == (Job.Status.SUCCEEDED, 4, 0)
