@@ -49,7 +49,8 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("approve", "Approve", "approve", ("Pending",), "Accepted", False, False),
         ActionSpec("reject", "Reject", "reject", ("Pending",), "Rejected", False, False),
         ActionSpec("lock", "Lock", "lock", ("Enrolled",), "Locking", True, True, uses_message=True),
-        ActionSpec("unlock", "Unlock", "unlock", ("Locked",), "Unlocking", True, False),
+        # Seed 003's state table: "Enrolled — … lock, unlock, send a message, or blink a device".
+        ActionSpec("unlock", "Unlock", "unlock", ("Enrolled", "Locked"), "Unlocking", True, False),
         ActionSpec(
             "blink",
             "Start payment reminders",
@@ -204,11 +205,36 @@ def action_body(action: str, ref: DeviceRef, p: ActionParams) -> dict[str, Any]:
             body["tel"] = p.tel.strip()
     if action == "blink":
         body["interval"] = p.interval
-        body["timeLimitEnable"] = p.time_limit is not None
-        body["daysLimitEnable"] = p.days_limit is not None
-        body["timeLimit"] = list(p.time_limit) if p.time_limit is not None else None
-        body["daysLimit"] = list(p.days_limit) if p.days_limit is not None else None
+        body.update(quiet_flags(p))
     return body
+
+
+def quiet_flags(p: ActionParams) -> dict[str, Any]:
+    """The blink's quiet period exactly as chosen, in seed 003's two forms:
+    - hours every day: `timeLimitEnable: true, daysLimitEnable: false, timeLimit: [23, 7], daysLimit: null`;
+    - from a day and hour to a day and hour: `timeLimitEnable: false, daysLimitEnable: true, timeLimit: [6, 7],
+      daysLimit: [0, 1]` (06:00 Sunday to 07:00 Monday)."""
+    span = p.days_limit is not None
+    return {
+        "timeLimitEnable": p.time_limit is not None and not span,
+        "daysLimitEnable": span,
+        "timeLimit": list(p.time_limit) if p.time_limit is not None else None,
+        "daysLimit": list(p.days_limit) if span else None,
+    }
+
+
+def async_body(action: str, items: Sequence[tuple[DeviceRef, ActionParams]]) -> dict[str, Any]:
+    """An `…Async` body as public clients send it (knox-api.md §7): the synchronous body with `deviceUid` a list.
+    Every device of one request shares the parameters (guard.tasks plans one request per set of parameters)."""
+    shared = []
+    for ref, p in items:
+        body = action_body(action, ref, p)
+        for key in {"deviceUid"} if action == "approve" else ref.identifier():
+            body.pop(key)
+        shared.append(body)
+    if any(body != shared[0] for body in shared):
+        raise ValueError("every device of one asynchronous request must share its parameters")
+    return {**shared[0], "deviceUid": [ref.device_uid or ref.requested_id for ref, _ in items]}
 
 
 @dataclass
@@ -268,7 +294,7 @@ class GuardClient:
             raise ValueError(f"at most {KG_ASYNC_MAX_DEVICES} devices per asynchronous request")
         for _, p in items:
             validate(action, p)
-        body = {"deviceList": [action_body(action, ref, p) for ref, p in items]}
+        body = async_body(action, items)
         path = f"/devices/{ACTIONS[action].endpoint}Async"
         self.session.request(self.service, "POST", path, json=body, idempotent=True, transaction_id=transaction_id)
 

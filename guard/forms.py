@@ -102,6 +102,17 @@ class ActionChoiceForm(forms.Form):
         return ACTIONS[self.cleaned_data["action"]]
 
 
+WEEKDAYS = [
+    (0, "Sunday"),
+    (1, "Monday"),
+    (2, "Tuesday"),
+    (3, "Wednesday"),
+    (4, "Thursday"),
+    (5, "Friday"),
+    (6, "Saturday"),
+]
+
+
 def _int_field(label: str, **attrs: Any) -> forms.IntegerField:
     # Ranges are checked by guard.client.validate, which says what the range is and why.
     return forms.IntegerField(required=False, label=label, widget=forms.NumberInput(attrs=attrs))
@@ -126,10 +137,30 @@ class ActionForm(forms.Form):
         widget=forms.TextInput(attrs={"type": "tel"}),
     )
     interval = _int_field("Repeat every (seconds)", min=KG_BLINK_INTERVAL_MIN, max=KG_BLINK_INTERVAL_MAX)
-    time_limit_from = _int_field("Quiet hours from", min=0, max=23)
-    time_limit_to = _int_field("to", min=0, max=23)
-    days_limit_from = _int_field("Quiet days from", min=0, max=6)
-    days_limit_to = _int_field("to", min=0, max=6)
+    # The blink's quiet period, in seed 003's two forms (guard.client.quiet_flags): the same hours every day, or
+    # from a day and hour to a day and hour.
+    quiet = forms.ChoiceField(
+        required=False,
+        label="Quiet period",
+        choices=[
+            ("none", "None"),
+            ("daily", "The same hours every day"),
+            ("span", "From a day and hour to a day and hour"),
+        ],
+        widget=forms.RadioSelect,
+    )
+    time_limit_from = _int_field("Quiet hours from", min=0, max=23, **{"aria-label": "Quiet every day from hour"})
+    time_limit_to = _int_field("to", min=0, max=23, **{"aria-label": "Quiet every day to hour"})
+    days_limit_from = forms.TypedChoiceField(
+        required=False, label="From", choices=[("", "—"), *WEEKDAYS], coerce=int, empty_value=None,
+        widget=forms.Select(attrs={"aria-label": "Quiet from day"}),
+    )  # fmt: skip
+    span_from_hour = _int_field("at hour", min=0, max=23, **{"aria-label": "Quiet from hour (that day)"})
+    days_limit_to = forms.TypedChoiceField(
+        required=False, label="to", choices=[("", "—"), *WEEKDAYS], coerce=int, empty_value=None,
+        widget=forms.Select(attrs={"aria-label": "Quiet to day"}),
+    )  # fmt: skip
+    span_to_hour = _int_field("at hour", min=0, max=23, **{"aria-label": "Quiet to hour (that day)"})
     approve_id = forms.CharField(
         required=False,
         label="Approve ID",
@@ -144,7 +175,10 @@ class ActionForm(forms.Form):
     )
 
     MESSAGE_FIELDS = ("message", "email", "tel")
-    BLINK_FIELDS = ("interval", "time_limit_from", "time_limit_to", "days_limit_from", "days_limit_to")
+    BLINK_FIELDS = (
+        "interval", "quiet", "time_limit_from", "time_limit_to",
+        "days_limit_from", "span_from_hour", "days_limit_to", "span_to_hour",
+    )  # fmt: skip
     APPROVE_FIELDS = ("approve_id", "approve_comment")
     # validate() names ActionParams fields; the pair fields are shown on their first box.
     ERROR_FIELDS = {"time_limit": "time_limit_from", "days_limit": "days_limit_from"}
@@ -176,6 +210,34 @@ class ActionForm(forms.Form):
         return [self[name] for name in self.fields if name not in self.extra_fields()]
 
     @staticmethod
+    def _mode(data: dict[str, Any]) -> str:
+        """The quiet period chosen; when the form was posted without a choice (the command line, an old page), what
+        was filled in says it: days mean a day-and-hour span, hours alone the same hours every day."""
+        chosen = data.get("quiet") or ""
+        if chosen:
+            return chosen
+        if data.get("days_limit_from") is not None or data.get("days_limit_to") is not None:
+            return "span"
+        return "daily" if data.get("time_limit_from") is not None or data.get("time_limit_to") is not None else "none"
+
+    def _quiet_period(self, data: dict[str, Any]) -> dict[str, tuple[int, int] | None]:
+        mode = self._mode(data)
+        if mode == "daily":
+            return {
+                "time_limit": self._pair(data.get("time_limit_from"), data.get("time_limit_to")),
+                "days_limit": None,
+            }
+        if mode == "span":
+            from_hour, to_hour = data.get("span_from_hour"), data.get("span_to_hour")
+            if from_hour is None and to_hour is None:  # posted without a choice: the hours are the plain ones
+                from_hour, to_hour = data.get("time_limit_from"), data.get("time_limit_to")
+            return {
+                "time_limit": self._pair(from_hour, to_hour),
+                "days_limit": self._pair(data.get("days_limit_from"), data.get("days_limit_to")),
+            }
+        return {"time_limit": None, "days_limit": None}
+
+    @staticmethod
     def _pair(a: int | None, b: int | None) -> tuple[int, int] | None:
         if a is None and b is None:
             return None
@@ -191,8 +253,7 @@ class ActionForm(forms.Form):
             email=data.get("email", "").strip(),
             tel=data.get("tel", "").strip(),
             interval=data.get("interval"),
-            time_limit=self._pair(data.get("time_limit_from"), data.get("time_limit_to")),
-            days_limit=self._pair(data.get("days_limit_from"), data.get("days_limit_to")),
+            **self._quiet_period(data),
             approve_id=data.get("approve_id", "").strip(),
             approve_comment=data.get("approve_comment", ""),
         )
@@ -201,8 +262,9 @@ class ActionForm(forms.Form):
         try:
             validate(self.action, params)
         except GuardValidationError as e:
+            span = data.get("quiet") == "span"
             for name, sentence in e.errors.items():
-                field = self.ERROR_FIELDS.get(name, name)
+                field = "span_from_hour" if span and name == "time_limit" else self.ERROR_FIELDS.get(name, name)
                 self.add_error(field if field in self.fields else None, sentence)
         self.params = params
         return data

@@ -15,6 +15,7 @@ transactionId, which Knox does not apply twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import defaultdict
@@ -120,20 +121,29 @@ def plan(job: Job) -> None:
             actions.append(a)
         pending = [a for a in actions if a.outcome == GuardAction.Outcome.PENDING]
         if len(pending) > 1:
-            for seq, start in enumerate(range(0, len(pending), KG_ASYNC_MAX_DEVICES), start=1):
-                chunk = GuardChunk.objects.create(
-                    job=job,
-                    sequence=seq,
-                    action=action,
-                    device_count=len(pending[start : start + KG_ASYNC_MAX_DEVICES]),
-                )
-                for a in pending[start : start + KG_ASYNC_MAX_DEVICES]:
+            for seq, part in enumerate(_async_parts(pending), start=1):
+                chunk = GuardChunk.objects.create(job=job, sequence=seq, action=action, device_count=len(part))
+                for a in part:
                     a.chunk = chunk
                     a.transaction_id = chunk.transaction_id
         GuardAction.objects.bulk_create(actions, batch_size=2000)
         GuardDevice.objects.filter(pk__in=[a.device_id for a in pending if a.device_id]).update(pending_job=job)
         failed = len(actions) - len(pending)
         Job.objects.filter(pk=job.pk).update(total=len(actions), failed=failed, version=F("version") + 1)
+
+
+def _async_parts(pending: list[GuardAction]) -> list[list[GuardAction]]:
+    """The asynchronous requests of a bulk job: at most KG_ASYNC_MAX_DEVICES devices each, and one set of
+    parameters per request (an `…Async` body carries the parameters once for its list of deviceUids; only a bulk
+    approve with each row's own approve ID differs per device)."""
+    groups: dict[str, list[GuardAction]] = {}
+    for a in pending:
+        groups.setdefault(json.dumps(a.params, sort_keys=True), []).append(a)
+    return [
+        group[start : start + KG_ASYNC_MAX_DEVICES]
+        for group in groups.values()
+        for start in range(0, len(group), KG_ASYNC_MAX_DEVICES)
+    ]
 
 
 # --- running ------------------------------------------------------------------------------------------------

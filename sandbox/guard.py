@@ -3,7 +3,7 @@
 Device state machine (seed 003; the transitional states settle after the process delay):
 
     Pending --approve--> Accepted ~~> Enrolled          Pending --reject--> Rejected
-    Enrolled --lock--> Locking ~~> Locked               Locked --unlock--> Unlocking ~~> Enrolled
+    Enrolled --lock--> Locking ~~> Locked               Locked/Enrolled --unlock--> Unlocking ~~> Enrolled
     Enrolled --blink--> StartingReminder ~~> Blinked    Blinked --unlock--> StoppingReminder ~~> Enrolled
     Enrolled|Locked|Blinked --complete--> Completing ~~> Completed
     Rejected|Completed --delete--> (gone)               Enrolled|Locked|Blinked --sendMessage--> (unchanged)
@@ -297,12 +297,14 @@ def perform(app: Sandbox, action: str, body: Any) -> dict[str, Any]:
         dev = _transition(app, dev, "Locking", **changes)
     elif action == "unlock":
         # There is no documented "stop reminder" call; unlock also ends a blinking reminder (docs/sandbox.md).
-        if state == "Locked":
+        # Seed 003: "Enrolled — … lock, unlock, send a message, or blink a device". Unlocking an Enrolled device
+        # is accepted and leaves it Enrolled (through Unlocking, like any unlock).
+        if state in ("Locked", "Enrolled"):
             dev = _transition(app, dev, "Unlocking")
         elif state == "Blinked":
             dev = _transition(app, dev, "StoppingReminder", reminder=None)
         else:
-            raise _wrong_state(dev, action, ("Locked", "Blinked"), rid)
+            raise _wrong_state(dev, action, ("Enrolled", "Locked", "Blinked"), rid)
     elif action == "blink":
         if state not in KG_BLINKABLE_STATES:
             raise _wrong_state(dev, action, KG_BLINKABLE_STATES, rid)
@@ -356,9 +358,9 @@ def _async_action(action: str) -> Callable[[Sandbox, Request], Response]:
             body = _body(req)
         except KgError as exc:
             return exc.response()
-        items = body.get("deviceList")
-        if not isinstance(items, list) or not items:
-            return kg_error(KG_INVALID_PARAM, "deviceList must be a non-empty array")
+        items = async_items(body)
+        if not items:
+            return kg_error(KG_INVALID_PARAM, "deviceUid must be a non-empty array of device identifiers")
         if len(items) > KG_ASYNC_MAX_DEVICES:
             return kg_error(KG_BULK_LIMIT_EXCEEDED, f"at most {KG_ASYNC_MAX_DEVICES} devices per asynchronous request")
         fingerprint = hashlib.sha256((action + json.dumps(body, sort_keys=True)).encode()).hexdigest()
@@ -404,6 +406,20 @@ def _async_action(action: str) -> Callable[[Sandbox, Request], Response]:
 
     handler.__name__ = f"kg_{action}_async"
     return handler
+
+
+def async_items(body: dict[str, Any]) -> list[Any]:
+    """The per-device bodies of an `…Async` request, in either form (knox-api.md §6 q17):
+    - the synchronous body with `deviceUid` a list, as public clients send it (§7): each device gets the shared
+      parameters;
+    - `{"deviceList": [<sync body>, …]}`, the form this project guessed first: still accepted (lenient).
+    Anything else is [] (refused)."""
+    uids = body.get("deviceUid")
+    if isinstance(uids, list):
+        shared = {k: v for k, v in body.items() if k != "deviceUid"}
+        return [{**shared, "deviceUid": uid} for uid in uids]
+    items = body.get("deviceList")
+    return items if isinstance(items, list) else []
 
 
 def _requested(item: Any) -> str | None:

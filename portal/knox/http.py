@@ -4,7 +4,8 @@ What every call gets:
 - a pooled `requests.Session` per account and process, with connect/read timeouts from settings;
 - credentials for the service (portal.knox.auth), renewed once and retried once on a 401 (or a 403 whose code
   says the token is bad or expired);
-- an `x-knox-transactionId` header (32 hex characters unless the caller passes its own);
+- a transaction id (32 hex characters unless the caller passes its own) in every log line, sent as the
+  `x-knox-transactionId` header only to Knox Guard, the one API that documents it (seed 003; knox-api.md §4.1);
 - pacing under the service's rate limit, shared by every process (portal.knox.ratelimit);
 - bounded retries with exponential backoff and full jitter on 429, 500, 502, 503, 504 and connection errors,
   honouring `Retry-After`;
@@ -60,6 +61,11 @@ USER_AGENT = "knox-reseller-portal/0.1"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 _local = threading.local()
+
+
+# Knox Guard documents the x-knox-transactionId header (seed 003); KDP carries its transactionId in the body,
+# and neither E-FOTA nor the token endpoints mention one, so they get none.
+TRANSACTION_HEADER_SERVICES = frozenset({"guard"})
 
 
 def _session_for(account_pk: int) -> requests.Session:
@@ -214,7 +220,9 @@ class KnoxSession:
         attempts = 0
         while True:
             attempts += 1
-            send_headers = {"x-knox-transactionId": transaction_id, **(headers or {})}
+            send_headers = dict(headers or {})
+            if service in TRANSACTION_HEADER_SERVICES:
+                send_headers.setdefault("x-knox-transactionId", transaction_id)
             if auth is not None:
                 send_headers.update(auth.headers(self))
             if service != "auth":

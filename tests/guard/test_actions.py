@@ -68,3 +68,30 @@ def test_sync_refreshes_states(guard_synced, knox_sandbox):
     sync_devices(job.pk)
     d.refresh_from_db()
     assert d.state == "Enrolled" and d.synced_at
+
+
+def test_a_day_span_blink_reaches_knox_with_exactly_the_seed_003_flags(guard_synced, knox_sandbox):
+    """Bulk (async, deviceUid as a list) and single (sync): Knox stores the quiet period as chosen."""
+    enrolled = list(GuardDevice.objects.filter(account=guard_synced, state="Enrolled").order_by("id"))
+    params = ActionParams(message="Due", tel="+44 20 7946 0000", interval=3600, time_limit=(6, 7), days_limit=(0, 1))
+    for devices in (enrolled[:2], enrolled[2:3]):
+        job = queue_action(guard_synced, "blink", params, user=None, devices=[d.pk for d in devices])
+        run_actions(job.pk)
+        job.refresh_from_db()
+        assert job.status == Job.Status.SUCCEEDED, job.error_summary
+    knox = requests.get(f"{knox_sandbox.url}/_sandbox/state", timeout=10).json()["guard"]["devices"]
+    for d in enrolled[:3]:
+        reminder = knox[d.device_uid]["reminder"]
+        flags = {k: reminder[k] for k in ("timeLimitEnable", "daysLimitEnable", "timeLimit", "daysLimit")}
+        assert flags == {"timeLimitEnable": False, "daysLimitEnable": True, "timeLimit": [6, 7], "daysLimit": [0, 1]}
+
+
+def test_unlock_of_an_enrolled_device_is_sent_and_accepted(guard_synced, knox_sandbox):
+    """Seed 003: Enrolled allows lock, unlock, message and blink; the portal no longer refuses it before sending."""
+    d = device_in(guard_synced, "Enrolled")
+    job = queue_action(guard_synced, "unlock", ActionParams(), user=None, devices=[d.pk])
+    run_actions(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error_summary
+    assert GuardAction.objects.get(job=job).code == ""
+    assert knox_state(knox_sandbox, d.device_uid) in ("Unlocking", "Enrolled")

@@ -120,7 +120,7 @@ class BulkPreviewTestCase(BaseTestCase):
         assert "<html" not in html and 'id="bulk-action"' in html
         assert "Type <code>LOCK 10</code> to confirm" in html
         blink = unescape(self.client.get(self.url, {"action": "blink"}).content.decode())
-        assert "to confirm" not in blink and "Quiet hours" in blink
+        assert "to confirm" not in blink and "Quiet period" in blink
         approve = self.client.get(self.url, {"action": "approve"}).content.decode()
         assert 'name="approve_comment"' in approve and 'name="approve_id"' not in approve  # unique per device
 

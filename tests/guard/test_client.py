@@ -184,18 +184,19 @@ def test_blink_carries_the_interval_and_the_quiet_periods():
         "objectId": FULL.object_id, "message": "Due", "tel": "123", "interval": 3600,
         "timeLimitEnable": False, "daysLimitEnable": False, "timeLimit": None, "daysLimit": None,
     }  # fmt: skip
-    quiet = action_body(
-        "blink", FULL, ActionParams(message="Due", tel="123", interval=60, time_limit=(22, 7), days_limit=(6, 0))
+    # Seed 003's days-window example, exactly: silent from 06:00 Sunday to 07:00 Monday.
+    span = action_body(
+        "blink", FULL, ActionParams(message="Due", tel="123", interval=60, time_limit=(6, 7), days_limit=(0, 1))
     )
-    assert (quiet["timeLimitEnable"], quiet["timeLimit"]) == (True, [22, 7])
-    assert (quiet["daysLimitEnable"], quiet["daysLimit"]) == (True, [6, 0])
-    hours_only = action_body("blink", FULL, ActionParams(message="Due", tel="1234", interval=60, time_limit=(1, 6)))
-    assert (hours_only["timeLimitEnable"], hours_only["daysLimitEnable"], hours_only["daysLimit"]) == (
-        True,
-        False,
-        None,
-    )
-    json.dumps(quiet)  # tuples became JSON arrays
+    assert {k: span[k] for k in ("timeLimitEnable", "daysLimitEnable", "timeLimit", "daysLimit")} == {
+        "timeLimitEnable": False, "daysLimitEnable": True, "timeLimit": [6, 7], "daysLimit": [0, 1],
+    }  # fmt: skip
+    # Seed 003's hours example, exactly: silent from 23:00 to 07:00 every day.
+    daily = action_body("blink", FULL, ActionParams(message="Due", tel="1234", interval=60, time_limit=(23, 7)))
+    assert {k: daily[k] for k in ("timeLimitEnable", "daysLimitEnable", "timeLimit", "daysLimit")} == {
+        "timeLimitEnable": True, "daysLimitEnable": False, "timeLimit": [23, 7], "daysLimit": None,
+    }  # fmt: skip
+    json.dumps(span)  # tuples became JSON arrays
 
 
 def test_actions_without_parameters_send_only_the_identifier():
@@ -213,7 +214,7 @@ def test_each_action_is_allowed_from_the_seed_003_states():
         "approve": ("Pending",),
         "reject": ("Pending",),
         "lock": ("Enrolled",),
-        "unlock": ("Locked",),
+        "unlock": ("Enrolled", "Locked"),
         "blink": ("Enrolled",),
         "stop-blink": ("Blinked",),
         "message": ("Enrolled", "Locked", "Blinked"),
@@ -318,8 +319,21 @@ def test_a_429_on_an_async_request_is_retried_with_the_same_transaction_id(clien
     assert len(sent) == 2 and sleeps and sleeps[0] >= 2  # Retry-After honoured
     assert {c.request.headers["x-knox-transactionId"] for c in sent} == {"tx42"}
     assert sent[0].request.body == sent[1].request.body  # the same request again: Knox keys it on the id
-    body = json.loads(sent[1].request.body)
-    assert [set(d) for d in body["deviceList"]] == [{"objectId", "message", "tel"}, {"deviceUid", "message", "tel"}]
+    # The synchronous body with deviceUid a list, as public clients send it (knox-api.md §7).
+    assert json.loads(sent[1].request.body) == {
+        "message": "Pay", "tel": "123", "deviceUid": [FULL.device_uid, "359221581300455"],
+    }  # fmt: skip
+
+
+def test_an_async_request_carries_one_set_of_parameters():
+    from guard.client import async_body
+
+    one = ActionParams(message="Pay", tel="123")
+    other = ActionParams(message="Pay now", tel="123")
+    with pytest.raises(ValueError, match="share its parameters"):
+        async_body("lock", [(FULL, one), (DeviceRef(device_uid="359221581300455"), other)])
+    approve = async_body("approve", [(FULL, ActionParams(approve_comment="KYC"))])
+    assert approve == {"approveComment": "KYC", "deviceUid": [FULL.device_uid]}
 
 
 @responses.activate

@@ -18,8 +18,9 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from guard.client import quiet_flags
 from guard.models import GuardAction, GuardDevice, GuardLicence
-from guard.tasks import run_actions
+from guard.tasks import params_from, run_actions
 from portal.models import AuditEvent, Job, KnoxAccount
 from tests.base import BaseTestCase, make_user
 from tests.guard.conftest import device_in
@@ -188,7 +189,7 @@ class DeviceDetailTestCase(BaseTestCase):
     def test_it_offers_only_the_actions_the_state_allows(self):
         for state, expected in (
             ("Pending", ["approve", "reject"]),
-            ("Enrolled", ["lock", "blink", "message", "complete"]),
+            ("Enrolled", ["lock", "unlock", "blink", "message", "complete"]),
             ("Locked", ["unlock", "message", "complete"]),
             ("Blinked", ["stop-blink", "message", "complete"]),
             ("Completed", ["delete"]),
@@ -210,7 +211,7 @@ class DeviceDetailTestCase(BaseTestCase):
         self.client.force_login(self.admin)
         html = self.client.get(self.url).content.decode()
         assert 'data-confirm="Lock the phone' in html and 'data-confirm="Release' in html
-        assert "Quiet hours" in html and "0 = Sunday" in html  # the blink schedule rules next to the fields
+        assert "Quiet period" in html and "The same hours every day" in html and "Sunday at 6 to Monday at 7" in html
 
     def test_it_lists_every_action_of_the_device_with_its_job_and_explanation(self):
         job = Job.objects.create(kind="guard.lock", account=self.account, created_by=self.admin)
@@ -257,6 +258,11 @@ class DeviceActTestCase(BaseTestCase):
         assert event.actor == user and event.target_id == str(job.pk)
         return job
 
+    def queued(self, r) -> Job:
+        job = Job.objects.get()
+        self.assertRedirects(r, f"/guard/jobs/{job.pk}/", fetch_redirect_response=False)
+        return job
+
     def test_an_admin_locks_with_message_and_contact(self):
         r = self.act(self.admin, "lock", message="Payment overdue", **CONTACT)
         job = self.assert_queued(r, "lock", self.admin)
@@ -290,6 +296,43 @@ class DeviceActTestCase(BaseTestCase):
         p = job.params["action_params"]
         assert (p["time_limit"], p["days_limit"], p["interval"]) == ([6, 7], [0, 1], 60)
 
+    def test_the_two_quiet_periods_of_seed_003_are_sent_as_chosen(self):
+        """ "The same hours every day" sends only the hours; "from a day and hour to a day and hour" the days and
+        their hours. Values typed in the other part of the form are ignored, not sent."""
+        r = self.act(self.operator, "blink", message="Due", interval=60, quiet="daily", time_limit_from=23,
+                     time_limit_to=7, days_limit_from=2, days_limit_to=3, **CONTACT)  # fmt: skip
+        p = self.queued(r).params["action_params"]
+        assert (p["time_limit"], p.get("days_limit")) == ([23, 7], None)
+        assert quiet_flags(params_from(Job.objects.get()))["timeLimitEnable"] is True
+        Job.objects.all().delete()
+        r = self.act(self.operator, "blink", message="Due", interval=60, quiet="span", days_limit_from=0,
+                     span_from_hour=6, days_limit_to=1, span_to_hour=7, time_limit_from=22, **CONTACT)  # fmt: skip
+        job = self.queued(r)
+        assert (job.params["action_params"]["time_limit"], job.params["action_params"]["days_limit"]) == (
+            [6, 7],
+            [0, 1],
+        )
+        assert quiet_flags(params_from(job)) == {
+            "timeLimitEnable": False, "daysLimitEnable": True, "timeLimit": [6, 7], "daysLimit": [0, 1],
+        }  # fmt: skip
+        Job.objects.all().delete()
+        r = self.act(self.operator, "blink", message="Due", interval=60, quiet="none", time_limit_from=23,
+                     time_limit_to=7, **CONTACT)  # fmt: skip
+        p = self.queued(r).params["action_params"]
+        assert "time_limit" not in p and "days_limit" not in p
+
+    def test_a_day_span_without_its_hours_is_explained_on_the_hours(self):
+        self.client.force_login(self.operator)
+        r = self.act(self.operator, "blink", message="Due", interval=60, quiet="span", days_limit_from=0,
+                     days_limit_to=1, **CONTACT)  # fmt: skip
+        assert not Job.objects.exists()
+        page = (
+            unescape(self.client.get(r["Location"]).content.decode())
+            if r.status_code == 302
+            else unescape(r.content.decode())
+        )
+        assert "Quiet days also need the quiet hours" in page
+
     def test_an_operator_gets_403_on_lock_unlock_complete_and_delete(self):
         for action, state in (("lock", "Enrolled"), ("unlock", "Locked"), ("complete", "Enrolled"),
                               ("delete", "Completed")):  # fmt: skip
@@ -312,10 +355,10 @@ class DeviceActTestCase(BaseTestCase):
         assert self.client.get(self.url).status_code == 405
 
     def test_it_refuses_an_action_the_state_does_not_allow(self):
-        r = self.act(self.admin, "unlock", "Enrolled")
+        r = self.act(self.admin, "unlock", "Pending")
         self.assertRedirects(r, f"/guard/devices/{self.device.pk}/", fetch_redirect_response=False)
         page = unescape(self.client.get(r["Location"]).content.decode())
-        assert "“Unlock” is not possible now: the device is Enrolled (Active)" in page
+        assert "“Unlock” is not possible now: the device is Pending" in page
         assert not Job.objects.exists()
 
     def test_it_refuses_a_device_another_job_is_acting_on(self):

@@ -242,21 +242,25 @@ def test_a_reset_after_sending_a_non_idempotent_call_is_outcome_unknown(account,
 
 
 @responses.activate
-def test_every_call_carries_a_transaction_id_kept_across_retries(account, sleeps):
+def test_knox_guard_calls_carry_a_transaction_id_kept_across_retries_and_only_they(account, sleeps):
+    """x-knox-transactionId is a Knox Guard header (seed 003): KDP keeps its transactionId in the body, and
+    neither E-FOTA nor the token calls document one."""
     token_answers("t")
+    responses.post(LOCK_URL, status=429)
+    responses.post(LOCK_URL, json={"result": "SUCCESS"})
     responses.get(CUSTOMERS_URL, status=503)
     responses.get(CUSTOMERS_URL, json={})
     responses.put(f"{BASE}/kcs/v1/rp/devices/upload", json={})
     session = KnoxSession(account, sleep=sleeps)
+    session.request("guard", "POST", "/devices/lock", json={}, idempotent=False)
+    session.request("guard", "POST", "/devices/lock", json={}, idempotent=False, transaction_id="abc123")
     session.request("kdp", "GET", "/customers", idempotent=True)
     session.request("kdp", "PUT", "/devices/upload", json={}, idempotent=True, transaction_id="abc123")
-    ids = [c.request.headers.get("x-knox-transactionId") for c in responses.calls]
-    assert all(ids)
-    customer_ids = [
-        c.request.headers["x-knox-transactionId"] for c in responses.calls if c.request.url == CUSTOMERS_URL
-    ]
-    assert len(set(customer_ids)) == 1 and len(customer_ids[0]) == 32
-    assert responses.calls[-1].request.headers["x-knox-transactionId"] == "abc123"
+    lock_ids = [c.request.headers.get("x-knox-transactionId") for c in responses.calls if c.request.url == LOCK_URL]
+    assert len(lock_ids) == 3 and lock_ids[0] == lock_ids[1] and len(lock_ids[0]) == 32  # kept across the 429
+    assert lock_ids[2] == "abc123"
+    others = [c for c in responses.calls if c.request.url != LOCK_URL]
+    assert others and not any("x-knox-transactionId" in c.request.headers for c in others)
 
 
 @responses.activate

@@ -137,6 +137,31 @@ def test_blink_and_stop_by_unlock(client: KnoxClient) -> None:
     client.wait_guard_state(dev["deviceUid"], "Enrolled")
 
 
+def test_unlock_of_an_enrolled_device_is_accepted(client: KnoxClient) -> None:
+    """Seed 003's state table: "Enrolled — This state allows the device to be controlled by Knox Guard to lock,
+    unlock, send a message, or blink a device." It passes through Unlocking and stays Enrolled."""
+    dev = _devices(client, "Enrolled")[0]
+    assert client.kg("POST", "/devices/unlock", json={"deviceUid": dev["deviceUid"]}).status_code == 200
+    assert client.state()["guard"]["devices"][dev["deviceUid"]]["state"] == "Unlocking"
+    client.wait_guard_state(dev["deviceUid"], "Enrolled")
+
+
+def test_async_bodies_in_both_forms(client: KnoxClient) -> None:
+    """`…Async` takes the synchronous body with deviceUid a list (public clients, knox-api.md §7), and still the
+    {"deviceList": [...]} form this project guessed first (§6 q17: lenient where the evidence is not a seed)."""
+    first, second = _devices(client, "Enrolled")[:2]
+    listed = {"deviceUid": [first["deviceUid"]], "message": "m", "tel": "+1"}
+    r = client.kg("POST", "/devices/sendMessageAsync", json=listed, tx="form1")
+    assert r.status_code == 200
+    wrapped = {"deviceList": [{"deviceUid": second["deviceUid"], "message": "m", "tel": "+1"}]}
+    r = client.kg("POST", "/devices/sendMessageAsync", json=wrapped, tx="form2")
+    assert r.status_code == 200
+    results = client.state()["guard"]["transactions"]
+    assert (results["form1"]["success"], results["form2"]["success"]) == (1, 1)
+    r = client.kg("POST", "/devices/sendMessageAsync", json={"message": "m"}, tx="form3")
+    assert r.status_code == 400 and r.json()["error"]["code"] == 4000000
+
+
 def test_complete_then_delete(client: KnoxClient) -> None:
     dev = _devices(client, "Locked")[0]
     assert client.kg("POST", "/devices/complete", json={"approveId": dev["approveId"]}).status_code == 200
@@ -154,7 +179,7 @@ def test_complete_then_delete(client: KnoxClient) -> None:
         ("Enrolled", "approve", {}),
         ("Enrolled", "reject", {}),
         ("Enrolled", "delete", {}),
-        ("Enrolled", "unlock", {}),
+        ("Pending", "unlock", {}),
         ("Locked", "lock", {"message": "m", "tel": "1"}),
         ("Blinked", "blink", {"interval": 60, "message": "m", "tel": "1"}),
         ("Completed", "lock", {"message": "m", "tel": "1"}),

@@ -94,7 +94,8 @@ class Command(SpreadsheetJobCommand):
             "--quiet-days",
             default="",
             metavar="FROM-TO",
-            help="blink: no reminders on these days, 0 = Sunday, e.g. 6-0.",
+            help="blink: with --quiet-hours, no reminders from the first day at the first hour to the second day at "
+            "the second hour (0 = Sunday): --quiet-days 0-1 --quiet-hours 6-7 is 06:00 Sunday to 07:00 Monday.",
         )
         parser.add_argument(
             "--approve-id", default="", metavar="X", help="approve: the approve ID to assign (one device only)."
