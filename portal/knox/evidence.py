@@ -213,7 +213,8 @@ EVIDENCE: dict[str, Evidence] = {
         GUARD,
         "§6 q19",
         GUESS,
-        'seed 003: x-knox-transactionId is an "optional user generated unique alpha numeric code"; no length',
+        'seed 003: x-knox-transactionId is an "optional user generated unique alpha numeric code", no length; '
+        'public Knox Guard clients send 32 hex (C#) or 12 ("M00118000001", PHP)',
         "limit",
         alternatives=("no header at all (it is optional) on a synchronous call",),
     ),
