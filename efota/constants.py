@@ -1,26 +1,27 @@
-"""E-FOTA (b2bfota v2) values, documented (seed 004, knox-api.md §5) or assumed (§6), shared by name and value with
-the sandbox; tests/test_shared_constants.py keeps the two in step."""
+"""E-FOTA (b2bfota v2) values, documented (seed 004, knox-api.md §5) or assumed (§6). Each comment names its
+evidence; portal/knox/evidence.py holds the same in code and tests/test_evidence.py checks it."""
 
 from __future__ import annotations
 
 # Seed 004 field limits, in UTF-8 bytes (not characters).
 EFOTA_ID_MAX_BYTES = 50
 EFOTA_LICENSE_MAX_BYTES = 100
-# knox-api.md §5.3: at most 100 serial numbers per call; larger lists are sent in several calls.
+# Samsung docs (knox-api.md §5.3): at most 100 serial numbers per call; larger lists are sent in several calls.
 EFOTA_MAX_DEVICES_PER_CALL = 100
-# §6 q23: FUD_1004 is the licence parameter error (missing or over 100 bytes).
+# §6 q23 (guess: seed 004 lists it as the fourth parameter error): FUD_1004 is the licence parameter error
+# (missing or over 100 bytes).
 EFOTA_FUD_PARAM_LICENSE = "FUD_1004"
-# §6 q24: the only networkType value we know.
+# §6 q24 (Samsung docs' forceUpdate example): the only networkType value we know.
 EFOTA_NETWORK_TYPES = ("WIFIONLY",)
-# §6 q25: an 11-character alphanumeric Samsung serial number.
+# §6 q25 (Samsung docs say "11 digit"; seed 001's serial has letters): an 11-character alphanumeric serial.
 EFOTA_SERIAL_LENGTH = 11
-# targetFirmwareVersion may be "Latest" (knox-api.md §5.4).
+# targetFirmwareVersion may be "Latest" (Samsung docs, knox-api.md §5.4).
 EFOTA_LATEST_FIRMWARE = "Latest"
-# The root element of groupLicenseChange is not shown in the docs; assumed like the others (docs/sandbox.md).
+# Guess (§6 q28): the root element of groupLicenseChange is not shown in the docs; named like the others.
 EFOTA_GROUP_LICENSE_CHANGE_ROOT = "B2bGroupLicenseChangeVO"
 
-# FUD_3017..3022 are listed for groupRegister without meanings (seed 004; §6 q23). Our readings, shared with the
-# sandbox (docs/sandbox.md "Assumptions"); FUD_9001/9003 are service errors, retried with back-off.
+# FUD_3017..3022 are listed for groupRegister without meanings (seed 004; §6 q23). Our readings (guesses), which the
+# sandbox also assumes (docs/sandbox.md "Assumptions"); FUD_9001/9003 are service errors, retried with back-off.
 EFOTA_FUD_LICENSE_NOT_FOUND = "FUD_3017"
 EFOTA_FUD_LICENSE_EXPIRED = "FUD_3018"
 EFOTA_FUD_GROUP_OTHER_LICENSE = "FUD_3019"

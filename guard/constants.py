@@ -1,5 +1,5 @@
-"""Knox Guard values, documented (seed 003, knox-api.md §4) or assumed (§6), shared by name and value with the
-sandbox; tests/test_shared_constants.py keeps the two in step."""
+"""Knox Guard values, documented (seed 003, knox-api.md §4) or assumed (§6). Each comment names its evidence;
+portal/knox/evidence.py holds the same in code and tests/test_evidence.py checks it."""
 
 from __future__ import annotations
 

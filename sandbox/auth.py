@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from sandbox.store import Sandbox
 
 _JWT_CACHE_MAX = 50_000
+# A whole number written as JSON text: ASCII digits only (int() alone would also take " 30", "3_0" and "٣٠").
+_INT_TEXT = re.compile(r"-?[0-9]{1,11}")
 
 
 @dataclass(slots=True)
@@ -105,9 +108,8 @@ def access_token(app: Sandbox, req: Request) -> Response:
         return ams_error(AMS_INVALID_PARAM, "clientIdentifierJwt is required")
     validity = KNOX_ACCESS_TOKEN_VALIDITY_MINUTES
     if req.path.startswith("/ams/v1/") and "validityForAccessTokenInMinutes" in body:
-        validity = body["validityForAccessTokenInMinutes"]
-        # bool is an int subclass in Python, but `true` is not an int32 in Java.
-        if not isinstance(validity, int) or isinstance(validity, bool) or not -(2**31) <= validity < 2**31:
+        validity = _int32(body["validityForAccessTokenInMinutes"])
+        if validity is None:
             return ams_error(AMS_VALIDITY_INVALID, "validityForAccessTokenInMinutes must be an int32")
         if validity < 1 or validity > KNOX_ACCESS_TOKEN_VALIDITY_MINUTES:
             return ams_error(
@@ -159,6 +161,21 @@ def access_token(app: Sandbox, req: Request) -> Response:
         _prune(tokens, now)
         app.mark_dirty()
     return json_response({"accessToken": token})
+
+
+def _int32(value: object) -> int | None:
+    """The int32 a Java (Jackson) server reads from a JSON value, or None when it is not one.
+
+    Knox documents an int32 (4002251), but two public Java clients send the string "30"; Jackson, like most Java
+    JSON binders, coerces a string of digits into an int field. The evidence conflicts, so the sandbox accepts both
+    forms (knox-api.md section 6) and still refuses fractions, booleans, other strings and values out of range.
+    """
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        value = int(value)
+    # bool is an int subclass in Python, but `true` is not an int32 in Java.
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
+        return None
+    return value
 
 
 def _prune(tokens: dict[str, dict[str, Any]], now: float) -> None:

@@ -120,3 +120,16 @@ def test_redis_url_switches_queue_and_cache():
         check=True,
     )
     assert r.stdout.split() == ["redis://127.0.0.1:6379/3", "django.core.cache.backends.redis.RedisCache"]
+
+
+@pytest.mark.skipif(
+    bool({"KNOX_KDP_RATE_LIMIT", "KNOX_GUARD_RATE_LIMIT"} & set(os.environ)),
+    reason="rate limits overridden by the environment",
+)
+def test_default_rate_limits_follow_the_constants():
+    """The pacing defaults are the documented (KG, seed 003) and assumed (KDP, knox-api.md §6 q11) limits."""
+    from guard.constants import KG_MAX_REQUESTS_PER_SECOND
+    from kdp.constants import KDP_MAX_REQUESTS_PER_SECOND
+
+    assert portal_settings.KNOX_KDP_RATE_LIMIT == KDP_MAX_REQUESTS_PER_SECOND
+    assert portal_settings.KNOX_GUARD_RATE_LIMIT == KG_MAX_REQUESTS_PER_SECOND
