@@ -42,6 +42,9 @@ KDP_POLL_TIMEOUT_SECONDS = 3600
 KDP_TRANSACTION_ID_MAX_LENGTH = 32
 # [9] Largest (and default) page of GET /kcs/v1/rp/devices; paging parameters pageNum/pageSize.
 KDP_PAGE_SIZE = 1000
+# The largest pageSize the sandbox answers: seed 001's V2 list example answers "pageSize": 1000000, so nothing
+# up to that is refused (lenient: no maximum is documented).
+KDP_PAGE_SIZE_ACCEPTED = 1_000_000
 # [10] The list-devices IMEI key: the sandbox emits `mei`, as seed 001 shows.
 KDP_LIST_IMEI_KEYS = ("imei", "mei")
 # [11] KDP requests per second per token (the Knox Configure figure).

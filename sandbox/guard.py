@@ -180,10 +180,12 @@ def _flag(body: dict[str, Any], name: str, rid: str) -> bool:
     return value
 
 
-def _contact(body: dict[str, Any], rid: str) -> dict[str, str | None]:
+def _contact(body: dict[str, Any], rid: str, *, required: bool = False) -> dict[str, str | None]:
+    """The phone number and email shown with a message. Seed 003 requires one of them for blink only; lock and
+    sendMessage take them optionally (a public C# client sends sendMessage without: knox-api.md §7)."""
     email = _text(body, "email", 320, required=False, rid=rid)
     tel = _text(body, "tel", 50, required=False, rid=rid)
-    if KG_CONTACT_REQUIRED and not email and not tel:
+    if required and not email and not tel:
         raise _invalid("Either a phone number or E-mail address is required", rid)
     return {"email": email, "tel": tel}
 
@@ -212,7 +214,7 @@ def _blink_settings(body: dict[str, Any], rid: str) -> dict[str, Any]:
     if not KG_BLINK_INTERVAL_MIN <= interval <= KG_BLINK_INTERVAL_MAX:
         raise _invalid(f"interval must be between {KG_BLINK_INTERVAL_MIN} and {KG_BLINK_INTERVAL_MAX}", rid)
     message = _text(body, "message", KG_MESSAGE_MAX_LENGTH, required=True, rid=rid)
-    contact = _contact(body, rid)
+    contact = _contact(body, rid, required=KG_CONTACT_REQUIRED)
     time_enable = _flag(body, "timeLimitEnable", rid)
     days_enable = _flag(body, "daysLimitEnable", rid)
     time_limit = _pair(body, "timeLimit", 23, rid)

@@ -36,6 +36,7 @@ from sandbox.constants import (
     KDP_GEN1_RESELLER_ID_MISSING,
     KDP_INVALID_PARAM,
     KDP_PAGE_SIZE,
+    KDP_PAGE_SIZE_ACCEPTED,
     KDP_PENDING_CUSTOMER,
     KDP_PROFILE_ALIAS_HEADERS,
     KDP_PROFILE_ALIAS_NAME_KEY,
@@ -158,8 +159,8 @@ def _paging(req: Request, default_size: int = KDP_PAGE_SIZE) -> tuple[int, int]:
         page_size = int(req.q("pageSize") or default_size)
     except ValueError:
         raise _bad(KDP_INVALID_PARAM, "pageNum and pageSize must be whole numbers") from None
-    if page_num < 0 or not 1 <= page_size <= KDP_PAGE_SIZE:
-        raise _bad(KDP_INVALID_PARAM, f"pageNum must be >= 0 and pageSize between 1 and {KDP_PAGE_SIZE}")
+    if page_num < 0 or not 1 <= page_size <= KDP_PAGE_SIZE_ACCEPTED:
+        raise _bad(KDP_INVALID_PARAM, f"pageNum must be >= 0 and pageSize between 1 and {KDP_PAGE_SIZE_ACCEPTED}")
     return page_num, page_size
 
 

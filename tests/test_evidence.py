@@ -151,6 +151,18 @@ def test_seed_and_client_transaction_ids_are_both_accepted(knox: KnoxClient, for
     assert knox.wait_complete(tx)["state"] == "Complete"
 
 
+@checks("KDP_PAGE_SIZE")
+def test_kdp_lists_take_the_page_size_of_seed_001s_example(knox: KnoxClient) -> None:
+    assert knox.kdp("GET", "/devices", params={"pageSize": 1_000_000}).status_code == 200
+
+
+@checks("KG_CONTACT_REQUIRED")
+def test_send_message_without_a_contact_is_accepted(knox: KnoxClient) -> None:
+    enrolled = next(d for d in knox.state()["guard"]["devices"].values() if d["state"] == "Enrolled")
+    r = knox.kg("POST", "/devices/sendMessage", json={"deviceUid": enrolled["deviceUid"], "message": "Hello"})
+    assert r.status_code == 200, r.text
+
+
 @checks("KDP_LIST_IMEI_KEYS")
 @pytest.mark.parametrize("key", ["mei", "imei"])
 def test_the_client_reads_the_imei_under_either_key(key: str) -> None:

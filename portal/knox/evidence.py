@@ -167,9 +167,8 @@ EVIDENCE: dict[str, Evidence] = {
         "§6 q9",
         GUESS,
         'seed 001\'s V2 list answers "pageNum": 0, "pageSize": 1000000; no maximum is stated',
-        "limit",
-        open="the sandbox refuses pageSize above 1000 although seed 001's example answers 1000000 "
-        "(sandbox/kdp.py; our client never asks for more than 1000)",
+        "lenient",
+        alternatives=("pageSize 1000000, as seed 001's example answers",),
     ),
     "KDP_LIST_IMEI_KEYS": Evidence(
         KDP,
@@ -232,8 +231,9 @@ EVIDENCE: dict[str, Evidence] = {
         'seed 003 (blink): "You must provide either a phone number or an email address"; applied to lock and '
         "sendMessage",
         "strict",
-        open="a public C# client sends sendMessage without tel/email, which the sandbox refuses: the seed speaks "
-        "of blink only, so the sandbox should accept it there (sandbox/guard.py, follow-up)",
+        alternatives=(
+            "sendMessage without tel/email, as a public C# client sends it (the seed requires one for blink only)",
+        ),
     ),
     "KG_DEVICE_STATES": Evidence(
         GUARD,

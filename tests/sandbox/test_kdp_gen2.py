@@ -185,7 +185,9 @@ def test_list_devices_filters_by_customer_and_bounds_paging(client: KnoxClient) 
     body = client.kdp("GET", "/devices", params={"customerId": customer["customerId"]}).json()
     assert sorted(d["mei"] for d in body["devices"]) == sorted(customer["devices"])
     assert {d["customerName"] for d in body["devices"]} == {customer["name"]}
-    _error_object(client.kdp("GET", "/devices", params={"pageSize": 1001}), 400, 4000000, "RESOURCE_INVALID_PARAM")
+    # Seed 001's V2 example answers pageSize 1000000: no smaller maximum is refused.
+    assert client.kdp("GET", "/devices", params={"pageSize": 1_000_000}).json()["pageSize"] == 1_000_000
+    _error_object(client.kdp("GET", "/devices", params={"pageSize": 1_000_001}), 400, 4000000, "RESOURCE_INVALID_PARAM")
     _error_object(client.kdp("GET", "/devices", params={"pageNum": -1}), 400, 4000000, "RESOURCE_INVALID_PARAM")
     _error_object(client.kdp("GET", "/devices", params={"customerId": "nope"}), 400, 40000011, "CUSTOMER_ID_INVALID")
 
