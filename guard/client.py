@@ -372,3 +372,98 @@ class GuardClient:
 
 def is_state_error(e: errors.KnoxError) -> bool:
     return e.code == "4000310"
+
+
+# --- per-device results of an upload: GET devices/uploads/{uploadId} (seed 003) -----------------------------------
+# Here rather than on GuardClient because this part of the module is added at its end; `upload_info` above reads the
+# first page only.
+
+# Knox Guard's uploadStatus while it is still working on an upload: the only value seed 003 shows (in the answer to
+# POST devices/uploads). The sandbox says "Complete" once done; any value other than this one is taken as final.
+KG_UPLOAD_STATUS_PROGRESS = "Progress"
+# Knox's per-device `result` words (the sandbox's, which follow the async resultList of POST /transaction).
+_SUCCESS_WORDS = frozenset({"SUCCESS", "SUCCEEDED", "VALID", "OK"})
+_FAILURE_WORDS = frozenset({"FAIL", "FAILED", "FAILURE", "INVALID", "ERROR"})
+
+
+@dataclass(frozen=True)
+class UploadDeviceResult:
+    device_uid: str
+    approve_id: str
+    outcome: str  # "succeeded", "failed", or "unknown" when Knox's answer says neither
+    result: str  # Knox's own word, as sent (SUCCESS, FAIL, ...)
+    code: str
+    message: str
+    reason: str
+
+
+@dataclass
+class UploadResults:
+    upload_id: str
+    status: str  # Knox's status of the upload: Progress, then Complete
+    devices: list[UploadDeviceResult] = field(default_factory=list)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status.strip().lower() == KG_UPLOAD_STATUS_PROGRESS.lower()
+
+
+def parse_upload_device(item: dict[str, Any]) -> UploadDeviceResult:
+    """One entry of `devices`. Seed 003 shows the list collapsed (`"devices": [+ {...}]`), so its members are the
+    sandbox's: deviceUid, approveId, result (SUCCESS/FAIL) and, on a failure, reason. An `error` object with
+    code/message/reason, the shape of every other Knox Guard per-device result (knox-api.md §4.9), is read too;
+    devices/list's imei/serial naming (§4.2) stands in for deviceUid."""
+    err = item.get("error") if isinstance(item.get("error"), dict) else {}
+    word = str(item.get("result") or item.get("status") or "").strip()
+    code = str(err.get("code") or item.get("code") or item.get("errorCode") or "")
+    reason = str(err.get("reason") or item.get("reason") or "")
+    if word.upper() in _SUCCESS_WORDS:
+        outcome = "succeeded"
+    elif word.upper() in _FAILURE_WORDS or (not word and (code or reason)):
+        outcome = "failed"
+    else:
+        outcome = "unknown"
+    return UploadDeviceResult(
+        device_uid=str(item.get("deviceUid") or item.get("imei") or item.get("serial") or "")[:50],
+        approve_id=str(item.get("approveId") or "")[:50],
+        outcome=outcome,
+        result=word[:20],
+        code=code[:20],
+        message=str(err.get("message") or item.get("message") or "")[:100],
+        reason=reason[:400],
+    )
+
+
+def upload_results_page(client: GuardClient, upload_id: str, page: int, size: int) -> dict[str, Any]:
+    """One page of GET devices/uploads/{uploadId}: {"result", "status", "devices": [...]} (seed 003)."""
+    return client.session.request(
+        client.service,
+        "GET",
+        f"/devices/uploads/{upload_id}",
+        params={"pageNum": page, "pageSize": size},
+        idempotent=True,
+    ).json_object()
+
+
+def upload_results(client: GuardClient, upload_id: str, page_size: int = KG_MAX_PAGE_SIZE) -> UploadResults:
+    """Knox Guard's per-device results of one upload, every page (a short page is the last, seed 003 "Paging").
+
+    While Knox still reports the upload in Progress only the first page is read: its list may not be complete, and
+    the caller asks again later. A device listed twice is kept once. At most KG_UPLOAD_MAX_DEVICES devices are read
+    (one upload holds no more), so a server that ignored pageNum could not keep this reading for ever.
+    """
+    results = UploadResults(upload_id=upload_id, status="")
+    seen: set[str] = set()
+    for page in range(KG_UPLOAD_MAX_DEVICES // page_size + 1):
+        doc = upload_results_page(client, upload_id, page, page_size)
+        if page == 0:
+            results.status = str(doc.get("status") or "")[:20]
+        items = [i for i in doc.get("devices") or [] if isinstance(i, dict)]
+        for item in items:
+            device = parse_upload_device(item)
+            if device.device_uid and device.device_uid not in seen:
+                seen.add(device.device_uid)
+                results.devices.append(device)
+        if results.in_progress or len(items) < page_size:
+            break
+    return results

@@ -231,6 +231,53 @@ class GuardUpload(KnoxRequest):
         return self.upload_id or f"upload {self.pk}"
 
 
+class GuardUploadDevice(models.Model):
+    """One device of a GuardUpload as Knox Guard reports it once it has processed the upload (GET
+    devices/uploads/{uploadId}, read by guard.tasks.read_upload_results). Knox's answer to the upload itself only
+    counts the devices and lists the invalid ones; this is its verdict per device, with the code and reason it
+    gives, shown on the upload job's page. Read again on "Refresh results": a device's row is updated in place,
+    so the page's `?after=` paging stays valid."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        UNKNOWN = "unknown", "Not stated"
+
+    upload = models.ForeignKey(GuardUpload, models.CASCADE, related_name="device_results")
+    # The upload's job, copied so the job page pages its results on one index, without a join.
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="+")
+    device_uid = models.CharField("IMEI / serial", max_length=50)
+    approve_id = models.CharField("approve ID", max_length=50, blank=True)
+    row_number = models.PositiveIntegerField(null=True, blank=True, help_text="The device's spreadsheet row.")
+    outcome = models.CharField(max_length=9, choices=Outcome.choices, default=Outcome.UNKNOWN)
+    result = models.CharField(max_length=20, blank=True, help_text="Knox's own word, e.g. SUCCESS or FAIL.")
+    code = models.CharField(max_length=20, blank=True)
+    message = models.CharField(max_length=100, blank=True)
+    reason = models.CharField(max_length=400, blank=True)
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # A second read of the same upload updates the rows it stored the first time.
+            models.UniqueConstraint(fields=["upload", "device_uid"], name="guard_upload_device_uniq"),
+        ]
+        indexes = [
+            # The job page's table: filtered by outcome, in order, or all of them in order (keyset on id).
+            models.Index(fields=["job", "outcome", "id"], name="guard_upload_dev_job_idx"),
+            models.Index(fields=["job", "id"], name="guard_upload_dev_job_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_uid}: {self.outcome}"
+
+    def explanation(self) -> str:
+        """Knox's refusal in plain words (portal.knox.errors); Knox's own reason when its code is not known."""
+        if self.outcome != self.Outcome.FAILED:
+            return ""
+        return errors.explain(self.code, fallback=self.reason or self.message or "Knox Guard did not say why.")
+
+
 class GuardLicence(models.Model):
     """Knox Guard licences. Knox documents no licence endpoint (knox-api.md §6 q22), so these are kept by staff
     in the admin until it does; devices are filtered by the key."""
@@ -425,6 +472,63 @@ def queue_upload(upload: Upload, flags: dict[str, bool], *, user: Any, request: 
     )
     job.enqueue("guard.tasks.run_upload")
     return job
+
+
+# Reads of an upload job's per-device results from Knox Guard (guard.tasks.read_upload_results).
+UPLOAD_RESULTS = "guard.upload_results"
+
+
+def queue_upload_results(job: Job, *, user: Any, request: Any = None) -> tuple[Job | None, bool]:
+    """“Refresh results” on an upload job's page: a job that reads Knox Guard's per-device results of every part
+    Knox gave an uploadID. (None, False) when no part has one; (the read already queued or running, False)
+    instead of a second one; (new job, True) otherwise."""
+    parts = GuardUpload.objects.filter(job=job).exclude(upload_id="").count()
+    if not parts:
+        return None, False
+    pending = pending_upload_results(job)
+    if pending is not None:
+        return pending, False
+    read = _new_results_read(job, user=user, parts=parts)
+    AuditEvent.objects.record(
+        UPLOAD_RESULTS, request=request, actor=user, target=job, summary={"parts": parts, "job": read.pk}
+    )
+    return read, True
+
+
+def follow_upload_part(job: Job) -> Job:
+    """Called by the upload job, in the transaction that applies a part Knox gave an uploadID
+    (guard.tasks.GuardUploads.apply): make sure a read of the job's results will pick the part up.
+
+    A read still queued (not claimed by a worker) reads every applied part when it starts, this one included; the
+    conditional update proves it had not started before this transaction commits (a worker's claim updates the same
+    row, so it waits for the commit and then sees the part). Otherwise a new read is queued: one that is already
+    running may have made its list."""
+    queued = (
+        Job.objects.filter(kind=UPLOAD_RESULTS, params__job=job.pk, status=Job.Status.QUEUED).order_by("-id").first()
+    )
+    if queued is not None and Job.objects.filter(pk=queued.pk, status=Job.Status.QUEUED).update(
+        version=models.F("version") + 1
+    ):
+        return queued
+    return _new_results_read(job, user=job.created_by, parts=1)
+
+
+def pending_upload_results(job: Job) -> Job | None:
+    """The read of this upload job's results that is queued or running, if any."""
+    return Job.objects.unfinished().filter(kind=UPLOAD_RESULTS, params__job=job.pk).order_by("-id").first()
+
+
+def _new_results_read(job: Job, *, user: Any, parts: int) -> Job:
+    read = Job.objects.create(
+        kind=UPLOAD_RESULTS,
+        account=job.account,
+        created_by=user if getattr(user, "pk", None) else None,
+        params={"job": job.pk},
+        total=parts,
+        title=f"Read Knox Guard's per-device results of job #{job.pk}",
+    )
+    read.enqueue("guard.tasks.read_upload_results")
+    return read
 
 
 def check_rows(upload: Upload, rows: list[Any]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import cached_property
@@ -28,13 +29,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from guard import single
-from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDevice
+from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDevice, UploadResults, upload_results
 from guard.constants import KG_ASYNC_MAX_DEVICES, KG_MAX_PAGE_SIZE, KG_UPLOAD_MAX_DEVICES
-from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload
+from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload, GuardUploadDevice, follow_upload_part
+from portal import engine
 from portal.db import db_datetime, insert_rows
 from portal.engine import ABSENT, UNKNOWN, Absent, Protocol, Timings, drive, record_outcomes
 from portal.knox import errors
-from portal.models import Job, UploadRow
+from portal.models import AuditEvent, Job, UploadRow
 from portal.tasks import run_job
 
 logger = logging.getLogger(__name__)
@@ -414,6 +416,8 @@ class GuardUploads(Protocol):
             failed = up.device_count - len(good)
             if record_outcomes(self.job, up, GuardUpload.State.COMPLETE, len(good), failed, **answer):
                 upsert_devices(self.job.account_id, good)
+                if answer["upload_id"]:  # Knox's per-device verdicts come later: a follow-up job reads them
+                    follow_upload_part(self.job)
 
     def fail(self, up: GuardUpload, state: str, code: str, message: str, detail: str = "") -> None:
         """Every device of the part fails with the reason; the portal's device list is left as it was."""
@@ -430,6 +434,159 @@ def kept_answer(up: GuardUpload) -> dict[str, Any]:
     """Knox's answer to the part as `send` kept it."""
     fields = ("upload_id", "knox_status", "valid", "invalid", "invalid_reasons")
     return {name: getattr(up, name) for name in fields}
+
+
+# --- Knox Guard's per-device results of an upload (GET devices/uploads/{uploadId}) --------------------------------
+
+
+def read_upload_results(job_pk: int) -> None:
+    """Read Knox Guard's per-device results of an upload job's parts into GuardUploadDevice rows.
+
+    Queued when a part is applied (guard.models.follow_upload_part) and by “Refresh results” on the job's page
+    (guard.models.queue_upload_results); `params["job"]` names the upload job.
+
+    Why a follow-up job and not more steps of the upload job: Knox answers POST devices/uploads at once with counts
+    and status "Progress", then works on the upload; its per-device results come from another endpoint, and only
+    once its status moves on. The upload part is not repeatable and the engine ends it at Knox's answer (that is
+    what a worker that died mid-call settles by looking the devices up); keeping it open until Knox finished
+    processing would hold the job's figures back and tie a harmless, repeatable read to a call that must never be
+    repeated. A separate job reads with its own loop, can be run again from the page with the same code, and a read
+    Knox refuses does not make the upload fail. One read follows a job's parts as they are applied.
+    """
+    run_job(job_pk, _read_upload_results)
+
+
+# How a part still in "Progress" at Knox Guard is asked again: soon at first, then less often (as bulk actions poll).
+RESULTS_TIMINGS = Timings(POLL_FIRST_DELAY_SECONDS, POLL_BACKOFF, POLL_MAX_INTERVAL_SECONDS, RESULT_TIMEOUT_SECONDS)
+
+
+def _read_upload_results(job: Job, owner: str) -> None:
+    target = Job.objects.get(pk=job.params["job"])
+    reader = ResultsReader(job, target, owner)
+    reader.run()
+    AuditEvent.objects.record(
+        "guard.upload_results",
+        actor=job.created_by,
+        target=target,
+        summary={"job": job.pk, "parts": reader.read, "failed": len(reader.failures)},
+    )
+    job.finish(
+        "; ".join(
+            f"part {f['part']}: {f['message']}" + (f" [{f['code']}]" if f["code"] else "") for f in reader.failures
+        )
+    )
+
+
+class ResultsReader:
+    """The loop of one read: every applied part with an uploadID that this read has not stored yet, each asked
+    until Knox Guard's status is no longer Progress (with backoff), at most RESULT_TIMEOUT_SECONDS from the read's
+    start. Resumable: a part is done once its results were stored after this read was queued (GuardUpload.synced_at)
+    or its failure is in the job's result."""
+
+    def __init__(self, job: Job, target: Job, owner: str) -> None:
+        self.job, self.target, self.owner = job, target, owner
+        self.client = GuardClient(job.account)
+        self.failures: list[dict[str, Any]] = list((job.result or {}).get("failures") or [])
+        self.read = 0
+        self.polls: dict[int, int] = {}
+        self.next_try: dict[int, float] = {}
+
+    def todo(self) -> list[GuardUpload]:
+        failed = [f["pk"] for f in self.failures]
+        parts = GuardUpload.objects.filter(job=self.target, state=GuardUpload.State.COMPLETE).exclude(upload_id="")
+        fresh = Q(synced_at__isnull=True) | Q(synced_at__lt=self.job.created_at)
+        return list(parts.filter(fresh).exclude(pk__in=failed).order_by("sequence"))
+
+    def run(self) -> None:
+        done = GuardUpload.objects.filter(job=self.target, synced_at__gte=self.job.created_at).count()
+        while parts := self.todo():
+            self.job.set_total(done + len(self.failures) + len(parts))
+            self.job.heartbeat(self.owner)
+            due = [p for p in parts if self.next_try.get(p.pk, 0.0) <= time.monotonic()]
+            if not due:
+                wait = min(self.next_try[p.pk] for p in parts) - time.monotonic()
+                engine.nap(self.job, self.owner, min(max(wait, 0.05), engine.MAX_NAP_SECONDS))
+                continue
+            for part in due:
+                if self.read_part(part):
+                    done += 1
+        self.job.set_total(done + len(self.failures))
+
+    def read_part(self, part: GuardUpload) -> bool:
+        """Ask Knox Guard for one part; True once its results are stored."""
+        try:
+            results = upload_results(self.client, part.upload_id)
+        except errors.KnoxError as e:
+            if isinstance(e, errors.KnoxAuthError):
+                raise  # every part would be refused alike: run_job ends the read with Knox's reason
+            if engine.is_outage(e) or isinstance(e, errors.KnoxOutcomeUnknown | errors.KnoxBadResponse):
+                return self.later(part, f"Knox Guard could not be asked: {e.explain()}")
+            self.fail(part, e.code or f"HTTP{e.status}", e.explain())
+            return False
+        if results.in_progress:
+            return self.later(part, "Knox Guard was still processing the upload")
+        n = store_upload_results(part, results)
+        self.read += 1
+        self.job.add_progress(succeeded=1)
+        logger.info("job %s: %s results of upload %s stored", self.job.pk, n, part.upload_id)
+        return True
+
+    def later(self, part: GuardUpload, why: str) -> bool:
+        started = self.job.started_at or timezone.now()
+        if (timezone.now() - started).total_seconds() >= RESULTS_TIMINGS.timeout:
+            minutes = int(RESULTS_TIMINGS.timeout // 60)
+            self.fail(part, "", f"{why} after {minutes} minutes; “Refresh results” asks again")
+            return False
+        polls = self.polls.get(part.pk, 0)
+        self.polls[part.pk] = polls + 1
+        self.next_try[part.pk] = time.monotonic() + RESULTS_TIMINGS.interval(polls)
+        return False
+
+    def fail(self, part: GuardUpload, code: str, message: str) -> None:
+        self.failures.append(
+            {"pk": part.pk, "part": part.sequence, "upload_id": part.upload_id, "code": code, "message": message}
+        )
+        self.job.set_result({"failures": self.failures})
+        self.job.add_progress(failed=1)
+
+
+def store_upload_results(part: GuardUpload, results: UploadResults) -> int:
+    """Upsert the part's per-device results (a device read before keeps its row, so the page's paging holds), with
+    each device's spreadsheet row; Knox's status of the upload goes on the part. Returns how many were stored."""
+    now = timezone.now()
+    rows: dict[str, int] = {}
+    upload_pk = part.job.params.get("upload") if part.job_id else None
+    if upload_pk and part.first_row is not None and part.last_row is not None:
+        rows = dict(
+            UploadRow.objects.filter(
+                upload_id=upload_pk,
+                status=UploadRow.Status.VALID,
+                row_number__gte=part.first_row,
+                row_number__lte=part.last_row,
+            ).values_list("value", "row_number")
+        )
+    fields = ("approve_id", "outcome", "result", "code", "message", "reason")
+    records = [
+        GuardUploadDevice(
+            upload=part,
+            job_id=part.job_id,
+            device_uid=d.device_uid,
+            row_number=rows.get(d.device_uid),
+            read_at=now,
+            **{name: getattr(d, name) for name in fields},
+        )
+        for d in results.devices
+    ]
+    with transaction.atomic():
+        GuardUploadDevice.objects.bulk_create(
+            records,
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["upload", "device_uid"],
+            update_fields=[*fields, "row_number", "read_at"],
+        )
+        GuardUpload.objects.filter(pk=part.pk).update(knox_status=results.status, synced_at=now)
+    return len(records)
 
 
 def scheduled_sync(account_pk: int) -> int:

@@ -23,6 +23,7 @@ bulk_urls = [
 job_urls = [
     path("<int:pk>/", views.job, name="job"),
     path("<int:pk>/retry/", views.job_retry, name="job_retry"),
+    path("<int:pk>/results/refresh/", views.job_refresh_results, name="job_refresh_results"),
     path("<int:pk>/report.xlsx", views.job_report, name="job_report"),
 ]
 

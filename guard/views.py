@@ -29,15 +29,19 @@ from guard.client import ACTIONS, ActionSpec, GuardValidationError
 from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
 from guard.models import (
     KNOX_UPLOADS_LOOKUP,
+    UPLOAD_RESULTS,
     GuardAction,
     GuardDevice,
     GuardLicence,
     GuardUpload,
+    GuardUploadDevice,
     failed_by_code,
+    pending_upload_results,
     queue_action,
     queue_retry,
     queue_sync,
     queue_upload,
+    queue_upload_results,
 )
 from portal import exports
 from portal.lookups import lookup_context, queue_lookup
@@ -486,9 +490,14 @@ def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
     the_job = _get_job_for_user(request, pk)
+    if the_job.kind == UPLOAD_RESULTS:  # a read of an upload's results: shown on the upload's page
+        return redirect("guard:job", the_job.params.get("job"))
     if not the_job.kind.startswith("guard."):
         return redirect(the_job.get_absolute_url())  # another service's job: its own page
+    is_upload = the_job.kind == "guard.upload"
     filters = forms.ResultsFilterForm(request.GET)
+    if is_upload:  # an upload's per-device results have outcomes of their own
+        filters.fields["outcome"].choices = [("", "All"), *GuardUploadDevice.Outcome.choices]
     outcome, after = (
         (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
     )
@@ -502,21 +511,81 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         "job": the_job,
         "spec": spec,
         "is_action": spec is not None,
+        "is_upload": is_upload,
         "results": page[:PAGE_SIZE],
         "next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
         "outcome": outcome,
+        "after": after,
         "outcomes": GuardAction.Outcome.choices,
         "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
-        "guard_uploads": GuardUpload.objects.filter(job=the_job).order_by("id")[:100]
-        if the_job.kind == "guard.upload"
-        else None,
         "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
         "retry": retry,
         "can_retry": spec is not None and _may_act(request, spec) and retry["retryable"] > 0,
     }
+    if is_upload:
+        ctx.update(_upload_results_context(request, the_job, outcome, after))
     if request.htmx and request.htmx.target == "job-results":
         return render(request, "guard/job.html#job-results", ctx)
+    if request.htmx and request.htmx.target == "upload-results" and is_upload:
+        return render(request, "guard/job.html#upload-results", ctx)
     return render(request, "guard/job.html", ctx)
+
+
+def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after: int) -> dict[str, Any]:
+    """An upload job's parts (uploadID, Knox's status, how many of Knox's per-device results say what) and one page
+    of those results, from the database only: Knox is read by a job (guard.tasks.read_upload_results)."""
+    parts = list(GuardUpload.objects.filter(job=job).order_by("sequence")[:100])
+    counts: dict[int, dict[str, int]] = {p.pk: {} for p in parts}
+    by_outcome = (
+        GuardUploadDevice.objects.filter(upload__in=parts).values_list("upload", "outcome").annotate(n=Count("id"))
+    )
+    for upload_pk, result, n in by_outcome.order_by():
+        counts[upload_pk][result] = n
+    for p in parts:
+        p.result_counts = counts[p.pk]  # type: ignore[attr-defined]
+    rows = GuardUploadDevice.objects.filter(job=job)
+    if outcome:
+        rows = rows.filter(outcome=outcome)
+    page = list(rows.filter(id__gt=after).select_related("upload").order_by("id")[: PAGE_SIZE + 1])
+    reading = pending_upload_results(job)
+    return {
+        "guard_uploads": parts,
+        "device_results": page[:PAGE_SIZE],
+        "results_next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "result_outcomes": GuardUploadDevice.Outcome.choices,
+        "reading": reading,
+        "last_read": Job.objects.filter(kind=UPLOAD_RESULTS, params__job=job.pk).order_by("-id").first(),
+        "results_polling": not job.is_finished or reading is not None,
+        "can_refresh": request.user.has_perm(QUEUE) and any(p.upload_id for p in parts),
+    }
+
+
+@require_perm(QUEUE)
+@require_POST
+def job_refresh_results(request: HttpRequest, pk: int) -> HttpResponse:
+    """“Refresh results”: queue a job that reads Knox Guard's per-device results of every part of the upload (a
+    worker asks Knox, never this request); the results section follows it."""
+    the_job = _get_job_for_user(request, pk)
+    if the_job.kind != "guard.upload":
+        return HttpResponseBadRequest("Only Knox Guard upload jobs have per-device results to read")
+    read, created = queue_upload_results(the_job, user=request.user, request=request)
+    if request.htmx:
+        return render(request, "guard/job.html#upload-results", _refresh_context(request, the_job))
+    if read is None:
+        messages.info(request, "No part of this upload has a Knox uploadID yet; there are no results to read.")
+    elif created:
+        messages.success(
+            request,
+            f"Job #{read.pk} queued: reading Knox Guard's per-device results of {read.total} "
+            f"part{'s' if read.total != 1 else ''}; the table below changes when it has them.",
+        )
+    else:
+        messages.info(request, f"Job #{read.pk} is already reading Knox Guard's results; the table below follows it.")
+    return redirect("guard:job", the_job.pk)
+
+
+def _refresh_context(request: HttpRequest, job: Job) -> dict[str, Any]:
+    return {"job": job, "is_upload": True, "outcome": "", "after": 0, **_upload_results_context(request, job, "", 0)}
 
 
 @require_perm(QUEUE)

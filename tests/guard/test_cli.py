@@ -17,9 +17,10 @@ import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from guard.models import GuardAction, GuardDevice
+from guard.models import UPLOAD_RESULTS, GuardAction, GuardDevice, GuardUploadDevice
 from portal.models import Job, KnoxAccount, Upload
 from tests.guard.conftest import device_in
+from tests.kdp.test_transfer import fresh_imeis
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
@@ -254,6 +255,102 @@ def test_the_real_command_locks_devices_against_the_sandbox(knox_sandbox, tmp_pa
     knox = sandbox_state(knox_sandbox)["guard"]["devices"]
     assert {knox[u]["state"] for u in enrolled} <= {"Locking", "Locked"}
     unknown = manage(env, "guard_action", "lock", str(path), "--account", "Nobody", *LOCK)
+    assert unknown.returncode == 2 and "There is no Knox account named “Nobody”" in unknown.stderr
+
+
+# --- guard_upload: upload a spreadsheet to Knox Guard, then read Knox's per-device results -------------------------
+
+
+def run_upload_command(*args: str) -> tuple[int, dict[str, Any]]:
+    """`manage.py guard_upload ... --json` in this process: (exit code, the one JSON object on stdout)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("guard_upload", *args, "--json", stdout=out, stderr=err)
+    except CommandError as e:
+        return e.returncode, json.loads(out.getvalue())
+    return 0, json.loads(out.getvalue())
+
+
+def test_guard_upload_uploads_waits_and_reports_knox_s_per_device_results(guard_synced, knox_sandbox, tmp_path):
+    fresh = fresh_imeis(2, "35870000")
+    existing = device_in(guard_synced, "Enrolled")  # already in Knox Guard: Knox calls it invalid
+    path = write_csv(tmp_path, [fresh[0], existing.device_uid, fresh[1]])
+    code, data = run_upload_command(str(path), "--account", "Sandbox", "--auto-accept", "--wait")
+    assert code == 1, data  # one device refused
+    assert (data["kind"], data["status"], data["succeeded"], data["failed"]) == ("guard.upload", "partial", 2, 1)
+    assert data["flags"] == {"autoAccept": True, "autoLock": False, "applySimControl": False,
+                             "enableBlockFactoryReset": False}  # fmt: skip
+    found = data["knox_results"]
+    assert (found["succeeded"], found["failed"], found["unknown"], found["error"]) == (2, 1, 0, None)
+    assert found["failures"] == [
+        {"identifier": existing.device_uid, "row": 3, "code": "", "reason": "device already exists"}
+    ]
+    read = Job.objects.get(pk=found["read_jobs"][0])
+    assert (read.kind, read.status, read.params) == (UPLOAD_RESULTS, Job.Status.SUCCEEDED, {"job": data["job"]})
+    assert GuardUploadDevice.objects.filter(job_id=data["job"]).count() == 3
+    knox = sandbox_state(knox_sandbox)["guard"]
+    assert {knox["devices"][u]["state"] for u in fresh} <= {"Accepted", "Enrolled"}
+    assert knox["uploads"][data["knox_uploads"][0]["upload_id"]]["flags"]["autoAccept"] is True
+
+
+def test_guard_upload_exits_0_when_knox_guard_accepts_every_device(guard_synced, knox_sandbox, tmp_path):
+    fresh = fresh_imeis(3, "35871000")
+    out, err = io.StringIO(), io.StringIO()
+    call_command("guard_upload", str(write_csv(tmp_path, fresh)), "--account", "Sandbox", "--wait", stdout=out,
+                 stderr=err)  # fmt: skip
+    text = out.getvalue()
+    assert "Status: succeeded; 3 of 3 done" in text and "Knox Guard's per-device results: 3 succeeded, 0 failed" in text
+    assert (
+        "running it in this process" in err.getvalue() and "reading Knox Guard's per-device results" in err.getvalue()
+    )
+    assert set(GuardDevice.objects.filter(device_uid__in=fresh).values_list("state", flat=True)) == {"Pending"}
+
+
+def test_guard_upload_without_wait_queues_the_job_and_a_dry_run_sends_nothing(offline_account, tmp_path):
+    code, dry = run_upload_command(str(SAMPLE), "--account", "Offline", "--auto-lock", "--dry-run")
+    assert code == 0 and (dry["job"], dry["status"], dry["valid"], dry["submitted"]) == (None, "dry-run", 10, 0)
+    assert dry["flags"]["autoLock"] is True and dry["knox_results"] is None
+    assert not Job.objects.exists() and not Upload.objects.exists()
+    code, data = run_upload_command(str(SAMPLE), "--account", "Offline", "--auto-lock")
+    assert code == 0 and data["status"] == "queued" and data["knox_results"] is None
+    job = Job.objects.get(pk=data["job"])
+    assert (job.kind, job.func, job.params["flags"]["autoLock"]) == ("guard.upload", "guard.tasks.run_upload", True)
+    assert list(dry) == list(data)  # the same keys, so scripts read both alike
+
+
+def test_guard_upload_refuses_an_unknown_or_unready_account_with_exit_2(offline_account):
+    KnoxAccount.objects.create(name="Bare", environment=KnoxAccount.Environment.SANDBOX)
+    code, data = run_upload_command(str(SAMPLE), "--account", "Nobody", "--wait")
+    assert code == 2 and "There is no Knox account named “Nobody”" in data["error"] and data["status"] == "refused"
+    code, data = run_upload_command(str(SAMPLE), "--account", "Bare", "--auto-accept")
+    assert code == 2 and "“Bare” is not ready for Knox Guard" in data["error"] and data["knox_results"] is None
+    assert not Job.objects.exists() and not Upload.objects.exists()
+
+
+@pytest.mark.slow
+def test_the_real_guard_upload_command_stores_knox_s_results(knox_sandbox, tmp_path):
+    """`manage.py guard_upload --json --wait` as a shell runs it: its own process and database file, no qcluster.
+    One device of the file is already in Knox Guard: the upload ends partial (exit 1) and Knox Guard's per-device
+    results, read by the process after the upload, name it."""
+    env = child_env(tmp_path, knox_sandbox)
+    migrated_database(tmp_path / "cli.sqlite3")
+    imported = manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
+    assert imported.returncode == 0, imported.stderr
+    existing = knox_sandbox.credentials["guard"]["devices"][0]["deviceUid"]
+    fresh = fresh_imeis(2, "35872000")
+    path = write_csv(tmp_path, [*fresh, existing])
+    done = manage(env, "guard_upload", str(path), "--account", "Sandbox", "--json", "--wait")
+    assert done.returncode == 1, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["status"], data["succeeded"], data["failed"]) == ("partial", 2, 1)
+    found = data["knox_results"]
+    assert (found["succeeded"], found["failed"], found["error"]) == (2, 1, None)
+    assert found["failures"][0]["identifier"] == existing and found["failures"][0]["row"] == 4
+    upload_id = data["knox_uploads"][0]["upload_id"]
+    assert {d["deviceUid"] for d in sandbox_state(knox_sandbox)["guard"]["uploads"][upload_id]["devices"]} == {
+        *fresh, existing,
+    }  # fmt: skip
+    unknown = manage(env, "guard_upload", str(path), "--account", "Nobody")
     assert unknown.returncode == 2 and "There is no Knox account named “Nobody”" in unknown.stderr
 
 

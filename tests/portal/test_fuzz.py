@@ -375,9 +375,16 @@ SPECS = [
     Spec("guard:bulk_problems", objects=("guard_action_upload",), examples=3),
     Spec(
         "guard:job",
-        params={"outcome": ("", "failed"), "after": ("0", "@guard_action")},
-        objects=("guard_job", "kdp_job"),
-        targets=("job-results",),
+        params={"outcome": ("", "failed", "unknown"), "after": ("0", "@guard_action", "@guard_upload_device")},
+        objects=("guard_job", "guard_upload_job", "kdp_job"),
+        targets=("job-results", "upload-results"),
+    ),
+    Spec(
+        "guard:job_refresh_results",
+        "post",
+        objects=("guard_upload_job", "guard_job"),
+        targets=("upload-results",),
+        examples=5,
     ),
     Spec("guard:job_retry", "post", objects=("guard_job", "kdp_job"), examples=5),
     Spec("guard:job_report", objects=("guard_job",), examples=3),
@@ -457,7 +464,7 @@ def build_world(admin: Any) -> dict[str, Any]:
     from django_q.models import Schedule
 
     from efota.models import EfotaGroup, EfotaLicence, ForceUpdate, ForceUpdateDevice
-    from guard.models import GuardAction, GuardDevice, GuardLicence
+    from guard.models import GuardAction, GuardDevice, GuardLicence, GuardUpload, GuardUploadDevice
     from kdp.models import Customer, Device, ProfileAlias, ReconcileItem, Transaction, TransactionDevice
 
     acme = KnoxAccount(
@@ -519,6 +526,12 @@ def build_world(admin: Any) -> dict[str, Any]:
     w["guard_action"] = GuardAction.objects.create(account=acme, job=w["guard_job"], device=w["guard_enrolled"],
                                                    device_uid="350000000000002", action="lock", outcome="failed")  # fmt: skip
     w["guard_schedule"] = Schedule.objects.create(func="guard.tasks.scheduled_sync", name="Knox Guard sync: account x")
+    w["guard_upload_job"] = Job.objects.create(kind="guard.upload", account=acme, status=Job.Status.PARTIAL, total=2,
+                                               params={"upload": w["guard_upload_upload"].pk, "flags": {}})  # fmt: skip
+    part = GuardUpload.objects.create(account=acme, job=w["guard_upload_job"], upload_id="up-1", device_count=2,
+                                      state=GuardUpload.State.COMPLETE, first_row=1, last_row=2)  # fmt: skip
+    w["guard_upload_device"] = GuardUploadDevice.objects.create(upload=part, job=w["guard_upload_job"],
+                                                                device_uid="35000000000001", outcome="failed")  # fmt: skip
 
     # efota
     w["efota_group"] = EfotaGroup.objects.create(account=acme, customer_id=CUSTOMER, group_id="FLEET-A",
