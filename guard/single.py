@@ -4,22 +4,49 @@ Exactly once: a synchronous action is not repeatable (a second lock of a Locking
 is committed before the call and, if the answer is lost (or a worker dies), the device's state is read from Knox
 to decide what happened. It is sent again only when that state proves the first request had no effect (the
 device is exactly as before), and never after a worker died mid-call.
+
+The lean path (`run_lean`), for a job on one device that was never planned: Knox Guard allows 100 requests/s
+per token, and a one-device job is one request, so the job machinery around it must cost a few milliseconds.
+It takes three transactions: (1) check the device and record the action with its `sent_at` (planning and "about
+to send" in one), (2) the request, paced by the shared rate limiter, (3) the outcome, the device's new state,
+the device released and the job ended, together. Then the worker `drain`s: it claims further queued one-device
+Guard jobs of the same account and runs them the same way, each under its own lease, instead of waiting for
+their deliveries (which then find them finished and do nothing).
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDevice
 from guard.models import GuardAction, GuardDevice
 from portal.knox import errors
 from portal.knox.http import backoff_delay
-from portal.models import Job
+from portal.models import Job, LeaseLost, lease_seconds
+from portal.workers import check_lease, new_owner
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
+RUN_ACTIONS = "guard.tasks.run_actions"
+# A worker that finished a one-device job runs at most this many more queued ones, for at most this long, before
+# it takes its next delivery: enough to make the queue's own cost per job small, short enough that a worker
+# returns to the queue (other kinds of job, other accounts) within seconds.
+DRAIN_BATCH = 10
+DRAIN_SECONDS = 2.0
+# Only a backlog is drained: a job queued in the last seconds is about to reach a worker through its own delivery
+# (and a caller running it itself, as a CLI or a test does, expects to find it unrun).
+DRAIN_MIN_AGE_SECONDS = 2.0
+_draining: contextvars.ContextVar[bool] = contextvars.ContextVar("guard_single_draining", default=False)
 
 
 def run(job: Job, owner: str) -> None:
@@ -40,38 +67,173 @@ def run(job: Job, owner: str) -> None:
     job.finish()
 
 
+def run_lean(job: Job) -> bool:
+    """Plan, send and end a one-device job that was never planned, then drain; False (having done nothing) when
+    the job is not one: several devices, a spreadsheet, a device the portal does not have, or a job planned
+    before (a resumed one), which guard.tasks runs the general way."""
+    if not _one_device(job):
+        return False
+    a = _plan_one(job)
+    if a is None:
+        return False
+    if a.outcome == GuardAction.Outcome.PENDING:
+        _send_planned(job, a)
+    if job.is_finished and not job.error_summary:
+        drain(job)
+    return True
+
+
+def _one_device(job: Job) -> bool:
+    p = job.params
+    return "upload" not in p and len(p.get("devices") or []) == 1 and p.get("action") in ACTIONS
+
+
+def _plan_one(job: Job) -> GuardAction | None:
+    """guard.tasks.plan for one device that is free and whose state allows the action, with one read and one short
+    transaction: the device, whether the job was planned already and whether another active job holds the device
+    are read first (no lock); then the GuardAction is stored with its `sent_at` and transactionId (committed before
+    the request leaves) and the device is taken (`pending_job`) on condition that it is still as read. None when
+    any of that does not hold: the general planner decides then (BUSY, STATE, a resumed job, a race)."""
+    action = job.params["action"]
+    d = (
+        GuardDevice.objects.filter(pk=job.params["devices"][0], account_id=job.account_id)
+        .annotate(
+            planned=Exists(GuardAction.objects.filter(job_id=job.pk)),
+            busy=Exists(Job.objects.filter(pk=OuterRef("pending_job_id"), status__in=ACTIVE).exclude(pk=job.pk)),
+        )
+        .first()
+    )
+    if d is None or d.planned or d.busy or not d.allows(action):
+        return None
+    a = GuardAction(account_id=job.account_id, job=job, device=d, device_uid=d.device_uid, action=action)
+    a.params, a.actor_id, a.state_before = job.params.get("action_params") or {}, job.created_by_id, d.state
+    a.sent_at, a.transaction_id = timezone.now(), _txid()
+    with transaction.atomic():
+        still = GuardDevice.objects.filter(pk=d.pk, state=d.state, pending_job_id=d.pending_job_id)
+        if not still.update(pending_job=job):
+            return None  # changed since it was read: nothing stored
+        a.save(force_insert=True)
+    return a
+
+
+def _send_planned(job: Job, a: GuardAction) -> None:
+    """The request for an action `_plan_one` stored (sent_at committed); its outcome ends the job."""
+    from guard.tasks import params_for, params_from
+
+    try:
+        _act_one(GuardClient(job.account), job, a, params_for(a, params_from(job)), marked=True, end=True)
+    except errors.KnoxError as e:
+        a.refresh_from_db(fields=["sent_at"])
+        record(job, a, ok=False, code="UNKNOWN" if a.sent_at else "NOT_SENT", reason=e.explain())
+        GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
+        raise
+    if not job.is_finished:  # the outcome was recorded by someone else, or the lease was lost: end it the usual way
+        check_lease()
+        GuardDevice.objects.filter(pending_job=job).update(pending_job=None)
+        job.finish()
+
+
+def drain(job: Job) -> int:
+    """Run more queued one-device Guard jobs of `job`'s account in this worker, now, instead of each waiting for
+    its own delivery: up to DRAIN_BATCH of them, claimed together in one statement (only jobs still queued and
+    never claimed; `Job.claim_unclaimed`), then each run by portal.tasks.run_claimed under a lease of its own,
+    exactly as its delivery would run it. A delivery that comes while a job is held here finds it held and does
+    nothing; one that comes after finds it finished.
+
+    Stops after DRAIN_SECONDS or at the first job that did not end cleanly (Knox failing, a lost lease); jobs it
+    claimed and did not run are handed back (`_hand_back`). Returns how many it ran."""
+    if _draining.get() or DRAIN_BATCH < 1:
+        return 0  # a drained job does not drain in its turn
+    from guard.tasks import _run_actions
+    from portal.tasks import run_claimed
+
+    owner = new_owner()
+    claimed = Job.claim_unclaimed(_queued_after(job, DRAIN_BATCH), owner)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    ran = 0
+    token = _draining.set(True)
+    try:
+        for nxt in claimed:
+            if time.monotonic() >= deadline or not _still_held(nxt, owner):
+                break
+            run_claimed(nxt, owner, _run_actions)
+            ran += 1
+            if not (nxt.is_finished and not nxt.error_summary):
+                break
+    finally:
+        _draining.reset(token)
+        _hand_back(claimed[ran:], owner)
+    return ran
+
+
+def _queued_after(job: Job, n: int) -> list[Job]:
+    """Up to `n` one-device Guard action jobs of the same account queued after `job` (and more than
+    DRAIN_MIN_AGE_SECONDS ago) and never claimed, oldest first (a range scan on the primary key from `job`)."""
+    queued_before = timezone.now() - timedelta(seconds=DRAIN_MIN_AGE_SECONDS)
+    queued = (
+        Job.objects.filter(pk__gt=job.pk, status=Job.Status.QUEUED, lease_until__isnull=True)
+        .filter(func=RUN_ACTIONS, kind__startswith="guard.", account_id=job.account_id)
+        .filter(created_at__lte=queued_before)
+        .select_related("account")
+        .order_by("pk")[:n]
+    )
+    return [j for j in queued if _one_device(j)]
+
+
+def _still_held(job: Job, owner: str) -> bool:
+    """Claimed together, the later jobs of a batch wait for the earlier ones; a lease is certainly still ours for
+    half its length (nobody can claim a job under a live lease), past that it is claimed again (conditionally)."""
+    if job.lease_until and (job.lease_until - timezone.now()).total_seconds() > lease_seconds() / 2:
+        return True
+    return job.claim(owner)
+
+
+def _hand_back(jobs: list[Job], owner: str) -> None:
+    """Jobs claimed by `drain` that it did not run: their lease is ended and their task queued again, since their
+    own delivery may have come (and done nothing) while they were held here."""
+    for job in jobs:
+        expired = timezone.now() - timedelta(seconds=1)
+        if Job.objects.filter(pk=job.pk, lease_owner=owner).update(lease_owner="", lease_until=expired):
+            job.send()
+
+
 def single_action_attempts() -> int:
     """How many times a single-device action may be sent: as many as an idempotent call's attempts
     (KNOX_MAX_RETRIES + 1), since it is sent again only when Knox shows the device provably untouched."""
     return settings.KNOX_MAX_RETRIES + 1
 
 
-def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams) -> None:
+def _act_one(
+    client: GuardClient, job: Job, a: GuardAction, params: ActionParams, *, marked: bool = False, end: bool = False
+) -> None:
+    """Send `a` and record its outcome. `marked`: its sent_at was committed just now by this worker (the lean
+    path's plan), so the first attempt needs no marking and a set sent_at does not mean an earlier worker died.
+    `end`: the outcome also ends the job (see `record`)."""
     ref = a.device.ref if a.device else DeviceRef(device_uid=a.device_uid)
-    if a.sent_at is not None:
+    if a.sent_at is not None and not marked:
         # A worker died after sending: Knox's state says whether it was applied. Never send it again: the dead
         # process's request may still be in flight, so an untouched device stays UNKNOWN.
-        applied, found = _knox_state(client, job, a)
+        applied, found = _knox_state(client, job, a, end=end)
         if not applied:
-            _record_unknown(job, a, found)
+            _record_unknown(job, a, found, end=end)
         return
     attempts = single_action_attempts()
     for attempt in range(1, attempts + 1):
-        GuardAction.objects.filter(pk=a.pk).update(sent_at=timezone.now(), transaction_id=a.transaction_id or _txid())
-        a.refresh_from_db()
+        if attempt > 1 or not marked:
+            _mark_sent(a)
         try:
             client.act(a.action, ref, params, transaction_id=a.transaction_id)
         except (errors.KnoxOutcomeUnknown, errors.KnoxBadResponse):
             # The answer was lost or unreadable: Knox's state says whether it was applied. Only when the device is
             # provably untouched (still in the state it had before) is the action sent again.
-            applied, found = _knox_state(client, job, a)
+            applied, found = _knox_state(client, job, a, end=end)
             if applied:
                 return
             if not _untouched(a, found):
-                _record_unknown(job, a, found)
+                _record_unknown(job, a, found, end=end)
                 return
             if attempt == attempts:
-                record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED",
+                record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED", end=end,
                         reason=f"Knox's answers were lost {attempts} times and the device is still {found.state}")  # fmt: skip
                 return
             time.sleep(backoff_delay(attempt))
@@ -82,28 +244,34 @@ def _act_one(client: GuardClient, job: Job, a: GuardAction, params: ActionParams
                 GuardAction.objects.filter(pk=a.pk).update(sent_at=None)
             raise
         except errors.KnoxError as e:
-            if attempt > 1 and _knox_state(client, job, a)[0]:
+            if attempt > 1 and _knox_state(client, job, a, end=end)[0]:
                 return  # an earlier attempt whose answer was lost did apply; this refusal is its echo
-            record(
-                job, a, ok=False, code=e.code or f"HTTP{e.status}", message=e.message, reason=e.detail or e.explain()
-            )
+            code = e.code or f"HTTP{e.status}"
+            record(job, a, ok=False, code=code, message=e.message, reason=e.detail or e.explain(), end=end)
             return
-        record(job, a, ok=True)
+        record(job, a, ok=True, end=end)
         return
 
 
-def _knox_state(client: GuardClient, job: Job, a: GuardAction) -> tuple[bool, ListedDevice | None]:
+def _mark_sent(a: GuardAction) -> None:
+    """Commit `sent_at` (and the transactionId) before the request leaves."""
+    a.sent_at, a.transaction_id = timezone.now(), a.transaction_id or _txid()
+    GuardAction.objects.filter(pk=a.pk).update(sent_at=a.sent_at, transaction_id=a.transaction_id)
+
+
+def _knox_state(
+    client: GuardClient, job: Job, a: GuardAction, *, end: bool = False
+) -> tuple[bool, ListedDevice | None]:
     """Read the device from Knox; when its state shows the action applied, record the success.
     Returns (applied, the device as Knox lists it)."""
     spec = ACTIONS[a.action]
     found = client.find(a.device.device_uid if a.device else a.device_uid)
     if spec.becomes == "" and found is None:
-        record(job, a, ok=True, reason="confirmed: Knox no longer lists the device")
+        record(job, a, ok=True, reason="confirmed: Knox no longer lists the device", end=end)
         return True, None
     if found is not None and found.state in {spec.becomes, SETTLES_TO.get(spec.becomes or "", "")} - {None, ""}:
-        record(
-            job, a, ok=True, reason=f"confirmed by the device's state in Knox ({found.state})", knox_state=found.state
-        )
+        reason = f"confirmed by the device's state in Knox ({found.state})"
+        record(job, a, ok=True, reason=reason, knox_state=found.state, end=end)
         return True, found
     return False, found
 
@@ -113,8 +281,8 @@ def _untouched(a: GuardAction, found: ListedDevice | None) -> bool:
     return found is not None and bool(a.state_before) and found.state == a.state_before
 
 
-def _record_unknown(job: Job, a: GuardAction, found: ListedDevice | None) -> None:
-    record(job, a, ok=False, code="UNKNOWN", message="OUTCOME_UNKNOWN",
+def _record_unknown(job: Job, a: GuardAction, found: ListedDevice | None, *, end: bool = False) -> None:
+    record(job, a, ok=False, code="UNKNOWN", message="OUTCOME_UNKNOWN", end=end,
             reason=f"Knox shows the device as {found.state if found else 'absent'}")  # fmt: skip
 
 
@@ -130,11 +298,22 @@ SETTLES_TO = {
 
 
 def record(
-    job: Job, a: GuardAction, *, ok: bool, code: str = "", message: str = "", reason: str = "", knox_state: str = ""
+    job: Job,
+    a: GuardAction,
+    *,
+    ok: bool,
+    code: str = "",
+    message: str = "",
+    reason: str = "",
+    knox_state: str = "",
+    end: bool = False,
 ) -> None:
-    """Store one device's outcome, its new state and the job's counters together."""
+    """Store one device's outcome, its new state and the job's counters together. With `end` (a job of this one
+    action, run by the lean path) the same transaction releases the device and ends the job, unless this worker
+    has lost its lease: then the outcome is still stored, and the job and device are left to the new holder."""
     spec = ACTIONS[a.action]
     now = timezone.now()
+    end = end and not _lease_lost()
     with transaction.atomic():
         n = GuardAction.objects.filter(pk=a.pk, outcome=GuardAction.Outcome.PENDING).update(
             outcome=GuardAction.Outcome.SUCCEEDED if ok else GuardAction.Outcome.FAILED,
@@ -143,11 +322,28 @@ def record(
         )  # fmt: skip
         if n != 1:
             return  # recorded already (a resumed worker)
-        update_device(a, ok=ok, code=code, message=message or reason, knox_state=knox_state, now=now)
-        job.add_progress(succeeded=1 if ok else 0, failed=0 if ok else 1)
+        update_device(
+            a, ok=ok, code=code, message=message or reason, knox_state=knox_state, now=now, release=job if end else None
+        )
+        if end:
+            job.end_with(Job.Status.SUCCEEDED if ok else Job.Status.FAILED, succeeded=int(ok), failed=int(not ok))
+        else:
+            job.add_progress(succeeded=1 if ok else 0, failed=0 if ok else 1)
 
 
-def update_device(a: GuardAction, *, ok: bool, code: str, message: str, knox_state: str, now: Any) -> None:
+def _lease_lost() -> bool:
+    try:
+        check_lease()
+    except LeaseLost:
+        return True
+    return False
+
+
+def update_device(
+    a: GuardAction, *, ok: bool, code: str, message: str, knox_state: str, now: Any, release: Job | None = None
+) -> None:
+    """The device's last action, outcome and (when Knox changed it) state; with `release`, its `pending_job` is
+    cleared in the same statement when it is that job."""
     spec = ACTIONS[a.action]
     devices = GuardDevice.objects.filter(
         account_id=a.account_id, device_uid=a.device.device_uid if a.device else a.device_uid
@@ -161,6 +357,8 @@ def update_device(a: GuardAction, *, ok: bool, code: str, message: str, knox_sta
         return
     if ok and (knox_state or spec.becomes):
         fields["state"] = knox_state or spec.becomes
+    if release is not None:
+        fields["pending_job"] = Case(When(pending_job_id=release.pk, then=Value(None)), default=F("pending_job"))
     devices.update(**fields)
 
 
