@@ -368,7 +368,10 @@ class Job(models.Model):
         """Hand the job's task to the queue now (used by enqueue() and by resume_stale_jobs)."""
         from django_q.tasks import async_task
 
-        task_id = async_task(self.func, self.pk, task_name=f"job-{self.pk}-{timezone.now():%H%M%S%f}", group=self.kind)
+        # save=False: a successful task's result is not stored (the Job row is the record; a failed one still is,
+        # for failed_deliveries()). Storing it made django-q2 lock and read its last Q_SAVE_LIMIT results each time.
+        name = f"job-{self.pk}-{timezone.now():%H%M%S%f}"
+        task_id = async_task(self.func, self.pk, task_name=name, group=self.kind, save=False)
         Job.objects.filter(pk=self.pk).update(task_id=task_id or "")
 
     def claim(self, owner: str) -> bool:
