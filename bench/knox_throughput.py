@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -167,12 +168,24 @@ def guard_actions(port: int, tmp: Path, m: int) -> dict:
     }
 
 
+def as_deployed() -> None:
+    """Run this process, the sandbox and the cluster as deployed: DEBUG off (with it on, Django keeps every query
+    and, on SQLite, runs one more statement per query to quote its parameters), with throw-away keys, which
+    settings require once DEBUG is off. Values already in the environment win."""
+    from cryptography.fernet import Fernet
+
+    os.environ.setdefault("DEBUG", "False")
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ.setdefault("FIELD_ENCRYPTION_KEY", Fernet.generate_key().decode())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kdp-devices", type=int, default=100_000)
     parser.add_argument("--guard-actions", type=int, default=20_000)
     parser.add_argument("--port", type=int, default=8799)
     args = parser.parse_args()
+    as_deployed()
     with workdir() as tmp:
         sandbox = start_sandbox(tmp, args.port)
         try:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -235,6 +235,14 @@ class JobQuerySet(models.QuerySet["Job"]):
 
         failed = Task.objects.filter(success=False, id__in=self.filter(status=Job.Status.QUEUED).values("task_id"))
         return self.filter(status=Job.Status.QUEUED, task_id__in=failed.values("id")).exclude(func="")
+
+
+# Job.end_with's statement.
+_END_JOB = (
+    'UPDATE "portal_job" SET "status" = %s, "error_summary" = %s, "finished_at" = %s, "heartbeat_at" = %s, '
+    '"lease_owner" = \'\', "lease_until" = NULL, "version" = "version" + 1, "succeeded" = "succeeded" + %s, '
+    '"failed" = "failed" + %s WHERE "id" = %s AND "status" NOT IN (%s, %s, %s, %s)'
+)
 
 
 def lease_seconds() -> int:
@@ -478,13 +486,13 @@ class Job(models.Model):
         record a device's outcome and end its job in one transaction). False when it had already ended."""
         check_lease()  # only the lease holder ends a running job
         now = timezone.now()
-        fields: dict[str, Any] = {"status": status, "error_summary": error_summary[:5000], "finished_at": now}
-        fields.update(heartbeat_at=now, lease_owner="", lease_until=None, version=F("version") + 1)
-        if succeeded:
-            fields["succeeded"] = F("succeeded") + succeeded
-        if failed:
-            fields["failed"] = F("failed") + failed
-        n = Job.objects.filter(pk=self.pk).exclude(status__in=self.FINISHED).update(**fields)
+        # Plain SQL: every job ends here, single-device Guard jobs ~100 times a second, and compiling the ORM's
+        # UPDATE cost more CPU than running it.
+        db = connections[router.db_for_write(Job)]
+        at = db.ops.adapt_datetimefield_value(now)
+        with db.cursor() as cursor:
+            cursor.execute(_END_JOB, [status, error_summary[:5000], at, at, succeeded, failed, self.pk, *self.FINISHED])
+            n = cursor.rowcount
         if n != 1:
             self.refresh_from_db()  # ended elsewhere: show how
             return False
