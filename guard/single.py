@@ -30,7 +30,7 @@ from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDe
 from guard.models import GuardAction, GuardDevice
 from portal.knox import errors
 from portal.knox.http import backoff_delay
-from portal.models import Job, LeaseLost, lease_seconds
+from portal.models import END_JOB_SET, END_JOB_WHERE, Job, LeaseLost, lease_seconds
 from portal.workers import check_lease, new_owner
 
 logger = logging.getLogger(__name__)
@@ -88,28 +88,56 @@ def _one_device(job: Job) -> bool:
 
 
 def _plan_one(job: Job) -> GuardAction | None:
-    """guard.tasks.plan for one device that is free and whose state allows the action, with one read and one short
-    transaction: the device, whether the job was planned already and whether another active job holds the device
-    are read first (no lock); then the device is taken (`pending_job`) on condition that it is still as read, and
-    the GuardAction stored with its `sent_at` and transactionId (committed before the request leaves). None when
-    any of that does not hold: the general planner decides then (BUSY, STATE, a resumed job, a race)."""
+    """guard.tasks.plan for one device that is free and whose state allows the action, in one transaction of two
+    statements (one statement on PostgreSQL): take the device for the job (`pending_job`) on exactly those
+    conditions, and only if the job was never planned, returning the device; store the GuardAction with its
+    `sent_at` and transactionId, committed before the request leaves. None when the device is not taken: the
+    general planner decides then (BUSY, STATE, a device the portal does not have, a resumed job)."""
     action = job.params["action"]
-    found = _fetch_one(_READ_DEVICE, [job.pk, job.pk, job.params["devices"][0], job.account_id])
-    if found is None:
-        return None
-    *fields, planned, busy = found
-    d = GuardDevice.from_db(connection.alias, _DEVICE_FIELDS, fields)
-    if planned or busy or not d.allows(action):
-        return None
-    a = GuardAction(account_id=job.account_id, job=job, device=d, device_uid=d.device_uid, action=action)
-    a.params, a.actor_id, a.state_before = job.params.get("action_params") or {}, job.created_by_id, d.state
-    a.sent_at, a.transaction_id = timezone.now(), _txid()
-    with transaction.atomic():
-        sql = _TAKE_DEVICE[d.pending_job_id is None]
-        if not _execute(sql, [job.pk, d.pk, d.state] + ([] if d.pending_job_id is None else [d.pending_job_id])):
-            return None  # changed since it was read: nothing stored
-        a.save(force_insert=True)
+    allowed = ACTIONS[action].allowed_from
+    take = _TAKE_DEVICE.replace("{allowed}", ", ".join(["%s"] * len(allowed)))
+    take_params = [job.pk, job.params["devices"][0], job.account_id, *allowed, job.pk, job.pk]
+    a = GuardAction(account_id=job.account_id, job=job, action=action, actor_id=job.created_by_id)
+    a.params, a.sent_at, a.transaction_id = job.params.get("action_params") or {}, timezone.now(), _txid()
+    if connection.vendor == "postgresql":
+        # One round trip: the INSERT takes the device's columns from the UPDATE's RETURNING.
+        columns, values = _insert_values(a, skip=_FROM_DEVICE)
+        rows = _fetch_all(
+            f"WITH d AS ({take}), a AS (INSERT INTO {_q(GuardAction._meta.db_table)} "  # noqa: S608 - names from the model
+            f'({columns}, "device_id", "device_uid", "state_before") '
+            f'SELECT {", ".join(["%s"] * len(values))}, d."id", d."device_uid", d."state" FROM d RETURNING "id") '
+            "SELECT a.*, d.* FROM a, d",
+            [*take_params, *values],
+        )
+        if not rows:
+            return None
+        pk, *device = rows[0]
+        _as_taken(a, device)
+    else:
+        with transaction.atomic():
+            rows = _fetch_all(take, take_params)
+            if not rows:
+                return None
+            _as_taken(a, rows[0])
+            columns, values = _insert_values(a)
+            sql = f"INSERT INTO {_q(GuardAction._meta.db_table)} ({columns}) "
+            pk = _fetch_all(sql + f'VALUES ({", ".join(["%s"] * len(values))}) RETURNING "id"', values)[0][0]
+    a.pk, a._state.adding, a._state.db = pk, False, connection.alias
     return a
+
+
+def _as_taken(a: GuardAction, device: Any) -> None:
+    """Fill `a` from the device row _TAKE_DEVICE returned."""
+    d = GuardDevice.from_db(connection.alias, _DEVICE_FIELDS, list(device))
+    a.device, a.device_uid, a.state_before = d, d.device_uid, d.state
+
+
+def _insert_values(a: GuardAction, skip: tuple[str, ...] = ()) -> tuple[str, list[Any]]:
+    """The columns and database values of an INSERT of `a`, from the model's fields (so a field added later, with
+    its default, is included): what Model.save sends, without compiling a query for it."""
+    fields = [f for f in GuardAction._meta.local_concrete_fields if not f.primary_key and f.attname not in skip]
+    values = [f.get_db_prep_save(f.pre_save(a, True), connection) for f in fields]
+    return ", ".join(_q(f.column) for f in fields), values
 
 
 def _send_planned(job: Job, a: GuardAction) -> None:
@@ -164,16 +192,16 @@ def drain(job: Job) -> int:
 
 def _queued_after(job: Job, n: int) -> list[Job]:
     """Up to `n` one-device Guard action jobs of the same account queued after `job` (and more than
-    DRAIN_MIN_AGE_SECONDS ago) and never claimed, oldest first (a range scan on the primary key from `job`)."""
+    DRAIN_MIN_AGE_SECONDS ago) and never claimed, in order."""
     queued_before = timezone.now() - timedelta(seconds=DRAIN_MIN_AGE_SECONDS)
     queued = (
         Job.objects.filter(pk__gt=job.pk, status=Job.Status.QUEUED, lease_until__isnull=True)
         .filter(func=RUN_ACTIONS, kind__startswith="guard.", account_id=job.account_id)
         .filter(created_at__lte=queued_before)
         .select_related("account")
-        .order_by("pk")[:n]
+        .order_by()[:n]  # no sort: an index scan that stops at n rows; roughly oldest first all the same
     )
-    return [j for j in queued if _one_device(j)]
+    return sorted((j for j in queued if _one_device(j)), key=lambda j: j.pk)
 
 
 def _still_held(job: Job, owner: str) -> bool:
@@ -307,22 +335,46 @@ def record(
     """Store one device's outcome, its new state and the job's counters together. With `end` (a job of this one
     action, run by the lean path) the same transaction releases the device and ends the job, unless this worker
     has lost its lease: then the outcome is still stored, and the job and device are left to the new holder."""
-    spec = ACTIONS[a.action]
     now = timezone.now()
     end = end and not _lease_lost()
-    outcome = GuardAction.Outcome.SUCCEEDED if ok else GuardAction.Outcome.FAILED
-    state_after = knox_state or (spec.becomes if ok and spec.becomes is not None else a.state_before)
-    values = [outcome, code[:20], message[:100], reason[:400], _db_time(now), state_after[:20], a.pk]
+    outcome = _outcome_values(a, ok, code, message, reason, knox_state, now)
+    device = _device_update(a, ok, code, message or reason, knox_state, now, release=job if end else None)
+    if end and device is not None and connection.vendor == "postgresql":
+        _record_and_end_in_one(job, ok, outcome, device, now)
+        return
     with transaction.atomic():
-        if _execute(_RECORD_OUTCOME, values) != 1:
+        if _execute(_RECORD_OUTCOME, outcome) != 1:
             return  # recorded already (a resumed worker)
-        update_device(
-            a, ok=ok, code=code, message=message or reason, knox_state=knox_state, now=now, release=job if end else None
-        )
+        if device is None:
+            # Deleted from Knox Guard: the history stays in GuardAction (device set to NULL).
+            GuardDevice.objects.filter(account_id=a.account_id, device_uid=_uid(a)).delete()
+        else:
+            _execute(*device)
         if end:
             job.end_with(Job.Status.SUCCEEDED if ok else Job.Status.FAILED, succeeded=int(ok), failed=int(not ok))
         else:
             job.add_progress(succeeded=1 if ok else 0, failed=0 if ok else 1)
+
+
+def _record_and_end_in_one(job: Job, ok: bool, outcome: list[Any], device: tuple[str, list[Any]], now: Any) -> None:
+    """`record` with `end` on PostgreSQL: the three updates as one statement (data-modifying CTEs), one round trip
+    to the database instead of five (BEGIN, three statements, COMMIT); the device and the job change only if this
+    call recorded the outcome."""
+    check_lease()  # only the lease holder ends a running job
+    status = Job.Status.SUCCEEDED if ok else Job.Status.FAILED
+    device_sql, device_params = device
+    sql = (
+        f"WITH a AS ({_RECORD_OUTCOME} RETURNING 1), "  # noqa: S608 - constant fragments; values are parameters
+        f"d AS ({device_sql} AND EXISTS (SELECT 1 FROM a)), "
+        f'j AS (UPDATE "portal_job" SET {END_JOB_SET} WHERE {END_JOB_WHERE} AND EXISTS (SELECT 1 FROM a) RETURNING 1) '
+        "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM j)"
+    )
+    params = [*outcome, *device_params, *job.end_params(status, int(ok), int(not ok), "", now)]
+    recorded, ended = _fetch_all(sql, params)[0]
+    if recorded and ended:
+        job.ended(status, int(ok), int(not ok), "", now)
+    elif recorded:
+        job.refresh_from_db()  # ended elsewhere: show how
 
 
 def _lease_lost() -> bool:
@@ -333,17 +385,41 @@ def _lease_lost() -> bool:
     return False
 
 
+def _uid(a: GuardAction) -> str:
+    return a.device.device_uid if a.device else a.device_uid
+
+
+def _outcome_values(
+    a: GuardAction, ok: bool, code: str, message: str, reason: str, knox_state: str, now: Any
+) -> list[Any]:
+    """The parameters of _RECORD_OUTCOME."""
+    spec = ACTIONS[a.action]
+    outcome = GuardAction.Outcome.SUCCEEDED if ok else GuardAction.Outcome.FAILED
+    state_after = knox_state or (spec.becomes if ok and spec.becomes is not None else a.state_before)
+    return [outcome, code[:20], message[:100], reason[:400], _db_time(now), state_after[:20], a.pk]
+
+
 def update_device(
     a: GuardAction, *, ok: bool, code: str, message: str, knox_state: str, now: Any, release: Job | None = None
 ) -> None:
     """The device's last action, outcome and (when Knox changed it) state; with `release`, its `pending_job` is
-    cleared in the same statement when it is that job. One plain UPDATE: it runs for every device of every job."""
-    spec = ACTIONS[a.action]
-    uid = a.device.device_uid if a.device else a.device_uid
-    if ok and spec.becomes == "":
+    cleared in the same statement when it is that job. A device Knox no longer has is deleted."""
+    device = _device_update(a, ok, code, message, knox_state, now, release)
+    if device is None:
         # Deleted from Knox Guard: the history stays in GuardAction (device set to NULL).
-        GuardDevice.objects.filter(account_id=a.account_id, device_uid=uid).delete()
-        return
+        GuardDevice.objects.filter(account_id=a.account_id, device_uid=_uid(a)).delete()
+    else:
+        _execute(*device)
+
+
+def _device_update(
+    a: GuardAction, ok: bool, code: str, message: str, knox_state: str, now: Any, release: Job | None
+) -> tuple[str, list[Any]] | None:
+    """update_device's UPDATE and its parameters (one plain statement: it runs for every device of every job);
+    None when the action deleted the device from Knox Guard."""
+    spec = ACTIONS[a.action]
+    if ok and spec.becomes == "":
+        return None
     values: list[Any] = [a.action, _db_time(now), "succeeded" if ok else "failed", code[:20], message[:400]]
     values.append(_db_time(now))
     sets = _SET_LAST
@@ -355,28 +431,26 @@ def update_device(
         sets += ', "pending_job_id" = CASE WHEN "pending_job_id" = %s THEN NULL ELSE "pending_job_id" END'
         values.append(release.pk)
     sql = f'UPDATE "guard_guarddevice" SET {sets} WHERE "account_id" = %s AND "device_uid" = %s'  # noqa: S608 - fixed names
-    _execute(sql, [*values, a.account_id, uid])
+    return sql, [*values, a.account_id, _uid(a)]
 
 
 # --- plain SQL for the statements every single-device job runs ---------------------------------------------------
-# Compiling an ORM query costs ~0.5 ms of CPU, more than running it; at 100 jobs/s, on 2 cores shared with the queue
-# and Knox itself, that was the largest cost of a job. Same tables and columns as the models (Django's defaults).
+# Compiling an ORM query costs ~0.5 ms of CPU, more than running it, and on PostgreSQL every statement is a round
+# trip: at 100 jobs/s, on 2 cores shared with the queue and Knox itself, those were the largest costs of a job.
+# Same tables and columns as the models (Django's defaults).
 
 _DEVICE_FIELDS = ["id", "account_id", "object_id", "device_uid", "approve_id", "state", "pending_job_id"]
-_READ_DEVICE = """
-SELECT d."id", d."account_id", d."object_id", d."device_uid", d."approve_id", d."state", d."pending_job_id",
-    EXISTS (SELECT 1 FROM "guard_guardaction" a WHERE a."job_id" = %s),
-    EXISTS (SELECT 1 FROM "portal_job" j WHERE j."id" = d."pending_job_id" AND j."id" <> %s
-            AND j."status" IN ('queued', 'running'))
-FROM "guard_guarddevice" d WHERE d."id" = %s AND d."account_id" = %s
+# Take a device for a job: the device of the account, in a state that allows the action ({allowed}), not held by
+# another active job, and the job never planned (no GuardAction); returns the device (RETURNING: SQLite 3.35+).
+_TAKE_DEVICE = """
+UPDATE "guard_guarddevice" SET "pending_job_id" = %s
+WHERE "id" = %s AND "account_id" = %s AND "state" IN ({allowed})
+    AND ("pending_job_id" IS NULL OR "pending_job_id" = %s OR NOT EXISTS (
+        SELECT 1 FROM "portal_job" j WHERE j."id" = "guard_guarddevice"."pending_job_id"
+        AND j."status" IN ('queued', 'running')))
+    AND NOT EXISTS (SELECT 1 FROM "guard_guardaction" a WHERE a."job_id" = %s)
+RETURNING "id", "account_id", "object_id", "device_uid", "approve_id", "state", "pending_job_id"
 """
-# Take the device for the job, on condition that it is as it was read (indexed by whether pending_job was NULL).
-_TAKE_DEVICE = {
-    True: 'UPDATE "guard_guarddevice" SET "pending_job_id" = %s WHERE "id" = %s AND "state" = %s '
-    'AND "pending_job_id" IS NULL',
-    False: 'UPDATE "guard_guarddevice" SET "pending_job_id" = %s WHERE "id" = %s AND "state" = %s '
-    'AND "pending_job_id" = %s',
-}
 _RECORD_OUTCOME = (
     'UPDATE "guard_guardaction" SET "outcome" = %s, "code" = %s, "message" = %s, "reason" = %s, '
     '"finished_at" = %s, "state_after" = %s WHERE "id" = %s AND "outcome" = \'pending\''
@@ -385,6 +459,13 @@ _SET_LAST = (
     '"last_action" = %s, "last_action_at" = %s, "last_outcome" = %s, "last_code" = %s, "last_message" = %s, '
     '"updated_at" = %s'
 )
+
+
+_FROM_DEVICE = ("device_id", "device_uid", "state_before")  # a GuardAction's columns that _TAKE_DEVICE gives
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
 
 
 def _db_time(value: Any) -> Any:
@@ -397,10 +478,11 @@ def _execute(sql: str, params: list[Any]) -> int:
         return cursor.rowcount
 
 
-def _fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+def _fetch_all(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a query or of an UPDATE … RETURNING (read to the end: SQLite finishes the statement only then)."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        return cursor.fetchall()
 
 
 def _txid() -> str:

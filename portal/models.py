@@ -237,12 +237,14 @@ class JobQuerySet(models.QuerySet["Job"]):
         return self.filter(status=Job.Status.QUEUED, task_id__in=failed.values("id")).exclude(func="")
 
 
-# Job.end_with's statement.
-_END_JOB = (
-    'UPDATE "portal_job" SET "status" = %s, "error_summary" = %s, "finished_at" = %s, "heartbeat_at" = %s, '
-    '"lease_owner" = \'\', "lease_until" = NULL, "version" = "version" + 1, "succeeded" = "succeeded" + %s, '
-    '"failed" = "failed" + %s WHERE "id" = %s AND "status" NOT IN (%s, %s, %s, %s)'
+# Job.end_with's statement, in parts: guard.single ends a job with them inside the one statement that also records
+# its device's outcome (PostgreSQL). Parameters: Job.end_params().
+END_JOB_SET = (
+    '"status" = %s, "error_summary" = %s, "finished_at" = %s, "heartbeat_at" = %s, "lease_owner" = \'\', '
+    '"lease_until" = NULL, "version" = "version" + 1, "succeeded" = "succeeded" + %s, "failed" = "failed" + %s'
 )
+END_JOB_WHERE = '"id" = %s AND "status" NOT IN (%s, %s, %s, %s)'  # not one of Job.FINISHED
+_END_JOB = f'UPDATE "portal_job" SET {END_JOB_SET} WHERE {END_JOB_WHERE}'  # noqa: S608 - constant text
 
 
 def lease_seconds() -> int:
@@ -488,18 +490,25 @@ class Job(models.Model):
         now = timezone.now()
         # Plain SQL: every job ends here, single-device Guard jobs ~100 times a second, and compiling the ORM's
         # UPDATE cost more CPU than running it.
-        db = connections[router.db_for_write(Job)]
-        at = db.ops.adapt_datetimefield_value(now)
-        with db.cursor() as cursor:
-            cursor.execute(_END_JOB, [status, error_summary[:5000], at, at, succeeded, failed, self.pk, *self.FINISHED])
+        with connections[router.db_for_write(Job)].cursor() as cursor:
+            cursor.execute(_END_JOB, self.end_params(status, succeeded, failed, error_summary, now))
             n = cursor.rowcount
         if n != 1:
             self.refresh_from_db()  # ended elsewhere: show how
             return False
+        self.ended(status, succeeded, failed, error_summary, now)
+        return True
+
+    def end_params(self, status: str, succeeded: int, failed: int, error_summary: str, now: Any) -> list[Any]:
+        """The parameters of END_JOB_SET and END_JOB_WHERE, in order."""
+        at = connections[router.db_for_write(Job)].ops.adapt_datetimefield_value(now)
+        return [status, error_summary[:5000], at, at, succeeded, failed, self.pk, *self.FINISHED]
+
+    def ended(self, status: str, succeeded: int, failed: int, error_summary: str, now: Any) -> None:
+        """Set on this instance what END_JOB_SET wrote, rather than read it back."""
         self.status, self.error_summary, self.finished_at, self.heartbeat_at = status, error_summary[:5000], now, now
         self.lease_owner, self.lease_until, self.version = "", None, self.version + 1
         self.succeeded, self.failed = self.succeeded + succeeded, self.failed + failed
-        return True
 
     def create_retry(self, **fields: Any) -> tuple[Job, bool]:
         """The job that retries this one's failed devices, created at most once (job_one_retry_uniq).
