@@ -168,6 +168,8 @@ def drain(job: Job) -> int:
     claimed and did not run are handed back (`_hand_back`). Returns how many it ran."""
     if _draining.get() or DRAIN_BATCH < 1:
         return 0  # a drained job does not drain in its turn
+    if job.created_at > timezone.now() - timedelta(seconds=DRAIN_MIN_AGE_SECONDS):
+        return 0  # jobs queued after this one are younger still: no backlog to look for
     from guard.tasks import _run_actions
     from portal.tasks import run_claimed
 
