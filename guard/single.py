@@ -7,11 +7,13 @@ device is exactly as before), and never after a worker died mid-call.
 
 The lean path (`run_lean`), for a job on one device that was never planned: Knox Guard allows 100 requests/s
 per token, and a one-device job is one request, so the job machinery around it must cost a few milliseconds.
-It takes three transactions: (1) check the device and record the action with its `sent_at` (planning and "about
-to send" in one), (2) the request, paced by the shared rate limiter, (3) the outcome, the device's new state,
-the device released and the job ended, together. Then the worker `drain`s: it claims further queued one-device
-Guard jobs of the same account and runs them the same way, each under its own lease, instead of waiting for
-their deliveries (which then find them finished and do nothing).
+After the claim it is three steps: (1) take the device and store the action with its `sent_at` (planning and
+"about to send" in one transaction; one statement on PostgreSQL), (2) the request, paced by the shared rate
+limiter, (3) the outcome, the device's new state, the device released and the job ended, in one transaction
+(one statement on PostgreSQL). Anything unusual (a busy device, a state that does not allow the action, a
+resumed job) goes to the general planner in guard.tasks. Then the worker `drain`s: it claims further queued
+one-device Guard jobs of the same account and runs them the same way, each under its own lease, instead of
+waiting for their deliveries (which then find them held or finished and do nothing).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from portal.workers import check_lease, new_owner
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 RUN_ACTIONS = "guard.tasks.run_actions"
 # A worker that finished a one-device job runs at most this many more queued ones, for at most this long, before
 # it takes its next delivery: enough to make the queue's own cost per job small, short enough that a worker
@@ -75,8 +76,7 @@ def run_lean(job: Job) -> bool:
     a = _plan_one(job)
     if a is None:
         return False
-    if a.outcome == GuardAction.Outcome.PENDING:
-        _send_planned(job, a)
+    _send_planned(job, a)
     if job.is_finished and not job.error_summary:
         drain(job)
     return True
