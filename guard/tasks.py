@@ -156,6 +156,8 @@ def run_actions(job_pk: int) -> None:
 
 
 def _run_actions(job: Job, owner: str) -> None:
+    if single.run_lean(job):  # one device, never planned: planned, sent and ended by guard.single
+        return
     if not job.guard_actions.exists():
         plan(job)
     if not job.guard_chunks.exists():  # one device (or none left to send): a synchronous request (guard.single)

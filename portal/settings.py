@@ -98,6 +98,9 @@ def sqlite_database(path: Path) -> dict[str, object]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
+        # Kept open between requests and tasks, as on PostgreSQL: django-q2 closes "old" connections around every
+        # task in the pusher, each worker and the monitor, and reopening a SQLite file costs about a millisecond.
+        "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", "60"),
         # Several processes (web, qcluster workers, management commands) share the file: wait for the write lock
         # instead of failing with "database is locked", and use WAL so readers never block the writer.
         "OPTIONS": {

@@ -35,14 +35,21 @@ def run_job(job_pk: int, work: JobWork) -> None:
     if job.is_finished:
         return
     owner = new_owner()
-    if not _claim(job, owner):
+    if job.held_elsewhere() or not _claim(job, owner):
         logger.info("job %s is held by another worker; this delivery does nothing", job_pk)
         return
+    run_claimed(job, owner, work)
+
+
+def run_claimed(job: Job, owner: str, work: JobWork) -> None:
+    """Steps 2-4 of run_job for a job `owner` has just claimed (guard.single claims more jobs as it goes)."""
+    job_pk = job.pk
     lease = held_lease(job.pk, owner, lease_seconds())
     try:
         with lease:
             work(job, owner)
-            check_lease()  # a worker whose job was taken over does not end it either
+            if not job.is_finished:  # a job `work` ended was ended under the lease (Job.end_with checks it)
+                check_lease()  # a worker whose job was taken over does not end it either
     except LeaseLost:
         logger.warning("job %s was taken over by another worker; stopping here", job_pk)
     except KnoxError as e:
@@ -58,7 +65,8 @@ def run_job(job_pk: int, work: JobWork) -> None:
             )
         raise
     else:
-        job.refresh_from_db()
+        if not job.is_finished:  # else `work` ended it through this object: nothing to read back
+            job.refresh_from_db()
         if not job.is_finished:
             job.finish()
 

@@ -14,6 +14,9 @@ def _isolated_redis(settings):
     """With REDIS_URL set (make test-pg) the cache and rate-limit slots live in Redis, which test transactions do
     not roll back: start every test from an empty Redis database. (The database cache needs nothing: its rows
     roll back with the test.)"""
+    from portal.knox.auth import forget_tokens
+
+    forget_tokens()  # the per-process memo of Knox tokens: each test has its own sandbox and keys
     if settings.REDIS_URL:
         from django.core.cache import cache
 

@@ -7,7 +7,8 @@
 - E-FOTA: its own OAuth endpoint, `POST /iam/auth/oauth/v2/token`, one-hour Bearer tokens.
 
 Minted tokens are cached in Django's cache (shared by the web process and every worker) under a key that
-includes the account's `credentials_version`, so a credentials change never reuses an old token.
+includes the account's `credentials_version`, so a credentials change never reuses an old token; each process
+also keeps the token it last used for TOKEN_MEMO_SECONDS.
 """
 
 from __future__ import annotations
@@ -136,6 +137,20 @@ class Authenticator(Protocol):
     def renew(self) -> None: ...
 
 
+# Each process keeps the token it last used for a few seconds, so a request does not read the shared cache (a
+# database row or a Redis key) every time: at Knox Guard's 100 requests/s that read was one statement per request;
+# now it is one per process every few seconds. It must stay well under every renewal margin above
+# (OAUTH_RENEW_MARGIN_SECONDS is the smallest): a token read from the shared cache just before it is dropped there
+# is then still valid at Knox while it is reused. A token Knox refuses is dropped from both at once (renew()).
+TOKEN_MEMO_SECONDS = 5.0
+_memo: dict[str, tuple[str, float]] = {}  # cache key -> (token, time.monotonic() until which it is reused)
+
+
+def forget_tokens() -> None:
+    """Drop this process's memo of tokens (tests: each test has its own sandbox and keys)."""
+    _memo.clear()
+
+
 class _CachedToken(ABC):
     """A token minted on demand, cached across processes until `lifetime` seconds have passed."""
 
@@ -149,14 +164,21 @@ class _CachedToken(ABC):
         return f"knox:token:{self.scheme}:{self.account.pk}:{self.account.credentials_version}"
 
     def token(self, session: KnoxSession) -> str:
-        cached = cache.get(self.cache_key)
+        key = self.cache_key
+        memo = _memo.get(key)
+        if memo is not None and memo[1] > time.monotonic():
+            return memo[0]
+        cached = cache.get(key)
         if cached:
+            _memo[key] = (cached, time.monotonic() + TOKEN_MEMO_SECONDS)
             return cached
         value, lifetime = self.mint(session)
-        cache.set(self.cache_key, value, timeout=max(1, int(lifetime)))
+        cache.set(key, value, timeout=max(1, int(lifetime)))
+        _memo[key] = (value, time.monotonic() + min(TOKEN_MEMO_SECONDS, lifetime))
         return value
 
     def renew(self) -> None:
+        _memo.pop(self.cache_key, None)
         cache.delete(self.cache_key)
 
     @abstractmethod

@@ -6,8 +6,8 @@ sleeps until its reserved slot. Requests therefore leave evenly spaced, never in
 sliding one-second window under the limit the server counts with.
 
 Two stores, picked by settings: Redis (an atomic Lua script, when REDIS_URL is set) or the database
-(`portal.RateLimitSlot`, one UPDATE inside a transaction: on PostgreSQL the row lock, on SQLite the write lock,
-serialises the read-modify-write).
+(`portal.RateLimitSlot`, one UPDATE … RETURNING: on PostgreSQL the row lock, on SQLite the write lock, serialises
+the read-modify-write).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from functools import cache
 from typing import Protocol
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest
+from django.db import connections, router, transaction
 
 # Pace at this fraction of the published limit, so Knox's own counter never sees it crossed. A send that is
 # late (scheduling, a slow commit) lets the next one leave sooner than its spacing; at low limits one such pair
@@ -51,21 +49,41 @@ class DatabaseSlotStore:
     def reserve(self, key: str, interval: float, now: float) -> float:
         from portal.models import RateLimitSlot
 
+        taken = self._take(key, interval, now)
+        if taken is not None:
+            return taken
         with transaction.atomic():
-            updated = RateLimitSlot.objects.filter(key=key).update(
-                next_free=Greatest(F("next_free"), Value(now)) + Value(interval)
-            )
-            if not updated:
-                # First use of this key. A concurrent creator makes get_or_create return the existing row; then
-                # take a slot the normal way.
-                _, created = RateLimitSlot.objects.get_or_create(key=key, defaults={"next_free": now + interval})
-                if created:
-                    return now
-                RateLimitSlot.objects.filter(key=key).update(
-                    next_free=Greatest(F("next_free"), Value(now)) + Value(interval)
-                )
-            next_free = RateLimitSlot.objects.values_list("next_free", flat=True).get(key=key)
-        return next_free - interval
+            # First use of this key. A concurrent creator makes get_or_create return the existing row; then take a
+            # slot the normal way.
+            _, created = RateLimitSlot.objects.get_or_create(key=key, defaults={"next_free": now + interval})
+            if created:
+                return now
+            taken = self._take(key, interval, now)
+        if taken is None:
+            raise RuntimeError(f"the rate-limit slot {key!r} vanished while it was being reserved")
+        return taken
+
+    @staticmethod
+    def _take(key: str, interval: float, now: float) -> float | None:
+        """Push the key's next free time forward and read it back in one statement (UPDATE … RETURNING, SQLite
+        3.35+ and PostgreSQL): every Knox request pays for this, so it is one round trip and one short write.
+        None when the key has no row yet."""
+        from portal.models import RateLimitSlot
+
+        connection = connections[router.db_for_write(RateLimitSlot)]
+        with connection.cursor() as cursor:
+            cursor.execute(_TAKE_SQL[connection.vendor == "sqlite"], [now, interval, key])
+            rows = cursor.fetchall()  # read to the end: SQLite ends the statement's write only then
+        return float(rows[0][0]) - interval if rows else None
+
+
+# DatabaseSlotStore._take for PostgreSQL (False) and SQLite (True), whose two-argument MAX is PostgreSQL's GREATEST.
+_TAKE_SQL = {
+    False: 'UPDATE "portal_ratelimitslot" SET "next_free" = GREATEST("next_free", %s) + %s WHERE "key" = %s '
+    'RETURNING "next_free"',
+    True: 'UPDATE "portal_ratelimitslot" SET "next_free" = MAX("next_free", %s) + %s WHERE "key" = %s '
+    'RETURNING "next_free"',
+}
 
 
 _RESERVE_LUA = """
