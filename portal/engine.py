@@ -175,7 +175,7 @@ ABSENT = Absent()
 
 
 class Protocol:
-    """What a service supplies to the driver. Every method except `plan_more` and `finish` gets one request.
+    """What a service supplies to the driver. Every method except `plan` and `finish` gets one request.
 
     - `send(req)`: send it; raise KnoxError when Knox refuses. Return the answer when it is already the result
       (a synchronous call), else None and the driver polls.
