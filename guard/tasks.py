@@ -179,6 +179,9 @@ class BulkAction(Protocol):
     def params(self) -> ActionParams:
         return params_from(self.job)
 
+    def plan(self) -> None:
+        plan(self.job)
+
     def send(self, chunk: GuardChunk) -> None:
         actions = chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING).order_by("id")
         items = [(_ref(a), params_for(a, self.params)) for a in actions]

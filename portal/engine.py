@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -174,7 +175,7 @@ class Absent:
 ABSENT = Absent()
 
 
-class Protocol:
+class Protocol(ABC):
     """What a service supplies to the driver. Every method except `plan` and `finish` gets one request.
 
     - `send(req)`: send it; raise KnoxError when Knox refuses. Return the answer when it is already the result
@@ -208,26 +209,26 @@ class Protocol:
     def requests(self) -> models.QuerySet[Any]:
         return self.model.objects.filter(job=self.job)
 
-    def plan(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def plan(self) -> None: ...
 
-    def send(self, req: Any) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def send(self, req: Any) -> Any: ...
 
-    def poll(self, req: Any) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def poll(self, req: Any) -> Any: ...
 
     def lookup(self, req: Any) -> Any:
         return None
 
-    def apply(self, req: Any, result: Any) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def apply(self, req: Any, result: Any) -> None: ...
 
-    def fail(self, req: Any, state: str, code: str, message: str, detail: str = "") -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def fail(self, req: Any, state: str, code: str, message: str, detail: str = "") -> None: ...
 
-    def finish(self, summary: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def finish(self, summary: str) -> None: ...
 
     def refused_state(self, e: errors.KnoxError) -> str:
         """The state a request Knox refused ends in."""
