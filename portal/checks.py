@@ -26,7 +26,7 @@ def field_encryption_keys(app_configs: Any, **kwargs: Any) -> list[Error]:
     return errors
 
 
-# A lease is renewed every quarter of its length (portal.workers.LeaseKeeper); below this, one slow database write
+# A lease is renewed every quarter of its length (portal.workers.LeaseRenewer); below this, one slow database write
 # (SQLite waits up to 30 s for its lock, but a renewal is a one-row UPDATE) could let it lapse under a live worker.
 MIN_JOB_LEASE_SECONDS = 5
 

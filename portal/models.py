@@ -250,7 +250,7 @@ _END_JOB = f'UPDATE "portal_job" SET {END_JOB_SET} WHERE {END_JOB_WHERE}'  # noq
 
 def lease_seconds() -> int:
     """A job's lease lasts this long without a renewal. A live worker renews it from a thread of its own while a
-    Knox call is in flight (portal.workers.LeaseKeeper), so it need not outlast the slowest call: it bounds how
+    Knox call is in flight (portal.workers.LeaseRenewer), so it need not outlast the slowest call: it bounds how
     long a dead worker's job waits before another host resumes it."""
     return settings.JOB_LEASE_SECONDS
 

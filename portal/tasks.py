@@ -23,7 +23,7 @@ def run_job(job_pk: int, work: JobWork) -> None:
 
     1. A finished job, or one another live worker holds, is left alone (duplicate deliveries are harmless).
     2. `work` calls `job.heartbeat(owner)` as it goes and ends the job itself (finish/fail). While it runs, a
-       LeaseKeeper thread renews the lease, so a Knox call slower than the lease does not let another worker
+       LeaseRenewer thread renews the lease, so a Knox call slower than the lease does not let another worker
        take the job over; if one does (this worker's database connection was gone for a whole lease), this
        worker sends nothing more to Knox.
     3. A Knox failure that escapes `work` (Knox unreachable after bounded retries, credentials refused) ends

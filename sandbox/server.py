@@ -43,7 +43,7 @@ from sandbox.constants import (
     KG_SERVICE_UNAVAILABLE,
     KG_TOO_MANY_REQUESTS,
 )
-from sandbox.store import Config, Sandbox, parse_faults
+from sandbox.store import MIN_SAVE_INTERVAL_SECONDS, Config, Sandbox, parse_faults
 from sandbox.wire import (
     BadJson,
     Request,
@@ -393,6 +393,7 @@ class SandboxServer:
         process_delay: float = DEFAULT_PROCESS_DELAY_SECONDS,
         faults: str | dict[str, Any] = "",
         max_devices_per_request: int = KDP_MAX_DEVICES_PER_REQUEST,
+        save_interval: float = MIN_SAVE_INTERVAL_SECONDS,
     ) -> None:
         config = Config(
             rate_limit=rate_limit,
@@ -401,6 +402,7 @@ class SandboxServer:
             process_delay=process_delay,
             faults=parse_faults(faults),
             max_devices_per_request=max_devices_per_request,
+            save_interval=save_interval,
         )
         self.httpd = _Server((host, port))
         bound_port = self.httpd.server_address[1]

@@ -2,7 +2,7 @@
 
 Before: `JOB_LEASE_SECONDS` was not above `KNOX_READ_TIMEOUT` with its retries, so while a worker waited on a slow
 Knox answer its lease expired, `resume_stale_jobs` queued the job again, a second worker claimed it and both sent
-the same requests. Now a thread of the worker renews the lease while the job runs (portal.workers.LeaseKeeper).
+the same requests. Now a thread of the worker renews the lease while the job runs (portal.workers.LeaseRenewer).
 
 Real processes: the sandbox answers every request after 2 x the lease, a qcluster with two workers runs the job,
 and `resume_stale_jobs` (the every-minute schedule) is run by hand, over and over, the whole time.

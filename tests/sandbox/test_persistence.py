@@ -95,6 +95,20 @@ def test_state_is_written_while_running(make_sandbox: Callable[..., SandboxServe
         time.sleep(0.2)
 
 
+def test_a_longer_save_interval_writes_on_stop(make_sandbox: Callable[..., SandboxServer], tmp_path: Path) -> None:
+    # The benchmarks' setting (--save-interval 60): nothing rewritten while they run, everything kept at the end.
+    server = make_sandbox(tmp_path / "slow", kdp_rate_limit=0, save_interval=60)
+    c = KnoxClient(server.url, server.credentials_path)
+    body = c.upload_body([new_imei()])
+    c.kdp("PUT", "/devices/upload", json=body).raise_for_status()
+    key = f"{body['resellerId']}/{body['transactionId']}"
+    path = tmp_path / "slow" / "state.json"
+    time.sleep(1.5)  # past the default interval
+    assert not path.exists() or key not in json.loads(path.read_text())["kdp"]["transactions"]
+    server.stop()
+    assert key in json.loads(path.read_text())["kdp"]["transactions"]
+
+
 def test_reset_restores_the_demo_world(client: KnoxClient) -> None:
     before = client.state()
     body = client.upload_body([new_imei()])

@@ -19,6 +19,7 @@ from sandbox.constants import (
     KG_MAX_REQUESTS_PER_SECOND,
 )
 from sandbox.server import SandboxServer
+from sandbox.store import MIN_SAVE_INTERVAL_SECONDS
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +58,12 @@ class Command(BaseCommand):
             "--faults", default="", help="e.g. error=0.05,throttle=0.05,reset=0.01,truncate=0.01,latency=0.2"
         )
         parser.add_argument("--max-devices-per-request", type=int, default=KDP_MAX_DEVICES_PER_REQUEST)
+        parser.add_argument(
+            "--save-interval",
+            type=float,
+            default=MIN_SAVE_INTERVAL_SECONDS,
+            help="seconds between writes of state.json, at least (it is always written on stop)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -70,6 +77,7 @@ class Command(BaseCommand):
                 process_delay=options["process_delay"],
                 faults=options["faults"],
                 max_devices_per_request=options["max_devices_per_request"],
+                save_interval=options["save_interval"],
             )
         except (ValueError, OSError) as exc:
             raise CommandError(str(exc)) from exc
