@@ -68,6 +68,7 @@ class LeaseRenewer:
         self._cv = threading.Condition()
         self._leases: dict[int, Lease] = {}
         self._thread: threading.Thread | None = None
+        self._wake_at = 0.0  # when the renewer thread next wakes by itself (monotonic)
 
     def add(self, lease: Lease) -> None:
         with self._cv:
@@ -75,7 +76,8 @@ class LeaseRenewer:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
                 self._thread.start()
-            self._cv.notify()
+            if lease.due < self._wake_at:  # else the renewer wakes in time anyway: no thread switch per job
+                self._cv.notify()
 
     def remove(self, lease: Lease) -> None:
         with self._cv:
@@ -93,8 +95,8 @@ class LeaseRenewer:
                 due = [lease for lease in self._leases.values() if lease.due <= now]
                 if due:
                     return due
-                earliest = min((lease.due for lease in self._leases.values()), default=now + 60)
-                self._cv.wait(timeout=earliest - now)
+                self._wake_at = min((lease.due for lease in self._leases.values()), default=now + 60)
+                self._cv.wait(timeout=self._wake_at - now)
 
     def _run(self) -> None:
         from portal.models import Job
