@@ -246,7 +246,7 @@ class ActionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if self.errors:
+        if any(name in self._errors for name in self.fields if name not in self.extra_fields()):
             return data  # a value that is not a number: already explained on its field
         params = ActionParams(
             message=data.get("message", ""),
@@ -270,22 +270,29 @@ class ActionForm(forms.Form):
         return data
 
 
-class BulkActionForm(ActionForm):
-    """An action on a staged spreadsheet's valid rows, with the typed confirmation where the action needs one."""
+def typed_confirmation(action: str, count: int) -> str:
+    """What staff type to confirm `action` on `count` devices (“LOCK 10”), or "" when the action needs none
+    (ActionSpec.typed_confirmation: lock, complete, delete)."""
+    return f"{action.upper()} {count}" if ACTIONS[action].typed_confirmation else ""
 
-    confirmation = forms.CharField(required=False, max_length=40, label="Confirmation")
 
-    def __init__(self, *args: Any, action: str, valid: int, **kwargs: Any) -> None:
-        super().__init__(*args, action=action, **kwargs)
-        # An approve ID is unique per device: one typed here cannot be given to every row of a spreadsheet.
-        self.fields.pop("approve_id", None)
-        self.expected = f"{action.upper()} {valid}" if ACTIONS[action].typed_confirmation else ""
+class TypedConfirmationMixin:
+    """The typed confirmation of every path that locks, completes or deletes devices: the bulk preview, the device
+    page, a selection on the device list and “Retry the failed devices”. One field, one check, one sentence.
+
+    `count` is the number of devices that will be sent, so typing it shows staff read it. The typed text is
+    recorded in the audit event (guard.models.queue_action)."""
+
+    fields: dict[str, forms.Field]
+    cleaned_data: dict[str, Any]
+
+    def add_confirmation(self, action: str, count: int) -> None:
+        self.expected = typed_confirmation(action, count)
+        field = forms.CharField(required=False, max_length=40, label="Confirmation")
         if self.expected:
-            self.fields["confirmation"].label = f"Type {self.expected} to confirm"
-            self.fields["confirmation"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
-
-    def extra_fields(self) -> tuple[str, ...]:
-        return ("confirmation",)
+            field.label = f"Type {self.expected} to confirm"
+            field.widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
+        self.fields["confirmation"] = field
 
     def clean_confirmation(self) -> str:
         typed = self.cleaned_data["confirmation"].strip()
@@ -296,6 +303,38 @@ class BulkActionForm(ActionForm):
                 f"You typed “{typed}”; type exactly {self.expected} (the action and the number of devices) to confirm."
             )
         return typed
+
+
+class ConfirmedActionForm(TypedConfirmationMixin, ActionForm):
+    """An action's parameters and, where the action needs one, the typed confirmation for `count` devices."""
+
+    def __init__(self, *args: Any, action: str, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, action=action, **kwargs)
+        self.count = count
+        self.add_confirmation(action, count)
+
+    def extra_fields(self) -> tuple[str, ...]:
+        return ("confirmation",)
+
+
+class BulkActionForm(ConfirmedActionForm):
+    """An action on a staged spreadsheet's rows (or a selection of the device list): `count` is how many of them
+    will be sent."""
+
+    def __init__(self, *args: Any, action: str, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, action=action, count=count, **kwargs)
+        # An approve ID is unique per device: one typed here cannot be given to every row of a spreadsheet.
+        self.fields.pop("approve_id", None)
+
+
+class RetryForm(TypedConfirmationMixin, forms.Form):
+    """“Retry the failed devices” of an action job: the typed confirmation for the devices the retry sends."""
+
+    def __init__(self, *args: Any, action: str, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec = ACTIONS[action]
+        self.count = count
+        self.add_confirmation(action, count)
 
 
 class UploadFlagsForm(forms.Form):

@@ -8,10 +8,13 @@ a refusal is recorded with its code and a plain reason.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from guard.client import ACTIONS, ActionParams, ActionSpec, DeviceRef
@@ -306,6 +309,153 @@ class GuardLicence(models.Model):
         return self.state == self.State.EXPIRED or bool(self.expires_on and self.expires_on < timezone.localdate())
 
 
+def state_label(state: str) -> str:
+    """A device state as staff read it: the Knox Guard console's word (seed 003), never the API's spelling."""
+    return KG_CONSOLE_LABELS.get(state, state) if state else "unknown"
+
+
+def states_label(states: Iterable[str]) -> str:
+    return ", ".join(state_label(s) for s in states)
+
+
+def refusal(device: GuardDevice | None, action: str, *, busy: bool = False) -> str:
+    """Why the portal will not send `action` to this device, in words ("" when it can): the same rules the job's
+    planner applies before sending (guard.tasks.plan), so the preview and the device list say in advance what the
+    job would record."""
+    spec = ACTIONS[action]
+    if device is None:
+        return (
+            "not in the portal's records: sync devices or check the IMEI (Knox would answer that it has no such device)"
+        )
+    if not device.allows(action):
+        return (
+            f"recorded as {state_label(device.state)}: “{spec.label}” is possible only from "
+            f"{states_label(spec.allowed_from)} (Knox would refuse it for the device's state)"
+        )
+    if busy:
+        return "another job is acting on it; wait for that job to finish"
+    return ""
+
+
+@dataclass
+class ActionCheck:
+    """How many of a set of devices (a staged spreadsheet's valid rows, a device-list selection) the portal will
+    send an action to, and why it will not send the others (guard.models.refusal)."""
+
+    action: str
+    total: int
+    unknown: int = 0
+    busy: int = 0
+    wrong_state: dict[str, int] = field(default_factory=dict)  # recorded state -> devices
+
+    @property
+    def spec(self) -> ActionSpec | None:
+        return ACTIONS.get(self.action)
+
+    @property
+    def refused(self) -> int:
+        return self.unknown + self.busy + sum(self.wrong_state.values())
+
+    @property
+    def sendable(self) -> int:
+        return self.total - self.refused
+
+    def reasons(self) -> list[tuple[int, str]]:
+        """(devices, reason) for each kind of refusal, most first, in words."""
+        spec = ACTIONS[self.action] if self.action else None
+        out = [
+            (n, f"recorded as {state_label(state)}, and “{spec.label}” is possible only from "
+                f"{states_label(spec.allowed_from)}")
+            for state, n in self.wrong_state.items()
+            if spec is not None
+        ]  # fmt: skip
+        if self.unknown:
+            out.append((self.unknown, "not in the portal's records: sync devices or check the IMEI"))
+        if self.busy:
+            out.append((self.busy, "another job is acting on them"))
+        return sorted(out, key=lambda r: -r[0])
+
+
+def _recorded(account_id: int, column: str, outer: str) -> Coalesce:
+    """A device column for the identifier in `outer` (an IMEI/serial, else an approve ID), as the planner matches
+    it (guard.tasks.plan), as a subquery on the (account, device_uid) and approve ID indexes."""
+    devices = GuardDevice.objects.filter(account_id=account_id)
+    return Coalesce(
+        models.Subquery(devices.filter(device_uid=models.OuterRef(outer)).values(column)[:1]),
+        models.Subquery(devices.filter(approve_id=models.OuterRef(outer)).values(column)[:1]),
+    )
+
+
+ACTIVE_JOB = (Job.Status.QUEUED, Job.Status.RUNNING)
+
+
+def check_staged(upload: Upload, action: str) -> ActionCheck:
+    """The staged spreadsheet's valid rows against the portal's records for `action` (or, with action "", only
+    for devices the portal does not have), counted in the database: one grouped query, a 100,000-row file is never
+    loaded."""
+    from portal.models import UploadRow
+
+    rows = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID)
+    grouped = (
+        rows.annotate(
+            d_state=_recorded(upload.account_id, "state", "value"),
+            d_job=_recorded(upload.account_id, "pending_job__status", "value"),
+        )
+        .values_list("d_state", "d_job")
+        .annotate(n=models.Count("id"))
+        .order_by()
+    )
+    check = ActionCheck(action, total=0)
+    allowed = ACTIONS[action].allowed_from if action else tuple(KG_DEVICE_STATES)
+    for state, job_status, n in grouped:
+        check.total += n
+        if state is None:
+            check.unknown += n
+        elif state not in allowed:
+            check.wrong_state[state] = check.wrong_state.get(state, 0) + n
+        elif job_status in ACTIVE_JOB and action:
+            check.busy += n
+    return check
+
+
+def check_devices(devices: models.QuerySet[GuardDevice], action: str) -> ActionCheck:
+    """Devices the portal has (a selection or a filter of the device list) against `action`, counted in the
+    database."""
+    grouped = devices.values_list("state", "pending_job__status").annotate(n=models.Count("id")).order_by()
+    check = ActionCheck(action, total=0)
+    allowed = ACTIONS[action].allowed_from
+    for state, job_status, n in grouped:
+        check.total += n
+        if state not in allowed:
+            check.wrong_state[state] = check.wrong_state.get(state, 0) + n
+        elif job_status in ACTIVE_JOB:
+            check.busy += n
+    return check
+
+
+def annotate_refusals(upload: Upload, rows: list[Any], action: str | None) -> None:
+    """Give each row of a preview page its recorded device (`row.device`) and, for `action`, why it will not be
+    sent (`row.refusal`, "" when it will)."""
+    from portal.models import UploadRow
+
+    values = [r.value for r in rows if r.value]
+    found: dict[str, GuardDevice] = {}
+    for d in (
+        GuardDevice.objects.filter(account_id=upload.account_id)
+        .filter(models.Q(device_uid__in=values) | models.Q(approve_id__in=values))
+        .select_related("pending_job")
+    ):
+        found[d.device_uid] = d
+        if d.approve_id:
+            found.setdefault(d.approve_id, d)
+    for r in rows:
+        r.device = found.get(r.value) if r.value else None
+        r.refusal = ""
+        if action and r.status == UploadRow.Status.VALID:
+            busy = r.device is not None and r.device.pending_job is not None and not r.device.pending_job.is_finished
+            r.refusal = refusal(r.device, action, busy=busy)
+
+
 # Knox Guard's own list of uploads, read by a worker when a page asks (portal.lookups, guard.tasks).
 KNOX_UPLOADS_LOOKUP = "guard.knox_uploads"
 
@@ -323,14 +473,18 @@ def queue_action(
     upload: Upload | None = None,
     request: Any = None,
     confirmation: str = "",
+    not_sent: int = 0,
 ) -> Job:
     """Queue `action` on the given devices (GuardDevice pks) or on a staged spreadsheet's valid rows.
 
-    The parameters are validated here too (guard.client.validate), so nothing invalid is ever queued.
+    The parameters are validated here too (guard.client.validate), so nothing invalid is ever queued. `not_sent`:
+    how many of a spreadsheet's rows the preview said cannot succeed (check_staged); the job sends only the rows
+    of devices the portal has, in a state that allows the action, and records the others as not sent.
     """
     job, _ = _queue_action(
-        account, action, params, user=user, devices=devices, upload=upload, request=request, confirmation=confirmation
-    )
+        account, action, params, user=user, devices=devices, upload=upload, request=request,
+        confirmation=confirmation, not_sent=not_sent,
+    )  # fmt: skip
     return job
 
 
@@ -345,6 +499,7 @@ def _queue_action(
     request: Any = None,
     confirmation: str = "",
     retry_of: Job | None = None,
+    not_sent: int = 0,
 ) -> tuple[Job, bool]:
     """queue_action, and with `retry_of` a retry created at most once: (the job, whether this call created it)."""
     from guard.client import validate
@@ -357,15 +512,22 @@ def _queue_action(
     job_params: dict[str, Any] = {"action": action, "action_params": params.summary()}
     if upload is not None:
         job_params["upload"] = upload.pk
+        # Rows of devices the portal does not have are recorded as not sent (guard.tasks.plan), never sent to
+        # Knox to be refused there: the preview said so (check_staged).
+        job_params["only_known"] = True
     else:
         job_params["devices"] = list(devices or [])
+    sent = count - not_sent
+    title = f"{spec.label}: {sent} device{'s' if sent != 1 else ''}"
+    if not_sent:
+        title += f" ({not_sent} more row{'s' if not_sent != 1 else ''} of the file not sent)"
     fields = {
         "kind": f"guard.{action}",
         "account": account,
         "created_by": user,
         "params": job_params,
         "total": count,
-        "title": f"{spec.label}: {count} device{'s' if count != 1 else ''}",
+        "title": title,
     }
     if retry_of is not None:
         job, created = retry_of.create_retry(**fields)
@@ -380,6 +542,8 @@ def _queue_action(
             job.delete()
             raise
     summary: dict[str, Any] = {"action": action, "devices": count, "params": params.summary()}
+    if not_sent:
+        summary["not_sent"] = not_sent
     if confirmation:
         summary["typed_confirmation"] = confirmation
     if retry_of is not None:
@@ -395,6 +559,23 @@ def failed_by_code(job: Job) -> dict[str, int]:
     return dict(rows.values_list("code").annotate(n=models.Count("id")).order_by())
 
 
+def retry_device_ids(job: Job) -> list[int]:
+    """The devices “Retry the failed devices” sends again: the job's failed devices whose failure a retry can fix
+    (portal.knox.errors.PERMANENT) and that the portal still has. The job page counts these for the button and the
+    typed confirmation, and queue_retry queues exactly these."""
+    failed_ids = (
+        GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
+        .exclude(code__in=list(errors.PERMANENT))  # a retry cannot fix these (portal.knox.errors)
+        .values_list("device_id", flat=True)
+        .distinct()
+    )
+    return list(
+        GuardDevice.objects.filter(pk__in=list(failed_ids), account=job.account_id)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+
+
 def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str = "") -> tuple[Job, bool, int]:
     """Queue `job`'s action again for its failed devices that the portal still knows, once (Job.create_retry).
 
@@ -408,17 +589,7 @@ def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str =
     existing = Job.objects.filter(retry_of=job).first()
     if existing is not None:
         return existing, False, 0
-    failed_ids = (
-        GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
-        .exclude(code__in=list(errors.PERMANENT))  # a retry cannot fix these (portal.knox.errors)
-        .values_list("device_id", flat=True)
-        .distinct()
-    )
-    device_ids = list(
-        GuardDevice.objects.filter(pk__in=list(failed_ids), account=job.account_id)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
+    device_ids = retry_device_ids(job)
     if not device_ids:
         raise ValueError(
             "No failed device can be retried: a retry cannot fix failures Knox refused for good (wrong state, "

@@ -80,8 +80,9 @@ def plan(job: Job) -> None:
     """Create a GuardAction per device (and the async chunks), checking each against the portal's records first.
 
     A device the portal knows in a state that does not allow the action, or one another job is acting on, is
-    recorded as failed without being sent; devices the portal has never seen are sent by IMEI/serial and Knox
-    decides. All of it in one database transaction, before anything is sent.
+    recorded as failed without being sent. A device the portal has never seen is recorded as not sent
+    (NOT_FOUND) when the job came from the web's spreadsheet preview (`only_known`), which said so before
+    confirming; otherwise (the guard_action command) it is sent by IMEI/serial and Knox decides. All of it in one database transaction, before anything is sent.
     """
     action = job.params["action"]
     spec = ACTIONS[action]
@@ -117,6 +118,9 @@ def plan(job: Job) -> None:
                     "BUSY",
                     f"job #{d.pending_job_id} is acting on it",
                 )
+            elif d is None and job.params.get("only_known"):
+                a.outcome, a.code = GuardAction.Outcome.FAILED, "NOT_FOUND"
+                a.reason = "not in the portal's records: sync devices or check the IMEI"
             elif d is not None and not d.allows(action):
                 a.outcome, a.code = GuardAction.Outcome.FAILED, "STATE"
                 a.reason = f"the device is {d.state} ({d.console_state}); “{spec.label}” is possible from {', '.join(spec.allowed_from)}"

@@ -35,6 +35,8 @@ from guard.models import (
     GuardLicence,
     GuardUpload,
     GuardUploadDevice,
+    annotate_refusals,
+    check_staged,
     failed_by_code,
     pending_upload_results,
     queue_action,
@@ -42,6 +44,7 @@ from guard.models import (
     queue_sync,
     queue_upload,
     queue_upload_results,
+    retry_device_ids,
 )
 from portal import exports
 from portal.lookups import lookup_context, queue_lookup
@@ -234,14 +237,18 @@ def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
     return exports.xlsx_response(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.xlsx", "Knox Guard devices")
 
 
-def _detail_context(request: HttpRequest, device: GuardDevice, bound: forms.ActionForm | None = None) -> dict[str, Any]:
+def _detail_context(
+    request: HttpRequest, device: GuardDevice, bound: forms.ConfirmedActionForm | None = None
+) -> dict[str, Any]:
     """The device page; `bound` replaces the empty form of its action after a POST that failed validation.
 
     Only the actions the device's state allows *and* the user may queue get a form: the template is given
     nothing else to show (permissions are decided here, never in the template).
     """
     action_forms = [
-        bound if bound is not None and bound.action == spec.name else forms.ActionForm(action=spec.name)
+        bound
+        if bound is not None and bound.action == spec.name
+        else forms.ConfirmedActionForm(action=spec.name, count=1)
         for spec in device.allowed_actions()
         if _may_act(request, spec)
     ]
@@ -292,12 +299,18 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     if missing:
         messages.error(request, f"{device.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
         return redirect("guard:device_detail", device.pk)
-    form = forms.ActionForm(request.POST, action=spec.name)
+    form = forms.ConfirmedActionForm(request.POST, action=spec.name, count=1)
     if not form.is_valid():
         return render(request, "guard/device_detail.html", _detail_context(request, device, form))
     try:
         job = queue_action(
-            device.account, spec.name, form.params, user=request.user, devices=[device.pk], request=request
+            device.account,
+            spec.name,
+            form.params,
+            user=request.user,
+            devices=[device.pk],
+            request=request,
+            confirmation=form.cleaned_data["confirmation"],
         )
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
@@ -368,23 +381,37 @@ def upload_new(request: HttpRequest) -> HttpResponse:
 def _preview_context(
     request: HttpRequest, staged: Upload, confirm: forms.BulkActionForm | forms.UploadFlagsForm | None = None
 ) -> dict[str, Any]:
-    """Everything the preview shows; shared by the page and by a confirm that failed validation."""
+    """Everything the preview shows; shared by the page and by a confirm that failed validation.
+
+    For a bulk action, each valid row is checked against the portal's record of its device for the chosen action
+    (guard.models.check_staged): the rows Knox would refuse (device unknown, state that does not allow it, another
+    job on it) are counted and named per row, and only the others are sent and counted in the typed confirmation.
+    """
     ready = staged.status == Upload.Status.READY
     is_action = staged.operation == Upload.Operation.GUARD_ACTION
     # The actions this user may queue in bulk; each is chosen with ?action=, then its parameters are asked.
     offered = [spec for spec in ACTIONS.values() if _may_act(request, spec)] if is_action else []
-    if confirm is None and ready and is_action:
+    chosen_action = confirm.action if isinstance(confirm, forms.BulkActionForm) else ""
+    if not chosen_action and ready and is_action:
         chosen = forms.ActionChoiceForm(request.GET)
         if chosen.is_valid() and chosen.spec in offered:
-            confirm = forms.BulkActionForm(action=chosen.spec.name, valid=staged.valid)
+            chosen_action = chosen.spec.name
+    # Without an action chosen yet, the rows are still checked for devices the portal does not have.
+    check = check_staged(staged, chosen_action) if ready and is_action else None
+    if confirm is None and check is not None and chosen_action:
+        confirm = forms.BulkActionForm(action=chosen_action, count=check.sendable)
     if confirm is None and ready and not is_action and request.user.has_perm(QUEUE):
         confirm = forms.UploadFlagsForm(initial={k: k in request.GET for k in forms.UPLOAD_FLAGS})
-    return {
+    ctx = {
         **preview_rows(request, staged),
         "is_action": is_action,
         "offered": offered if ready else [],
         "confirm": confirm,
+        "check": check,
     }
+    if is_action:
+        annotate_refusals(staged, ctx["rows"], chosen_action or None)
+    return ctx
 
 
 @require_perm(ACCESS)
@@ -426,7 +453,15 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     if missing:
         messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
         return redirect("guard:bulk_detail", staged.pk)
-    form = forms.BulkActionForm(request.POST, action=spec.name, valid=staged.valid)
+    check = check_staged(staged, spec.name)
+    if not check.sendable:
+        messages.error(
+            request,
+            f"None of the {check.total} valid rows can succeed for “{spec.label}” (each row says why); "
+            "nothing was sent. Sync devices from Knox, or choose another action.",
+        )
+        return redirect(f"{redirect('guard:bulk_detail', staged.pk).url}?action={spec.name}")
+    form = forms.BulkActionForm(request.POST, action=spec.name, count=check.sendable)
     if not form.is_valid():
         return render(request, "guard/staged.html", _preview_context(request, staged, form))
     try:
@@ -438,6 +473,7 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
             upload=staged,
             request=request,
             confirmation=form.cleaned_data["confirmation"],
+            not_sent=check.refused,
         )
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
@@ -494,6 +530,32 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("guard:job", the_job.params.get("job"))
     if not the_job.kind.startswith("guard."):
         return redirect(the_job.get_absolute_url())  # another service's job: its own page
+    ctx = _job_context(request, the_job)
+    if request.htmx and request.htmx.target == "job-results":
+        return render(request, "guard/job.html#job-results", ctx)
+    if request.htmx and request.htmx.target == "upload-results" and ctx["is_upload"]:
+        return render(request, "guard/job.html#upload-results", ctx)
+    return render(request, "guard/job.html", ctx)
+
+
+def _retry_context(the_job: Job, spec: ActionSpec | None) -> dict[str, Any]:
+    """What the page says about “Retry the failed devices”: how many devices it sends again (exactly the ones
+    guard.models.queue_retry queues, so the button and the typed confirmation count them) and, by reason, the
+    failures it leaves out: those a retry cannot fix (portal.knox.errors.PERMANENT), and failed rows the portal
+    has no device for (any more)."""
+    if spec is None or not the_job.failed or not the_job.is_finished:
+        return {"retryable": 0, "left_out": []}
+    retry = retry_context(the_job, failed_by_code(the_job))
+    sendable = len(retry_device_ids(the_job))
+    left_out = list(retry["left_out"])
+    if retry["retryable"] > sendable:
+        left_out.append(
+            ("not in the portal's records (sync devices from Knox, then act on them)", retry["retryable"] - sendable)
+        )
+    return {"retryable": sendable, "left_out": left_out}
+
+
+def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm | None = None) -> dict[str, Any]:
     is_upload = the_job.kind == "guard.upload"
     filters = forms.ResultsFilterForm(request.GET)
     if is_upload:  # an upload's per-device results have outcomes of their own
@@ -506,7 +568,10 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         results = results.filter(outcome=outcome)
     page = list(results.filter(id__gt=after).select_related("device").order_by("id")[: PAGE_SIZE + 1])
     spec = ACTIONS.get(the_job.params.get("action", "")) if the_job.kind in ACTION_KINDS else None
-    retry = retry_context(the_job, failed_by_code(the_job) if spec is not None and the_job.failed else {})
+    retry = _retry_context(the_job, spec)
+    can_retry = spec is not None and _may_act(request, spec) and retry["retryable"] > 0
+    if can_retry and retry_form is None and spec is not None:
+        retry_form = forms.RetryForm(action=spec.name, count=retry["retryable"])
     ctx = {
         "job": the_job,
         "spec": spec,
@@ -520,15 +585,12 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
         "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
         "retry": retry,
-        "can_retry": spec is not None and _may_act(request, spec) and retry["retryable"] > 0,
+        "can_retry": can_retry,
+        "retry_form": retry_form if can_retry else None,
     }
     if is_upload:
         ctx.update(_upload_results_context(request, the_job, outcome, after))
-    if request.htmx and request.htmx.target == "job-results":
-        return render(request, "guard/job.html#job-results", ctx)
-    if request.htmx and request.htmx.target == "upload-results" and is_upload:
-        return render(request, "guard/job.html#upload-results", ctx)
-    return render(request, "guard/job.html", ctx)
+    return ctx
 
 
 def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after: int) -> dict[str, Any]:
@@ -597,8 +659,20 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseBadRequest("Only Knox Guard action jobs can be retried")
     spec = ACTIONS[the_job.params["action"]]
     _check_may_act(request, spec)
+    existing = Job.objects.filter(retry_of=the_job).first()
+    if existing is not None:  # a second click, or another tab: say so rather than ask for a confirmation again
+        messages.info(request, retry_exists_message(the_job, existing))
+        return redirect("guard:job", existing.pk)
+    form = forms.RetryForm(request.POST, action=spec.name, count=len(retry_device_ids(the_job)))
+    if form.count and not form.is_valid():
+        return render(request, "guard/job.html", _job_context(request, the_job, form), status=200)
     try:
-        retry, created, skipped = queue_retry(the_job, user=request.user, request=request)
+        retry, created, skipped = queue_retry(
+            the_job,
+            user=request.user,
+            request=request,
+            confirmation=form.cleaned_data.get("confirmation", "") if form.count else "",
+        )
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
         return redirect("guard:job", the_job.pk)
