@@ -86,6 +86,47 @@ class DeviceFilterForm(forms.Form):
         return {k: self.cleaned_data[k] for k in ("q", "state", "licence", "approve_id") if self.cleaned_data.get(k)}
 
 
+# A selection posts its ids: more than a few pages of them is what “all matching this filter” is for.
+MAX_SELECTED = 500
+
+
+def _device_id(value: str) -> int:
+    if not str(value).isdigit():
+        raise forms.ValidationError("not a device")
+    return int(value)
+
+
+class DeviceSelectionForm(forms.Form):
+    """An action on the device list's selection: the ticked rows (`ids`), or every device matching the list's
+    filter (the filter's own fields travel with it, read by DeviceFilterForm)."""
+
+    scope = forms.ChoiceField(choices=[("selected", "The selected devices"), ("matching", "All matching the filter")])
+    ids = forms.TypedMultipleChoiceField(coerce=_device_id, required=False)
+    action = forms.ChoiceField(choices=[(a.name, a.label) for a in ACTIONS.values()])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Any id may be posted; the view keeps the ones the portal has (and the filter matches).
+        posted = self.data.getlist("ids") if hasattr(self.data, "getlist") else []
+        self.fields["ids"].choices = [(v, v) for v in posted]
+
+    @property
+    def spec(self) -> ActionSpec:
+        return ACTIONS[self.cleaned_data["action"]]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("scope") == "selected":
+            ids = data.get("ids") or []
+            if not ids:
+                raise forms.ValidationError("Tick at least one device, or choose “all matching the filter”.")
+            if len(ids) > MAX_SELECTED:
+                raise forms.ValidationError(
+                    f"At most {MAX_SELECTED} devices can be ticked at once; use “all matching the filter” for more."
+                )
+        return data
+
+
 class ResultsFilterForm(forms.Form):
     outcome = forms.ChoiceField(required=False, choices=[("", "All"), *GuardAction.Outcome.choices])
     after = forms.IntegerField(required=False, min_value=0)

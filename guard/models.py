@@ -103,6 +103,15 @@ class GuardDevice(models.Model):
     def ref(self) -> DeviceRef:
         return DeviceRef(object_id=self.object_id, device_uid=self.device_uid, approve_id=self.approve_id)
 
+    @property
+    def last_action_label(self) -> str:
+        spec = ACTIONS.get(self.last_action)
+        return spec.label if spec is not None else self.last_action
+
+    @property
+    def last_outcome_label(self) -> str:
+        return dict(GuardAction.Outcome.choices).get(self.last_outcome, self.last_outcome)
+
     def allowed_actions(self) -> list[ActionSpec]:
         """The actions Knox Guard accepts in the device's current state (seed 003 life cycle)."""
         return [spec for spec in ACTIONS.values() if self.state in spec.allowed_from]
@@ -372,7 +381,7 @@ class ActionCheck:
         if self.unknown:
             out.append((self.unknown, "not in the portal's records: sync devices or check the IMEI"))
         if self.busy:
-            out.append((self.busy, "another job is acting on them"))
+            out.append((self.busy, "busy: another job is acting on them"))
         return sorted(out, key=lambda r: -r[0])
 
 
@@ -420,17 +429,20 @@ def check_staged(upload: Upload, action: str) -> ActionCheck:
 
 def check_devices(devices: models.QuerySet[GuardDevice], action: str) -> ActionCheck:
     """Devices the portal has (a selection or a filter of the device list) against `action`, counted in the
-    database."""
-    grouped = devices.values_list("state", "pending_job__status").annotate(n=models.Count("id")).order_by()
+    database: by state on the state index, then the few another job is acting on."""
     check = ActionCheck(action, total=0)
     allowed = ACTIONS[action].allowed_from
-    for state, job_status, n in grouped:
+    for state, n in devices.values_list("state").annotate(n=models.Count("id")).order_by():
         check.total += n
         if state not in allowed:
             check.wrong_state[state] = check.wrong_state.get(state, 0) + n
-        elif job_status in ACTIVE_JOB:
-            check.busy += n
+    check.busy = devices.filter(state__in=allowed, pending_job__status__in=ACTIVE_JOB).count()
     return check
+
+
+def sendable_devices(devices: models.QuerySet[GuardDevice], action: str) -> models.QuerySet[GuardDevice]:
+    """The devices of `devices` the action can be sent to (check_devices counts the others as refused)."""
+    return devices.filter(state__in=ACTIONS[action].allowed_from).exclude(pending_job__status__in=ACTIVE_JOB)
 
 
 def annotate_refusals(upload: Upload, rows: list[Any], action: str | None) -> None:
@@ -551,6 +563,40 @@ def _queue_action(
     AuditEvent.objects.record(f"guard.{action}", request=request, actor=user, target=job, summary=summary)
     job.enqueue("guard.tasks.run_actions")
     return job, True
+
+
+def queue_action_matching(
+    account: KnoxAccount,
+    action: str,
+    params: ActionParams,
+    filters: dict[str, Any],
+    *,
+    count: int,
+    user: Any,
+    request: Any = None,
+    confirmation: str = "",
+) -> Job:
+    """Queue `action` on every device of `account` matching the device list's filter whose state allows it (the
+    “all matching the filter” of the device list). The job keeps the filter, never a list of ids, and plans by it
+    in batches (guard.tasks.plan_matching): a million matching devices are never loaded at once. `count` is what
+    the page showed and staff confirmed (check_devices(...).sendable)."""
+    from guard.client import validate
+
+    validate(action, params)
+    spec = ACTIONS[action]
+    if not count:
+        raise ValueError("No device matching this filter can take this action.")
+    job = Job.objects.create(
+        kind=f"guard.{action}", account=account, created_by=user, total=count,
+        params={"action": action, "action_params": params.summary(), "filter": filters},
+        title=f"{spec.label}: {count} device{'s' if count != 1 else ''} matching the device list's filter",
+    )  # fmt: skip
+    summary: dict[str, Any] = {"action": action, "devices": count, "params": params.summary(), "filter": filters}
+    if confirmation:
+        summary["typed_confirmation"] = confirmation
+    AuditEvent.objects.record(f"guard.{action}", request=request, actor=user, target=job, summary=summary)
+    job.enqueue("guard.tasks.run_actions")
+    return job
 
 
 def failed_by_code(job: Job) -> dict[str, int]:

@@ -36,15 +36,18 @@ from guard.models import (
     GuardUpload,
     GuardUploadDevice,
     annotate_refusals,
+    check_devices,
     check_staged,
     failed_by_code,
     pending_upload_results,
     queue_action,
+    queue_action_matching,
     queue_retry,
     queue_sync,
     queue_upload,
     queue_upload_results,
     retry_device_ids,
+    sendable_devices,
 )
 from portal import exports
 from portal.lookups import lookup_context, queue_lookup
@@ -193,10 +196,138 @@ def devices(request: HttpRequest) -> HttpResponse:
     rows, next_after = _device_page(form) if form.is_valid() else ([], None)
     query = request.GET.copy()
     query.pop("after", None)
-    ctx = {"form": form, "devices": rows, "next_after": next_after, "query": query.urlencode()}
+    ctx = {
+        "form": form,
+        "devices": rows,
+        "next_after": next_after,
+        "query": query.urlencode(),
+        # The actions this user may take on a selection (the review page checks each device's state).
+        "offered": [spec for spec in ACTIONS.values() if _may_act(request, spec)],
+    }
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "guard/devices.html#device-table", ctx)
     return render(request, "guard/devices.html", ctx)
+
+
+def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSelectionForm, Any, str]:
+    """The device list's selection: (the form, (account, devices, filters) or None, why not in words).
+
+    Ticked rows are the devices of those ids that the list's filter still matches; “all matching” is the filter
+    itself, never loaded. A job runs against one Knox account, so the selection must be of one."""
+    selection = forms.DeviceSelectionForm(data)
+    filters = forms.DeviceFilterForm(data)
+    if not filters.is_valid():
+        return selection, None, " ".join(e for errs in filters.errors.values() for e in errs)
+    if not selection.is_valid():
+        return selection, None, " ".join(e for errs in selection.errors.values() for e in errs)
+    account = filters.cleaned_data.get("account")
+    matching = GuardDevice.objects.matching(account, filters.filters())
+    if selection.cleaned_data["scope"] == "selected":
+        devices = matching.filter(pk__in=selection.cleaned_data["ids"])
+        accounts = list(devices.order_by().values_list("account", flat=True).distinct()[:2])
+        if not accounts:
+            return selection, None, "None of the ticked devices is in the list any more; tick them again."
+        if len(accounts) > 1:
+            return (
+                selection,
+                None,
+                (
+                    "The ticked devices belong to more than one Knox account; a job acts for one account: "
+                    "choose the account in the filter first."
+                ),
+            )
+        account = KnoxAccount.objects.get(pk=accounts[0])
+        return selection, (account, devices, {"ids": selection.cleaned_data["ids"]}), ""
+    if account is None:
+        return (
+            selection,
+            None,
+            (
+                "Choose one Knox account in the filter before acting on all matching devices: a job acts for one account."
+            ),
+        )
+    return selection, (account, matching, filters.filters()), ""
+
+
+# What a selection carries from the list to its review page and on to the POST: the filter and the selection.
+SELECTION_KEYS = frozenset({*forms.DeviceFilterForm.base_fields, *forms.DeviceSelectionForm.base_fields} - {"after"})
+
+
+def _selection_items(data: Any, keys: frozenset[str] = SELECTION_KEYS) -> list[tuple[str, str]]:
+    return [(k, v) for k, values in data.lists() if k in keys for v in values]
+
+
+def _list_url(data: Any) -> str:
+    """The device list with the selection's filter (back from the review, or after a refusal)."""
+    keys = frozenset(forms.DeviceFilterForm.base_fields) - {"after"}
+    query = urlencode(_selection_items(data, keys))
+    return f"{redirect('guard:devices').url}{'?' + query if query else ''}"
+
+
+def _act_context(
+    request: HttpRequest, data: Any, found: tuple[KnoxAccount, Any, dict[str, Any]], spec: ActionSpec,
+    form: forms.BulkActionForm | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    account, devices, _ = found
+    check = check_devices(devices, spec.name)
+    return {
+        "account": account,
+        "spec": spec,
+        "check": check,
+        "scope": data.get("scope"),
+        "confirm": form if form is not None else forms.BulkActionForm(action=spec.name, count=check.sendable),
+        "hidden": _selection_items(data),
+        "list_url": _list_url(data),
+        "missing": account.missing_credentials("guard"),
+    }
+
+
+@require_perm(QUEUE)
+@require_http_methods(["GET", "POST"])
+def devices_act(request: HttpRequest) -> HttpResponse:
+    """An action on the device list's selection (ticked rows, or all matching the filter): GET reviews it (how
+    many devices can take the action, why the others cannot, the parameters and the typed confirmation, from the
+    URL), POST queues it for the devices that can take it."""
+    data = request.POST if request.method == "POST" else request.GET
+    selection, found, problem = _selected_devices(request, data)
+    if selection.has_error("action") or selection.has_error("scope"):
+        return HttpResponseBadRequest("Unknown action or selection")  # the list only offers the actions it shows
+    spec = ACTIONS[selection.cleaned_data["action"]]
+    _check_may_act(request, spec)
+    back = _list_url(data)
+    if found is None:
+        messages.error(request, problem)
+        return redirect(back)
+    account, devices, filters = found
+    if request.method == "GET":
+        return render(request, "guard/devices_act.html", _act_context(request, data, found, spec))
+    check = check_devices(devices, spec.name)
+    if not check.sendable:
+        messages.error(
+            request, f"None of these devices can take “{spec.label}” now (the review says why); nothing was sent."
+        )
+        return redirect(back)
+    missing = account.missing_credentials("guard")
+    if missing:
+        messages.error(request, f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+        return redirect(back)
+    form = forms.BulkActionForm(data, action=spec.name, count=check.sendable)
+    if not form.is_valid():
+        return render(request, "guard/devices_act.html", _act_context(request, data, found, spec, form))
+    confirmation = form.cleaned_data["confirmation"]
+    try:
+        if "ids" in filters:
+            ids = list(sendable_devices(devices, spec.name).order_by("id").values_list("pk", flat=True))
+            job = queue_action(account, spec.name, form.params, user=request.user, devices=ids, request=request,
+                               confirmation=confirmation)  # fmt: skip
+        else:
+            job = queue_action_matching(account, spec.name, form.params, filters, count=check.sendable,
+                                        user=request.user, request=request, confirmation=confirmation)  # fmt: skip
+    except (GuardValidationError, ValueError) as e:
+        messages.error(request, str(e))
+        return redirect(back)
+    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
+    return redirect("guard:job", job.pk)
 
 
 DEVICE_COLUMNS = [
