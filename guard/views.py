@@ -337,7 +337,7 @@ DEVICE_COLUMNS = [
     exports.Column("State (API)", "state", "text", 16),
     exports.Column("State (console)", "console_state", "text", 16),
     exports.Column("Model", "model", "text", 14),
-    exports.Column("Licence", "licence", "identifier", 22),
+    exports.Column("Licence (recorded by staff)", "licence", "identifier", 22),
     exports.Column("Account", lambda d: d.account.name, "text", 16),
     exports.Column("Last action", "last_action", "text", 12),
     exports.Column("Last outcome", "last_outcome", "text", 12),
@@ -901,5 +901,15 @@ def uploads_from_knox(request: HttpRequest) -> HttpResponse:
 @require_perm(ACCESS)
 @require_GET
 def licences(request: HttpRequest) -> HttpResponse:
-    ctx = {"licences": GuardLicence.objects.select_related("account").order_by("account__name", "key")[:500]}
-    return render(request, "guard/licences.html", ctx)
+    licences = list(GuardLicence.objects.select_related("account").order_by("account__name", "key")[:500])
+    # How many devices staff recorded with each key (Knox gives none): one grouped query on the licence index.
+    counts = dict(
+        ((account, key), n)
+        for account, key, n in GuardDevice.objects.filter(licence__in={lic.key for lic in licences})
+        .values_list("account", "licence")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for lic in licences:
+        lic.device_count = counts.get((lic.account_id, lic.key), 0)  # type: ignore[attr-defined]
+    return render(request, "guard/licences.html", {"licences": licences})
