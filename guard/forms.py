@@ -29,7 +29,8 @@ ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 # A prefix this short would match most of a million devices; the search is for finding one phone.
 SEARCH_MIN_LENGTH = 4
 
-STATE_CHOICES = [(s, f"{s} ({KG_CONSOLE_LABELS[s]})" if KG_CONSOLE_LABELS[s] != s else s) for s in KG_DEVICE_STATES]
+# The console's words (seed 003), as staff know them; the value stays the API's spelling (it is what is stored).
+STATE_CHOICES = [(s, KG_CONSOLE_LABELS[s]) for s in KG_DEVICE_STATES]
 
 # Upload flags of POST devices/uploads, with what each one does (knox-api.md §4.8).
 UPLOAD_FLAGS = {

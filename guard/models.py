@@ -191,6 +191,20 @@ class GuardAction(models.Model):
     def spec(self) -> ActionSpec:
         return ACTIONS[self.action]
 
+    def state_change(self) -> str:
+        """The device's state before and after, in the console's words: "Active → Locking", "Active (unchanged)",
+        "Active (waiting for Knox)"; never a bare "?" or "…"."""
+        before = state_label(self.state_before) if self.state_before else "not in the portal's records"
+        if self.outcome == self.Outcome.PENDING:
+            return f"{before} (waiting for Knox)"
+        if self.outcome == self.Outcome.FAILED:
+            return f"{before} (unchanged)" if self.state_before else before
+        if self.state_after:
+            return f"{before} → {state_label(self.state_after)}"
+        if ACTIONS[self.action].becomes == "":
+            return f"{before} → removed from Knox Guard"
+        return before
+
     def explanation(self) -> str:
         from portal.knox.errors import explain
 
@@ -241,6 +255,10 @@ class GuardUpload(KnoxRequest):
 
     def __str__(self) -> str:
         return self.upload_id or f"upload {self.pk}"
+
+    def flags_on(self) -> list[str]:
+        """The labels of the policy flags this upload asked for."""
+        return [label for label, on in upload_flags_display(self.flags) if on]
 
 
 class GuardUploadDevice(models.Model):
@@ -325,6 +343,53 @@ def state_label(state: str) -> str:
 
 def states_label(states: Iterable[str]) -> str:
     return ", ".join(state_label(s) for s in states)
+
+
+WEEKDAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+PARAM_LABELS = {
+    "message": "Message shown on the phone",
+    "email": "Contact email",
+    "tel": "Contact phone",
+    "interval": "Repeat every",
+    "time_limit": "Quiet hours",
+    "days_limit": "Quiet days",
+    "approve_id": "Approve ID",
+    "approve_comment": "Comment",
+}
+
+
+def _seconds(n: int) -> str:
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if n >= size and n % size == 0:
+            k = n // size
+            return f"{k} {unit}{'s' if k != 1 else ''}"
+    return f"{n} second{'s' if n != 1 else ''}"
+
+
+def action_params_display(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """A job's action parameters (ActionParams.summary) as staff read them: labels, not field names, and the
+    quiet period as hours and days."""
+    out = []
+    for key, value in params.items():
+        if key == "row_approve_id" or value in ("", None):
+            continue
+        if key == "interval" and isinstance(value, int):
+            shown = _seconds(value)
+        elif key == "time_limit" and isinstance(value, list | tuple) and len(value) == 2:
+            shown = f"{value[0]:02d}:00 to {value[1]:02d}:00"
+        elif key == "days_limit" and isinstance(value, list | tuple) and len(value) == 2:
+            shown = " to ".join(WEEKDAY_NAMES[v] if isinstance(v, int) and 0 <= v <= 6 else str(v) for v in value)
+        else:
+            shown = str(value)
+        out.append((PARAM_LABELS.get(key, key.replace("_", " ").capitalize()), shown))
+    return out
+
+
+def upload_flags_display(flags: dict[str, Any]) -> list[tuple[str, bool]]:
+    """An upload's policy flags with their labels (guard.forms.UPLOAD_FLAGS), never Knox's field names."""
+    from guard.forms import UPLOAD_FLAGS
+
+    return [(UPLOAD_FLAGS[k][0] if k in UPLOAD_FLAGS else k, bool(v)) for k, v in flags.items()]
 
 
 def refusal(device: GuardDevice | None, action: str, *, busy: bool = False) -> str:

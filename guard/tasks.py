@@ -131,7 +131,9 @@ def plan(job: Job) -> None:
                 a.reason = "not in the portal's records: sync devices or check the IMEI"
             elif d is not None and not d.allows(action):
                 a.outcome, a.code = GuardAction.Outcome.FAILED, "STATE"
-                a.reason = f"the device is {d.state} ({d.console_state}); “{spec.label}” is possible from {', '.join(spec.allowed_from)}"
+                a.reason = (
+                    f"the device is {d.console_state}; “{spec.label}” is possible only while it is {spec.allowed_label}"
+                )
             actions.append(a)
         pending = [a for a in actions if a.outcome == GuardAction.Outcome.PENDING]
         if len(pending) > 1:

@@ -35,6 +35,7 @@ from guard.models import (
     GuardLicence,
     GuardUpload,
     GuardUploadDevice,
+    action_params_display,
     annotate_refusals,
     check_devices,
     check_staged,
@@ -48,6 +49,7 @@ from guard.models import (
     queue_upload_results,
     retry_device_ids,
     sendable_devices,
+    upload_flags_display,
 )
 from portal import exports
 from portal.lookups import lookup_context, queue_lookup
@@ -418,8 +420,8 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     if not device.allows(spec.name):
         messages.error(
             request,
-            f"“{spec.label}” is not possible now: the device is {device.state} ({device.console_state}); "
-            f"it is possible from {', '.join(spec.allowed_from)}. Nothing was sent.",
+            f"“{spec.label}” is not possible now: the device is {device.console_state}; "
+            f"it is possible only while a device is {spec.allowed_label}. Nothing was sent.",
         )
         return redirect("guard:device_detail", device.pk)
     busy = _busy_job(device)
@@ -718,6 +720,8 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
         "retry": retry,
         "can_retry": can_retry,
         "retry_form": retry_form if can_retry else None,
+        "action_params": action_params_display(the_job.params.get("action_params") or {}),
+        "flags": upload_flags_display(the_job.params.get("flags") or {}),
     }
     if is_upload:
         ctx.update(_upload_results_context(request, the_job, outcome, after))
@@ -765,7 +769,7 @@ def job_refresh_results(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "guard/job.html#upload-results", _refresh_context(request, the_job))
     if read is None:
-        messages.info(request, "No part of this upload has a Knox uploadID yet; there are no results to read.")
+        messages.info(request, "No part of this upload has a Knox upload ID yet; there are no results to read.")
     elif created:
         messages.success(
             request,

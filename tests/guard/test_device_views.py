@@ -182,9 +182,25 @@ class DeviceDetailTestCase(BaseTestCase):
         )
         self.client.force_login(self.viewer)
         html = unescape(self.client.get(self.url).content.decode())
-        for text in (self.device.device_uid, "LOAN-0001", self.device.object_id, "Enrolled", "“Active”", "KG-LIC-1",
-                     "expired", "4000310"):  # fmt: skip
+        for text in (self.device.device_uid, "LOAN-0001", self.device.object_id, ">Active</strong>", "KG-LIC-1",
+                     "expired", "4000310", "Start payment reminders at", ">Failed</span>"):  # fmt: skip
             assert text in html, text
+
+    def test_it_speaks_the_console_s_words_not_the_api_s(self):
+        """Issue 16 item 10: "for a Enrolled device", "? → …", raw action names."""
+        job = Job.objects.create(kind="guard.lock", account=self.account, created_by=self.admin)
+        for outcome, before, after in (("failed", "Enrolled", ""), ("succeeded", "Enrolled", "Locking"),
+                                       ("pending", "", "")):  # fmt: skip
+            GuardAction.objects.create(account=self.account, job=job, device=self.device, action="lock",
+                                       device_uid=self.device.device_uid, outcome=outcome, state_before=before,
+                                       state_after=after)  # fmt: skip
+        self.client.force_login(self.admin)
+        html = " ".join(unescape(self.client.get(self.url).content.decode()).split())
+        assert "for a Enrolled" not in html and "a Enrolled device" not in html and "? →" not in html
+        assert "while the device is Active" in html
+        assert "Active (unchanged)" in html and "Active → Locking" in html
+        assert "not in the portal's records (waiting for Knox)" in html
+        assert "→ Locking" in html and "→ StartingReminder" not in html
 
     def test_it_offers_only_the_actions_the_state_allows(self):
         for state, expected in (
@@ -446,4 +462,4 @@ def test_a_single_blink_from_the_detail_page_reaches_knox(client, guard_synced, 
     assert knox["state"] in ("StartingReminder", "Blinked")
     page = unescape(client.get(f"/guard/devices/{device.pk}/").content.decode())
     assert "Start payment reminders" in page and f'href="/guard/jobs/{job.pk}/"' in page
-    assert "Enrolled → StartingReminder" in page
+    assert "Active → Starting Reminder" in page

@@ -263,3 +263,28 @@ class RetryOnlyWhatARetryCanFixTestCase(GuardJobTestCase):
         page = " ".join(unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode()).split())
         assert 'class="primary">Retry the 1 failed device</button>' in page
         assert "A retry sends the 1 device whose failure a retry can fix. Left out: 3 unknown to Knox." in page
+
+
+class JobPagePlainWordsTestCase(GuardJobTestCase):
+    """Issue 16 item 10: the job page named parameters and flags by their API fields ("tel", "interval",
+    "autoAccept: off") and showed "? → …" for states it did not know."""
+
+    def test_parameters_flags_and_states_are_in_plain_words(self):
+        params = ActionParams(
+            message="Pay", tel="+44 20 7946 0000", interval=3600, time_limit=(23, 7), days_limit=(0, 1)
+        )
+        job = queue_action(self.account, "blink", params, user=self.admin, devices=[self.devices[0].pk])
+        GuardAction.objects.create(account=self.account, job=job, device=None, device_uid="359", action="blink",
+                                   outcome="failed", code="NOT_FOUND")  # fmt: skip
+        upload = Job.objects.create(
+            kind="guard.upload", account=self.account, params={"flags": {"autoAccept": False, "autoLock": True}}
+        )
+        self.client.force_login(self.viewer)
+        page = " ".join(unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode()).split())
+        for plain in ("<dt>Contact phone</dt><dd>+44 20 7946 0000</dd>", "<dt>Repeat every</dt><dd>1 hour</dd>",
+                      "<dt>Quiet hours</dt><dd>23:00 to 07:00</dd>", "<dt>Quiet days</dt><dd>Sunday to Monday</dd>",
+                      "the device becomes Starting Reminder", "not in the portal's records"):  # fmt: skip
+            assert plain in page, plain
+        assert "<dt>tel</dt>" not in page and "<dt>interval</dt>" not in page and "? →" not in page
+        page = " ".join(unescape(self.client.get(f"/guard/jobs/{upload.pk}/").content.decode()).split())
+        assert "Accept automatically: no · Lock automatically: yes" in page and "autoAccept" not in page
