@@ -325,6 +325,9 @@ class BulkRecordsCheckTestCase(BaseTestCase):
         assert "10 not in the portal's records: sync devices or check the IMEI" in html
         assert "Type <code>LOCK 5</code> to confirm" in html and "Lock: 5 devices" in html
         assert html.count("Will not be sent") == 20
+        # The action tabs swap the whole review (counts, rows, action) in place, with the action in the URL.
+        assert 'hx-target="#bulk-review" hx-select="#bulk-review" hx-swap="outerHTML" hx-push-url="true"' in html
+        assert '<input type="hidden" name="action" value="lock">' in html  # the rows' filter keeps the action
         row = re.search(r"<tr[^>]*>\s*<td>17</td>.*?</tr>", html, re.S).group(0)  # row 17: the 16th IMEI, unknown
         assert self.unknown[0] in row and "Not in the portal's records: sync devices or check the IMEI" in row
 
