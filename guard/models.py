@@ -14,7 +14,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from guard.client import ACTIONS, ActionParams, ActionSpec, DeviceRef
@@ -450,45 +449,50 @@ class ActionCheck:
         return sorted(out, key=lambda r: -r[0])
 
 
-def _recorded(account_id: int, column: str, outer: str) -> Coalesce:
-    """A device column for the identifier in `outer` (an IMEI/serial, else an approve ID), as the planner matches
-    it (guard.tasks.plan), as a subquery on the (account, device_uid) and approve ID indexes."""
-    devices = GuardDevice.objects.filter(account_id=account_id)
-    return Coalesce(
-        models.Subquery(devices.filter(device_uid=models.OuterRef(outer)).values(column)[:1]),
-        models.Subquery(devices.filter(approve_id=models.OuterRef(outer)).values(column)[:1]),
-    )
-
-
 ACTIVE_JOB = (Job.Status.QUEUED, Job.Status.RUNNING)
 
 
 def check_staged(upload: Upload, action: str) -> ActionCheck:
     """The staged spreadsheet's valid rows against the portal's records for `action` (or, with action "", only
-    for devices the portal does not have), counted in the database: one grouped query, a 100,000-row file is never
-    loaded."""
+    for devices the portal does not have), counted in the database: a 100,000-row file is never loaded.
+
+    Rows are matched as the job's planner matches them (guard.tasks.plan): by IMEI/serial, one lookup per row on
+    the (account, device_uid) unique index, grouped by the device's state; then the few rows that name a device by
+    its approve ID instead, found with one IN (…) over the approve IDs and classified one by one."""
     from portal.models import UploadRow
 
-    rows = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID)
-    grouped = (
-        rows.annotate(
-            d_state=_recorded(upload.account_id, "state", "value"),
-            d_job=_recorded(upload.account_id, "pending_job__status", "value"),
-        )
-        .values_list("d_state", "d_job")
-        .annotate(n=models.Count("id"))
-        .order_by()
+    devices = GuardDevice.objects.filter(account_id=upload.account_id).order_by()
+    by_uid = devices.filter(device_uid=models.OuterRef("value"))
+    rows = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID).annotate(
+        d_state=models.Subquery(by_uid.values("state")[:1]),
+        # Whether another job holds the device only matters for an action.
+        d_job=models.Subquery(by_uid.values("pending_job__status")[:1]) if action else models.Value(""),
     )
     check = ActionCheck(action, total=0)
     allowed = ACTIONS[action].allowed_from if action else tuple(KG_DEVICE_STATES)
-    for state, job_status, n in grouped:
-        check.total += n
+
+    def count(state: str | None, job_status: str | None, n: int) -> None:
         if state is None:
             check.unknown += n
         elif state not in allowed:
             check.wrong_state[state] = check.wrong_state.get(state, 0) + n
         elif job_status in ACTIVE_JOB and action:
             check.busy += n
+
+    for state, job_status, n in rows.values_list("d_state", "d_job").annotate(n=models.Count("id")).order_by():
+        check.total += n
+        count(state, job_status, n)
+    if check.unknown:
+        named = rows.filter(d_state=None, value__in=devices.exclude(approve_id="").values("approve_id"))
+        values = list(named.values_list("value", flat=True))
+        for start in range(0, len(values), 1000):
+            part = values[start : start + 1000]
+            found = {d.approve_id: d for d in devices.filter(approve_id__in=part).select_related("pending_job")}
+            for value in part:
+                d = found.get(value)
+                if d is not None:
+                    check.unknown -= 1
+                    count(d.state, d.pending_job.status if d.pending_job else None, 1)
     return check
 
 
@@ -670,21 +674,21 @@ def failed_by_code(job: Job) -> dict[str, int]:
     return dict(rows.values_list("code").annotate(n=models.Count("id")).order_by())
 
 
-def retry_device_ids(job: Job) -> list[int]:
+def retry_devices(job: Job) -> models.QuerySet[GuardDevice]:
     """The devices “Retry the failed devices” sends again: the job's failed devices whose failure a retry can fix
     (portal.knox.errors.PERMANENT) and that the portal still has. The job page counts these for the button and the
-    typed confirmation, and queue_retry queues exactly these."""
-    failed_ids = (
+    typed confirmation, and queue_retry queues exactly these. A subquery, not a list of ids: a job can have
+    100,000 failed devices."""
+    failed = (
         GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
         .exclude(code__in=list(errors.PERMANENT))  # a retry cannot fix these (portal.knox.errors)
-        .values_list("device_id", flat=True)
-        .distinct()
+        .values("device_id")
     )
-    return list(
-        GuardDevice.objects.filter(pk__in=list(failed_ids), account=job.account_id)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
+    return GuardDevice.objects.filter(pk__in=models.Subquery(failed), account=job.account_id)
+
+
+def retry_device_ids(job: Job) -> list[int]:
+    return list(retry_devices(job).order_by("id").values_list("pk", flat=True))
 
 
 def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str = "") -> tuple[Job, bool, int]:

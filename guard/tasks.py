@@ -158,8 +158,8 @@ def plan_matching(job: Job, owner: str = "") -> None:
 
     Resumable: a batch is committed whole, so a job resumed after a worker died carries on after the highest
     device it planned; once every device is planned this is one query that finds nothing. Devices whose state no
-    longer allows the action are not taken (the filter adds the allowed states); one another job took meanwhile is
-    recorded as BUSY, not sent, as plan() does."""
+    longer allows the action, or that another job took meanwhile, are not taken (sendable_devices): the review page
+    counted them as refused."""
     action = job.params["action"]
     params = job.params.get("action_params") or {}
     devices = sendable_devices(GuardDevice.objects.matching(job.account, job.params.get("filter") or {}), action)
@@ -170,17 +170,20 @@ def plan_matching(job: Job, owner: str = "") -> None:
             batch = list(devices.select_for_update().filter(id__gt=last).order_by("id")[:PLAN_BATCH])
             if not batch:
                 break
-            actions = []
-            for d in batch:
-                a = GuardAction(
-                    account_id=job.account_id, job=job, device=d, device_uid=d.device_uid, action=action,
-                    params=params, actor_id=job.created_by_id, state_before=d.state,
-                )  # fmt: skip
-                if d.pending_job_id and d.pending_job_id != job.pk:
-                    a.outcome, a.code = GuardAction.Outcome.FAILED, "BUSY"
-                    a.reason = f"job #{d.pending_job_id} is acting on it"
-                actions.append(a)
-            pending = [a for a in actions if a.outcome == GuardAction.Outcome.PENDING]
+            # sendable_devices already left out, in this transaction, the devices another job is acting on.
+            pending = [
+                GuardAction(
+                    account_id=job.account_id,
+                    job=job,
+                    device=d,
+                    device_uid=d.device_uid,
+                    action=action,
+                    params=params,
+                    actor_id=job.created_by_id,
+                    state_before=d.state,
+                )
+                for d in batch
+            ]
             # One device in all (the first batch is the last): a synchronous request, as plan() does.
             if len(pending) > 1 or (pending and (sequence or len(batch) == PLAN_BATCH)):
                 for part in _async_parts(pending):
@@ -189,11 +192,8 @@ def plan_matching(job: Job, owner: str = "") -> None:
                     for a in part:
                         a.chunk = chunk
                         a.transaction_id = chunk.transaction_id
-            GuardAction.objects.bulk_create(actions, batch_size=2000)
+            GuardAction.objects.bulk_create(pending, batch_size=2000)
             GuardDevice.objects.filter(pk__in=[a.device_id for a in pending]).update(pending_job=job)
-            Job.objects.filter(pk=job.pk).update(
-                failed=F("failed") + len(actions) - len(pending), version=F("version") + 1
-            )
             last = batch[-1].pk
         if owner:
             job.heartbeat(owner)

@@ -47,7 +47,7 @@ from guard.models import (
     queue_sync,
     queue_upload,
     queue_upload_results,
-    retry_device_ids,
+    retry_devices,
     sendable_devices,
     upload_flags_display,
 )
@@ -512,7 +512,11 @@ def upload_new(request: HttpRequest) -> HttpResponse:
 
 
 def _preview_context(
-    request: HttpRequest, staged: Upload, confirm: forms.BulkActionForm | forms.UploadFlagsForm | None = None
+    request: HttpRequest,
+    staged: Upload,
+    confirm: forms.BulkActionForm | forms.UploadFlagsForm | None = None,
+    *,
+    counts: bool = True,
 ) -> dict[str, Any]:
     """Everything the preview shows; shared by the page and by a confirm that failed validation.
 
@@ -530,7 +534,8 @@ def _preview_context(
         if chosen.is_valid() and chosen.spec in offered:
             chosen_action = chosen.spec.name
     # Without an action chosen yet, the rows are still checked for devices the portal does not have.
-    check = check_staged(staged, chosen_action) if ready and is_action else None
+    # (`counts` False: a page of rows only, which needs no count of the whole file.)
+    check = check_staged(staged, chosen_action) if ready and is_action and counts else None
     if confirm is None and check is not None and chosen_action:
         confirm = forms.BulkActionForm(action=chosen_action, count=check.sendable)
     if confirm is None and ready and not is_action and request.user.has_perm(QUEUE):
@@ -541,6 +546,7 @@ def _preview_context(
         "offered": offered if ready else [],
         "confirm": confirm,
         "check": check,
+        "chosen_action": chosen_action,
     }
     if is_action:
         annotate_refusals(staged, ctx["rows"], chosen_action or None)
@@ -553,7 +559,8 @@ def _preview_context(
 def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number), then the action or the flags."""
     staged = _get_staged_for_user(request, pk)
-    ctx = _preview_context(request, staged)
+    rows_only = bool(request.htmx and request.htmx.target == "preview-rows")
+    ctx = _preview_context(request, staged, counts=not rows_only)
     if request.htmx and request.htmx.target == "upload-status":
         if staged.status != Upload.Status.PARSING:
             return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
@@ -679,7 +686,7 @@ def _retry_context(the_job: Job, spec: ActionSpec | None) -> dict[str, Any]:
     if spec is None or not the_job.failed or not the_job.is_finished:
         return {"retryable": 0, "left_out": []}
     retry = retry_context(the_job, failed_by_code(the_job))
-    sendable = len(retry_device_ids(the_job))
+    sendable = retry_devices(the_job).count()
     left_out = list(retry["left_out"])
     if retry["retryable"] > sendable:
         left_out.append(
@@ -798,7 +805,7 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     if existing is not None:  # a second click, or another tab: say so rather than ask for a confirmation again
         messages.info(request, retry_exists_message(the_job, existing))
         return redirect("guard:job", existing.pk)
-    form = forms.RetryForm(request.POST, action=spec.name, count=len(retry_device_ids(the_job)))
+    form = forms.RetryForm(request.POST, action=spec.name, count=retry_devices(the_job).count())
     if form.count and not form.is_valid():
         return render(request, "guard/job.html", _job_context(request, the_job, form), status=200)
     try:

@@ -363,3 +363,13 @@ class BulkRecordsCheckTestCase(BaseTestCase):
         assert not Job.objects.filter(kind="guard.approve").exists()
         self.upload.refresh_from_db()
         assert self.upload.status == Upload.Status.READY
+
+    def test_a_row_naming_a_device_by_its_approve_id_is_checked_like_the_job_finds_it(self):
+        from guard.models import check_staged
+
+        device = GuardDevice.objects.create(account=self.account, device_uid="R58N000001", approve_id="LOAN77A",
+                                            state="Locked")  # fmt: skip
+        UploadRow.objects.create(upload=self.upload, row_number=99, raw="LOAN77A", value="LOAN77A", status="valid")
+        check = check_staged(self.upload, "unlock")
+        assert (check.total, check.unknown, check.wrong_state) == (26, 10, {"Accepted": 10})
+        assert check.sendable == 6 and device.allows("unlock")  # the 5 Enrolled and the Locked one

@@ -88,6 +88,8 @@ class DeviceSelectionTestCase(BaseTestCase):
         more = [make_device(self.account, "Enrolled", n) for n in range(6, 10)]
         busy = Job.objects.create(kind="guard.blink", account=self.account, status=Job.Status.RUNNING)
         GuardDevice.objects.filter(pk=more[-1].pk).update(pending_job=busy)
+        done = Job.objects.create(kind="guard.blink", account=self.account, status=Job.Status.SUCCEEDED)
+        GuardDevice.objects.filter(pk=more[0].pk).update(pending_job=done)  # a finished job holds nothing
         self.client.force_login(self.admin)
         query = {"scope": "matching", "action": "lock", "account": self.account.pk, "state": "Enrolled"}
         page = self.words(self.client.get(self.url, query))
