@@ -554,13 +554,16 @@ def queue_action(
     upload: Upload | None = None,
     request: Any = None,
     confirmation: str = "",
-    not_sent: int = 0,
+    not_sent: int | None = None,
 ) -> Job:
     """Queue `action` on the given devices (GuardDevice pks) or on a staged spreadsheet's valid rows.
 
-    The parameters are validated here too (guard.client.validate), so nothing invalid is ever queued. `not_sent`:
-    how many of a spreadsheet's rows the preview said cannot succeed (check_staged); the job sends only the rows
-    of devices the portal has, in a state that allows the action, and records the others as not sent.
+    The parameters are validated here too (guard.client.validate), so nothing invalid is ever queued.
+
+    `not_sent` (the web review of a spreadsheet): how many of its rows the review said cannot succeed
+    (check_staged). The job then sends only the rows of devices the portal has, in a state that allows the action,
+    and records the others as not sent: also the devices the portal does not have (`only_known`), which
+    otherwise (the guard_action command, which shows no review) are sent by IMEI/serial for Knox to decide.
     """
     job, _ = _queue_action(
         account, action, params, user=user, devices=devices, upload=upload, request=request,
@@ -580,7 +583,7 @@ def _queue_action(
     request: Any = None,
     confirmation: str = "",
     retry_of: Job | None = None,
-    not_sent: int = 0,
+    not_sent: int | None = None,
 ) -> tuple[Job, bool]:
     """queue_action, and with `retry_of` a retry created at most once: (the job, whether this call created it)."""
     from guard.client import validate
@@ -593,12 +596,13 @@ def _queue_action(
     job_params: dict[str, Any] = {"action": action, "action_params": params.summary()}
     if upload is not None:
         job_params["upload"] = upload.pk
-        # Rows of devices the portal does not have are recorded as not sent (guard.tasks.plan), never sent to
-        # Knox to be refused there: the preview said so (check_staged).
-        job_params["only_known"] = True
+        if not_sent is not None:
+            # Rows of devices the portal does not have are recorded as not sent (guard.tasks.plan), never sent
+            # to Knox to be refused there: the review said so (check_staged).
+            job_params["only_known"] = True
     else:
         job_params["devices"] = list(devices or [])
-    sent = count - not_sent
+    sent = count - (not_sent or 0)
     title = f"{spec.label}: {sent} device{'s' if sent != 1 else ''}"
     if not_sent:
         title += f" ({not_sent} more row{'s' if not_sent != 1 else ''} of the file not sent)"

@@ -90,7 +90,8 @@ def plan(job: Job) -> None:
     A device the portal knows in a state that does not allow the action, or one another job is acting on, is
     recorded as failed without being sent. A device the portal has never seen is recorded as not sent
     (NOT_FOUND) when the job came from the web's spreadsheet preview (`only_known`), which said so before
-    confirming; otherwise (the guard_action command) it is sent by IMEI/serial and Knox decides. All of it in one database transaction, before anything is sent.
+    confirming; otherwise (the guard_action command) it is sent by IMEI/serial and Knox decides. All of it in one
+    database transaction, before anything is sent.
     """
     action = job.params["action"]
     spec = ACTIONS[action]

@@ -356,6 +356,18 @@ class BulkRecordsCheckTestCase(BaseTestCase):
         assert not GuardAction.objects.filter(job=job, code="NOT_FOUND", sent_at__isnull=False).exists()
         assert GuardAction.objects.filter(job=job, outcome="pending").count() == 5
 
+    def test_the_command_line_which_shows_no_review_still_lets_knox_judge_unknown_devices(self):
+        from guard.client import ActionParams
+        from guard.models import queue_action
+        from guard.tasks import plan
+
+        job = queue_action(self.account, "lock", ActionParams(message="Pay", **CONTACT), user=self.admin,
+                           upload=self.upload)  # fmt: skip
+        assert "only_known" not in job.params and job.title == "Lock: 25 devices"
+        plan(job)
+        assert not GuardAction.objects.filter(job=job, code="NOT_FOUND").exists()
+        assert GuardAction.objects.filter(job=job, outcome="pending").count() == 15  # 5 Enrolled, 10 unknown
+
     def test_nothing_is_submitted_when_no_row_can_succeed(self):
         self.client.force_login(self.admin)
         r = self.client.post(f"{self.url}confirm/", {"action": "approve"}, follow=True)
