@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -728,6 +728,10 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
         "can_retry": can_retry,
         "retry_form": retry_form if can_retry else None,
         "action_params": action_params_display(the_job.params.get("action_params") or {}),
+        # A job on “all matching the filter” of the device list: that list, filtered as it was.
+        "filter_url": _list_url(QueryDict(urlencode({**the_job.params["filter"], "account": the_job.account_id})))
+        if isinstance(the_job.params.get("filter"), dict) and "ids" not in the_job.params["filter"]
+        else "",
         "flags": upload_flags_display(the_job.params.get("flags") or {}),
     }
     if is_upload:

@@ -83,6 +83,8 @@ class DeviceSelectionTestCase(BaseTestCase):
         job = Job.objects.get()
         assert job.params["filter"] == {"q": "3500"} and "devices" not in job.params and job.total == 3
         assert AuditEvent.objects.get(action="guard.lock").summary["filter"] == {"q": "3500"}
+        page = self.client.get(r["Location"]).content.decode()
+        assert f'href="/guard/devices/?q=3500&amp;account={self.account.pk}">the device list' in page
 
     def test_a_job_on_a_filter_is_planned_in_batches_and_resumes_where_it_stopped(self):
         more = [make_device(self.account, "Enrolled", n) for n in range(6, 10)]
