@@ -318,6 +318,11 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         results = results.filter(outcome=outcome)
     page = list(results.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
     retry = retry_context(the_job, failed_by_code(the_job) if the_job.failed else {})
+    upload = (
+        Upload.objects.filter(pk=the_job.params["upload"], service="kdp").first()
+        if the_job.kind in ("kdp.upload", "kdp.delete") and "upload" in the_job.params
+        else Upload.objects.filter(parse_job=the_job).first()
+    )
     ctx = {
         "job": the_job,
         "results": page[:PAGE_SIZE],
@@ -325,7 +330,9 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         "outcome": outcome,
         "outcomes": TransactionDevice.Outcome.choices,
         "transactions": Transaction.objects.filter(job=the_job).select_related("customer").order_by("sequence")[:200],
-        "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
+        "upload": upload,
+        # Knox refused the devices (e.g. another customer's): the spreadsheet can be read again and resubmitted.
+        "choose_again": upload is not None and request.user.has_perm(QUEUE) and can_choose_again(upload),
         "drift": [
             (ReconcileItem.Drift(value).label, n)
             for value, n in ReconcileItem.objects.filter(job=the_job)
