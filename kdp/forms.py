@@ -310,6 +310,12 @@ class ResultsFilterForm(forms.Form):
     after = forms.IntegerField(required=False, min_value=0)
 
 
+class RefreshCustomersForm(forms.Form):
+    """A customer refresh asked for from a spreadsheet's preview names the spreadsheet, to return to it."""
+
+    upload = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+
+
 class AliasesForm(forms.Form):
     customer = forms.ModelChoiceField(queryset=Customer.objects.all())
     profile_alias = forms.CharField(required=False, max_length=200)

@@ -573,12 +573,32 @@ def customers(request: HttpRequest) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
+    """Queue a customer refresh. From a spreadsheet's preview (`upload` posted) the staff stay there: with htmx the
+    preview's refresh region shows the job's progress and re-reads the customer choices when it ends; without
+    JavaScript the preview is shown again with a message. From the customers page: the job page."""
     account = _account_or_404(account_pk)
+    form = forms.RefreshCustomersForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Unknown spreadsheet")  # the preview posts its own id
+    staged = None
+    if form.cleaned_data["upload"] is not None:
+        staged = get_object_or_404(Upload, pk=form.cleaned_data["upload"], service="kdp", account=account)
     missing = account.missing_credentials(account.kdp_service())
     if missing:
-        messages.error(request, f"{account} cannot call KDP yet: it needs {', '.join(missing)}.")
-        return redirect("kdp:customers")
+        error = f"{account} cannot call KDP yet: it needs {', '.join(missing)}."
+        if staged is not None and request.htmx:
+            ctx = {"upload": staged, "refresh_error": error}
+            return render(request, "kdp/upload_detail.html#customer-refresh", ctx)
+        messages.error(request, error)
+        return redirect("kdp:upload_detail", staged.pk) if staged is not None else redirect("kdp:customers")
     job = queue_customer_sync(account, user=request.user, request=request)
+    if staged is not None:
+        if request.htmx:
+            return render(request, "kdp/upload_detail.html#customer-refresh", {"upload": staged, "refresh_job": job})
+        messages.success(
+            request, f"Job #{job.pk} is refreshing the customers of {account} from Knox; reload this page when it ends."
+        )
+        return redirect("kdp:upload_detail", staged.pk)
     messages.success(request, f"Job #{job.pk} is refreshing the customers of {account} from Knox.")
     return redirect("kdp:job", job.pk)
 
