@@ -322,7 +322,7 @@ class AliasesForm(forms.Form):
 
 
 class TransactionFilterForm(forms.Form):
-    q = forms.CharField(required=False, max_length=40, label="Knox transactionId starts with")
+    q = forms.CharField(required=False, max_length=40, label="Knox transaction ID starts with")
     before = forms.IntegerField(required=False, min_value=1)
 
 

@@ -58,6 +58,8 @@ class ProfileAlias(models.Model):
     synced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = "KME profile alias"
+        verbose_name_plural = "KME profile aliases"
         ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["customer", "name"], name="kdp_alias_customer_name_uniq")]
 
@@ -157,6 +159,11 @@ class Device(models.Model):
     def __str__(self) -> str:
         return self.identifier
 
+    @property
+    def last_explanation(self) -> str:
+        """Knox's last answer for this device in words (errors.explain), or ""."""
+        return errors.explain(self.last_code, fallback=self.last_message) if self.last_code else ""
+
 
 def new_transaction_id() -> str:
     return uuid.uuid4().hex  # 32 characters: KDP_TRANSACTION_ID_MAX_LENGTH
@@ -186,6 +193,7 @@ class Transaction(KnoxRequest):
     raw_status = models.JSONField(null=True, blank=True, help_text="Knox's last status answer for this transaction.")
 
     class Meta:
+        verbose_name = "Knox transaction"
         ordering = ["-created_at", "sequence"]
         constraints = [
             models.UniqueConstraint(fields=["account", "transaction_id"], name="kdp_tx_account_txid_uniq"),
@@ -198,6 +206,11 @@ class Transaction(KnoxRequest):
 
     def __str__(self) -> str:
         return self.transaction_id
+
+    @property
+    def device_type_label(self) -> str:
+        """The device type in words (Knox says IMEI or SN)."""
+        return "IMEI" if self.device_type == "IMEI" else "Serial number"
 
 
 class TransactionDevice(models.Model):
@@ -218,6 +231,7 @@ class TransactionDevice(models.Model):
     data = models.CharField(max_length=400, blank=True)
 
     class Meta:
+        verbose_name = "device outcome"
         ordering = ["id"]
         indexes = [
             # Job results table: one job's devices, filtered by outcome, in order.
@@ -254,6 +268,7 @@ class ReconcileItem(models.Model):
     model = models.CharField(max_length=60, blank=True)
 
     class Meta:
+        verbose_name = "reconcile difference"
         ordering = ["drift", "identifier"]
         indexes = [models.Index(fields=["job", "drift", "identifier"], name="kdp_drift_job_idx")]
 
@@ -275,6 +290,7 @@ class RowCustomer(models.Model):
     text = models.CharField(max_length=200, help_text="The customer as written in the file.")
 
     class Meta:
+        verbose_name = "customer of a spreadsheet row"
         indexes = [
             # The preview groups by text; a job selects its rows by text (kdp.tasks.plan_items).
             models.Index(fields=["upload", "parse_job", "text"], name="kdp_rowcust_upload_idx"),

@@ -6,6 +6,7 @@ Every list that can grow to a million rows pages by keyset (an id or identifier 
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -630,7 +631,9 @@ def transactions(request: HttpRequest) -> HttpResponse:
 def transaction_detail(request: HttpRequest, pk: int) -> HttpResponse:
     tx = get_object_or_404(Transaction.objects.select_related("customer", "account", "job"), pk=pk)
     failures = tx.devices.filter(outcome=TransactionDevice.Outcome.FAILED).order_by("id")[:500]
-    return render(request, "kdp/transaction_detail.html", {"tx": tx, "failures": failures})
+    # Knox's answer as indented JSON (its own words), not as a Python dict.
+    raw_status = json.dumps(tx.raw_status, indent=2, ensure_ascii=False) if tx.raw_status else ""
+    return render(request, "kdp/transaction_detail.html", {"tx": tx, "failures": failures, "raw_status": raw_status})
 
 
 # --- reconcile ----------------------------------------------------------------------------------------------

@@ -32,7 +32,10 @@ class CustomersPageTestCase(BaseTestCase):
         r = self.client.get(self.url)
         html = unescape(r.content.decode())
         assert "Harbour Cafés" in html and "<code>4600000001</code>" in html and "1,234" in html
-        assert re.findall(r'<span class="badge" title="profileId p-\w+">(\w+)</span>', html) == ["Default", "Kiosk"]
+        assert re.findall(r'<span class="badge" title="Knox profile ID p-\w+">(\w+)</span>', html) == [
+            "Default",
+            "Kiosk",
+        ]
         assert '<span class="badge badge-partial">Pending</span>' in html
         assert "Gone Ltd</a> (no longer in Knox)" in html
         assert f'href="/kdp/devices/?customer={self.cafes.pk}"' in html
