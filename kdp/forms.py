@@ -14,7 +14,7 @@ from kdp.models import (
     ProfileAlias,
     Target,
     TransactionDevice,
-    mismatch_sample,
+    mismatch_refusal,
     recorded_customers,
 )
 from portal.forms import MAX_ID, FileField, FilterDateField
@@ -146,19 +146,9 @@ class ConfirmForm(forms.Form):
             if not self.has_error("customer"):
                 self.add_error("customer", "Choose the customer to delete the devices from.")
             return
-        n, sample = mismatch_sample(self.upload, customer, limit=3)
-        if n:
-            examples = "; ".join(
-                f"row {r['row_number']} ({r['value']}) is registered to {r['customer'] or 'another customer'}"
-                for r in sample
-            )
-            self.add_error(
-                "customer",
-                f"{n} of the {self.upload.valid} devices {'are' if n != 1 else 'is'} registered to another customer "
-                f"than {customer.name or customer.customer_id} in the portal's records ({examples}). Knox refuses to "
-                "delete a device from a customer it is not registered to. Choose that customer, or “Delete each "
-                "device from the customer it is registered to”.",
-            )
+        refusal = mismatch_refusal(self.upload, customer)
+        if refusal:
+            self.add_error("customer", f"{refusal} (the choice below).")
 
     def order_time(self) -> int | None:
         return _order_time(self.cleaned_data.get("order_date"))

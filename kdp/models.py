@@ -381,7 +381,7 @@ def file_customers(upload: Upload) -> list[CustomerGroup] | None:
     if upload.operation == Upload.Operation.DELETE:
         for group in groups.values():
             if group.customer is not None and not group.problem:
-                other = mismatched_rows(upload, group.customer, texts=group.texts).count()
+                other = mismatched_devices(upload, group.customer, texts=group.texts).count()
                 if other:
                     group.warning = (
                         f"{other} of these device{'s are' if other != 1 else ' is'} registered to another customer "
@@ -394,20 +394,24 @@ def _rows_naming(upload: Upload, texts: list[str]) -> models.QuerySet[RowCustome
     return RowCustomer.objects.filter(upload=upload, parse_job=upload.parse_job_id or 0, text__in=texts)
 
 
-def mismatched_rows(
+def mismatched_devices(
     upload: Upload, customer: Customer, *, texts: list[str] | None = None
-) -> models.QuerySet[UploadRow]:
-    """Valid rows of a delete whose device the portal's records show registered to a customer other than
-    `customer`: Knox refuses to delete those from `customer` (40000044)."""
-    others = (
-        Device.objects.filter(account=upload.account, state=Device.State.REGISTERED)
+) -> models.QuerySet[Device]:
+    """The devices of a delete's valid rows (or of the rows naming `texts`) that the portal's records show
+    registered to a customer other than `customer`: Knox refuses to delete those from `customer` (40000044).
+
+    Driven from the spreadsheet's rows (at most SPREADSHEET_MAX_ROWS) into the unique (account, identifier) index,
+    never from the account's devices (a million)."""
+    rows = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID)
+    if texts is not None:
+        rows = rows.filter(row_number__in=_rows_naming(upload, texts).values("row_number"))
+    return (
+        Device.objects.filter(
+            account=upload.account, identifier__in=rows.values("value"), state=Device.State.REGISTERED
+        )
         .exclude(customer=customer)
         .exclude(customer=None)
     )
-    rows = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID, value__in=others.values("identifier"))
-    if texts is not None:
-        rows = rows.filter(row_number__in=_rows_naming(upload, texts).values("row_number"))
-    return rows
 
 
 @dataclass
@@ -430,20 +434,35 @@ def recorded_customers(upload: Upload) -> RecordedCustomers:
 
 
 def mismatch_sample(upload: Upload, customer: Customer, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
-    """How many valid rows of a delete are registered to another customer than `customer`, and the first few
-    with the customer the portal has them under (for the preview)."""
-    rows = mismatched_rows(upload, customer)
-    n = rows.count()
-    sample = list(rows.order_by("row_number").values("row_number", "value")[:limit])
-    owners = dict(
-        Device.objects.filter(account=upload.account, identifier__in=[r["value"] for r in sample]).values_list(
-            "identifier", "customer"
-        )
-    )
+    """How many valid rows of a delete are registered to another customer than `customer`, and a few of them (row,
+    device, the customer the portal has it under), in row order, for the preview and the refusal."""
+    devices = mismatched_devices(upload, customer)
+    n = devices.count()
+    owners = dict(devices.order_by("id").values_list("identifier", "customer")[:limit])
     names = Customer.objects.in_bulk([pk for pk in owners.values() if pk])
-    for r in sample:
-        r["customer"] = names.get(owners.get(r["value"]))
+    rows = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID, value__in=list(owners))
+    sample = [
+        {"row_number": number, "value": value, "customer": names.get(owners[value])}
+        for number, value in rows.order_by("row_number").values_list("row_number", "value")
+    ]
     return n, sample
+
+
+def mismatch_refusal(upload: Upload, customer: Customer) -> str:
+    """Why deleting a spreadsheet's devices from `customer` is refused before Knox (the web form and kdp_delete
+    say the same), or "" when the portal's records do not contradict it."""
+    n, sample = mismatch_sample(upload, customer, limit=3)
+    if not n:
+        return ""
+    examples = "; ".join(
+        f"row {r['row_number']} ({r['value']}) is registered to {r['customer'] or 'another customer'}" for r in sample
+    )
+    return (
+        f"{n} of the {upload.valid} devices {'are' if n != 1 else 'is'} registered to another customer than "
+        f"{customer.name or customer.customer_id} in the portal's records ({examples}). Knox refuses to delete a "
+        "device from a customer it is not registered to. Choose that customer, or delete each device from the "
+        "customer it is registered to"
+    )
 
 
 def upload_jobs(upload: Upload) -> models.QuerySet[Job]:

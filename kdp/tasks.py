@@ -92,8 +92,11 @@ def check_rows(upload: Upload, rows: list[StagedRow]) -> None:
 def _keep_customers(upload: Upload, rows: list[StagedRow]) -> None:
     """Record the customer column of the rows still valid after every check (the multi-customer upload)."""
     parse_job = upload.parse_job_id or 0
-    # A reading of another sheet or column starts a new parse job: the older reading's customers go.
-    RowCustomer.objects.filter(upload=upload).exclude(parse_job=parse_job).delete()
+    # A reading of another sheet or column starts a new parse job: the older reading's customers go, in batches
+    # (one DELETE of 200,000 rows holds SQLite's write lock for seconds; portal.uploads.delete_rows).
+    older = RowCustomer.objects.filter(upload=upload).exclude(parse_job=parse_job)
+    while ids := list(older.values_list("pk", flat=True)[:STAGE_BATCH]):
+        RowCustomer.objects.filter(pk__in=ids).delete()
     named = [r for r in rows if r.status == UploadRow.Status.VALID and r.customer.strip()]
     if named:
         RowCustomer.objects.bulk_create(

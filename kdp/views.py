@@ -142,14 +142,19 @@ def template_csv(request: HttpRequest) -> HttpResponse:
 Confirm = forms.ConfirmForm | forms.MultiConfirmForm
 
 
-def _preview_context(request: HttpRequest, staged: Upload, confirm: Confirm | None = None) -> dict[str, Any]:
+def _preview_context(
+    request: HttpRequest, staged: Upload, confirm: Confirm | None = None, *, checks: bool = True
+) -> dict[str, Any]:
     """Everything the preview page shows; shared by the page and by a confirm that failed validation.
 
     A spreadsheet with a customer column is confirmed per customer (MultiConfirmForm); a delete shows who the
     portal's records have the devices registered to, and which rows a chosen customer would see refused.
     """
-    groups = file_customers(staged) if staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED) else None
-    if confirm is None and staged.status == Upload.Status.READY:
+    # `checks`: the customer groups and the delete's recorded customers read every valid row; the fragments that
+    # poll or page the rows (checks=False) do not show them.
+    reviewable = checks and staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
+    groups = file_customers(staged) if reviewable else None
+    if confirm is None and staged.status == Upload.Status.READY and checks:
         confirm = forms.MultiConfirmForm(upload=staged, groups=groups) if groups else forms.ConfirmForm(upload=staged)
     single = confirm if isinstance(confirm, forms.ConfirmForm) else None
     chosen = _id_or_none(single.data.get("customer")) if single is not None and single.is_bound else None
@@ -165,9 +170,14 @@ def _preview_context(request: HttpRequest, staged: Upload, confirm: Confirm | No
         "chosen_alias": single.data.get("profile_alias", "") if single is not None and single.is_bound else "",
         "ambiguous": len(staged.sheets) > 1 or len(staged.columns) > 1,
         "jobs": list(upload_jobs(staged)) if staged.status == Upload.Status.SUBMITTED else [],
-        "choose_again": can_choose_again(staged),
+        "choose_again": checks and can_choose_again(staged),
     }
-    if staged.operation == Upload.Operation.DELETE and staged.status == Upload.Status.READY and not groups:
+    if (
+        reviewable
+        and staged.operation == Upload.Operation.DELETE
+        and staged.status == Upload.Status.READY
+        and not groups
+    ):
         ctx["recorded"] = recorded_customers(staged)
         ctx.update(_customer_check(staged, chosen if chosen is not None else _id_or_none(request.GET.get("customer"))))
     return ctx
@@ -188,7 +198,8 @@ def _customer_check(staged: Upload, customer_pk: int | None) -> dict[str, Any]:
 def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
     staged = _get_upload_for_user(request, pk)
-    ctx = _preview_context(request, staged)
+    fragment = bool(request.htmx) and request.htmx.target in ("upload-status", "preview-rows")
+    ctx = _preview_context(request, staged, checks=not fragment)
     if request.htmx and request.htmx.target == "upload-status":
         if staged.status != Upload.Status.PARSING:
             return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form

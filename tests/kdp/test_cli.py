@@ -343,3 +343,25 @@ def test_an_alias_for_a_customer_not_in_the_file_is_refused(synced):
     )  # fmt: skip
     assert code == 2 and "--profile-alias names the customer “TOP Oil”, which has no rows to send" in err
     assert not Job.objects.filter(kind="kdp.upload").exists()
+
+
+def test_kdp_delete_refuses_a_customer_the_records_contradict_and_deletes_from_the_recorded_ones(synced, tmp_path):
+    from kdp.models import Customer
+
+    contoso = Customer.objects.get(account=synced, name="Contoso Logistics")
+    fabrikam = Customer.objects.get(account=synced, name="Fabrikam Health")
+    imeis = fresh_imeis(3, "35877799")
+    for customer, part in ((fabrikam, imeis[:2]), (contoso, imeis[2:])):
+        assert (
+            run("kdp_upload", *upload_args(write_csv(tmp_path, part, "u.csv"), customer.customer_id, "--wait"))[0] == 0
+        )
+    path = write_csv(tmp_path, imeis, "d.csv")
+    code, _, err = run("kdp_delete", *upload_args(path, contoso.customer_id))
+    assert code == 2 and "2 of the 3 devices are registered to another customer than Contoso Logistics" in err
+    assert "(--recorded-customers)" in err and not Job.objects.filter(kind="kdp.delete").exists()
+    code, data = run_json("kdp_delete", str(path), "--account", "Sandbox", "--recorded-customers", "--wait")
+    assert code == 0, data
+    assert sorted((j["customer"], j["succeeded"]) for j in data["jobs"]) == sorted(
+        [(fabrikam.customer_id, 2), (contoso.customer_id, 1)]
+    )
+    assert set(Device.objects.filter(identifier__in=imeis).values_list("state", flat=True)) == {Device.State.DELETED}

@@ -96,6 +96,18 @@ class MultiCustomerTestCase(BaseTestCase):
         groups = self.groups_by_label(upload)
         assert groups["Initech (4666666666)"].rows == 1 and not groups["Initech (4666666666)"].problem
 
+    def test_reading_the_file_again_replaces_the_customers_of_the_earlier_reading(self):
+        upload = self.stage_sample()
+        self.client_as_operator()
+        with self.captureOnCommitCallbacks(execute=True):
+            self.client.post(f"/kdp/uploads/{upload.pk}/restage/", {"device_column": "IMEI"})
+        upload.refresh_from_db()
+        assert upload.status == Upload.Status.READY and upload.parse_job_id
+        rows = RowCustomer.objects.filter(upload=upload)
+        assert set(rows.values_list("parse_job", flat=True)) == {upload.parse_job_id}
+        assert rows.count() == 7
+        assert self.groups_by_label(upload)[str(self.contoso)].rows == 3
+
     # --- preview and confirm ---------------------------------------------------------------------------------
 
     def client_as_operator(self):

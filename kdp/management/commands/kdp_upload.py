@@ -49,10 +49,12 @@ from kdp.models import (
     ProfileAlias,
     Target,
     file_customers,
+    mismatch_refusal,
     queue_customer_sync,
     submit_targets,
     submit_upload,
 )
+from kdp.models import recorded_customers as recorded_customers_of
 from portal.jobsummary import job_summary, summary_lines, wait_until_finished
 from portal.models import Job, KnoxAccount, Upload
 from portal.spreadsheet_command import EXIT_FAILED, SpreadsheetJobCommand, Unusable, discard
@@ -78,6 +80,13 @@ class Command(SpreadsheetJobCommand):
             help="For a file with a customer column: send the rows of the customers that can be used, leave out the "
             "others (unknown, ambiguous, pending verification, blank).",
         )
+        if self.operation == Upload.Operation.DELETE:
+            parser.add_argument(
+                "--recorded-customers",
+                action="store_true",
+                help="Delete each device from the customer the portal's records have it registered to (one job per "
+                "customer) instead of from --customer.",
+            )
         if self.operation == Upload.Operation.UPLOAD:
             parser.add_argument(
                 "--profile-alias",
@@ -121,6 +130,7 @@ class Command(SpreadsheetJobCommand):
         sheet: str,
         column: str,
         skip_unusable_customers: bool = False,
+        recorded_customers: bool = False,
         profile_alias: list[str] | str = "",
         order_no: str = "",
         order_date: str = "",
@@ -133,6 +143,8 @@ class Command(SpreadsheetJobCommand):
         if not path.is_file():
             raise Unusable(f"Cannot read {file}: there is no such file.")
         found, alias = None, ""
+        if recorded_customers and customer.strip():
+            raise Unusable("Give either --customer or --recorded-customers, not both.")
         if customer.strip():
             if len(aliases) > 1 or any("=" in a for a in aliases):
                 raise Unusable(
@@ -144,6 +156,9 @@ class Command(SpreadsheetJobCommand):
         upload = self.stage(
             knox_account, path, operation=self.operation, sheet=sheet, column=column, allow_bad=allow_bad_check_digit
         )
+        if recorded_customers:
+            self.act_per_recorded_customer(upload, dry_run, wait)
+            return
         groups = file_customers(upload)
         if groups is not None:
             if found is not None:
@@ -160,6 +175,9 @@ class Command(SpreadsheetJobCommand):
                 "holding each device's Knox customer ID (or customer name).",
                 upload,
             )
+        refusal = mismatch_refusal(upload, found) if self.operation == Upload.Operation.DELETE else ""
+        if refusal:
+            raise Unusable(f"{refusal} (--recorded-customers).", upload)
         if dry_run:
             self.dry_run(upload)
             return
@@ -173,6 +191,24 @@ class Command(SpreadsheetJobCommand):
         self.note(f"job {job.pk}: {job.title}; running it in this process")
         self.run_here(job)
         self.finish(wait_until_finished(job, report=None if self.as_json else self.progress))
+
+    # --- delete from the recorded customers ----------------------------------------------------------------------
+
+    def act_per_recorded_customer(self, upload: Upload, dry_run: bool, wait: bool) -> None:
+        """One delete job per customer the portal's records have the file's devices registered to."""
+        recorded = recorded_customers_of(upload)
+        if not recorded.by_customer:
+            raise Unusable(
+                "The portal's records show none of these devices registered to a customer; give --customer.", upload
+            )
+        if recorded.unregistered:
+            self.note(f"{recorded.unregistered} device(s) the portal has no registration for are left out")
+        if dry_run:
+            self.dry_run(upload)
+            return
+        targets = [Target(c, n, rows={"recorded_customer": True}) for c, n in recorded.by_customer]
+        jobs = submit_targets(upload, targets, user=None)
+        self.run_and_finish(jobs, [], wait)
 
     # --- a file with a customer column ----------------------------------------------------------------------------
 
@@ -224,6 +260,9 @@ class Command(SpreadsheetJobCommand):
             if g.customer is not None
         ]
         jobs = submit_targets(upload, targets, user=None, order_no=order_no.strip(), order_time=order_time)
+        self.run_and_finish(jobs, groups, wait)
+
+    def run_and_finish(self, jobs: list[Job], groups: list[CustomerGroup], wait: bool) -> None:
         for job in jobs:
             self.note(f"job {job.pk} queued: {job.title}")
         if wait:
@@ -381,6 +420,8 @@ def customers_of(groups: list[CustomerGroup]) -> list[dict[str, Any]]:
 
 
 def group_lines(groups: list[CustomerGroup]) -> list[str]:
+    if not groups:
+        return []
     lines = ["Customers in the file:"]
     for g in groups:
         lines.append(
