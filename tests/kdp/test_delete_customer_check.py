@@ -101,6 +101,13 @@ class DeleteCustomerCheckTestCase(BaseTestCase):
         self.assertContains(r, "The portal&#x27;s records show none of these devices registered to a customer")
         assert not Job.objects.filter(kind="kdp.delete").exists()
 
+    def test_a_delete_with_a_customer_column_warns_of_devices_under_another_customer(self):
+        rows = "".join(f"{imei},Contoso Logistics\n" for imei in self.imeis[:2])
+        upload = make_upload(self.account, f"IMEI,Customer\n{rows}".encode(), "d2.csv", operation="delete")
+        r = self.client.get(f"/kdp/uploads/{upload.pk}/")
+        self.assertContains(r, "2 of these devices are registered to another customer in the portal&#x27;s records")
+        self.assertNotContains(r, "Registered to, in the portal")  # the file names each row's customer itself
+
     # --- a submission Knox refused can be chosen again ------------------------------------------------------
 
     def submit_and_end(self, status: str, failed: int) -> Job:
