@@ -216,15 +216,15 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
     form = forms.RestageForm(request.POST)
+    if staged.file_deleted_at:
+        messages.error(request, staged.file_deleted_notice)
+        return redirect("kdp:upload_detail", staged.pk)
     if staged.status == Upload.Status.SUBMITTED and not can_choose_again(staged):
         messages.error(
             request,
             "This spreadsheet was already submitted and its job has not ended with failed devices; upload it again "
             "to change how it is read.",
         )
-        return redirect("kdp:upload_detail", staged.pk)
-    if staged.file_deleted_at:
-        messages.error(request, staged.file_deleted_notice)
         return redirect("kdp:upload_detail", staged.pk)
     if not form.is_valid():
         messages.error(request, "The sheet or column name is too long; choose one from the lists.")
