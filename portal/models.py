@@ -255,6 +255,11 @@ def lease_seconds() -> int:
     return settings.JOB_LEASE_SECONDS
 
 
+# What the progress of a job that is not a lookup counts, when not devices (kind -> label, e.g. "Customers"):
+# registered by the service apps in AppConfig.ready, as lookups are.
+PROGRESS_UNITS: dict[str, str] = {}
+
+
 class Job(models.Model):
     """User-visible background work. The UI polls this row (never django-q2's tables).
 
@@ -366,7 +371,7 @@ class Job(models.Model):
         from portal.lookups import LOOKUPS
 
         lookup = LOOKUPS.get(self.kind)
-        return lookup.unit if lookup is not None else "Devices"
+        return lookup.unit if lookup is not None else PROGRESS_UNITS.get(self.kind, "Devices")
 
     def set_result(self, result: Any) -> None:
         """Store what a job that reads from Knox found (JSON-able), before it ends: the page renders it then."""
