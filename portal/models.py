@@ -224,6 +224,14 @@ class JobQuerySet(models.QuerySet["Job"]):
     def unfinished(self) -> JobQuerySet:
         return self.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
 
+    def knox_jobs(self) -> JobQuerySet:
+        """Jobs that act on or read from Knox: every kind except reading a spreadsheet into the preview."""
+        return self.exclude(kind__endswith=Job.READ_FILE_SUFFIX)
+
+    def files_read(self) -> JobQuerySet:
+        """Jobs that read a spreadsheet into the preview (`Upload.start_parsing`); they never call Knox."""
+        return self.filter(kind__endswith=Job.READ_FILE_SUFFIX)
+
     def stale(self) -> JobQuerySet:
         """Running jobs whose worker stopped renewing its lease (killed, crashed, host lost)."""
         return self.filter(status=Job.Status.RUNNING, lease_until__lt=timezone.now())
@@ -244,8 +252,7 @@ END_JOB_SET = (
     '"lease_until" = NULL, "waiting_since" = NULL, "waiting_reason" = \'\', "next_try_at" = NULL, '
     '"version" = "version" + 1, "succeeded" = "succeeded" + %s, "failed" = "failed" + %s'
 )
-END_JOB_WHERE = '"id" = %s AND "status" NOT IN (%s, %s, %s, %s)'  # not one of Job.FINISHED
-_END_JOB = f'UPDATE "portal_job" SET {END_JOB_SET} WHERE {END_JOB_WHERE}'  # noqa: S608 - constant text
+# END_JOB_WHERE (one placeholder per finished status) follows the Job class, which defines them.
 
 
 def lease_seconds() -> int:
@@ -273,8 +280,13 @@ class Job(models.Model):
         PARTIAL = "partial", "Partially failed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # A job that read a spreadsheet the portal could not use (no device column, no valid row, unreadable):
+        # nothing was sent to Knox, so it is not a failed Knox job. The reason is its error_summary.
+        REFUSED = "refused", "File refused"
 
-    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED)
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED, Status.REFUSED)
+    # The kind of a job that reads a spreadsheet ends with this (kdp.parse, guard.parse: Upload.start_parsing).
+    READ_FILE_SUFFIX = ".parse"
     # How long a lease lasts without a heartbeat: settings.JOB_LEASE_SECONDS (see lease_seconds()).
 
     kind = models.CharField(max_length=40, help_text="What the job does, e.g. kdp.upload or guard.lock.")
@@ -366,7 +378,14 @@ class Job(models.Model):
         from portal.lookups import LOOKUPS
 
         lookup = LOOKUPS.get(self.kind)
-        return lookup.unit if lookup is not None else "Devices"
+        if lookup is not None:
+            return lookup.unit
+        return "Rows" if self.reads_file else "Devices"
+
+    @property
+    def reads_file(self) -> bool:
+        """A job that reads a spreadsheet into the preview (never calls Knox)."""
+        return self.kind.endswith(self.READ_FILE_SUFFIX)
 
     def set_result(self, result: Any) -> None:
         """Store what a job that reads from Knox found (JSON-able), before it ends: the page renders it then."""
@@ -500,6 +519,10 @@ class Job(models.Model):
         """End the job as failed with a reason the user can act on."""
         self._end(self.Status.FAILED, error_summary)
 
+    def refuse(self, reason: str) -> None:
+        """End a job that read a spreadsheet the portal refused (Upload.Status.REFUSED), with the reason."""
+        self._end(self.Status.REFUSED, reason)
+
     def _end(self, status: str, error_summary: str) -> None:
         self.end_with(status, error_summary=error_summary)
 
@@ -554,6 +577,10 @@ class Job(models.Model):
         )
         self.refresh_from_db()
         return n == 1
+
+
+END_JOB_WHERE = '"id" = %s AND "status" NOT IN (' + ", ".join(["%s"] * len(Job.FINISHED)) + ")"  # not finished
+_END_JOB = f'UPDATE "portal_job" SET {END_JOB_SET} WHERE {END_JOB_WHERE}'  # noqa: S608 - constant text
 
 
 # Keys whose values never reach an audit summary, whatever the caller passes.

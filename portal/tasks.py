@@ -135,7 +135,7 @@ def _parse(job: Job, owner: str) -> None:
     job.set_total(upload.rows_total)
     job.add_progress(succeeded=upload.rows_total)
     if upload.status == Upload.Status.REFUSED:
-        job.fail(upload.error)
+        job.refuse(upload.error)  # a file the portal could not use: not a failed Knox job
     else:
         job.finish()
 

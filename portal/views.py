@@ -104,7 +104,9 @@ def dashboard(request: PortalRequest) -> HttpResponse:
     ctx = {
         "recent_jobs": recent,
         "jobs_polling": any(not job.is_finished for job in recent),
-        "job_counts": dict(Job.objects.values_list("status").annotate(n=Count("id")).order_by()),
+        # Knox jobs only: reading a spreadsheet is not a Knox job, and a refused file is counted on its own.
+        "job_counts": dict(Job.objects.knox_jobs().values_list("status").annotate(n=Count("id")).order_by()),
+        "files_refused": Job.objects.files_read().filter(status=Job.Status.REFUSED).count(),
         "accounts": KnoxAccount.objects.filter(is_active=True),
         "recent_events": AuditEvent.objects.select_related("actor")[:8],
     }
