@@ -44,6 +44,7 @@ from guard.models import (
     queue_upload_results,
 )
 from portal import exports
+from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
@@ -191,6 +192,12 @@ def devices(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("after", None)
     ctx = {"form": form, "devices": rows, "next_after": next_after, "query": query.urlencode()}
+    matching = (
+        GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters()) if form.is_valid() else None
+    )
+    ctx.update(
+        list_context(request, matching if matching is not None else GuardDevice.objects.none(), singular="device")
+    )
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "guard/devices.html#device-table", ctx)
     return render(request, "guard/devices.html", ctx)
@@ -652,6 +659,7 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 def _uploads_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     return {
         "uploads": GuardUpload.objects.select_related("account", "job")[:100],
+        **list_context(request, GuardUpload.objects.all(), singular="upload"),
         "staged": Upload.objects.filter(service="guard", operation=Upload.Operation.GUARD_UPLOAD).select_related(
             "account", "job"
         )[:10],

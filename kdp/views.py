@@ -1,7 +1,8 @@
 """KDP pages: spreadsheet → preview → customer and profile alias → job with live results; devices, customers,
 transactions and reconcile reports.
 
-Every list that can grow to a million rows pages by keyset (an id or identifier cursor), never COUNT/OFFSET.
+Every list that can grow to a million rows pages by keyset (an id or identifier cursor), never OFFSET; its total
+comes from portal.lists.total (a bounded count, else an estimate).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -41,6 +42,7 @@ from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
 from portal.forms import MAX_ID
+from portal.lists import list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
 
@@ -350,6 +352,15 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 # --- devices ------------------------------------------------------------------------------------------------
 
 
+def _matching(form: forms.DeviceFilterForm) -> QuerySet[Device]:
+    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
+    return (
+        Device.objects.matching(form.cleaned_data.get("account"), form.filters())
+        if form.is_valid()
+        else Device.objects.none()
+    )
+
+
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None]:
     """One page of the device list by keyset: `after` is the last id (or identifier) of the previous page."""
     qs = Device.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("customer")
@@ -394,6 +405,7 @@ def devices(request: HttpRequest) -> HttpResponse:
         "next_after": next_after,
         "query": query.urlencode(),
         "can_queue": request.user.has_perm(QUEUE),
+        **list_context(request, _matching(form), singular="device"),
     }
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "kdp/devices.html#device-table", ctx)
@@ -547,6 +559,9 @@ def transactions(request: HttpRequest) -> HttpResponse:
         "transactions": page[:PAGE_SIZE],
         "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
         "q": search,
+        **list_context(
+            request, Transaction.objects.filter(transaction_id__startswith=search.lower()), singular="transaction"
+        ),
     }
     return render(request, "kdp/transactions.html", ctx)
 

@@ -101,10 +101,12 @@ class AuditPageTestCase(BaseTestCase):
             AuditEvent.objects.record("bulk.event", summary={"i": i})
         r = self.client.get("/audit/", {"action": "bulk."})
         assert r.content.decode().count("<code>bulk.event</code>") == 50
-        next_query = r.context["next_query"]
+        next_query = r.context["list_next_query"]
+        assert "action=bulk." in next_query  # the filter stays in the URL of every page
         r2 = self.client.get(f"/audit/?{next_query}")
         assert r2.content.decode().count("<code>bulk.event</code>") == 10
-        assert r2.context["next_query"] is None
+        assert r2.context["list_next_query"] is None
+        assert "60 events" in r2.content.decode()  # the total of the list, not of the page
 
     def test_admin_cannot_change_or_delete_events(self):
         self.client.force_login(self.admin)
