@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from portal.files import FILE_NAME_MAX_CHARS
 from portal.knox.auth import KeysFileError, KnoxKeys, parse_keys_json
-from portal.models import Job, KnoxAccount, UploadRow
+from portal.models import Job, KnoxAccount, UploadRow, UserSettings
 
 MAX_KEYS_FILE_BYTES = 64 * 1024
 # The largest primary key any of our databases holds (a signed 64-bit integer): a larger number typed into an id
@@ -255,3 +255,11 @@ class AuditFilterForm(forms.Form):
             dt.datetime.combine(start, dt.time.min, tz) if start else None,
             dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tz) if end else None,
         )
+
+
+class UserSettingsForm(forms.ModelForm):
+    """The "My settings" page: what a staff member chooses for themselves."""
+
+    class Meta:
+        model = UserSettings
+        fields = ["email_on_job_end"]

@@ -318,6 +318,9 @@ class Job(models.Model):
     waiting_since = models.DateTimeField(null=True, blank=True)
     waiting_reason = models.CharField(max_length=300, blank=True)
     next_try_at = models.DateTimeField(null=True, blank=True)
+    # False until portal.notify has dealt with the job's end (emailed whoever queued it, or found no one to tell).
+    # Nothing on the path that ends a job touches it: the every-minute sweep finds ended jobs by it.
+    end_notified = models.BooleanField(default=False, editable=False)
 
     objects = JobQuerySet.as_manager()
 
@@ -328,6 +331,8 @@ class Job(models.Model):
             models.Index(fields=["kind", "-created_at"], name="job_kind_created_idx"),
             # resume_stale_jobs scans running jobs by lease expiry.
             models.Index(fields=["status", "lease_until"], name="job_status_lease_idx"),
+            # portal.notify's sweep: only the jobs whose end is not dealt with yet (a handful) are in it.
+            models.Index(fields=["id"], condition=models.Q(end_notified=False), name="job_end_not_notified_idx"),
         ]
         constraints = [
             # Job.create_retry relies on it: at most one retry per job, whoever clicks and however often.
@@ -678,6 +683,30 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("Audit events cannot be deleted")
+
+
+class UserSettings(models.Model):
+    """A staff member's own choices, edited on their "My settings" page. A user without a row has the defaults."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, models.CASCADE, related_name="portal_settings")
+    email_on_job_end = models.BooleanField(
+        "Email me when a job I queued ends",
+        default=True,
+        help_text="One email per job with its outcome and a link; several jobs ending together come as one email.",
+    )
+
+    class Meta:
+        verbose_name = "user settings"
+        verbose_name_plural = "user settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.user}"
+
+    @classmethod
+    def for_user(cls, user: Any) -> UserSettings:
+        """The user's settings, unsaved defaults when they never changed any."""
+        found = cls.objects.filter(user=user).first()
+        return found if found is not None else cls(user=user)
 
 
 class RateLimitSlot(models.Model):

@@ -140,6 +140,14 @@ def _parse(job: Job, owner: str) -> None:
         job.finish()
 
 
+def notify_ended_jobs() -> str:
+    """Email staff about the jobs they queued that ended (portal.notify). Runs every minute (migration portal
+    0014)."""
+    from portal.notify import notify_ended_jobs as sweep
+
+    return f"sent {sweep()} emails"
+
+
 def cleanup_uploads() -> str:
     """Delete spreadsheet files past UPLOAD_RETENTION_DAYS, orphaned media files and stale temporary files
     (portal.cleanup). Runs hourly (schedule: migration portal 0011)."""

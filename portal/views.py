@@ -25,7 +25,7 @@ from portal.dashboard import render_panels
 from portal.knox import errors
 from portal.lists import list_context
 from portal.lookups import CONNECTION_TEST, LOOKUPS, get_lookup_for_user, lookup_context, queue_connection_test
-from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
+from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow, UserSettings
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +252,26 @@ def audit(request: PortalRequest) -> HttpResponse:
         ),
     }
     return render(request, "portal/audit.html", ctx)
+
+
+# --- my settings --------------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_http_methods(["GET", "POST"])
+def my_settings(request: PortalRequest) -> HttpResponse:
+    """What the logged-in user chooses for themselves (email when a job they queued ends: portal.notify)."""
+    current = UserSettings.for_user(request.user)
+    # An unticked box posts nothing: an empty POST is still a submission.
+    form = forms.UserSettingsForm(request.POST if request.method == "POST" else None, instance=current)
+    if request.method == "POST" and form.is_valid():
+        changed = {name: form.cleaned_data[name] for name in form.changed_data}
+        form.save()
+        if changed:
+            AuditEvent.objects.record("user.settings", request=request, target=request.user, summary=changed)
+        messages.success(request, "Your settings were saved.")
+        return redirect("portal:my_settings")
+    return render(request, "portal/my_settings.html", {"form": form})
 
 
 # --- Knox accounts ------------------------------------------------------------------------------------------

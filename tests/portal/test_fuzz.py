@@ -252,6 +252,8 @@ SPECS = [
         examples=30,
     ),
     Spec("portal:accounts", examples=3),
+    Spec("portal:my_settings", examples=3),
+    Spec("portal:my_settings", method="post", params={"email_on_job_end": ("on", "")}, examples=5),
     Spec(
         "portal:account_detail",
         params={"job": ("@connection_test", "@firmware_lookup")},
