@@ -362,6 +362,13 @@ class Job(models.Model):
             return reverse("portal:job_detail", args=[self.pk])
 
     @property
+    def kind_label(self) -> str:
+        """What the job does, in words ("KDP: register devices"); `kind` keeps the code."""
+        from portal.words import kind_label
+
+        return kind_label(self.kind)
+
+    @property
     def processed(self) -> int:
         return self.succeeded + self.failed
 
@@ -683,6 +690,19 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("Audit events cannot be deleted")
+
+    @property
+    def action_label(self) -> str:
+        """What happened, in words ("KDP spreadsheet uploaded"); `action` keeps the code."""
+        from portal.words import action_label
+
+        return action_label(self.action)
+
+    def details(self) -> list[tuple[str, str]]:
+        """The summary as labelled plain values, for the audit page and the admin."""
+        from portal.words import summary_items
+
+        return summary_items(self.summary)
 
 
 class UserSettings(models.Model):

@@ -26,6 +26,7 @@ from portal.knox import errors
 from portal.lists import list_context
 from portal.lookups import CONNECTION_TEST, LOOKUPS, get_lookup_for_user, lookup_context, queue_connection_test
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow, UserSettings
+from portal.words import action_label, kind_label
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def jobs(request: PortalRequest) -> HttpResponse:
     ctx = {
         "form": form,
         "page": page,
-        "kinds": Job.objects.values_list("kind", flat=True).distinct().order_by("kind"),
+        "kinds": [(k, kind_label(k)) for k in Job.objects.values_list("kind", flat=True).distinct().order_by("kind")],
         **list_context(request, qs, singular="job", cursor="before", next_value=page[-1].pk if more else None),
     }
     return render(request, "portal/jobs.html", ctx)
@@ -246,7 +247,10 @@ def audit(request: PortalRequest) -> HttpResponse:
     ctx = {
         "form": form,
         "events": events,
-        "actions": AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200],
+        "actions": [
+            (a, action_label(a))
+            for a in AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200]
+        ],
         **list_context(
             request, filtered, singular="event", cursor="before", next_value=events[-1].pk if more else None
         ),
