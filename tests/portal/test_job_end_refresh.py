@@ -15,6 +15,7 @@ from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
 from efota.models import EfotaLicence, queue_licence_check
@@ -31,7 +32,10 @@ PROGRESS_ID = re.compile(r"^job-\d+-progress$")
 
 def refreshes_on_job_end(attrs: dict[str, str | None]) -> bool:
     """A region the open page re-reads when its job ends: marked for portal.js, fetching itself on jobFinished, or
-    the progress fragment (re-rendered by every poll)."""
+    the progress fragment (re-rendered by every poll). Flash messages ("Job #2 queued") are shown once, on the
+    first rendering, and are no part of what the job changes."""
+    if "messages" in (attrs.get("class") or "").split():
+        return True
     return (
         "data-refresh-on-job-end" in attrs
         or "jobFinished from:body" in (attrs.get("hx-trigger") or "")
@@ -63,11 +67,11 @@ class StaticText(HTMLParser):
             self.marked.append(a["id"] or "")
         if self.region_ids is None:
             region = refreshes_on_job_end(a)
-            if region and not self.depth:
+            if region and not self.depth and "messages" not in (a.get("class") or "").split():
                 assert a.get("id"), f"<{tag}> refreshes on job end: it needs an id to be found again"
                 self.regions.add(a["id"] or "")
         else:
-            region = (a.get("id") or "") in self.region_ids
+            region = (a.get("id") or "") in self.region_ids or "messages" in (a.get("class") or "").split()
         if self.depth or region:
             self.depth += 1
 
@@ -88,6 +92,7 @@ def static_text(html: str, region_ids: set[str] | None = None) -> StaticText:
 
 class JobEndRefreshTestCase(BaseTestCase):
     def assert_everything_changed_refreshes(self, running: str, finished: str) -> list[str]:
+        """Every text that differs between the two renderings lies in a region that refreshes on job end."""
         before = static_text(running)
         after = static_text(finished, before.regions)
         assert before.text == after.text, (
@@ -184,3 +189,52 @@ class JobEndRefreshTestCase(BaseTestCase):
                 job.finish()
                 finished = self.client.get(job.get_absolute_url())
                 self.assert_everything_changed_refreshes(running.content.decode(), finished.content.decode())
+
+
+# --- end to end against the sandbox ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox_customer(sandbox_account, settings, monkeypatch, tmp_path) -> Customer:
+    """A verified customer of the sandbox account, synced from Knox; KDP's pacing off and its first poll sooner."""
+    from kdp.tasks import sync_customers
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.KNOX_KDP_RATE_LIMIT = 0
+    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
+    sync_customers(Job.objects.create(kind="kdp.customers", account=sandbox_account).pk)
+    return Customer.objects.filter(account=sandbox_account, status="Verified").order_by("name").first()
+
+
+def test_a_real_upload_s_page_and_its_owner_learn_the_outcome_when_it_ends(client, sandbox_customer, settings):
+    """A KDP upload run against the sandbox: the page opened while the job was queued changes, once it ended,
+    only inside the regions that refresh on jobFinished; the sweep then emails whoever queued it."""
+    from django.core import mail
+
+    from kdp.tasks import run_transfer
+    from portal.notify import notify_ended_jobs
+    from tests.base import make_user
+    from tests.kdp.conftest import imei_csv, make_upload
+    from tests.kdp.test_transfer import fresh_imeis
+
+    settings.PORTAL_URL = "https://portal.example.com"
+    customer = sandbox_customer
+    operator = make_user("olivia", "operator")
+    staged = make_upload(customer.account, imei_csv(fresh_imeis(2, "35920000")), "two.csv", user=operator)
+    client.force_login(operator)
+    job_url = client.post(f"/kdp/uploads/{staged.pk}/confirm/", {"customer": customer.pk})["Location"]
+    job = Job.objects.get(kind="kdp.upload")
+    queued = client.get(job_url).content.decode()
+    assert "Knox transactions (0)" in queued
+
+    run_transfer(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED
+    finished = client.get(job_url).content.decode()
+    assert "Knox transactions (1)" in finished
+    JobEndRefreshTestCase.assert_everything_changed_refreshes(None, queued, finished)  # type: ignore[arg-type]
+
+    assert notify_ended_jobs() == 1
+    (email,) = mail.outbox
+    assert email.to == ["olivia@example.org"] and email.subject.startswith(f"Job #{job.pk} succeeded")
+    assert f"Open the job: https://portal.example.com{job_url}" in email.body
