@@ -320,7 +320,7 @@ class Job(models.Model):
     next_try_at = models.DateTimeField(null=True, blank=True)
     # False until portal.notify has dealt with the job's end (emailed whoever queued it, or found no one to tell).
     # Nothing on the path that ends a job touches it: the every-minute sweep finds ended jobs by it.
-    end_notified = models.BooleanField(default=False, editable=False)
+    end_notified = models.BooleanField("end emailed (or no email needed)", default=False, editable=False)
 
     objects = JobQuerySet.as_manager()
 

@@ -58,12 +58,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="job",
             name="end_notified",
-            field=models.BooleanField(default=True, editable=False),
+            field=models.BooleanField(default=True, editable=False, verbose_name="end emailed (or no email needed)"),
         ),
         migrations.AlterField(
             model_name="job",
             name="end_notified",
-            field=models.BooleanField(default=False, editable=False),
+            field=models.BooleanField(default=False, editable=False, verbose_name="end emailed (or no email needed)"),
         ),
         migrations.RunPython(unfinished_jobs_to_notify, migrations.RunPython.noop),
         migrations.AddIndex(
