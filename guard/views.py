@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -173,6 +173,13 @@ def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
 # --- devices ------------------------------------------------------------------------------------------------
 
 
+def _matching(form: forms.DeviceFilterForm) -> QuerySet[GuardDevice]:
+    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
+    if not form.is_valid():
+        return GuardDevice.objects.none()
+    return GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters())
+
+
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int | None]:
     """One page, newest first, by keyset: `after` is the last id of the previous page (no COUNT, no OFFSET)."""
     qs = GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("account")
@@ -192,12 +199,7 @@ def devices(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("after", None)
     ctx = {"form": form, "devices": rows, "next_after": next_after, "query": query.urlencode()}
-    matching = (
-        GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters()) if form.is_valid() else None
-    )
-    ctx.update(
-        list_context(request, matching if matching is not None else GuardDevice.objects.none(), singular="device")
-    )
+    ctx.update(list_context(request, _matching(form), singular="device"))
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "guard/devices.html#device-table", ctx)
     return render(request, "guard/devices.html", ctx)

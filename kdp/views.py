@@ -354,11 +354,9 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _matching(form: forms.DeviceFilterForm) -> QuerySet[Device]:
     """The devices the list's filters match, whatever its page (portal.lists counts them)."""
-    return (
-        Device.objects.matching(form.cleaned_data.get("account"), form.filters())
-        if form.is_valid()
-        else Device.objects.none()
-    )
+    if not form.is_valid():
+        return Device.objects.none()
+    return Device.objects.matching(form.cleaned_data.get("account"), form.filters())
 
 
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None]:
@@ -544,6 +542,12 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
 # --- transactions -------------------------------------------------------------------------------------------
 
 
+def _transactions_matching(search: str) -> QuerySet[Transaction]:
+    """The transactions the list's search matches, whatever its page (portal.lists counts them)."""
+    qs = Transaction.objects.all()
+    return qs.filter(transaction_id__startswith=search.lower()) if search else qs
+
+
 @require_perm(ACCESS)
 @require_GET
 def transactions(request: HttpRequest) -> HttpResponse:
@@ -559,9 +563,7 @@ def transactions(request: HttpRequest) -> HttpResponse:
         "transactions": page[:PAGE_SIZE],
         "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
         "q": search,
-        **list_context(
-            request, Transaction.objects.filter(transaction_id__startswith=search.lower()), singular="transaction"
-        ),
+        **list_context(request, _transactions_matching(search), singular="transaction"),
     }
     return render(request, "kdp/transactions.html", ctx)
 
