@@ -262,6 +262,11 @@ def lease_seconds() -> int:
     return settings.JOB_LEASE_SECONDS
 
 
+# What the progress of a job that is not a lookup counts, when not devices (kind -> label, e.g. "Customers"):
+# registered by the service apps in AppConfig.ready, as lookups are.
+PROGRESS_UNITS: dict[str, str] = {}
+
+
 class Job(models.Model):
     """User-visible background work. The UI polls this row (never django-q2's tables).
 
@@ -392,7 +397,7 @@ class Job(models.Model):
         lookup = LOOKUPS.get(self.kind)
         if lookup is not None:
             return lookup.unit
-        return "Rows" if self.reads_file else "Devices"
+        return "Rows" if self.reads_file else PROGRESS_UNITS.get(self.kind, "Devices")
 
     @property
     def reads_file(self) -> bool:
