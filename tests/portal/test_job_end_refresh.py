@@ -31,14 +31,16 @@ PROGRESS_ID = re.compile(r"^job-\d+-progress$")
 
 
 def refreshes_on_job_end(attrs: dict[str, str | None]) -> bool:
-    """A region the open page re-reads when its job ends: marked for portal.js, fetching itself on jobFinished, or
-    the progress fragment (re-rendered by every poll). Flash messages ("Job #2 queued") are shown once, on the
+    """A region the open page re-reads when its job ends: marked for portal.js, fetching itself on jobFinished,
+    polling itself (E-FOTA's force update status), or the progress fragment (re-rendered by every poll). Flash messages ("Job #2 queued") are shown once, on the
     first rendering, and are no part of what the job changes."""
     if "messages" in (attrs.get("class") or "").split():
         return True
+    trigger = attrs.get("hx-trigger") or ""
     return (
         "data-refresh-on-job-end" in attrs
-        or "jobFinished from:body" in (attrs.get("hx-trigger") or "")
+        or "jobFinished from:body" in trigger
+        or trigger.startswith("every ")  # polls itself until its last rendering, which has no trigger
         or bool(PROGRESS_ID.match(attrs.get("id") or ""))
     )
 
@@ -179,7 +181,17 @@ class JobEndRefreshTestCase(BaseTestCase):
     def test_service_job_pages_change_only_inside_refreshing_regions(self):
         account = kdp_account()
         self.client.force_login(self.viewer)
-        for kind, params in (("guard.lock", {"action": "lock"}), ("guard.upload", {}), ("efota.register", {})):
+        kinds = (
+            ("kdp.delete", {}),
+            ("kdp.customers", {}),
+            ("guard.lock", {"action": "lock"}),
+            ("guard.upload", {}),
+            ("guard.sync", {}),
+            ("efota.register", {}),
+            ("efota.license_change", {}),
+            ("efota.force_update", {"customer_id": "C1", "licence": "L1", "model": "SM-A556B", "target": "X"}),
+        )
+        for kind, params in kinds:
             with self.subTest(kind=kind):
                 job = Job.objects.create(kind=kind, account=account, title=kind, total=1, params=params)
                 job.claim("test-worker")
