@@ -147,7 +147,3 @@ class MySettingsTestCase(BaseTestCase):
         assert self.client.get(self.url).status_code == 403
         self.client.force_login(self.viewer)
         assert self.client.put(self.url).status_code == 405
-
-
-def test_an_account_is_configured_for_development_email(settings):
-    assert settings.DEFAULT_FROM_EMAIL and settings.PORTAL_URL.startswith("http")
