@@ -1,7 +1,8 @@
 """KDP pages: spreadsheet → preview → customer and profile alias → job with live results; devices, customers,
 transactions and reconcile reports.
 
-Every list that can grow to a million rows pages by keyset (an id or identifier cursor), never COUNT/OFFSET.
+Every list that can grow to a million rows pages by keyset (an id or identifier cursor), never OFFSET; its total
+comes from portal.lists.total (a bounded count, else an estimate).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -47,6 +48,7 @@ from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
 from portal.forms import MAX_ID
+from portal.lists import list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
 
@@ -416,6 +418,13 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 # --- devices ------------------------------------------------------------------------------------------------
 
 
+def _matching(form: forms.DeviceFilterForm) -> QuerySet[Device]:
+    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
+    if not form.is_valid():
+        return Device.objects.none()
+    return Device.objects.matching(form.cleaned_data.get("account"), form.filters())
+
+
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None]:
     """One page of the device list by keyset: `after` is the last id (or identifier) of the previous page."""
     qs = Device.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("customer")
@@ -460,6 +469,7 @@ def devices(request: HttpRequest) -> HttpResponse:
         "next_after": next_after,
         "query": query.urlencode(),
         "can_queue": request.user.has_perm(QUEUE),
+        **list_context(request, _matching(form), singular="device"),
     }
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "kdp/devices.html#device-table", ctx)
@@ -618,6 +628,12 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
 # --- transactions -------------------------------------------------------------------------------------------
 
 
+def _transactions_matching(search: str) -> QuerySet[Transaction]:
+    """The transactions the list's search matches, whatever its page (portal.lists counts them)."""
+    qs = Transaction.objects.all()
+    return qs.filter(transaction_id__startswith=search.lower()) if search else qs
+
+
 @require_perm(ACCESS)
 @require_GET
 def transactions(request: HttpRequest) -> HttpResponse:
@@ -633,6 +649,7 @@ def transactions(request: HttpRequest) -> HttpResponse:
         "transactions": page[:PAGE_SIZE],
         "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
         "q": search,
+        **list_context(request, _transactions_matching(search), singular="transaction"),
     }
     return render(request, "kdp/transactions.html", ctx)
 

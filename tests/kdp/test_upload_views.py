@@ -120,7 +120,7 @@ class UploadFormTestCase(BaseTestCase):
         upload = Upload.objects.get()
         assert upload.status == Upload.Status.REFUSED and upload.error
         assert not upload.rows.exists()
-        assert Job.objects.get(pk=upload.parse_job_id).status == Job.Status.FAILED
+        assert Job.objects.get(pk=upload.parse_job_id).status == Job.Status.REFUSED  # not a failed Knox job
         self.client.force_login(self.viewer)
         r = self.client.get(f"/kdp/uploads/{upload.pk}/")
         self.assertContains(r, "This file cannot be used")
