@@ -133,4 +133,5 @@ def test_bulk_lock_needs_the_typed_confirmation(ui: Session, guard_devices: None
 
     # The audit log keeps the typed text.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
-    expect(page.locator("body")).to_contain_text("guard.lock")
+    expect(page.locator("body")).to_contain_text("Knox Guard: lock")
+    expect(page.locator("body")).to_contain_text(f"Typed confirmation{expected}")

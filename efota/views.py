@@ -45,6 +45,7 @@ from efota.models import (
     queue_register,
     queue_status_refresh,
 )
+from portal.lists import list_context
 from portal.lookups import lookup_context
 from portal.models import Job, KnoxAccount
 from portal.views import ACCESS, QUEUE, require_perm
@@ -111,6 +112,7 @@ def _groups_context(
         "register": (register or forms.RegisterGroupForm()) if can_queue else None,
         "customer_ids": forms.known_customer_ids(),
         "can_queue": can_queue,
+        **list_context(request, EfotaGroup.objects.filter(account__is_active=True), singular="group"),
     }
 
 
@@ -182,6 +184,7 @@ def licences(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         return render(request, partial, ctx)
     ctx["licences"] = EfotaLicence.objects.select_related("account").filter(account__is_active=True)
+    ctx.update(list_context(request, ctx["licences"], singular="licence"))
     return render(request, "efota/licences.html", ctx)
 
 

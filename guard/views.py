@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -52,6 +52,7 @@ from guard.models import (
     upload_flags_display,
 )
 from portal import exports
+from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
@@ -180,6 +181,13 @@ def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
 # --- devices ------------------------------------------------------------------------------------------------
 
 
+def _matching(form: forms.DeviceFilterForm) -> QuerySet[GuardDevice]:
+    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
+    if not form.is_valid():
+        return GuardDevice.objects.none()
+    return GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters())
+
+
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int | None]:
     """One page, newest first, by keyset: `after` is the last id of the previous page (no COUNT, no OFFSET)."""
     qs = GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("account")
@@ -206,6 +214,7 @@ def devices(request: HttpRequest) -> HttpResponse:
         # The actions this user may take on a selection (the review page checks each device's state).
         "offered": [spec for spec in ACTIONS.values() if _may_act(request, spec)],
     }
+    ctx.update(list_context(request, _matching(form), singular="device"))
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "guard/devices.html#device-table", ctx)
     return render(request, "guard/devices.html", ctx)
@@ -872,6 +881,7 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 def _uploads_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     return {
         "uploads": GuardUpload.objects.select_related("account", "job")[:100],
+        **list_context(request, GuardUpload.objects.all(), singular="upload"),
         "staged": Upload.objects.filter(service="guard", operation=Upload.Operation.GUARD_UPLOAD).select_related(
             "account", "job"
         )[:10],

@@ -10,7 +10,9 @@ class KdpConfig(AppConfig):
 
     def ready(self) -> None:
         from portal.dashboard import register
+        from portal.models import PROGRESS_UNITS
         from portal.uploads import register_row_check
 
         register("kdp.views.dashboard_panel")
         register_row_check("kdp", "kdp.tasks.check_rows")
+        PROGRESS_UNITS["kdp.customers"] = "Customers"  # a refresh counts the customers it read, not devices

@@ -7,10 +7,20 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from kdp.models import Customer, Device, ProfileAlias, TransactionDevice
+from kdp.models import (
+    Customer,
+    CustomerGroup,
+    Device,
+    ProfileAlias,
+    Target,
+    TransactionDevice,
+    mismatch_refusal,
+    recorded_customers,
+)
 from portal.forms import MAX_ID, FileField, FilterDateField
 from portal.models import KnoxAccount, Upload
 
+KDP_OPERATIONS = (Upload.Operation.UPLOAD, Upload.Operation.DELETE)
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 
 
@@ -25,8 +35,11 @@ class UploadForm(forms.Form):
         label="Spreadsheet", help_text="Excel (.xlsx, .xls) or CSV; one device per row.", allow_empty_file=True
     )
     account = forms.ModelChoiceField(queryset=KnoxAccount.objects.none(), label="Knox account", empty_label=None)
+    # KDP's own operations only: Upload.Operation also holds Knox Guard's, which have their own pages.
     operation = forms.ChoiceField(
-        choices=Upload.Operation.choices, initial=Upload.Operation.UPLOAD, widget=forms.RadioSelect
+        choices=[(op.value, op.label) for op in KDP_OPERATIONS],
+        initial=Upload.Operation.UPLOAD,
+        widget=forms.RadioSelect,
     )
     allow_bad_check_digit = forms.BooleanField(
         required=False,
@@ -64,8 +77,22 @@ class RestageForm(forms.Form):
     allow_bad_check_digit = forms.BooleanField(required=False)
 
 
+def _order_time(day: dt.date | None) -> int | None:
+    """Order date as epoch seconds (the one documented example, knox-api.md §3.2)."""
+    return calendar.timegm(dt.datetime.combine(day, dt.time.min).timetuple()) if day else None
+
+
 class ConfirmForm(forms.Form):
+    """Step 3 for a one-customer spreadsheet: the customer (and, to register, the profile alias and order)."""
+
+    RECORDED = "recorded"
+    TARGETS = [
+        ("chosen", "Delete them from the customer chosen here"),
+        (RECORDED, "Delete each device from the customer it is registered to (one job per customer)"),
+    ]
+
     customer = forms.ModelChoiceField(queryset=Customer.objects.none(), empty_label="Choose a customer…")
+    target = forms.ChoiceField(choices=TARGETS, initial="chosen", required=False, widget=forms.RadioSelect)
     profile_alias = forms.CharField(required=False, max_length=200, label="KME profile alias")
     order_no = forms.CharField(required=False, max_length=100, label="Order number")
     order_date = forms.DateField(required=False, label="Order date", widget=forms.DateInput(attrs={"type": "date"}))
@@ -76,10 +103,13 @@ class ConfirmForm(forms.Form):
         self.fields["customer"].queryset = Customer.objects.filter(account=upload.account, present_in_knox=True)
         if upload.operation == Upload.Operation.DELETE:
             del self.fields["profile_alias"], self.fields["order_no"], self.fields["order_date"]
+            self.fields["customer"].required = False  # not needed to delete from the recorded customers
+        else:
+            del self.fields["target"]
 
-    def clean_customer(self) -> Customer:
+    def clean_customer(self) -> Customer | None:
         customer = self.cleaned_data["customer"]
-        if customer.is_pending and self.upload.operation == Upload.Operation.UPLOAD:
+        if customer is not None and customer.is_pending and self.upload.operation == Upload.Operation.UPLOAD:
             raise forms.ValidationError(
                 f"{customer.name} is still pending verification in Knox; devices can be registered once Samsung verifies the customer."
             )
@@ -87,8 +117,11 @@ class ConfirmForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        alias = (data.get("profile_alias") or "").strip()
         customer = data.get("customer")
+        if self.upload.operation == Upload.Operation.DELETE:
+            self._clean_delete(data)
+            return data
+        alias = (data.get("profile_alias") or "").strip()
         if alias and customer and not ProfileAlias.objects.filter(customer=customer, name=alias).exists():
             self.add_error(
                 "profile_alias",
@@ -97,10 +130,112 @@ class ConfirmForm(forms.Form):
         data["profile_alias"] = alias
         return data
 
+    def _clean_delete(self, data: dict[str, Any]) -> None:
+        """A delete goes to the customer each device is registered to: Knox refuses (40000044) to delete a device
+        from any other, so a chosen customer that the portal's records contradict is refused here, before Knox."""
+        customer = data.get("customer")
+        if data.get("target") == self.RECORDED:
+            if not recorded_customers(self.upload).by_customer:
+                self.add_error(
+                    "target",
+                    "The portal's records show none of these devices registered to a customer; choose the customer "
+                    "to delete them from.",
+                )
+            return
+        if customer is None:
+            if not self.has_error("customer"):
+                self.add_error("customer", "Choose the customer to delete the devices from.")
+            return
+        refusal = mismatch_refusal(self.upload, customer)
+        if refusal:
+            self.add_error("customer", f"{refusal} (the choice below).")
+
     def order_time(self) -> int | None:
-        """Order date as epoch seconds (the one documented example, knox-api.md §3.2)."""
-        day = self.cleaned_data.get("order_date")
-        return calendar.timegm(dt.datetime.combine(day, dt.time.min).timetuple()) if day else None
+        return _order_time(self.cleaned_data.get("order_date"))
+
+    def targets(self) -> list[Target]:
+        """The jobs to queue: one for the chosen customer, or one per recorded customer."""
+        d = self.cleaned_data
+        if self.upload.operation == Upload.Operation.DELETE and d.get("target") == self.RECORDED:
+            return [
+                Target(customer, n, rows={"recorded_customer": True})
+                for customer, n in recorded_customers(self.upload).by_customer
+            ]
+        return [Target(d["customer"], self.upload.valid, d.get("profile_alias", ""))]
+
+
+class MultiConfirmForm(forms.Form):
+    """Step 3 for a spreadsheet with a customer column: a profile alias per customer, one order for all, and, when
+    some rows' customer cannot be used, an explicit "leave those rows out"."""
+
+    order_no = forms.CharField(required=False, max_length=100, label="Order number")
+    order_date = forms.DateField(required=False, label="Order date", widget=forms.DateInput(attrs={"type": "date"}))
+    leave_out = forms.BooleanField(required=False)
+
+    def __init__(self, *args: Any, upload: Upload, groups: list[CustomerGroup], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upload = upload
+        self.groups = groups
+        self.sendable = [g for g in groups if g.customer is not None and not g.problem]
+        self.held = [g for g in groups if g.problem]
+        held_rows = sum(g.rows for g in self.held)
+        self.fields[
+            "leave_out"
+        ].label = f"Leave out the {held_rows} row{'s' if held_rows != 1 else ''} whose customer cannot be used"
+        if upload.operation == Upload.Operation.UPLOAD:
+            aliases: dict[int, list[str]] = {}
+            for customer_pk, name in ProfileAlias.objects.filter(
+                customer__in=[g.customer for g in self.sendable]
+            ).values_list("customer", "name"):
+                aliases.setdefault(customer_pk, []).append(name)
+            for g in self.sendable:
+                assert g.customer is not None
+                names = aliases.get(g.customer.pk, [])
+                self.fields[g.field_name] = forms.ChoiceField(
+                    required=False,
+                    label=f"KME profile alias for {g.customer.name or g.customer.customer_id}",
+                    choices=[("", "No KME profile (register only)"), *((n, n) for n in names)],
+                    error_messages={
+                        "invalid_choice": f"{g.customer.name or g.customer.customer_id} has no KME profile alias "
+                        "“%(value)s”; refresh the customer list if it was just created."
+                    },
+                )
+        else:
+            del self.fields["order_no"], self.fields["order_date"]
+
+    def alias_fields(self) -> list[tuple[CustomerGroup, Any]]:
+        return [(g, self[g.field_name]) for g in self.sendable if g.field_name in self.fields]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.sendable:
+            raise forms.ValidationError(
+                "No customer in the file can be used: fix the customer column (or refresh the customer list) and "
+                "upload the file again."
+            )
+        if self.held and not data.get("leave_out"):
+            self.add_error(
+                "leave_out",
+                "Some rows' customer cannot be used (see the list above): tick this to send the others without them, "
+                "or fix the file and upload it again.",
+            )
+        return data
+
+    def order_time(self) -> int | None:
+        return _order_time(self.cleaned_data.get("order_date"))
+
+    def targets(self) -> list[Target]:
+        parse_job = self.upload.parse_job_id or 0
+        return [
+            Target(
+                g.customer,
+                g.rows,
+                self.cleaned_data.get(g.field_name, "") if g.field_name in self.fields else "",
+                rows={"file_customer": g.texts, "parse_job": parse_job},
+            )
+            for g in self.sendable
+            if g.customer is not None
+        ]
 
 
 class DeviceFilterForm(forms.Form):
@@ -165,13 +300,19 @@ class ResultsFilterForm(forms.Form):
     after = forms.IntegerField(required=False, min_value=0)
 
 
+class RefreshCustomersForm(forms.Form):
+    """A customer refresh asked for from a spreadsheet's preview names the spreadsheet, to return to it."""
+
+    upload = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+
+
 class AliasesForm(forms.Form):
     customer = forms.ModelChoiceField(queryset=Customer.objects.all())
     profile_alias = forms.CharField(required=False, max_length=200)
 
 
 class TransactionFilterForm(forms.Form):
-    q = forms.CharField(required=False, max_length=40, label="Knox transactionId starts with")
+    q = forms.CharField(required=False, max_length=40, label="Knox transaction ID starts with")
     before = forms.IntegerField(required=False, min_value=1)
 
 

@@ -45,6 +45,7 @@ from kdp.models import (
     Device,
     ProfileAlias,
     ReconcileItem,
+    RowCustomer,
     Transaction,
     TransactionDevice,
     retryable_failures,
@@ -83,8 +84,28 @@ def check_rows(upload: Upload, rows: list[StagedRow]) -> None:
                 "this is a MEID; Knox Deployment Program registers IMEIs and serial numbers, so use the device's IMEI"
             )
     values = [r.value for r in rows if r.status == UploadRow.Status.VALID]
-    if not values or not _account_has_devices(upload.account_id):
-        return
+    if values and _account_has_devices(upload.account_id):
+        _check_records(upload, rows, values)
+    _keep_customers(upload, rows)
+
+
+def _keep_customers(upload: Upload, rows: list[StagedRow]) -> None:
+    """Record the customer column of the rows still valid after every check (the multi-customer upload)."""
+    parse_job = upload.parse_job_id or 0
+    # A reading of another sheet or column starts a new parse job: the older reading's customers go, in batches
+    # (one DELETE of 200,000 rows holds SQLite's write lock for seconds; portal.uploads.delete_rows).
+    older = RowCustomer.objects.filter(upload=upload).exclude(parse_job=parse_job)
+    while ids := list(older.values_list("pk", flat=True)[:STAGE_BATCH]):
+        RowCustomer.objects.filter(pk__in=ids).delete()
+    named = [r for r in rows if r.status == UploadRow.Status.VALID and r.customer.strip()]
+    if named:
+        RowCustomer.objects.bulk_create(
+            RowCustomer(upload=upload, parse_job=parse_job, row_number=r.row_number, text=r.customer.strip())
+            for r in named
+        )
+
+
+def _check_records(upload: Upload, rows: list[StagedRow], values: list[str]) -> None:
     known = {
         d["identifier"]: d
         for d in Device.objects.filter(account=upload.account, identifier__in=values).values(
@@ -129,6 +150,17 @@ def plan_items(job: Job) -> Iterator[PlanItem]:
     p = job.params
     if "upload" in p:
         rows = UploadRow.objects.filter(upload_id=p["upload"], status=UploadRow.Status.VALID).order_by("row_number")
+        chosen = p.get("rows") or {}
+        if "file_customer" in chosen:
+            # One customer of a multi-customer spreadsheet: the rows whose customer column names it.
+            named = RowCustomer.objects.filter(
+                upload_id=p["upload"], parse_job=chosen.get("parse_job", 0), text__in=chosen["file_customer"]
+            )
+            rows = rows.filter(row_number__in=named.values("row_number"))
+        if chosen.get("recorded_customer"):
+            # "Delete each device from the customer it is registered to": this job's customer's devices.
+            mine = Device.objects.filter(account=job.account, customer_id=p["customer"], state=Device.State.REGISTERED)
+            rows = rows.filter(value__in=mine.values("identifier"))
         for r in rows.values_list("value", "kind", "row_number", "order_no", "model").iterator(chunk_size=5000):
             yield PlanItem(r[0], r[1], p["customer"], r[2], r[3], r[4])
     elif "retry_of" in p:

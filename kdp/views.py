@@ -1,17 +1,19 @@
 """KDP pages: spreadsheet → preview → customer and profile alias → job with live results; devices, customers,
 transactions and reconcile reports.
 
-Every list that can grow to a million rows pages by keyset (an id or identifier cursor), never COUNT/OFFSET.
+Every list that can grow to a million rows pages by keyset (an id or identifier cursor), never OFFSET; its total
+comes from portal.lists.total (a bounded count, else an estimate).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from typing import Any
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -30,17 +32,23 @@ from kdp.models import (
     ReconcileItem,
     Transaction,
     TransactionDevice,
+    can_choose_again,
     failed_by_code,
+    file_customers,
+    mismatch_sample,
     queue_customer_sync,
     queue_delete_matching,
     queue_reconcile,
     queue_retry,
-    submit_upload,
+    recorded_customers,
+    submit_targets,
+    upload_jobs,
 )
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
 from portal.forms import MAX_ID
+from portal.lists import list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
 
@@ -49,7 +57,8 @@ KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.
 
 
 def _get_upload_for_user(request: HttpRequest, pk: int) -> Upload:
-    return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk)
+    # KDP's spreadsheets only: Knox Guard stages its own in the same table (Upload.service).
+    return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="kdp")
 
 
 def _get_kdp_job_for_user(request: HttpRequest, pk: int) -> Job:
@@ -78,7 +87,7 @@ def index(request: HttpRequest) -> HttpResponse:
     ctx = {
         "accounts": [(a, a.missing_credentials(a.kdp_service())) for a in KnoxAccount.objects.filter(is_active=True)],
         "jobs": Job.objects.filter(kind__in=KDP_JOB_KINDS).select_related("account", "created_by")[:15],
-        "uploads": Upload.objects.select_related("account", "job")[:10],
+        "uploads": Upload.objects.filter(service="kdp").select_related("account", "job")[:10],
         "can_queue": request.user.has_perm(QUEUE),
     }
     return render(request, "kdp/index.html", ctx)
@@ -132,21 +141,57 @@ def template_csv(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _preview_context(request: HttpRequest, staged: Upload, confirm: forms.ConfirmForm | None = None) -> dict[str, Any]:
-    """Everything the preview page shows; shared by the page and by a confirm that failed validation."""
-    if confirm is None and staged.status == Upload.Status.READY:
-        confirm = forms.ConfirmForm(upload=staged)
-    chosen = _id_or_none(confirm.data.get("customer")) if confirm is not None and confirm.is_bound else None
-    return {
+Confirm = forms.ConfirmForm | forms.MultiConfirmForm
+
+
+def _preview_context(
+    request: HttpRequest, staged: Upload, confirm: Confirm | None = None, *, checks: bool = True
+) -> dict[str, Any]:
+    """Everything the preview page shows; shared by the page and by a confirm that failed validation.
+
+    A spreadsheet with a customer column is confirmed per customer (MultiConfirmForm); a delete shows who the
+    portal's records have the devices registered to, and which rows a chosen customer would see refused.
+    """
+    # `checks`: the customer groups and the delete's recorded customers read every valid row; the fragments that
+    # poll or page the rows (checks=False) do not show them.
+    reviewable = checks and staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
+    groups = file_customers(staged) if reviewable else None
+    if confirm is None and staged.status == Upload.Status.READY and checks:
+        confirm = forms.MultiConfirmForm(upload=staged, groups=groups) if groups else forms.ConfirmForm(upload=staged)
+    single = confirm if isinstance(confirm, forms.ConfirmForm) else None
+    chosen = _id_or_none(single.data.get("customer")) if single is not None and single.is_bound else None
+    ctx = {
         **preview_rows(request, staged),
         "confirm": confirm,
+        "groups": groups,
+        "multi": isinstance(confirm, forms.MultiConfirmForm),
         # After a failed confirm the alias list is rebuilt for the customer already chosen.
         "aliases": list(ProfileAlias.objects.filter(customer_id=chosen).values_list("name", flat=True))
         if chosen is not None
         else None,
-        "chosen_alias": confirm.data.get("profile_alias", "") if confirm is not None and confirm.is_bound else "",
+        "chosen_alias": single.data.get("profile_alias", "") if single is not None and single.is_bound else "",
         "ambiguous": len(staged.sheets) > 1 or len(staged.columns) > 1,
+        "jobs": list(upload_jobs(staged)) if staged.status == Upload.Status.SUBMITTED else [],
+        "choose_again": checks and can_choose_again(staged),
     }
+    if (
+        reviewable
+        and staged.operation == Upload.Operation.DELETE
+        and staged.status == Upload.Status.READY
+        and not groups
+    ):
+        ctx["recorded"] = recorded_customers(staged)
+        ctx.update(_customer_check(staged, chosen if chosen is not None else _id_or_none(request.GET.get("customer"))))
+    return ctx
+
+
+def _customer_check(staged: Upload, customer_pk: int | None) -> dict[str, Any]:
+    """For a delete: the rows whose device the portal has registered to another customer than the one chosen."""
+    customer = Customer.objects.filter(account=staged.account, pk=customer_pk).first() if customer_pk else None
+    if customer is None:
+        return {"checked_customer": None}
+    n, sample = mismatch_sample(staged, customer)
+    return {"checked_customer": customer, "mismatch_count": n, "mismatches": sample}
 
 
 @require_perm(ACCESS)
@@ -155,13 +200,16 @@ def _preview_context(request: HttpRequest, staged: Upload, confirm: forms.Confir
 def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
     staged = _get_upload_for_user(request, pk)
-    ctx = _preview_context(request, staged)
+    fragment = bool(request.htmx) and request.htmx.target in ("upload-status", "preview-rows")
+    ctx = _preview_context(request, staged, checks=not fragment)
     if request.htmx and request.htmx.target == "upload-status":
         if staged.status != Upload.Status.PARSING:
             return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
         return render(request, "kdp/upload_detail.html#upload-status", ctx)
     if request.htmx and request.htmx.target == "preview-rows":
         return render(request, "kdp/upload_detail.html#preview-rows", ctx)
+    if request.htmx and request.htmx.target == "customer-check":
+        return render(request, "kdp/upload_detail.html#customer-check", ctx)
     return render(request, "kdp/upload_detail.html", ctx)
 
 
@@ -170,11 +218,15 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
     form = forms.RestageForm(request.POST)
-    if staged.status == Upload.Status.SUBMITTED:
-        messages.error(request, "This spreadsheet was already submitted; upload it again to change how it is read.")
-        return redirect("kdp:upload_detail", staged.pk)
     if staged.file_deleted_at:
         messages.error(request, staged.file_deleted_notice)
+        return redirect("kdp:upload_detail", staged.pk)
+    if staged.status == Upload.Status.SUBMITTED and not can_choose_again(staged):
+        messages.error(
+            request,
+            "This spreadsheet was already submitted and its job has not ended with failed devices; upload it again "
+            "to change how it is read.",
+        )
         return redirect("kdp:upload_detail", staged.pk)
     if not form.is_valid():
         messages.error(request, "The sheet or column name is too long; choose one from the lists.")
@@ -201,15 +253,19 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     if missing:
         messages.error(request, f"{staged.account} cannot call KDP yet: it needs {', '.join(missing)}.")
         return redirect("kdp:upload_detail", staged.pk)
-    form = forms.ConfirmForm(request.POST, upload=staged)
+    groups = file_customers(staged)
+    form: Confirm = (
+        forms.MultiConfirmForm(request.POST, upload=staged, groups=groups)
+        if groups
+        else forms.ConfirmForm(request.POST, upload=staged)
+    )
     if not form.is_valid():
         return render(request, "kdp/upload_detail.html", _preview_context(request, staged, form))
     try:
-        job = submit_upload(
+        jobs = submit_targets(
             staged,
+            form.targets(),
             user=request.user,
-            customer=form.cleaned_data["customer"],
-            profile_alias=form.cleaned_data.get("profile_alias", ""),
             order_no=form.cleaned_data.get("order_no", ""),
             order_time=form.order_time(),
             request=request,
@@ -217,8 +273,13 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as e:
         messages.error(request, str(e))
         return redirect("kdp:upload_detail", staged.pk)
-    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
-    return redirect("kdp:job", job.pk)
+    if len(jobs) == 1:
+        messages.success(request, f"Job #{jobs[0].pk} queued: {jobs[0].title}.")
+        return redirect("kdp:job", jobs[0].pk)
+    messages.success(
+        request, f"{len(jobs)} jobs queued, one per customer: " + "; ".join(f"#{j.pk} {j.title}" for j in jobs) + "."
+    )
+    return redirect("kdp:upload_detail", staged.pk)
 
 
 @require_perm(ACCESS)
@@ -271,6 +332,11 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         results = results.filter(outcome=outcome)
     page = list(results.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
     retry = retry_context(the_job, failed_by_code(the_job) if the_job.failed else {})
+    upload = (
+        Upload.objects.filter(pk=the_job.params["upload"], service="kdp").first()
+        if the_job.kind in ("kdp.upload", "kdp.delete") and "upload" in the_job.params
+        else Upload.objects.filter(parse_job=the_job).first()
+    )
     ctx = {
         "job": the_job,
         "results": page[:PAGE_SIZE],
@@ -278,7 +344,9 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         "outcome": outcome,
         "outcomes": TransactionDevice.Outcome.choices,
         "transactions": Transaction.objects.filter(job=the_job).select_related("customer").order_by("sequence")[:200],
-        "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
+        "upload": upload,
+        # Knox refused the devices (e.g. another customer's): the spreadsheet can be read again and resubmitted.
+        "choose_again": upload is not None and request.user.has_perm(QUEUE) and can_choose_again(upload),
         "drift": [
             (ReconcileItem.Drift(value).label, n)
             for value, n in ReconcileItem.objects.filter(job=the_job)
@@ -350,6 +418,13 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 # --- devices ------------------------------------------------------------------------------------------------
 
 
+def _matching(form: forms.DeviceFilterForm) -> QuerySet[Device]:
+    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
+    if not form.is_valid():
+        return Device.objects.none()
+    return Device.objects.matching(form.cleaned_data.get("account"), form.filters())
+
+
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None]:
     """One page of the device list by keyset: `after` is the last id (or identifier) of the previous page."""
     qs = Device.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("customer")
@@ -394,6 +469,7 @@ def devices(request: HttpRequest) -> HttpResponse:
         "next_after": next_after,
         "query": query.urlencode(),
         "can_queue": request.user.has_perm(QUEUE),
+        **list_context(request, _matching(form), singular="device"),
     }
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "kdp/devices.html#device-table", ctx)
@@ -519,17 +595,43 @@ def customers(request: HttpRequest) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
+    """Queue a customer refresh. From a spreadsheet's preview (`upload` posted) the staff stay there: with htmx the
+    preview's refresh region shows the job's progress and re-reads the customer choices when it ends; without
+    JavaScript the preview is shown again with a message. From the customers page: the job page."""
     account = _account_or_404(account_pk)
+    form = forms.RefreshCustomersForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Unknown spreadsheet")  # the preview posts its own id
+    staged = None
+    if form.cleaned_data["upload"] is not None:
+        staged = get_object_or_404(Upload, pk=form.cleaned_data["upload"], service="kdp", account=account)
     missing = account.missing_credentials(account.kdp_service())
     if missing:
-        messages.error(request, f"{account} cannot call KDP yet: it needs {', '.join(missing)}.")
-        return redirect("kdp:customers")
+        error = f"{account} cannot call KDP yet: it needs {', '.join(missing)}."
+        if staged is not None and request.htmx:
+            ctx = {"upload": staged, "refresh_error": error}
+            return render(request, "kdp/upload_detail.html#customer-refresh", ctx)
+        messages.error(request, error)
+        return redirect("kdp:upload_detail", staged.pk) if staged is not None else redirect("kdp:customers")
     job = queue_customer_sync(account, user=request.user, request=request)
+    if staged is not None:
+        if request.htmx:
+            return render(request, "kdp/upload_detail.html#customer-refresh", {"upload": staged, "refresh_job": job})
+        messages.success(
+            request, f"Job #{job.pk} is refreshing the customers of {account} from Knox; reload this page when it ends."
+        )
+        return redirect("kdp:upload_detail", staged.pk)
     messages.success(request, f"Job #{job.pk} is refreshing the customers of {account} from Knox.")
     return redirect("kdp:job", job.pk)
 
 
 # --- transactions -------------------------------------------------------------------------------------------
+
+
+def _transactions_matching(search: str) -> QuerySet[Transaction]:
+    """The transactions the list's search matches, whatever its page (portal.lists counts them)."""
+    qs = Transaction.objects.all()
+    return qs.filter(transaction_id__startswith=search.lower()) if search else qs
 
 
 @require_perm(ACCESS)
@@ -547,6 +649,7 @@ def transactions(request: HttpRequest) -> HttpResponse:
         "transactions": page[:PAGE_SIZE],
         "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
         "q": search,
+        **list_context(request, _transactions_matching(search), singular="transaction"),
     }
     return render(request, "kdp/transactions.html", ctx)
 
@@ -556,7 +659,9 @@ def transactions(request: HttpRequest) -> HttpResponse:
 def transaction_detail(request: HttpRequest, pk: int) -> HttpResponse:
     tx = get_object_or_404(Transaction.objects.select_related("customer", "account", "job"), pk=pk)
     failures = tx.devices.filter(outcome=TransactionDevice.Outcome.FAILED).order_by("id")[:500]
-    return render(request, "kdp/transaction_detail.html", {"tx": tx, "failures": failures})
+    # Knox's answer as indented JSON (its own words), not as a Python dict.
+    raw_status = json.dumps(tx.raw_status, indent=2, ensure_ascii=False) if tx.raw_status else ""
+    return render(request, "kdp/transaction_detail.html", {"tx": tx, "failures": failures, "raw_status": raw_status})
 
 
 # --- reconcile ----------------------------------------------------------------------------------------------

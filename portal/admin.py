@@ -11,6 +11,8 @@ from django.db import models, router
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 
 from portal import useraudit
@@ -141,7 +143,7 @@ class KnoxAccountAdmin(admin.ModelAdmin):
 class JobAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "kind",
+        "what",
         "title",
         "status",
         "account",
@@ -160,6 +162,10 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
         return [f.name for f in Job._meta.fields]
+
+    @admin.display(description="What", ordering="kind")
+    def what(self, obj: Job) -> str:
+        return obj.kind_label
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -181,15 +187,32 @@ class JobAdmin(admin.ModelAdmin):
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only: the audit log is append-only."""
 
-    list_display = ("created_at", "actor_name", "action", "target_type", "target_repr", "ip")
+    list_display = ("created_at", "actor_name", "what", "target_type", "target_repr", "ip")
     list_filter = ("action", "target_type")
     search_fields = ("actor_name", "action", "target_repr", "target_id")
     date_hierarchy = "created_at"
     # The changelist must not count millions of rows on every view.
     show_full_result_count = False
+    # The summary as labelled plain values (portal.words), not the stored JSON.
+    exclude = ("summary",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: AuditEvent | None = None) -> list[str]:
-        return [f.name for f in AuditEvent._meta.fields]
+        return [f.name for f in AuditEvent._meta.fields if f.name != "summary"] + ["what", "details"]
+
+    @admin.display(description="What", ordering="action")
+    def what(self, obj: AuditEvent) -> str:
+        return obj.action_label
+
+    @admin.display(description="Details")
+    def details(self, obj: AuditEvent) -> str:
+        return (
+            format_html_join(
+                mark_safe("<br>"),
+                "{}: {}",
+                obj.details(),
+            )
+            or "—"
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

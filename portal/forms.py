@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from portal.files import FILE_NAME_MAX_CHARS
 from portal.knox.auth import KeysFileError, KnoxKeys, parse_keys_json
-from portal.models import Job, KnoxAccount, UploadRow
+from portal.models import Job, KnoxAccount, UploadRow, UserSettings
 
 MAX_KEYS_FILE_BYTES = 64 * 1024
 # The largest primary key any of our databases holds (a signed 64-bit integer): a larger number typed into an id
@@ -215,7 +215,9 @@ class PreviewFilterForm(forms.Form):
 class JobFilterForm(forms.Form):
     kind = forms.CharField(required=False, max_length=40)
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Job.Status.choices])
-    page = forms.IntegerField(required=False, min_value=1, max_value=100000)
+    q = forms.CharField(required=False, max_length=200, label="Title contains")
+    # The keyset cursor: the id of the last job of the previous page (never OFFSET: fast at a million jobs).
+    before = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID, widget=forms.HiddenInput)
 
 
 class LookupForm(forms.Form):
@@ -236,7 +238,7 @@ class AuditFilterForm(forms.Form):
     date_from = FilterDateField(required=False, label="From")
     date_to = FilterDateField(required=False, label="To")
     q = forms.CharField(required=False, max_length=200, label="Target")
-    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    before = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID, widget=forms.HiddenInput)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -253,3 +255,11 @@ class AuditFilterForm(forms.Form):
             dt.datetime.combine(start, dt.time.min, tz) if start else None,
             dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tz) if end else None,
         )
+
+
+class UserSettingsForm(forms.ModelForm):
+    """The "My settings" page: what a staff member chooses for themselves."""
+
+    class Meta:
+        model = UserSettings
+        fields = ["email_on_job_end"]

@@ -98,7 +98,10 @@ def _kdp_transfer_details(job: Job) -> dict[str, Any]:
     from kdp.models import Customer, Transaction
     from portal.models import Upload
 
-    upload = Upload.objects.filter(job=job).first()
+    # A spreadsheet with several customers is submitted as one job per customer, all naming it in their params.
+    upload = Upload.objects.filter(job=job).first() or (
+        Upload.objects.filter(pk=job.params["upload"]).first() if "upload" in job.params else None
+    )
     if upload is not None:
         figures = upload_figures(upload)
     else:

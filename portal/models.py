@@ -224,6 +224,14 @@ class JobQuerySet(models.QuerySet["Job"]):
     def unfinished(self) -> JobQuerySet:
         return self.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
 
+    def knox_jobs(self) -> JobQuerySet:
+        """Jobs that act on or read from Knox: every kind except reading a spreadsheet into the preview."""
+        return self.exclude(kind__endswith=Job.READ_FILE_SUFFIX)
+
+    def files_read(self) -> JobQuerySet:
+        """Jobs that read a spreadsheet into the preview (`Upload.start_parsing`); they never call Knox."""
+        return self.filter(kind__endswith=Job.READ_FILE_SUFFIX)
+
     def stale(self) -> JobQuerySet:
         """Running jobs whose worker stopped renewing its lease (killed, crashed, host lost)."""
         return self.filter(status=Job.Status.RUNNING, lease_until__lt=timezone.now())
@@ -244,8 +252,7 @@ END_JOB_SET = (
     '"lease_until" = NULL, "waiting_since" = NULL, "waiting_reason" = \'\', "next_try_at" = NULL, '
     '"version" = "version" + 1, "succeeded" = "succeeded" + %s, "failed" = "failed" + %s'
 )
-END_JOB_WHERE = '"id" = %s AND "status" NOT IN (%s, %s, %s, %s)'  # not one of Job.FINISHED
-_END_JOB = f'UPDATE "portal_job" SET {END_JOB_SET} WHERE {END_JOB_WHERE}'  # noqa: S608 - constant text
+# END_JOB_WHERE (one placeholder per finished status) follows the Job class, which defines them.
 
 
 def lease_seconds() -> int:
@@ -253,6 +260,11 @@ def lease_seconds() -> int:
     Knox call is in flight (portal.workers.LeaseRenewer), so it need not outlast the slowest call: it bounds how
     long a dead worker's job waits before another host resumes it."""
     return settings.JOB_LEASE_SECONDS
+
+
+# What the progress of a job that is not a lookup counts, when not devices (kind -> label, e.g. "Customers"):
+# registered by the service apps in AppConfig.ready, as lookups are.
+PROGRESS_UNITS: dict[str, str] = {}
 
 
 class Job(models.Model):
@@ -273,8 +285,13 @@ class Job(models.Model):
         PARTIAL = "partial", "Partially failed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # A job that read a spreadsheet the portal could not use (no device column, no valid row, unreadable):
+        # nothing was sent to Knox, so it is not a failed Knox job. The reason is its error_summary.
+        REFUSED = "refused", "File refused"
 
-    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED)
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED, Status.REFUSED)
+    # The kind of a job that reads a spreadsheet ends with this (kdp.parse, guard.parse: Upload.start_parsing).
+    READ_FILE_SUFFIX = ".parse"
     # How long a lease lasts without a heartbeat: settings.JOB_LEASE_SECONDS (see lease_seconds()).
 
     kind = models.CharField(max_length=40, help_text="What the job does, e.g. kdp.upload or guard.lock.")
@@ -306,6 +323,9 @@ class Job(models.Model):
     waiting_since = models.DateTimeField(null=True, blank=True)
     waiting_reason = models.CharField(max_length=300, blank=True)
     next_try_at = models.DateTimeField(null=True, blank=True)
+    # False until portal.notify has dealt with the job's end (emailed whoever queued it, or found no one to tell).
+    # Nothing on the path that ends a job touches it: the every-minute sweep finds ended jobs by it.
+    end_notified = models.BooleanField("end emailed (or no email needed)", default=False, editable=False)
 
     objects = JobQuerySet.as_manager()
 
@@ -316,6 +336,8 @@ class Job(models.Model):
             models.Index(fields=["kind", "-created_at"], name="job_kind_created_idx"),
             # resume_stale_jobs scans running jobs by lease expiry.
             models.Index(fields=["status", "lease_until"], name="job_status_lease_idx"),
+            # portal.notify's sweep: only the jobs whose end is not dealt with yet (a handful) are in it.
+            models.Index(fields=["id"], condition=models.Q(end_notified=False), name="job_end_not_notified_idx"),
         ]
         constraints = [
             # Job.create_retry relies on it: at most one retry per job, whoever clicks and however often.
@@ -345,6 +367,13 @@ class Job(models.Model):
             return reverse("portal:job_detail", args=[self.pk])
 
     @property
+    def kind_label(self) -> str:
+        """What the job does, in words ("KDP: register devices"); `kind` keeps the code."""
+        from portal.words import kind_label
+
+        return kind_label(self.kind)
+
+    @property
     def processed(self) -> int:
         return self.succeeded + self.failed
 
@@ -366,7 +395,14 @@ class Job(models.Model):
         from portal.lookups import LOOKUPS
 
         lookup = LOOKUPS.get(self.kind)
-        return lookup.unit if lookup is not None else "Devices"
+        if lookup is not None:
+            return lookup.unit
+        return "Rows" if self.reads_file else PROGRESS_UNITS.get(self.kind, "Devices")
+
+    @property
+    def reads_file(self) -> bool:
+        """A job that reads a spreadsheet into the preview (never calls Knox)."""
+        return self.kind.endswith(self.READ_FILE_SUFFIX)
 
     def set_result(self, result: Any) -> None:
         """Store what a job that reads from Knox found (JSON-able), before it ends: the page renders it then."""
@@ -500,6 +536,10 @@ class Job(models.Model):
         """End the job as failed with a reason the user can act on."""
         self._end(self.Status.FAILED, error_summary)
 
+    def refuse(self, reason: str) -> None:
+        """End a job that read a spreadsheet the portal refused (Upload.Status.REFUSED), with the reason."""
+        self._end(self.Status.REFUSED, reason)
+
     def _end(self, status: str, error_summary: str) -> None:
         self.end_with(status, error_summary=error_summary)
 
@@ -554,6 +594,10 @@ class Job(models.Model):
         )
         self.refresh_from_db()
         return n == 1
+
+
+END_JOB_WHERE = '"id" = %s AND "status" NOT IN (' + ", ".join(["%s"] * len(Job.FINISHED)) + ")"  # not finished
+_END_JOB = f'UPDATE "portal_job" SET {END_JOB_SET} WHERE {END_JOB_WHERE}'  # noqa: S608 - constant text
 
 
 # Keys whose values never reach an audit summary, whatever the caller passes.
@@ -651,6 +695,43 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("Audit events cannot be deleted")
+
+    @property
+    def action_label(self) -> str:
+        """What happened, in words ("KDP spreadsheet uploaded"); `action` keeps the code."""
+        from portal.words import action_label
+
+        return action_label(self.action)
+
+    def details(self) -> list[tuple[str, str]]:
+        """The summary as labelled plain values, for the audit page and the admin."""
+        from portal.words import summary_items
+
+        return summary_items(self.summary)
+
+
+class UserSettings(models.Model):
+    """A staff member's own choices, edited on their "My settings" page. A user without a row has the defaults."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, models.CASCADE, related_name="portal_settings")
+    email_on_job_end = models.BooleanField(
+        "Email me when a job I queued ends",
+        default=True,
+        help_text="One email per job with its outcome and a link; several jobs ending together come as one email.",
+    )
+
+    class Meta:
+        verbose_name = "user settings"
+        verbose_name_plural = "user settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.user}"
+
+    @classmethod
+    def for_user(cls, user: Any) -> UserSettings:
+        """The user's settings, unsaved defaults when they never changed any."""
+        found = cls.objects.filter(user=user).first()
+        return found if found is not None else cls(user=user)
 
 
 class RateLimitSlot(models.Model):

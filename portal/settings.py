@@ -313,6 +313,26 @@ PORTAL_TEMP_DIR = BASE_DIR / env("PORTAL_TEMP_DIR", "var/tmp")
 # Django's two handlers, plus: the whole file name is kept for the form's check, temporary files go to the above.
 FILE_UPLOAD_HANDLERS = ["portal.files.MemoryFileUploadHandler", "portal.files.TemporaryFileUploadHandler"]
 
+# --- Email ---------------------------------------------------------------------------------------------------
+
+# Staff get an email when a job they queued ends (portal/notify.py; each user can turn it off under "My
+# settings"). Development prints the emails on the console; production sends them through SMTP.
+EMAIL_BACKEND = env("EMAIL_BACKEND") or (  # empty (as in .env.example) means the default
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", "25")
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "False")
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive; set at most one to True")
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", "30")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL") or "Knox portal <portal@localhost>"
+# The portal's address as staff open it, for the links in emails (no request to take it from in a worker).
+PORTAL_URL = (env("PORTAL_URL") or "http://127.0.0.1:8000").rstrip("/")
+
 # --- Knox ---------------------------------------------------------------------------------------------------
 
 # Region preset for new accounts (each account can still pick its own region and override every base URL).

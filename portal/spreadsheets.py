@@ -153,6 +153,17 @@ _HEADER_SYNONYMS: dict[str, tuple[str, ...]] = {
         "Bestellnummer",
     ),
     "approve_id": ("Approve ID", "ApproveID", "Approval ID"),
+    # KDP's multi-customer upload: a Knox customer ID or a customer name per row.
+    "customer": (
+        "Customer",
+        "Customer ID",
+        "Customer Name",
+        "Knox Customer",
+        "Knox Customer ID",
+        "End Customer",
+        "Client",
+        "Kunde",
+    ),
     "model": ("Model", "Model Name", "Model Number", "Model No", "Model Code", "Device Model", "Modèle", "Modell"),
 }
 

@@ -135,9 +135,17 @@ def _parse(job: Job, owner: str) -> None:
     job.set_total(upload.rows_total)
     job.add_progress(succeeded=upload.rows_total)
     if upload.status == Upload.Status.REFUSED:
-        job.fail(upload.error)
+        job.refuse(upload.error)  # a file the portal could not use: not a failed Knox job
     else:
         job.finish()
+
+
+def notify_ended_jobs() -> str:
+    """Email staff about the jobs they queued that ended (portal.notify). Runs every minute (migration portal
+    0014)."""
+    from portal.notify import notify_ended_jobs as sweep
+
+    return f"sent {sweep()} emails"
 
 
 def cleanup_uploads() -> str:

@@ -59,6 +59,8 @@ class StagedRow:
     order_no: str
     model: str
     approve_id: str
+    # The customer column's text (KDP's multi-customer upload); not an UploadRow field: kdp's row check keeps it.
+    customer: str = ""
 
 
 STAGED_FIELDS = (
@@ -250,6 +252,7 @@ def staged_row(row: spreadsheets.Row) -> StagedRow:
         order_no=storable(str(row.extra.get("order_no", ""))[:100]),
         model=storable(str(row.extra.get("model", ""))[:60]),
         approve_id=storable(str(row.extra.get("approve_id", ""))[:100]),
+        customer=storable(str(row.extra.get("customer", ""))[:200]),
     )
 
 

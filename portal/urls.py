@@ -29,6 +29,7 @@ portal_patterns = [
     path("", views.dashboard, name="dashboard"),
     path("jobs/", include(job_urls)),
     path("audit/", views.audit, name="audit"),
+    path("settings/", views.my_settings, name="my_settings"),
     path("accounts/", include(account_urls)),
 ]
 

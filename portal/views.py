@@ -9,7 +9,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -24,8 +23,10 @@ from django_htmx.middleware import HtmxDetails
 from portal import forms
 from portal.dashboard import render_panels
 from portal.knox import errors
+from portal.lists import list_context
 from portal.lookups import CONNECTION_TEST, LOOKUPS, get_lookup_for_user, lookup_context, queue_connection_test
-from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
+from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow, UserSettings
+from portal.words import action_label, kind_label
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ def dashboard(request: PortalRequest) -> HttpResponse:
     ctx = {
         "recent_jobs": recent,
         "jobs_polling": any(not job.is_finished for job in recent),
-        "job_counts": dict(Job.objects.values_list("status").annotate(n=Count("id")).order_by()),
+        # Knox jobs only: reading a spreadsheet is not a Knox job, and a refused file is counted on its own.
+        "job_counts": dict(Job.objects.knox_jobs().values_list("status").annotate(n=Count("id")).order_by()),
+        "files_refused": Job.objects.files_read().filter(status=Job.Status.REFUSED).count(),
         "accounts": KnoxAccount.objects.filter(is_active=True),
         "recent_events": AuditEvent.objects.select_related("actor")[:8],
     }
@@ -114,18 +117,36 @@ def dashboard(request: PortalRequest) -> HttpResponse:
     return render(request, "portal/dashboard.html", ctx)
 
 
+JOBS_PAGE_SIZE = 50
+
+
 @require_perm(ACCESS)
 @require_GET
 def jobs(request: PortalRequest) -> HttpResponse:
+    """Every job, newest first: filters and search in the URL, paged by an id cursor (`before`), with the total."""
     form = forms.JobFilterForm(request.GET)
-    qs = Job.objects.select_related("account", "created_by")
+    qs = Job.objects.select_related("account", "created_by").order_by("-id")
+    before = None
     if form.is_valid():
-        if form.cleaned_data["kind"]:
-            qs = qs.filter(kind__startswith=form.cleaned_data["kind"])
-        if form.cleaned_data["status"]:
-            qs = qs.filter(status=form.cleaned_data["status"])
-    page = Paginator(qs, 50).get_page(form.cleaned_data.get("page") if form.is_valid() else 1)
-    ctx = {"form": form, "page": page, "kinds": Job.objects.values_list("kind", flat=True).distinct().order_by("kind")}
+        data = form.cleaned_data
+        if data["kind"]:
+            qs = qs.filter(kind__startswith=data["kind"])
+        if data["status"]:
+            qs = qs.filter(status=data["status"])
+        if data["q"]:
+            qs = qs.filter(title__icontains=data["q"])
+        before = data["before"]
+    else:
+        qs = qs.none()
+    page = list((qs.filter(id__lt=before) if before else qs)[: JOBS_PAGE_SIZE + 1])
+    more = len(page) > JOBS_PAGE_SIZE
+    page = page[:JOBS_PAGE_SIZE]
+    ctx = {
+        "form": form,
+        "page": page,
+        "kinds": [(k, kind_label(k)) for k in Job.objects.values_list("kind", flat=True).distinct().order_by("kind")],
+        **list_context(request, qs, singular="job", cursor="before", next_value=page[-1].pk if more else None),
+    }
     return render(request, "portal/jobs.html", ctx)
 
 
@@ -198,8 +219,8 @@ AUDIT_PAGE_SIZE = 50
 @require_perm(ACCESS)
 @require_GET
 def audit(request: PortalRequest) -> HttpResponse:
-    """The audit log, newest first. Paged by an id cursor (`before`), never by COUNT/OFFSET, so it stays fast
-    however long the log grows."""
+    """The audit log, newest first. Paged by an id cursor (`before`), never by OFFSET, and counted by
+    portal.lists.total (exact while cheap, else an estimate), so it stays fast however long the log grows."""
     form = forms.AuditFilterForm(request.GET)
     qs = AuditEvent.objects.select_related("actor").order_by("-id")
     if form.is_valid():
@@ -215,25 +236,46 @@ def audit(request: PortalRequest) -> HttpResponse:
             qs = qs.filter(created_at__lt=end)
         if data["q"]:
             qs = qs.filter(Q(target_repr__icontains=data["q"]) | Q(target_id=data["q"]))
-        if data["before"]:
-            qs = qs.filter(id__lt=data["before"])
     else:
         qs = qs.none()
+    filtered = qs
+    if form.is_valid() and form.cleaned_data["before"]:
+        qs = qs.filter(id__lt=form.cleaned_data["before"])
     events = list(qs[: AUDIT_PAGE_SIZE + 1])
     more = len(events) > AUDIT_PAGE_SIZE
     events = events[:AUDIT_PAGE_SIZE]
-    next_query = None
-    if more:
-        params = request.GET.copy()
-        params["before"] = events[-1].pk
-        next_query = params.urlencode()
     ctx = {
         "form": form,
         "events": events,
-        "next_query": next_query,
-        "actions": AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200],
+        "actions": [
+            (a, action_label(a))
+            for a in AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200]
+        ],
+        **list_context(
+            request, filtered, singular="event", cursor="before", next_value=events[-1].pk if more else None
+        ),
     }
     return render(request, "portal/audit.html", ctx)
+
+
+# --- my settings --------------------------------------------------------------------------------------------
+
+
+@require_perm(ACCESS)
+@require_http_methods(["GET", "POST"])
+def my_settings(request: PortalRequest) -> HttpResponse:
+    """What the logged-in user chooses for themselves (email when a job they queued ends: portal.notify)."""
+    current = UserSettings.for_user(request.user)
+    # An unticked box posts nothing: an empty POST is still a submission.
+    form = forms.UserSettingsForm(request.POST if request.method == "POST" else None, instance=current)
+    if request.method == "POST" and form.is_valid():
+        changed = {name: form.cleaned_data[name] for name in form.changed_data}
+        form.save()
+        if changed:
+            AuditEvent.objects.record("user.settings", request=request, target=request.user, summary=changed)
+        messages.success(request, "Your settings were saved.")
+        return redirect("portal:my_settings")
+    return render(request, "portal/my_settings.html", {"form": form})
 
 
 # --- Knox accounts ------------------------------------------------------------------------------------------

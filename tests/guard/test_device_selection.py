@@ -41,6 +41,7 @@ class DeviceSelectionTestCase(BaseTestCase):
         html = self.client.get("/guard/devices/", {"state": "Enrolled"}).content.decode()
         assert 'action="/guard/devices/act/"' in html and 'name="ids"' in html and 'data-check-all="ids"' in html
         assert '<option value="lock">Lock</option>' in html and 'value="matching"' in html
+        assert "Review for all devices matching this filter (3 devices)" in html
         assert '<input type="hidden" name="state" value="Enrolled">' in html  # the filter travels with the selection
         self.client.force_login(self.operator)
         html = self.client.get("/guard/devices/").content.decode()

@@ -279,3 +279,89 @@ def test_the_real_command_uploads_against_the_sandbox(knox_sandbox, tmp_path):
     assert (data["submitted"], data["succeeded"], data["failed"]) == (4, 4, 0)
     refused = manage("kdp_upload", str(MIXED), "--account", "Nobody", "--customer", customer_id)
     assert refused.returncode == 2 and "There is no Knox account named “Nobody”" in refused.stderr
+
+
+# --- a file with a customer column -----------------------------------------------------------------------------
+
+MULTI = SAMPLES / "kdp-upload-multi-customer.csv"
+
+
+def test_a_file_with_a_customer_column_needs_no_customer_and_queues_a_job_per_customer(synced):
+    from kdp.models import Customer
+
+    contoso = Customer.objects.get(account=synced, name="Contoso Logistics")
+    fabrikam = Customer.objects.get(account=synced, name="Fabrikam Health")
+    alias = contoso.aliases.order_by("name").first().name
+    code, data = run_json(
+        "kdp_upload", str(MULTI), "--account", "Sandbox", "--skip-unusable-customers", "--wait",
+        "--profile-alias", f"Contoso Logistics={alias}",
+    )  # fmt: skip
+    assert code == 0, data
+    assert data["status"] == "succeeded" and len(data["jobs"]) == 2
+    by_customer = {j["customer"]: j for j in data["jobs"]}
+    assert (by_customer[contoso.customer_id]["succeeded"], by_customer[fabrikam.customer_id]["succeeded"]) == (3, 2)
+    problems = {c["name"] or ", ".join(c["written_as"]): c["problem"] for c in data["customers"] if c["problem"]}
+    assert set(problems) == {"Pending Verification Co", "Initech", ""}
+    imeis = [line.split(",")[0] for line in MULTI.read_text().splitlines()[1:]]
+    devices = dict(Device.objects.filter(identifier__in=imeis).values_list("identifier", "customer__name"))
+    assert devices == {**dict.fromkeys(imeis[:3], "Contoso Logistics"), **dict.fromkeys(imeis[3:5], "Fabrikam Health")}
+    assert set(Device.objects.filter(customer=contoso).values_list("profile_alias", flat=True)) == {alias}
+    assert set(Device.objects.filter(customer=fabrikam).values_list("profile_alias", flat=True)) == {""}
+
+
+def test_customers_that_cannot_be_used_stop_the_command_unless_skipped(synced):
+    code, _, err = run("kdp_upload", str(MULTI), "--account", "Sandbox")
+    assert code == 2
+    assert "The rows of 3 customers of the file cannot be sent" in err and "--skip-unusable-customers" in err
+    assert "“Initech” (1 row): " in err and "pending verification" in err
+    assert not Job.objects.filter(kind="kdp.upload").exists() and not Upload.objects.exists()
+
+
+def test_a_dry_run_lists_the_customers_of_the_file(synced):
+    code, out, _ = run("kdp_upload", str(MULTI), "--account", "Sandbox", "--dry-run")
+    assert code == 0
+    assert "Customers in the file:" in out and "Contoso Logistics (" in out and ": 3 rows" in out
+    assert not Job.objects.filter(kind="kdp.upload").exists() and not Upload.objects.exists()
+
+
+def test_neither_customer_nor_column_or_both_are_refused_with_the_reason(synced, tmp_path):
+    from kdp.models import Customer
+
+    plain = write_csv(tmp_path, fresh_imeis(2, "35877794"))
+    code, _, err = run("kdp_upload", str(plain), "--account", "Sandbox")
+    assert code == 2 and "has no customer column: give --customer CUSTOMER_ID, or add a “Customer” column" in err
+    customer = Customer.objects.filter(account=synced, status="Verified").first()
+    code, _, err = run("kdp_upload", str(MULTI), "--account", "Sandbox", "--customer", customer.customer_id)
+    assert code == 2 and "has a customer column, so each row names its customer; leave out --customer" in err
+    assert not Job.objects.filter(kind="kdp.upload").exists() and not Upload.objects.exists()
+
+
+def test_an_alias_for_a_customer_not_in_the_file_is_refused(synced):
+    code, _, err = run(
+        "kdp_upload", str(MULTI), "--account", "Sandbox", "--skip-unusable-customers",
+        "--profile-alias", "TOP Oil=Default",
+    )  # fmt: skip
+    assert code == 2 and "--profile-alias names the customer “TOP Oil”, which has no rows to send" in err
+    assert not Job.objects.filter(kind="kdp.upload").exists()
+
+
+def test_kdp_delete_refuses_a_customer_the_records_contradict_and_deletes_from_the_recorded_ones(synced, tmp_path):
+    from kdp.models import Customer
+
+    contoso = Customer.objects.get(account=synced, name="Contoso Logistics")
+    fabrikam = Customer.objects.get(account=synced, name="Fabrikam Health")
+    imeis = fresh_imeis(3, "35877799")
+    for customer, part in ((fabrikam, imeis[:2]), (contoso, imeis[2:])):
+        assert (
+            run("kdp_upload", *upload_args(write_csv(tmp_path, part, "u.csv"), customer.customer_id, "--wait"))[0] == 0
+        )
+    path = write_csv(tmp_path, imeis, "d.csv")
+    code, _, err = run("kdp_delete", *upload_args(path, contoso.customer_id))
+    assert code == 2 and "2 of the 3 devices are registered to another customer than Contoso Logistics" in err
+    assert "(--recorded-customers)" in err and not Job.objects.filter(kind="kdp.delete").exists()
+    code, data = run_json("kdp_delete", str(path), "--account", "Sandbox", "--recorded-customers", "--wait")
+    assert code == 0, data
+    assert sorted((j["customer"], j["succeeded"]) for j in data["jobs"]) == sorted(
+        [(fabrikam.customer_id, 2), (contoso.customer_id, 1)]
+    )
+    assert set(Device.objects.filter(identifier__in=imeis).values_list("state", flat=True)) == {Device.State.DELETED}

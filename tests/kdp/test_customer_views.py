@@ -32,7 +32,10 @@ class CustomersPageTestCase(BaseTestCase):
         r = self.client.get(self.url)
         html = unescape(r.content.decode())
         assert "Harbour Cafés" in html and "<code>4600000001</code>" in html and "1,234" in html
-        assert re.findall(r'<span class="badge" title="profileId p-\w+">(\w+)</span>', html) == ["Default", "Kiosk"]
+        assert re.findall(r'<span class="badge" title="Knox profile ID p-\w+">(\w+)</span>', html) == [
+            "Default",
+            "Kiosk",
+        ]
         assert '<span class="badge badge-partial">Pending</span>' in html
         assert "Gone Ltd</a> (no longer in Knox)" in html
         assert f'href="/kdp/devices/?customer={self.cafes.pk}"' in html
@@ -86,6 +89,65 @@ class CustomersPageTestCase(BaseTestCase):
         self.client.force_login(self.outsider)
         assert self.client.get(self.url).status_code == 403
         assert not Job.objects.exists()
+
+
+class RefreshFromThePreviewTestCase(BaseTestCase):
+    """Item 9: a refresh asked for on a spreadsheet's preview keeps the staff there (htmx: progress in the page,
+    then the customer choices are read again)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from tests.kdp.conftest import imei_csv, make_upload
+        from tests.kdp.test_transfer import fresh_imeis
+
+        self.acme = ready_account("Acme Mobile")
+        self.upload = make_upload(self.acme, imei_csv(fresh_imeis(2, "35877798")), "order.csv")
+        self.refresh_url = f"/kdp/customers/{self.acme.pk}/refresh/"
+        self.preview = f"/kdp/uploads/{self.upload.pk}/"
+        self.client.force_login(self.operator)
+
+    def test_the_preview_offers_a_refresh_that_stays_on_the_page(self):
+        r = self.client.get(self.preview)
+        self.assertContains(r, f'hx-post="{self.refresh_url}" hx-target="#customer-refresh"')
+        self.assertContains(r, f'<input type="hidden" name="upload" value="{self.upload.pk}">', html=True)
+        self.assertContains(r, 'href="#refresh-customers"')  # "no customers yet" points at it
+
+    def test_htmx_queues_the_refresh_and_shows_its_progress_in_the_page(self):
+        r = self.client.post(self.refresh_url, {"upload": self.upload.pk}, headers={"HX-Request": "true"})
+        job = Job.objects.get(kind="kdp.customers")
+        assert r.status_code == 200
+        self.assertNotContains(r, "<html")
+        self.assertContains(r, f'id="job-{job.pk}-progress"')
+        self.assertContains(r, f'hx-get="/jobs/{job.pk}/progress/?v=')  # polls, then fires jobFinished
+        self.assertContains(r, 'hx-trigger="jobFinished from:body" hx-select="#customer-choice"')
+        self.assertContains(r, "<dt>Customers</dt>")
+        self.assertNotContains(r, "<dt>Devices</dt>")
+
+    def test_without_javascript_it_returns_to_the_preview(self):
+        r = self.client.post(self.refresh_url, {"upload": self.upload.pk})
+        self.assertRedirects(r, self.preview, fetch_redirect_response=False)
+        job = Job.objects.get(kind="kdp.customers")
+        self.assertContains(self.client.get(self.preview), f"Job #{job.pk} is refreshing the customers of Acme Mobile")
+
+    def test_it_refuses_a_spreadsheet_of_another_account_or_not_a_number(self):
+        other = ready_account("Other")
+        assert self.client.post(f"/kdp/customers/{other.pk}/refresh/", {"upload": self.upload.pk}).status_code == 404
+        assert self.client.post(self.refresh_url, {"upload": "x"}).status_code == 400
+        assert not Job.objects.filter(kind="kdp.customers").exists()
+
+    def test_an_account_not_ready_says_why_in_the_page(self):
+        self.acme.set_secret("oauth_client_secret", "")
+        self.acme.save()
+        r = self.client.post(self.refresh_url, {"upload": self.upload.pk}, headers={"HX-Request": "true"})
+        self.assertContains(r, "cannot call KDP yet")
+        assert not Job.objects.filter(kind="kdp.customers").exists()
+
+    def test_the_refresh_jobs_page_counts_customers_not_devices(self):
+        job = Job.objects.create(kind="kdp.customers", account=self.acme, title="Refresh customers of Acme Mobile")
+        job.set_total(5)
+        r = self.client.get(f"/kdp/jobs/{job.pk}/")
+        self.assertContains(r, "<dt>Customers</dt><dd>5</dd>", html=True)
+        self.assertNotContains(r, "<dt>Devices</dt>")
 
 
 def test_a_refresh_job_brings_names_and_aliases_back_in_line_with_knox(client, synced, knox_sandbox):

@@ -109,7 +109,7 @@ class JobPageTestCase(BaseTestCase):
         assert result_identifiers(html) == [*self.ok, *self.bad]
         self.assertContains(r, "Partially failed")
         self.assertContains(r, "<dd>Kiosk</dd>")
-        self.assertContains(r, "<code>4092100</code> DEVICE_ALREADY_EXISTS")
+        self.assertContains(r, '<code title="Knox&#x27;s message: DEVICE_ALREADY_EXISTS">4092100</code>')
         self.assertContains(r, "already registered in Knox")
         self.assertContains(r, f'href="{self.report_url}"')
         self.assertContains(r, 'hx-trigger="jobFinished from:body"')
@@ -407,7 +407,7 @@ def test_an_upload_with_a_failure_shows_results_and_retries_through_the_pages(cl
 
     page = client.get(f"/kdp/jobs/{job.pk}/").content.decode()
     assert result_identifiers(page) == [*mine, theirs]
-    assert "<code>4092100</code>" in page and "already registered in Knox" in page
+    assert ">4092100</code>" in page and "already registered in Knox" in page
     assert f'href="/kdp/uploads/{staged.pk}/">mixed.csv</a>' in page
     fragment = client.get(
         f"/kdp/jobs/{job.pk}/", {"outcome": "failed"}, headers={"HX-Request": "true", "HX-Target": "job-results"}
@@ -431,3 +431,37 @@ def test_an_upload_with_a_failure_shows_results_and_retries_through_the_pages(cl
     client.post(f"/kdp/jobs/{job.pk}/retry/")
     assert not Job.objects.filter(params__retry_of=job.pk).exists()
     assert Upload.objects.get(pk=staged.pk).status == Upload.Status.SUBMITTED
+
+
+class PlainLabelsTestCase(BaseTestCase):
+    """Item 10: KDP pages and the admin speak plain words, not Knox's field names or Python's."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.account = ready_account()
+        self.customer = Customer.objects.create(account=self.account, customer_id="4600000001", name="Harbour Cafés")
+        self.job = finished_job(self.customer, user=self.operator, failed=fresh_imeis(1, "35200000"))
+        self.tx = Transaction.objects.get(job=self.job)
+        Transaction.objects.filter(pk=self.tx.pk).update(raw_status={"state": "Complete", "failures": {}})
+
+    def test_the_admin_headings_are_plain_plurals(self):
+        self.client.force_login(make_user("root", is_staff=True, is_superuser=True))
+        r = self.client.get("/admin/")
+        for heading in ("Knox transactions", "Device outcomes", "Reconcile differences"):
+            self.assertContains(r, heading)
+        # The customer page's inline heading (shown in capitals) read "PROFILE ALIASS".
+        page = self.client.get(f"/admin/kdp/customer/{self.customer.pk}/change/")
+        self.assertContains(page, "KME profile aliases")
+        self.assertNotContains(page, "aliass")
+
+    def test_pages_name_knox_fields_in_words(self):
+        self.client.force_login(self.viewer)
+        job_page = self.client.get(f"/kdp/jobs/{self.job.pk}/")
+        self.assertContains(job_page, "<th>Knox transaction ID</th>")
+        self.assertNotContains(job_page, "transactionId")
+        self.assertNotContains(job_page, "> DEVICE_ALREADY_EXISTS")  # Knox's message is a tooltip, its meaning shown
+        detail = self.client.get(f"/kdp/transactions/{self.tx.pk}/")
+        self.assertContains(detail, "(GEN2, IMEI)")
+        self.assertContains(detail, "&quot;state&quot;: &quot;Complete&quot;")  # JSON, not a Python dict
+        self.assertNotContains(detail, "{&#x27;state&#x27;")
+        self.assertContains(self.client.get("/kdp/transactions/"), "Knox transaction ID starts with")

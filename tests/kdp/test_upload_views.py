@@ -120,7 +120,7 @@ class UploadFormTestCase(BaseTestCase):
         upload = Upload.objects.get()
         assert upload.status == Upload.Status.REFUSED and upload.error
         assert not upload.rows.exists()
-        assert Job.objects.get(pk=upload.parse_job_id).status == Job.Status.FAILED
+        assert Job.objects.get(pk=upload.parse_job_id).status == Job.Status.REFUSED  # not a failed Knox job
         self.client.force_login(self.viewer)
         r = self.client.get(f"/kdp/uploads/{upload.pk}/")
         self.assertContains(r, "This file cannot be used")
@@ -609,3 +609,18 @@ def test_the_template_example_row_is_never_submitted(db, settings, tmp_path):
     row = upload.rows.get(raw=TEMPLATE_EXAMPLE["imei"])
     assert row.status == "invalid" and "template's example row" in row.reason
     assert upload.valid == 0
+
+
+class ProblemRowsWordingTestCase(BaseTestCase):
+    """Item 10: "Download the 1 problem rows" is "Download the 1 problem row"."""
+
+    def test_one_problem_row_is_singular(self):
+        account = ready_account()
+        good = fresh_imeis(1, "35877780")[0]
+        upload = make_upload(account, f"IMEI\n{good}\n123\n".encode(), "one-bad.csv")
+        assert (upload.valid, upload.problems) == (1, 1)
+        self.client.force_login(self.operator)
+        r = self.client.get(f"/kdp/uploads/{upload.pk}/")
+        self.assertContains(r, "Download the 1 problem row as Excel</a>")
+        self.assertContains(r, "The 1 problem row will not be sent.")
+        self.assertNotContains(r, "1 problem rows")

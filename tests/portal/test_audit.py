@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from html import unescape
 
 import pytest
 from django.utils import timezone
@@ -81,14 +82,14 @@ class AuditPageTestCase(BaseTestCase):
     def test_it_filters_by_actor_action_and_dates(self):
         r = self.client.get("/audit/", {"actor": "olivia"})
         self.assertContains(r, "kdp.upload")
-        self.assertNotContains(r, "<code>account.create</code>")
+        self.assertNotContains(r, '<td title="account.create">')
         r = self.client.get("/audit/", {"action": "kdp."})
-        self.assertContains(r, "<code>kdp.delete</code>")
-        self.assertNotContains(r, "<code>account.create</code>")
+        self.assertContains(r, '<td title="kdp.delete">')
+        self.assertNotContains(r, '<td title="account.create">')
         today = timezone.localdate().isoformat()
         r = self.client.get("/audit/", {"date_from": today, "date_to": today})
-        self.assertNotContains(r, "<code>kdp.delete</code>")
-        self.assertContains(r, "<code>kdp.upload</code>")
+        self.assertNotContains(r, '<td title="kdp.delete">')
+        self.assertContains(r, '<td title="kdp.upload">')
 
     def test_bad_dates_are_explained_not_500(self):
         r = self.client.get("/audit/", {"date_from": "2026-02-10", "date_to": "2026-01-01"})
@@ -100,11 +101,25 @@ class AuditPageTestCase(BaseTestCase):
         for i in range(60):
             AuditEvent.objects.record("bulk.event", summary={"i": i})
         r = self.client.get("/audit/", {"action": "bulk."})
-        assert r.content.decode().count("<code>bulk.event</code>") == 50
-        next_query = r.context["next_query"]
+        assert r.content.decode().count('<td title="bulk.event">') == 50
+        next_query = r.context["list_next_query"]
+        assert "action=bulk." in next_query  # the filter stays in the URL of every page
         r2 = self.client.get(f"/audit/?{next_query}")
-        assert r2.content.decode().count("<code>bulk.event</code>") == 10
-        assert r2.context["next_query"] is None
+        assert r2.content.decode().count('<td title="bulk.event">') == 10
+        assert r2.context["list_next_query"] is None
+        assert "60 events" in r2.content.decode()  # the total of the list, not of the page
+
+    def test_details_are_labelled_plain_values_not_a_python_dict(self):
+        AuditEvent.objects.record(
+            "kdp.file_upload",
+            actor=self.operator,
+            summary={"file": "devices.xlsx", "bytes": 20480, "operation": "upload", "flags": {"auto_lock": True}},
+        )
+        html = unescape(self.client.get("/audit/", {"action": "kdp.file"}).content.decode())
+        assert "{'file'" not in html and "{&#x27;" not in html
+        assert '<td title="kdp.file_upload">KDP spreadsheet uploaded</td>' in html
+        for label, value in (("File", "devices.xlsx"), ("Size", "20.0\xa0KB"), ("Policy flags", "Auto lock: yes")):
+            assert f"<dt>{label}</dt><dd>{value}</dd>" in html, label
 
     def test_admin_cannot_change_or_delete_events(self):
         self.client.force_login(self.admin)

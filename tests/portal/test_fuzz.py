@@ -218,7 +218,10 @@ HX = ("upload-status", "preview-rows", "bulk-action", "job-results", "device-tab
 SPECS = [
     # portal
     Spec("portal:dashboard", targets=("recent-jobs",), examples=5),
-    Spec("portal:jobs", params={"kind": ("kdp.", "guard.lock"), "status": ("queued", "failed"), "page": ("1", "2")}),
+    Spec(
+        "portal:jobs",
+        params={"kind": ("kdp.", "guard.lock"), "status": ("queued", "refused"), "q": ("Lock",), "before": ("1", "2")},
+    ),
     Spec("portal:job_detail", objects=("kdp_job", "guard_job", "efota_job"), examples=5),
     Spec(
         "portal:job_progress",
@@ -252,6 +255,8 @@ SPECS = [
         examples=30,
     ),
     Spec("portal:accounts", examples=3),
+    Spec("portal:my_settings", examples=3),
+    Spec("portal:my_settings", method="post", params={"email_on_job_end": ("on", "")}, examples=5),
     Spec(
         "portal:account_detail",
         params={"job": ("@connection_test", "@firmware_lookup")},
@@ -793,7 +798,7 @@ class CursorTestCase(BaseTestCase):
 
     def test_bad_cursors_pages_and_sorts(self):
         cursors = {
-            "/jobs/": {"page": {}},
+            "/jobs/": {"before": {}},
             "/audit/": {"before": {}},
             "/kdp/transactions/": {"before": {}},
             "/guard/devices/": {"after": {}},
@@ -808,9 +813,9 @@ class CursorTestCase(BaseTestCase):
             r = self.client.get("/kdp/devices/", {"sort": value, "after": f"{IMEI}:²"})
             assert r.status_code == 200, value
 
-    def test_a_page_past_the_end_shows_the_last_page(self):
-        r = self.client.get("/jobs/", {"page": "99999"})
-        assert r.status_code == 200 and r.context["page"].number == 1
+    def test_a_cursor_past_the_end_shows_an_empty_page_with_the_total(self):
+        r = self.client.get("/jobs/", {"before": "1"})
+        assert r.status_code == 200 and r.context["page"] == [] and r.context["list_total"].exact
 
 
 class FoundByFuzzingTestCase(BaseTestCase):

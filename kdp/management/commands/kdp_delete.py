@@ -1,11 +1,12 @@
 """`manage.py kdp_delete FILE --account NAME --customer ID`: delete a spreadsheet's devices from a customer in Knox.
 
-    kdp_delete FILE --account NAME --customer CUSTOMER_ID [--allow-bad-check-digit] [--sheet NAME]
-               [--column HEADER] [--dry-run] [--wait] [--json]
+    kdp_delete FILE --account NAME [--customer CUSTOMER_ID | --recorded-customers] [--allow-bad-check-digit]
+               [--sheet NAME] [--column HEADER] [--dry-run] [--wait] [--json]
 
 The same command as kdp_upload with the operation set to delete, so staging, checks, exit codes and the JSON
-summary are identical (see kdp/management/commands/kdp_upload.py). A delete is checked against the customer's
-Knox customer ID; a device not registered to that customer fails at Knox with 40000044.
+summary are identical (see kdp/management/commands/kdp_upload.py). Knox deletes a device only from the customer it
+is registered to (any other answers 40000044), so --customer is refused when the portal's records have devices of
+the file under another customer; --recorded-customers deletes each from its recorded customer, one job each.
 """
 
 from __future__ import annotations
