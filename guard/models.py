@@ -496,6 +496,28 @@ def check_staged(upload: Upload, action: str) -> ActionCheck:
     return check
 
 
+def refused_rows(upload: Upload, action: str, *, after: int, limit: int) -> list[Any]:
+    """The next `limit` valid rows (by row number, after `after`) the portal will not send `action` to: its device
+    is not in the portal's records, in a state that does not allow the action, or held by another job (the rows
+    check_staged counts as refused), for the preview's “show only these rows”. A row found by its approve ID
+    instead is checked again by annotate_refusals, which the caller runs."""
+    from portal.models import UploadRow
+
+    devices = GuardDevice.objects.filter(account_id=upload.account_id, device_uid=models.OuterRef("value")).order_by()
+    refused = (
+        models.Q(d_state=None) | ~models.Q(d_state__in=ACTIONS[action].allowed_from) | models.Q(d_job__in=ACTIVE_JOB)
+    )
+    return list(
+        UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID, row_number__gt=after)
+        .annotate(
+            d_state=models.Subquery(devices.values("state")[:1]),
+            d_job=models.Subquery(devices.values("pending_job__status")[:1]),
+        )
+        .filter(refused)
+        .order_by("row_number")[:limit]
+    )
+
+
 def check_devices(devices: models.QuerySet[GuardDevice], action: str) -> ActionCheck:
     """Devices the portal has (a selection or a filter of the device list) against `action`, counted in the
     database: by state on the state index, then the few another job is acting on."""

@@ -47,6 +47,7 @@ from guard.models import (
     queue_sync,
     queue_upload,
     queue_upload_results,
+    refused_rows,
     retry_devices,
     sendable_devices,
     upload_flags_display,
@@ -55,7 +56,15 @@ from portal import exports
 from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
+from portal.views import (
+    ACCESS,
+    PREVIEW_PAGE_SIZE,
+    QUEUE,
+    preview_rows,
+    require_perm,
+    retry_context,
+    retry_exists_message,
+)
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
@@ -557,6 +566,14 @@ def _preview_context(
         "check": check,
         "chosen_action": chosen_action,
     }
+    # “Show only these rows”: the valid rows the chosen action will not be sent to (the status filter cannot find
+    # them: they are valid rows, refused for this action only).
+    ctx["show_refused"] = bool(chosen_action and request.GET.get("show") == "refused")
+    if ctx["show_refused"]:
+        after = (ctx["filters"].cleaned_data.get("after") or 0) if ctx["filters"].is_valid() else 0
+        page = refused_rows(staged, chosen_action, after=after, limit=PREVIEW_PAGE_SIZE + 1)
+        ctx["rows"] = page[:PREVIEW_PAGE_SIZE]
+        ctx["next_after"] = page[PREVIEW_PAGE_SIZE - 1].row_number if len(page) > PREVIEW_PAGE_SIZE else None
     if is_action:
         annotate_refusals(staged, ctx["rows"], chosen_action or None)
     return ctx

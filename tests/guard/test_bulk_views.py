@@ -331,6 +331,17 @@ class BulkRecordsCheckTestCase(BaseTestCase):
         row = re.search(r"<tr[^>]*>\s*<td>17</td>.*?</tr>", html, re.S).group(0)  # row 17: the 16th IMEI, unknown
         assert self.unknown[0] in row and "Not in the portal's records: sync devices or check the IMEI" in row
 
+    def test_show_only_the_rows_that_will_not_be_sent(self):
+        self.client.force_login(self.admin)
+        html = unescape(self.client.get(self.url, {"action": "lock"}).content.decode())
+        assert f'hx-get="/guard/bulk/{self.upload.pk}/?action=lock&show=refused"' in html
+        r = self.client.get(self.url, {"action": "lock", "show": "refused"},
+                            headers={"HX-Request": "true", "HX-Target": "preview-rows"})  # fmt: skip
+        numbers = re.findall(r'<tr class="row-valid row-refused">\s*<td>(\d+)</td>', r.content.decode())
+        assert numbers == [str(n) for n in range(7, 27)]  # the 10 Accepted, then the 10 unknown, only those
+        assert b"<html" not in r.content and r.content.decode().count("<tr class=") == 20
+        assert "Showing only the rows that will not be sent" in r.content.decode()
+
     def test_without_an_action_the_preview_still_counts_devices_the_portal_does_not_have(self):
         self.client.force_login(self.viewer)
         html = unescape(self.client.get(self.url).content.decode())

@@ -375,7 +375,7 @@ SPECS = [
     Spec("guard:bulk_new", "post", params={"account": ACCOUNT}, files={"file": "spreadsheet"}),
     Spec(
         "guard:bulk_detail",
-        params={**PREVIEW, "action": ACTION_FIELDS["action"], "autoAccept": ("on",)},
+        params={**PREVIEW, "action": ACTION_FIELDS["action"], "autoAccept": ("on",), "show": ("refused",)},
         objects=("guard_action_upload", "guard_upload_upload"),
         targets=("upload-status", "preview-rows", "bulk-action"),
     ),
