@@ -27,7 +27,7 @@ def test_blink_one_device_from_its_page(ui: Session, guard_devices: None) -> Non
     expect(page.locator("#device-table tbody tr")).to_have_count(1)
     page.get_by_role("link", name=device["deviceUid"]).click()
 
-    expect(page.get_by_role("heading", level=1)).to_contain_text("Enrolled")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Active")  # the console's word for Enrolled
     actions = page.locator("#device-actions")
     # An operator without the control permission is not offered lock or complete on an Enrolled device.
     expect(actions.locator("details > summary")).to_have_count(2)
@@ -48,7 +48,7 @@ def test_blink_one_device_from_its_page(ui: Session, guard_devices: None) -> Non
     expect(row).to_have_count(1)
     expect(row).to_contain_text(device["deviceUid"])
     expect(row.locator(".badge")).to_have_text("Succeeded")
-    expect(row).to_contain_text("Enrolled →")
+    expect(row).to_contain_text("Active →")
 
     # The device page shows the action in its timeline.
     row.get_by_role("link", name=device["deviceUid"]).click()
@@ -62,8 +62,9 @@ def test_blink_one_device_from_its_page(ui: Session, guard_devices: None) -> Non
 def test_bulk_lock_needs_the_typed_confirmation(ui: Session, guard_devices: None) -> None:
     page = ui.page
     ui.login("e2e-admin")
-    # Two Active phones (the blink test uses the first Enrolled one) and one already locked, which the portal
-    # reports as failed without sending it.
+    # Two Active phones (the blink test uses the first Enrolled one) and one already locked: the review says the
+    # locked one cannot be locked, the typed confirmation counts only the others, and the job reports it as failed
+    # without sending it.
     enrolled = devices_in(ui, "Enrolled")[1:]
     locked = devices_in(ui, "Locked")[:1]
     sheet = ui.stack.tmp / "guard-lock.csv"
@@ -81,27 +82,35 @@ def test_bulk_lock_needs_the_typed_confirmation(ui: Session, guard_devices: None
     expect(page.locator("#upload-status .stat-row li.ok")).to_have_text(f"{count} valid")
     expect(page.locator("#preview-rows tbody tr.row-valid")).to_have_count(count)
 
-    # Choosing the action swaps its form in (HTMX); lock asks for the typed confirmation.
+    # Choosing the action swaps the review in (HTMX): every row checked for it, and lock asks for the typed
+    # confirmation of the rows that can be locked.
     page.evaluate("window.__e2eMarker = 'bulk'")
     page.locator("nav.tabs").get_by_role("link", name="Lock", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/guard/bulk/\d+/\?action=lock$"))
+    expect(page.locator("#bulk-action .notice")).to_contain_text(
+        f"{len(locked)} of the {count} valid rows cannot succeed for “Lock”"
+    )
+    expect(page.locator("#preview-rows tbody tr.row-refused")).to_have_count(len(locked))
     form = page.locator("#bulk-action form")
-    expected = f"LOCK {count}"
+    sent = len(enrolled)
+    button = f"Lock: {sent} device{'s' if sent != 1 else ''}"
+    expected = f"LOCK {sent}"
     expect(form.get_by_text(f"Type {expected} to confirm")).to_be_visible()
     assert page.evaluate("window.__e2eMarker") == "bulk"
     form.get_by_label("Message shown on the phone").fill("This phone is locked: the loan is overdue.")
     form.get_by_label("Contact email").fill("collections@example.com")
     confirmation = form.get_by_label(f"Type {expected} to confirm")
 
-    # A wrong confirmation is refused and nothing is queued.
-    confirmation.fill(f"LOCK {count - 1}")
-    form.get_by_role("button", name=f"Lock: {count} devices").click()
+    # A wrong confirmation (every row of the file) is refused and nothing is queued.
+    confirmation.fill(f"LOCK {count}")
+    form.get_by_role("button", name=button).click()
     expect(page.locator(".typed-confirm .error")).to_contain_text(f"type exactly {expected}")
     expect(page).to_have_url(re.compile(r"/guard/bulk/\d+/confirm/$"))
 
     form = page.locator("#bulk-action form")
     form.get_by_label(f"Type {expected} to confirm").fill(expected)
     ui.screenshot("guard-bulk")
-    form.get_by_role("button", name=f"Lock: {count} devices").click()
+    form.get_by_role("button", name=button).click()
 
     expect(page).to_have_url(re.compile(r"/guard/jobs/\d+/$"))
     expect(page.locator(".job-progress .badge")).to_have_text("Partially failed")

@@ -19,6 +19,7 @@ from guard.constants import (
     KG_BLINK_INTERVAL_MAX,
     KG_BLINK_INTERVAL_MIN,
     KG_BLINK_STOP_ACTION,
+    KG_CONSOLE_LABELS,
     KG_CONTACT_REQUIRED,
     KG_MAX_PAGE_SIZE,
     KG_MESSAGE_MAX_LENGTH,
@@ -41,6 +42,15 @@ class ActionSpec:
     needs_control: bool  # lock/unlock/complete/delete act on an end user's phone (portal.control_guard_devices)
     typed_confirmation: bool  # bulk "type LOCK 250 to confirm"
     uses_message: bool = False
+
+    @property
+    def allowed_label(self) -> str:
+        """The states it is allowed from, as the Knox Guard console names them (staff never read API spellings)."""
+        return ", ".join(KG_CONSOLE_LABELS.get(s, s) for s in self.allowed_from)
+
+    @property
+    def becomes_label(self) -> str:
+        return KG_CONSOLE_LABELS.get(self.becomes or "", self.becomes or "")
 
 
 ACTIONS: dict[str, ActionSpec] = {

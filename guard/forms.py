@@ -29,7 +29,8 @@ ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 # A prefix this short would match most of a million devices; the search is for finding one phone.
 SEARCH_MIN_LENGTH = 4
 
-STATE_CHOICES = [(s, f"{s} ({KG_CONSOLE_LABELS[s]})" if KG_CONSOLE_LABELS[s] != s else s) for s in KG_DEVICE_STATES]
+# The console's words (seed 003), as staff know them; the value stays the API's spelling (it is what is stored).
+STATE_CHOICES = [(s, KG_CONSOLE_LABELS[s]) for s in KG_DEVICE_STATES]
 
 # Upload flags of POST devices/uploads, with what each one does (knox-api.md §4.8).
 UPLOAD_FLAGS = {
@@ -84,6 +85,47 @@ class DeviceFilterForm(forms.Form):
 
     def filters(self) -> dict[str, Any]:
         return {k: self.cleaned_data[k] for k in ("q", "state", "licence", "approve_id") if self.cleaned_data.get(k)}
+
+
+# A selection posts its ids: more than a few pages of them is what “all matching this filter” is for.
+MAX_SELECTED = 500
+
+
+def _device_id(value: str) -> int:
+    if not str(value).isdigit():
+        raise forms.ValidationError("not a device")
+    return int(value)
+
+
+class DeviceSelectionForm(forms.Form):
+    """An action on the device list's selection: the ticked rows (`ids`), or every device matching the list's
+    filter (the filter's own fields travel with it, read by DeviceFilterForm)."""
+
+    scope = forms.ChoiceField(choices=[("selected", "The selected devices"), ("matching", "All matching the filter")])
+    ids = forms.TypedMultipleChoiceField(coerce=_device_id, required=False)
+    action = forms.ChoiceField(choices=[(a.name, a.label) for a in ACTIONS.values()])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Any id may be posted; the view keeps the ones the portal has (and the filter matches).
+        posted = self.data.getlist("ids") if hasattr(self.data, "getlist") else []
+        self.fields["ids"].choices = [(v, v) for v in posted]
+
+    @property
+    def spec(self) -> ActionSpec:
+        return ACTIONS[self.cleaned_data["action"]]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("scope") == "selected":
+            ids = data.get("ids") or []
+            if not ids:
+                raise forms.ValidationError("Tick at least one device, or choose “all matching the filter”.")
+            if len(ids) > MAX_SELECTED:
+                raise forms.ValidationError(
+                    f"At most {MAX_SELECTED} devices can be ticked at once; use “all matching the filter” for more."
+                )
+        return data
 
 
 class ResultsFilterForm(forms.Form):
@@ -246,7 +288,7 @@ class ActionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if self.errors:
+        if any(name in self._errors for name in self.fields if name not in self.extra_fields()):
             return data  # a value that is not a number: already explained on its field
         params = ActionParams(
             message=data.get("message", ""),
@@ -270,22 +312,29 @@ class ActionForm(forms.Form):
         return data
 
 
-class BulkActionForm(ActionForm):
-    """An action on a staged spreadsheet's valid rows, with the typed confirmation where the action needs one."""
+def typed_confirmation(action: str, count: int) -> str:
+    """What staff type to confirm `action` on `count` devices (“LOCK 10”), or "" when the action needs none
+    (ActionSpec.typed_confirmation: lock, complete, delete)."""
+    return f"{action.upper()} {count}" if ACTIONS[action].typed_confirmation else ""
 
-    confirmation = forms.CharField(required=False, max_length=40, label="Confirmation")
 
-    def __init__(self, *args: Any, action: str, valid: int, **kwargs: Any) -> None:
-        super().__init__(*args, action=action, **kwargs)
-        # An approve ID is unique per device: one typed here cannot be given to every row of a spreadsheet.
-        self.fields.pop("approve_id", None)
-        self.expected = f"{action.upper()} {valid}" if ACTIONS[action].typed_confirmation else ""
+class TypedConfirmationMixin:
+    """The typed confirmation of every path that locks, completes or deletes devices: the bulk preview, the device
+    page, a selection on the device list and “Retry the failed devices”. One field, one check, one sentence.
+
+    `count` is the number of devices that will be sent, so typing it shows staff read it. The typed text is
+    recorded in the audit event (guard.models.queue_action)."""
+
+    fields: dict[str, forms.Field]
+    cleaned_data: dict[str, Any]
+
+    def add_confirmation(self, action: str, count: int) -> None:
+        self.expected = typed_confirmation(action, count)
+        field = forms.CharField(required=False, max_length=40, label="Confirmation")
         if self.expected:
-            self.fields["confirmation"].label = f"Type {self.expected} to confirm"
-            self.fields["confirmation"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
-
-    def extra_fields(self) -> tuple[str, ...]:
-        return ("confirmation",)
+            field.label = f"Type {self.expected} to confirm"
+            field.widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
+        self.fields["confirmation"] = field
 
     def clean_confirmation(self) -> str:
         typed = self.cleaned_data["confirmation"].strip()
@@ -296,6 +345,38 @@ class BulkActionForm(ActionForm):
                 f"You typed “{typed}”; type exactly {self.expected} (the action and the number of devices) to confirm."
             )
         return typed
+
+
+class ConfirmedActionForm(TypedConfirmationMixin, ActionForm):
+    """An action's parameters and, where the action needs one, the typed confirmation for `count` devices."""
+
+    def __init__(self, *args: Any, action: str, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, action=action, **kwargs)
+        self.count = count
+        self.add_confirmation(action, count)
+
+    def extra_fields(self) -> tuple[str, ...]:
+        return ("confirmation",)
+
+
+class BulkActionForm(ConfirmedActionForm):
+    """An action on a staged spreadsheet's rows (or a selection of the device list): `count` is how many of them
+    will be sent."""
+
+    def __init__(self, *args: Any, action: str, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, action=action, count=count, **kwargs)
+        # An approve ID is unique per device: one typed here cannot be given to every row of a spreadsheet.
+        self.fields.pop("approve_id", None)
+
+
+class RetryForm(TypedConfirmationMixin, forms.Form):
+    """“Retry the failed devices” of an action job: the typed confirmation for the devices the retry sends."""
+
+    def __init__(self, *args: Any, action: str, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec = ACTIONS[action]
+        self.count = count
+        self.add_confirmation(action, count)
 
 
 class UploadFlagsForm(forms.Form):

@@ -8,6 +8,8 @@ a refusal is recorded with its code and a plain reason.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -100,6 +102,15 @@ class GuardDevice(models.Model):
     def ref(self) -> DeviceRef:
         return DeviceRef(object_id=self.object_id, device_uid=self.device_uid, approve_id=self.approve_id)
 
+    @property
+    def last_action_label(self) -> str:
+        spec = ACTIONS.get(self.last_action)
+        return spec.label if spec is not None else self.last_action
+
+    @property
+    def last_outcome_label(self) -> str:
+        return dict(GuardAction.Outcome.choices).get(self.last_outcome, self.last_outcome)
+
     def allowed_actions(self) -> list[ActionSpec]:
         """The actions Knox Guard accepts in the device's current state (seed 003 life cycle)."""
         return [spec for spec in ACTIONS.values() if self.state in spec.allowed_from]
@@ -179,6 +190,20 @@ class GuardAction(models.Model):
     def spec(self) -> ActionSpec:
         return ACTIONS[self.action]
 
+    def state_change(self) -> str:
+        """The device's state before and after, in the console's words: "Active → Locking", "Active (unchanged)",
+        "Active (waiting for Knox)"; never a bare "?" or "…"."""
+        before = state_label(self.state_before) if self.state_before else "not in the portal's records"
+        if self.outcome == self.Outcome.PENDING:
+            return f"{before} (waiting for Knox)"
+        if self.outcome == self.Outcome.FAILED:
+            return f"{before} (unchanged)" if self.state_before else before
+        if self.state_after:
+            return f"{before} → {state_label(self.state_after)}"
+        if ACTIONS[self.action].becomes == "":
+            return f"{before} → removed from Knox Guard"
+        return before
+
     def explanation(self) -> str:
         from portal.knox.errors import explain
 
@@ -229,6 +254,10 @@ class GuardUpload(KnoxRequest):
 
     def __str__(self) -> str:
         return self.upload_id or f"upload {self.pk}"
+
+    def flags_on(self) -> list[str]:
+        """The labels of the policy flags this upload asked for."""
+        return [label for label, on in upload_flags_display(self.flags) if on]
 
 
 class GuardUploadDevice(models.Model):
@@ -306,6 +335,230 @@ class GuardLicence(models.Model):
         return self.state == self.State.EXPIRED or bool(self.expires_on and self.expires_on < timezone.localdate())
 
 
+def state_label(state: str) -> str:
+    """A device state as staff read it: the Knox Guard console's word (seed 003), never the API's spelling."""
+    return KG_CONSOLE_LABELS.get(state, state) if state else "unknown"
+
+
+def states_label(states: Iterable[str]) -> str:
+    return ", ".join(state_label(s) for s in states)
+
+
+WEEKDAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+PARAM_LABELS = {
+    "message": "Message shown on the phone",
+    "email": "Contact email",
+    "tel": "Contact phone",
+    "interval": "Repeat every",
+    "time_limit": "Quiet hours",
+    "days_limit": "Quiet days",
+    "approve_id": "Approve ID",
+    "approve_comment": "Comment",
+}
+
+
+def _seconds(n: int) -> str:
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if n >= size and n % size == 0:
+            k = n // size
+            return f"{k} {unit}{'s' if k != 1 else ''}"
+    return f"{n} second{'s' if n != 1 else ''}"
+
+
+def action_params_display(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """A job's action parameters (ActionParams.summary) as staff read them: labels, not field names, and the
+    quiet period as hours and days."""
+    out = []
+    for key, value in params.items():
+        if key == "row_approve_id" or value in ("", None):
+            continue
+        if key == "interval" and isinstance(value, int):
+            shown = _seconds(value)
+        elif key == "time_limit" and isinstance(value, list | tuple) and len(value) == 2:
+            shown = f"{value[0]:02d}:00 to {value[1]:02d}:00"
+        elif key == "days_limit" and isinstance(value, list | tuple) and len(value) == 2:
+            shown = " to ".join(WEEKDAY_NAMES[v] if isinstance(v, int) and 0 <= v <= 6 else str(v) for v in value)
+        else:
+            shown = str(value)
+        out.append((PARAM_LABELS.get(key, key.replace("_", " ").capitalize()), shown))
+    return out
+
+
+def upload_flags_display(flags: dict[str, Any]) -> list[tuple[str, bool]]:
+    """An upload's policy flags with their labels (guard.forms.UPLOAD_FLAGS), never Knox's field names."""
+    from guard.forms import UPLOAD_FLAGS
+
+    return [(UPLOAD_FLAGS[k][0] if k in UPLOAD_FLAGS else k, bool(v)) for k, v in flags.items()]
+
+
+def refusal(device: GuardDevice | None, action: str, *, busy: bool = False) -> str:
+    """Why the portal will not send `action` to this device, in words ("" when it can): the same rules the job's
+    planner applies before sending (guard.tasks.plan), so the preview and the device list say in advance what the
+    job would record."""
+    spec = ACTIONS[action]
+    if device is None:
+        return (
+            "not in the portal's records: sync devices or check the IMEI (Knox would answer that it has no such device)"
+        )
+    if not device.allows(action):
+        return (
+            f"recorded as {state_label(device.state)}: “{spec.label}” is possible only from "
+            f"{states_label(spec.allowed_from)} (Knox would refuse it for the device's state)"
+        )
+    if busy:
+        return "another job is acting on it; wait for that job to finish"
+    return ""
+
+
+@dataclass
+class ActionCheck:
+    """How many of a set of devices (a staged spreadsheet's valid rows, a device-list selection) the portal will
+    send an action to, and why it will not send the others (guard.models.refusal)."""
+
+    action: str
+    total: int
+    unknown: int = 0
+    busy: int = 0
+    wrong_state: dict[str, int] = field(default_factory=dict)  # recorded state -> devices
+
+    @property
+    def spec(self) -> ActionSpec | None:
+        return ACTIONS.get(self.action)
+
+    @property
+    def refused(self) -> int:
+        return self.unknown + self.busy + sum(self.wrong_state.values())
+
+    @property
+    def sendable(self) -> int:
+        return self.total - self.refused
+
+    def reasons(self) -> list[tuple[int, str]]:
+        """(devices, reason) for each kind of refusal, most first, in words."""
+        spec = ACTIONS[self.action] if self.action else None
+        out = [
+            (n, f"recorded as {state_label(state)}, and “{spec.label}” is possible only from "
+                f"{states_label(spec.allowed_from)}")
+            for state, n in self.wrong_state.items()
+            if spec is not None
+        ]  # fmt: skip
+        if self.unknown:
+            out.append((self.unknown, "not in the portal's records: sync devices or check the IMEI"))
+        if self.busy:
+            out.append((self.busy, "busy: another job is acting on them"))
+        return sorted(out, key=lambda r: -r[0])
+
+
+ACTIVE_JOB = (Job.Status.QUEUED, Job.Status.RUNNING)
+
+
+def check_staged(upload: Upload, action: str) -> ActionCheck:
+    """The staged spreadsheet's valid rows against the portal's records for `action` (or, with action "", only
+    for devices the portal does not have), counted in the database: a 100,000-row file is never loaded.
+
+    Rows are matched as the job's planner matches them (guard.tasks.plan): by IMEI/serial, one lookup per row on
+    the (account, device_uid) unique index, grouped by the device's state; then the few rows that name a device by
+    its approve ID instead, found with one IN (…) over the approve IDs and classified one by one."""
+    from portal.models import UploadRow
+
+    devices = GuardDevice.objects.filter(account_id=upload.account_id).order_by()
+    by_uid = devices.filter(device_uid=models.OuterRef("value"))
+    rows = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID).annotate(
+        d_state=models.Subquery(by_uid.values("state")[:1]),
+        # Whether another job holds the device only matters for an action.
+        d_job=models.Subquery(by_uid.values("pending_job__status")[:1]) if action else models.Value(""),
+    )
+    check = ActionCheck(action, total=0)
+    allowed = ACTIONS[action].allowed_from if action else tuple(KG_DEVICE_STATES)
+
+    def count(state: str | None, job_status: str | None, n: int) -> None:
+        if state is None:
+            check.unknown += n
+        elif state not in allowed:
+            check.wrong_state[state] = check.wrong_state.get(state, 0) + n
+        elif job_status in ACTIVE_JOB and action:
+            check.busy += n
+
+    for state, job_status, n in rows.values_list("d_state", "d_job").annotate(n=models.Count("id")).order_by():
+        check.total += n
+        count(state, job_status, n)
+    if check.unknown:
+        named = rows.filter(d_state=None, value__in=devices.exclude(approve_id="").values("approve_id"))
+        values = list(named.values_list("value", flat=True))
+        for start in range(0, len(values), 1000):
+            part = values[start : start + 1000]
+            found = {d.approve_id: d for d in devices.filter(approve_id__in=part).select_related("pending_job")}
+            for value in part:
+                d = found.get(value)
+                if d is not None:
+                    check.unknown -= 1
+                    count(d.state, d.pending_job.status if d.pending_job else None, 1)
+    return check
+
+
+def refused_rows(upload: Upload, action: str, *, after: int, limit: int) -> list[Any]:
+    """The next `limit` valid rows (by row number, after `after`) the portal will not send `action` to: its device
+    is not in the portal's records, in a state that does not allow the action, or held by another job (the rows
+    check_staged counts as refused), for the preview's “show only these rows”. A row found by its approve ID
+    instead is checked again by annotate_refusals, which the caller runs."""
+    from portal.models import UploadRow
+
+    devices = GuardDevice.objects.filter(account_id=upload.account_id, device_uid=models.OuterRef("value")).order_by()
+    refused = (
+        models.Q(d_state=None) | ~models.Q(d_state__in=ACTIONS[action].allowed_from) | models.Q(d_job__in=ACTIVE_JOB)
+    )
+    return list(
+        UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID, row_number__gt=after)
+        .annotate(
+            d_state=models.Subquery(devices.values("state")[:1]),
+            d_job=models.Subquery(devices.values("pending_job__status")[:1]),
+        )
+        .filter(refused)
+        .order_by("row_number")[:limit]
+    )
+
+
+def check_devices(devices: models.QuerySet[GuardDevice], action: str) -> ActionCheck:
+    """Devices the portal has (a selection or a filter of the device list) against `action`, counted in the
+    database: by state on the state index, then the few another job is acting on."""
+    check = ActionCheck(action, total=0)
+    allowed = ACTIONS[action].allowed_from
+    for state, n in devices.values_list("state").annotate(n=models.Count("id")).order_by():
+        check.total += n
+        if state not in allowed:
+            check.wrong_state[state] = check.wrong_state.get(state, 0) + n
+    check.busy = devices.filter(state__in=allowed, pending_job__status__in=ACTIVE_JOB).count()
+    return check
+
+
+def sendable_devices(devices: models.QuerySet[GuardDevice], action: str) -> models.QuerySet[GuardDevice]:
+    """The devices of `devices` the action can be sent to (check_devices counts the others as refused)."""
+    return devices.filter(state__in=ACTIONS[action].allowed_from).exclude(pending_job__status__in=ACTIVE_JOB)
+
+
+def annotate_refusals(upload: Upload, rows: list[Any], action: str | None) -> None:
+    """Give each row of a preview page its recorded device (`row.device`) and, for `action`, why it will not be
+    sent (`row.refusal`, "" when it will)."""
+    from portal.models import UploadRow
+
+    values = [r.value for r in rows if r.value]
+    found: dict[str, GuardDevice] = {}
+    for d in (
+        GuardDevice.objects.filter(account_id=upload.account_id)
+        .filter(models.Q(device_uid__in=values) | models.Q(approve_id__in=values))
+        .select_related("pending_job")
+    ):
+        found[d.device_uid] = d
+        if d.approve_id:
+            found.setdefault(d.approve_id, d)
+    for r in rows:
+        r.device = found.get(r.value) if r.value else None
+        r.refusal = ""
+        if action and r.status == UploadRow.Status.VALID:
+            busy = r.device is not None and r.device.pending_job is not None and not r.device.pending_job.is_finished
+            r.refusal = refusal(r.device, action, busy=busy)
+
+
 # Knox Guard's own list of uploads, read by a worker when a page asks (portal.lookups, guard.tasks).
 KNOX_UPLOADS_LOOKUP = "guard.knox_uploads"
 
@@ -323,14 +576,21 @@ def queue_action(
     upload: Upload | None = None,
     request: Any = None,
     confirmation: str = "",
+    not_sent: int | None = None,
 ) -> Job:
     """Queue `action` on the given devices (GuardDevice pks) or on a staged spreadsheet's valid rows.
 
     The parameters are validated here too (guard.client.validate), so nothing invalid is ever queued.
+
+    `not_sent` (the web review of a spreadsheet): how many of its rows the review said cannot succeed
+    (check_staged). The job then sends only the rows of devices the portal has, in a state that allows the action,
+    and records the others as not sent: also the devices the portal does not have (`only_known`), which
+    otherwise (the guard_action command, which shows no review) are sent by IMEI/serial for Knox to decide.
     """
     job, _ = _queue_action(
-        account, action, params, user=user, devices=devices, upload=upload, request=request, confirmation=confirmation
-    )
+        account, action, params, user=user, devices=devices, upload=upload, request=request,
+        confirmation=confirmation, not_sent=not_sent,
+    )  # fmt: skip
     return job
 
 
@@ -345,6 +605,7 @@ def _queue_action(
     request: Any = None,
     confirmation: str = "",
     retry_of: Job | None = None,
+    not_sent: int | None = None,
 ) -> tuple[Job, bool]:
     """queue_action, and with `retry_of` a retry created at most once: (the job, whether this call created it)."""
     from guard.client import validate
@@ -357,15 +618,23 @@ def _queue_action(
     job_params: dict[str, Any] = {"action": action, "action_params": params.summary()}
     if upload is not None:
         job_params["upload"] = upload.pk
+        if not_sent is not None:
+            # Rows of devices the portal does not have are recorded as not sent (guard.tasks.plan), never sent
+            # to Knox to be refused there: the review said so (check_staged).
+            job_params["only_known"] = True
     else:
         job_params["devices"] = list(devices or [])
+    sent = count - (not_sent or 0)
+    title = f"{spec.label}: {sent} device{'s' if sent != 1 else ''}"
+    if not_sent:
+        title += f" ({not_sent} more row{'s' if not_sent != 1 else ''} of the file not sent)"
     fields = {
         "kind": f"guard.{action}",
         "account": account,
         "created_by": user,
         "params": job_params,
         "total": count,
-        "title": f"{spec.label}: {count} device{'s' if count != 1 else ''}",
+        "title": title,
     }
     if retry_of is not None:
         job, created = retry_of.create_retry(**fields)
@@ -380,6 +649,8 @@ def _queue_action(
             job.delete()
             raise
     summary: dict[str, Any] = {"action": action, "devices": count, "params": params.summary()}
+    if not_sent:
+        summary["not_sent"] = not_sent
     if confirmation:
         summary["typed_confirmation"] = confirmation
     if retry_of is not None:
@@ -389,10 +660,61 @@ def _queue_action(
     return job, True
 
 
+def queue_action_matching(
+    account: KnoxAccount,
+    action: str,
+    params: ActionParams,
+    filters: dict[str, Any],
+    *,
+    count: int,
+    user: Any,
+    request: Any = None,
+    confirmation: str = "",
+) -> Job:
+    """Queue `action` on every device of `account` matching the device list's filter whose state allows it (the
+    “all matching the filter” of the device list). The job keeps the filter, never a list of ids, and plans by it
+    in batches (guard.tasks.plan_matching): a million matching devices are never loaded at once. `count` is what
+    the page showed and staff confirmed (check_devices(...).sendable)."""
+    from guard.client import validate
+
+    validate(action, params)
+    spec = ACTIONS[action]
+    if not count:
+        raise ValueError("No device matching this filter can take this action.")
+    job = Job.objects.create(
+        kind=f"guard.{action}", account=account, created_by=user, total=count,
+        params={"action": action, "action_params": params.summary(), "filter": filters},
+        title=f"{spec.label}: {count} device{'s' if count != 1 else ''} matching the device list's filter",
+    )  # fmt: skip
+    summary: dict[str, Any] = {"action": action, "devices": count, "params": params.summary(), "filter": filters}
+    if confirmation:
+        summary["typed_confirmation"] = confirmation
+    AuditEvent.objects.record(f"guard.{action}", request=request, actor=user, target=job, summary=summary)
+    job.enqueue("guard.tasks.run_actions")
+    return job
+
+
 def failed_by_code(job: Job) -> dict[str, int]:
     """An action job's failed devices counted by Knox's (or the portal's) code."""
     rows = GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED)
     return dict(rows.values_list("code").annotate(n=models.Count("id")).order_by())
+
+
+def retry_devices(job: Job) -> models.QuerySet[GuardDevice]:
+    """The devices “Retry the failed devices” sends again: the job's failed devices whose failure a retry can fix
+    (portal.knox.errors.PERMANENT) and that the portal still has. The job page counts these for the button and the
+    typed confirmation, and queue_retry queues exactly these. A subquery, not a list of ids: a job can have
+    100,000 failed devices."""
+    failed = (
+        GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
+        .exclude(code__in=list(errors.PERMANENT))  # a retry cannot fix these (portal.knox.errors)
+        .values("device_id")
+    )
+    return GuardDevice.objects.filter(pk__in=models.Subquery(failed), account=job.account_id)
+
+
+def retry_device_ids(job: Job) -> list[int]:
+    return list(retry_devices(job).order_by("id").values_list("pk", flat=True))
 
 
 def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str = "") -> tuple[Job, bool, int]:
@@ -408,17 +730,7 @@ def queue_retry(job: Job, *, user: Any, request: Any = None, confirmation: str =
     existing = Job.objects.filter(retry_of=job).first()
     if existing is not None:
         return existing, False, 0
-    failed_ids = (
-        GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED, device__isnull=False)
-        .exclude(code__in=list(errors.PERMANENT))  # a retry cannot fix these (portal.knox.errors)
-        .values_list("device_id", flat=True)
-        .distinct()
-    )
-    device_ids = list(
-        GuardDevice.objects.filter(pk__in=list(failed_ids), account=job.account_id)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
+    device_ids = retry_device_ids(job)
     if not device_ids:
         raise ValueError(
             "No failed device can be retried: a retry cannot fix failures Knox refused for good (wrong state, "

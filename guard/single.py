@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDevice
-from guard.models import GuardAction, GuardDevice
+from guard.models import GuardAction, GuardDevice, state_label
 from portal.knox import errors
 from portal.knox.http import backoff_delay
 from portal.models import END_JOB_SET, END_JOB_WHERE, Job, LeaseLost, lease_seconds
@@ -260,7 +260,7 @@ def _act_one(
                 return
             if attempt == attempts:
                 record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED", end=end,
-                        reason=f"Knox's answers were lost {attempts} times and the device is still {found.state}")  # fmt: skip
+                        reason=f"Knox's answers were lost {attempts} times and the device is still {state_label(found.state)}")  # fmt: skip
                 return
             time.sleep(backoff_delay(attempt))
             continue
@@ -296,7 +296,7 @@ def _knox_state(
         record(job, a, ok=True, reason="confirmed: Knox no longer lists the device", end=end)
         return True, None
     if found is not None and found.state in {spec.becomes, SETTLES_TO.get(spec.becomes or "", "")} - {None, ""}:
-        reason = f"confirmed by the device's state in Knox ({found.state})"
+        reason = f"confirmed by the device's state in Knox ({state_label(found.state)})"
         record(job, a, ok=True, reason=reason, knox_state=found.state, end=end)
         return True, found
     return False, found

@@ -25,13 +25,21 @@ from functools import cached_property
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from guard import single
 from guard.client import ACTIONS, ActionParams, DeviceRef, GuardClient, ListedDevice, UploadResults, upload_results
 from guard.constants import KG_ASYNC_MAX_DEVICES, KG_MAX_PAGE_SIZE, KG_UPLOAD_MAX_DEVICES
-from guard.models import GuardAction, GuardChunk, GuardDevice, GuardUpload, GuardUploadDevice, follow_upload_part
+from guard.models import (
+    GuardAction,
+    GuardChunk,
+    GuardDevice,
+    GuardUpload,
+    GuardUploadDevice,
+    follow_upload_part,
+    sendable_devices,
+)
 from portal import engine
 from portal.db import db_datetime, insert_rows
 from portal.engine import ABSENT, UNKNOWN, Absent, Protocol, Timings, drive, record_outcomes
@@ -80,8 +88,10 @@ def plan(job: Job) -> None:
     """Create a GuardAction per device (and the async chunks), checking each against the portal's records first.
 
     A device the portal knows in a state that does not allow the action, or one another job is acting on, is
-    recorded as failed without being sent; devices the portal has never seen are sent by IMEI/serial and Knox
-    decides. All of it in one database transaction, before anything is sent.
+    recorded as failed without being sent. A device the portal has never seen is recorded as not sent
+    (NOT_FOUND) when the job came from the web's spreadsheet preview (`only_known`), which said so before
+    confirming; otherwise (the guard_action command) it is sent by IMEI/serial and Knox decides. All of it in one
+    database transaction, before anything is sent.
     """
     action = job.params["action"]
     spec = ACTIONS[action]
@@ -117,9 +127,14 @@ def plan(job: Job) -> None:
                     "BUSY",
                     f"job #{d.pending_job_id} is acting on it",
                 )
+            elif d is None and job.params.get("only_known"):
+                a.outcome, a.code = GuardAction.Outcome.FAILED, "NOT_FOUND"
+                a.reason = "not in the portal's records: sync devices or check the IMEI"
             elif d is not None and not d.allows(action):
                 a.outcome, a.code = GuardAction.Outcome.FAILED, "STATE"
-                a.reason = f"the device is {d.state} ({d.console_state}); “{spec.label}” is possible from {', '.join(spec.allowed_from)}"
+                a.reason = (
+                    f"the device is {d.console_state}; “{spec.label}” is possible only while it is {spec.allowed_label}"
+                )
             actions.append(a)
         pending = [a for a in actions if a.outcome == GuardAction.Outcome.PENDING]
         if len(pending) > 1:
@@ -132,6 +147,60 @@ def plan(job: Job) -> None:
         GuardDevice.objects.filter(pk__in=[a.device_id for a in pending if a.device_id]).update(pending_job=job)
         failed = len(actions) - len(pending)
         Job.objects.filter(pk=job.pk).update(total=len(actions), failed=failed, version=F("version") + 1)
+
+
+# Devices planned per transaction when a job acts on a filter (plan_matching).
+PLAN_BATCH = 5000
+
+
+def plan_matching(job: Job, owner: str = "") -> None:
+    """plan() for a job on every device matching the device list's filter (guard.models.queue_action_matching),
+    in batches of PLAN_BATCH devices by id, each its own transaction: memory stays flat at a million devices.
+
+    Resumable: a batch is committed whole, so a job resumed after a worker died carries on after the highest
+    device it planned; once every device is planned this is one query that finds nothing. Devices whose state no
+    longer allows the action, or that another job took meanwhile, are not taken (sendable_devices): the review page
+    counted them as refused."""
+    action = job.params["action"]
+    params = job.params.get("action_params") or {}
+    devices = sendable_devices(GuardDevice.objects.matching(job.account, job.params.get("filter") or {}), action)
+    last = job.guard_actions.aggregate(m=Max("device_id"))["m"] or 0
+    sequence = job.guard_chunks.aggregate(m=Max("sequence"))["m"] or 0
+    while True:
+        with transaction.atomic():
+            batch = list(devices.select_for_update().filter(id__gt=last).order_by("id")[:PLAN_BATCH])
+            if not batch:
+                break
+            # sendable_devices already left out, in this transaction, the devices another job is acting on.
+            pending = [
+                GuardAction(
+                    account_id=job.account_id,
+                    job=job,
+                    device=d,
+                    device_uid=d.device_uid,
+                    action=action,
+                    params=params,
+                    actor_id=job.created_by_id,
+                    state_before=d.state,
+                )
+                for d in batch
+            ]
+            # One device in all (the first batch is the last): a synchronous request, as plan() does.
+            if len(pending) > 1 or (pending and (sequence or len(batch) == PLAN_BATCH)):
+                for part in _async_parts(pending):
+                    sequence += 1
+                    chunk = GuardChunk.objects.create(job=job, sequence=sequence, action=action, device_count=len(part))
+                    for a in part:
+                        a.chunk = chunk
+                        a.transaction_id = chunk.transaction_id
+            GuardAction.objects.bulk_create(pending, batch_size=2000)
+            GuardDevice.objects.filter(pk__in=[a.device_id for a in pending]).update(pending_job=job)
+            last = batch[-1].pk
+        if owner:
+            job.heartbeat(owner)
+    planned = job.guard_actions.count()
+    Job.objects.filter(pk=job.pk).update(total=planned, version=F("version") + 1)
+    job.refresh_from_db()
 
 
 def _async_parts(pending: list[GuardAction]) -> list[list[GuardAction]]:
@@ -158,7 +227,9 @@ def run_actions(job_pk: int) -> None:
 def _run_actions(job: Job, owner: str) -> None:
     if single.run_lean(job):  # one device, never planned: planned, sent and ended by guard.single
         return
-    if not job.guard_actions.exists():
+    if "filter" in job.params:  # “all matching the filter” of the device list: planned in batches
+        plan_matching(job, owner)
+    elif not job.guard_actions.exists():
         plan(job)
     if not job.guard_chunks.exists():  # one device (or none left to send): a synchronous request (guard.single)
         single.run(job, owner)
@@ -180,7 +251,10 @@ class BulkAction(Protocol):
         return params_from(self.job)
 
     def plan(self) -> None:
-        plan(self.job)
+        if "filter" in self.job.params:
+            plan_matching(self.job, self.owner)
+        else:
+            plan(self.job)
 
     def send(self, chunk: GuardChunk) -> None:
         actions = chunk.actions.select_related("device").filter(outcome=GuardAction.Outcome.PENDING).order_by("id")

@@ -9,6 +9,7 @@ app_name = "guard"
 device_urls = [
     path("", views.devices, name="devices"),
     path("export.<str:fmt>", views.devices_export, name="devices_export"),
+    path("act/", views.devices_act, name="devices_act"),
     path("<int:pk>/", views.device_detail, name="device_detail"),
     path("<int:pk>/act/", views.device_act, name="device_act"),
 ]

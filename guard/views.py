@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -35,19 +35,36 @@ from guard.models import (
     GuardLicence,
     GuardUpload,
     GuardUploadDevice,
+    action_params_display,
+    annotate_refusals,
+    check_devices,
+    check_staged,
     failed_by_code,
     pending_upload_results,
     queue_action,
+    queue_action_matching,
     queue_retry,
     queue_sync,
     queue_upload,
     queue_upload_results,
+    refused_rows,
+    retry_devices,
+    sendable_devices,
+    upload_flags_display,
 )
 from portal import exports
 from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
+from portal.views import (
+    ACCESS,
+    PREVIEW_PAGE_SIZE,
+    QUEUE,
+    preview_rows,
+    require_perm,
+    retry_context,
+    retry_exists_message,
+)
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
@@ -198,11 +215,139 @@ def devices(request: HttpRequest) -> HttpResponse:
     rows, next_after = _device_page(form) if form.is_valid() else ([], None)
     query = request.GET.copy()
     query.pop("after", None)
-    ctx = {"form": form, "devices": rows, "next_after": next_after, "query": query.urlencode()}
+    ctx = {
+        "form": form,
+        "devices": rows,
+        "next_after": next_after,
+        "query": query.urlencode(),
+        # The actions this user may take on a selection (the review page checks each device's state).
+        "offered": [spec for spec in ACTIONS.values() if _may_act(request, spec)],
+    }
     ctx.update(list_context(request, _matching(form), singular="device"))
     if request.htmx and request.htmx.target == "device-table":
         return render(request, "guard/devices.html#device-table", ctx)
     return render(request, "guard/devices.html", ctx)
+
+
+def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSelectionForm, Any, str]:
+    """The device list's selection: (the form, (account, devices, filters) or None, why not in words).
+
+    Ticked rows are the devices of those ids that the list's filter still matches; “all matching” is the filter
+    itself, never loaded. A job runs against one Knox account, so the selection must be of one."""
+    selection = forms.DeviceSelectionForm(data)
+    filters = forms.DeviceFilterForm(data)
+    if not filters.is_valid():
+        return selection, None, " ".join(e for errs in filters.errors.values() for e in errs)
+    if not selection.is_valid():
+        return selection, None, " ".join(e for errs in selection.errors.values() for e in errs)
+    account = filters.cleaned_data.get("account")
+    matching = GuardDevice.objects.matching(account, filters.filters())
+    if selection.cleaned_data["scope"] == "selected":
+        devices = matching.filter(pk__in=selection.cleaned_data["ids"])
+        accounts = list(devices.order_by().values_list("account", flat=True).distinct()[:2])
+        if not accounts:
+            return selection, None, "None of the ticked devices is in the list any more; tick them again."
+        if len(accounts) > 1:
+            return (
+                selection,
+                None,
+                (
+                    "The ticked devices belong to more than one Knox account; a job acts for one account: "
+                    "choose the account in the filter first."
+                ),
+            )
+        account = KnoxAccount.objects.get(pk=accounts[0])
+        return selection, (account, devices, {"ids": selection.cleaned_data["ids"]}), ""
+    if account is None:
+        return (
+            selection,
+            None,
+            (
+                "Choose one Knox account in the filter before acting on all matching devices: a job acts for one account."
+            ),
+        )
+    return selection, (account, matching, filters.filters()), ""
+
+
+# What a selection carries from the list to its review page and on to the POST: the filter and the selection.
+SELECTION_KEYS = frozenset({*forms.DeviceFilterForm.base_fields, *forms.DeviceSelectionForm.base_fields} - {"after"})
+
+
+def _selection_items(data: Any, keys: frozenset[str] = SELECTION_KEYS) -> list[tuple[str, str]]:
+    return [(k, v) for k, values in data.lists() if k in keys for v in values]
+
+
+def _list_url(data: Any) -> str:
+    """The device list with the selection's filter (back from the review, or after a refusal)."""
+    keys = frozenset(forms.DeviceFilterForm.base_fields) - {"after"}
+    query = urlencode(_selection_items(data, keys))
+    return f"{redirect('guard:devices').url}{'?' + query if query else ''}"
+
+
+def _act_context(
+    request: HttpRequest, data: Any, found: tuple[KnoxAccount, Any, dict[str, Any]], spec: ActionSpec,
+    form: forms.BulkActionForm | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    account, devices, _ = found
+    check = check_devices(devices, spec.name)
+    return {
+        "account": account,
+        "spec": spec,
+        "check": check,
+        "scope": data.get("scope"),
+        "confirm": form if form is not None else forms.BulkActionForm(action=spec.name, count=check.sendable),
+        "hidden": _selection_items(data),
+        "list_url": _list_url(data),
+        "missing": account.missing_credentials("guard"),
+    }
+
+
+@require_perm(QUEUE)
+@require_http_methods(["GET", "POST"])
+def devices_act(request: HttpRequest) -> HttpResponse:
+    """An action on the device list's selection (ticked rows, or all matching the filter): GET reviews it (how
+    many devices can take the action, why the others cannot, the parameters and the typed confirmation, from the
+    URL), POST queues it for the devices that can take it."""
+    data = request.POST if request.method == "POST" else request.GET
+    selection, found, problem = _selected_devices(request, data)
+    if selection.has_error("action") or selection.has_error("scope"):
+        return HttpResponseBadRequest("Unknown action or selection")  # the list only offers the actions it shows
+    spec = ACTIONS[selection.cleaned_data["action"]]
+    _check_may_act(request, spec)
+    back = _list_url(data)
+    if found is None:
+        messages.error(request, problem)
+        return redirect(back)
+    account, devices, filters = found
+    if request.method == "GET":
+        return render(request, "guard/devices_act.html", _act_context(request, data, found, spec))
+    check = check_devices(devices, spec.name)
+    if not check.sendable:
+        messages.error(
+            request, f"None of these devices can take “{spec.label}” now (the review says why); nothing was sent."
+        )
+        return redirect(back)
+    missing = account.missing_credentials("guard")
+    if missing:
+        messages.error(request, f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+        return redirect(back)
+    form = forms.BulkActionForm(data, action=spec.name, count=check.sendable)
+    if not form.is_valid():
+        return render(request, "guard/devices_act.html", _act_context(request, data, found, spec, form))
+    confirmation = form.cleaned_data["confirmation"]
+    try:
+        if "ids" in filters:
+            ids = list(sendable_devices(devices, spec.name).order_by("id").values_list("pk", flat=True))
+            job = queue_action(account, spec.name, form.params, user=request.user, devices=ids, request=request,
+                               confirmation=confirmation)  # fmt: skip
+        else:
+            job = queue_action_matching(account, spec.name, form.params, filters, count=check.sendable,
+                                        user=request.user, request=request, confirmation=confirmation)  # fmt: skip
+    except (GuardValidationError, ValueError) as e:
+        messages.error(request, str(e))
+        return redirect(back)
+    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
+    return redirect("guard:job", job.pk)
 
 
 DEVICE_COLUMNS = [
@@ -212,7 +357,7 @@ DEVICE_COLUMNS = [
     exports.Column("State (API)", "state", "text", 16),
     exports.Column("State (console)", "console_state", "text", 16),
     exports.Column("Model", "model", "text", 14),
-    exports.Column("Licence", "licence", "identifier", 22),
+    exports.Column("Licence (recorded by staff)", "licence", "identifier", 22),
     exports.Column("Account", lambda d: d.account.name, "text", 16),
     exports.Column("Last action", "last_action", "text", 12),
     exports.Column("Last outcome", "last_outcome", "text", 12),
@@ -243,14 +388,18 @@ def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
     return exports.xlsx_response(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.xlsx", "Knox Guard devices")
 
 
-def _detail_context(request: HttpRequest, device: GuardDevice, bound: forms.ActionForm | None = None) -> dict[str, Any]:
+def _detail_context(
+    request: HttpRequest, device: GuardDevice, bound: forms.ConfirmedActionForm | None = None
+) -> dict[str, Any]:
     """The device page; `bound` replaces the empty form of its action after a POST that failed validation.
 
     Only the actions the device's state allows *and* the user may queue get a form: the template is given
     nothing else to show (permissions are decided here, never in the template).
     """
     action_forms = [
-        bound if bound is not None and bound.action == spec.name else forms.ActionForm(action=spec.name)
+        bound
+        if bound is not None and bound.action == spec.name
+        else forms.ConfirmedActionForm(action=spec.name, count=1)
         for spec in device.allowed_actions()
         if _may_act(request, spec)
     ]
@@ -289,8 +438,8 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     if not device.allows(spec.name):
         messages.error(
             request,
-            f"“{spec.label}” is not possible now: the device is {device.state} ({device.console_state}); "
-            f"it is possible from {', '.join(spec.allowed_from)}. Nothing was sent.",
+            f"“{spec.label}” is not possible now: the device is {device.console_state}; "
+            f"it is possible only while a device is {spec.allowed_label}. Nothing was sent.",
         )
         return redirect("guard:device_detail", device.pk)
     busy = _busy_job(device)
@@ -301,12 +450,18 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     if missing:
         messages.error(request, f"{device.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
         return redirect("guard:device_detail", device.pk)
-    form = forms.ActionForm(request.POST, action=spec.name)
+    form = forms.ConfirmedActionForm(request.POST, action=spec.name, count=1)
     if not form.is_valid():
         return render(request, "guard/device_detail.html", _detail_context(request, device, form))
     try:
         job = queue_action(
-            device.account, spec.name, form.params, user=request.user, devices=[device.pk], request=request
+            device.account,
+            spec.name,
+            form.params,
+            user=request.user,
+            devices=[device.pk],
+            request=request,
+            confirmation=form.cleaned_data["confirmation"],
         )
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
@@ -375,25 +530,53 @@ def upload_new(request: HttpRequest) -> HttpResponse:
 
 
 def _preview_context(
-    request: HttpRequest, staged: Upload, confirm: forms.BulkActionForm | forms.UploadFlagsForm | None = None
+    request: HttpRequest,
+    staged: Upload,
+    confirm: forms.BulkActionForm | forms.UploadFlagsForm | None = None,
+    *,
+    counts: bool = True,
 ) -> dict[str, Any]:
-    """Everything the preview shows; shared by the page and by a confirm that failed validation."""
+    """Everything the preview shows; shared by the page and by a confirm that failed validation.
+
+    For a bulk action, each valid row is checked against the portal's record of its device for the chosen action
+    (guard.models.check_staged): the rows Knox would refuse (device unknown, state that does not allow it, another
+    job on it) are counted and named per row, and only the others are sent and counted in the typed confirmation.
+    """
     ready = staged.status == Upload.Status.READY
     is_action = staged.operation == Upload.Operation.GUARD_ACTION
     # The actions this user may queue in bulk; each is chosen with ?action=, then its parameters are asked.
     offered = [spec for spec in ACTIONS.values() if _may_act(request, spec)] if is_action else []
-    if confirm is None and ready and is_action:
+    chosen_action = confirm.action if isinstance(confirm, forms.BulkActionForm) else ""
+    if not chosen_action and ready and is_action:
         chosen = forms.ActionChoiceForm(request.GET)
         if chosen.is_valid() and chosen.spec in offered:
-            confirm = forms.BulkActionForm(action=chosen.spec.name, valid=staged.valid)
+            chosen_action = chosen.spec.name
+    # Without an action chosen yet, the rows are still checked for devices the portal does not have.
+    # (`counts` False: a page of rows only, which needs no count of the whole file.)
+    check = check_staged(staged, chosen_action) if ready and is_action and counts else None
+    if confirm is None and check is not None and chosen_action:
+        confirm = forms.BulkActionForm(action=chosen_action, count=check.sendable)
     if confirm is None and ready and not is_action and request.user.has_perm(QUEUE):
         confirm = forms.UploadFlagsForm(initial={k: k in request.GET for k in forms.UPLOAD_FLAGS})
-    return {
+    ctx = {
         **preview_rows(request, staged),
         "is_action": is_action,
         "offered": offered if ready else [],
         "confirm": confirm,
+        "check": check,
+        "chosen_action": chosen_action,
     }
+    # “Show only these rows”: the valid rows the chosen action will not be sent to (the status filter cannot find
+    # them: they are valid rows, refused for this action only).
+    ctx["show_refused"] = bool(chosen_action and request.GET.get("show") == "refused")
+    if ctx["show_refused"]:
+        after = (ctx["filters"].cleaned_data.get("after") or 0) if ctx["filters"].is_valid() else 0
+        page = refused_rows(staged, chosen_action, after=after, limit=PREVIEW_PAGE_SIZE + 1)
+        ctx["rows"] = page[:PREVIEW_PAGE_SIZE]
+        ctx["next_after"] = page[PREVIEW_PAGE_SIZE - 1].row_number if len(page) > PREVIEW_PAGE_SIZE else None
+    if is_action:
+        annotate_refusals(staged, ctx["rows"], chosen_action or None)
+    return ctx
 
 
 @require_perm(ACCESS)
@@ -402,7 +585,8 @@ def _preview_context(
 def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number), then the action or the flags."""
     staged = _get_staged_for_user(request, pk)
-    ctx = _preview_context(request, staged)
+    rows_only = bool(request.htmx and request.htmx.target == "preview-rows")
+    ctx = _preview_context(request, staged, counts=not rows_only)
     if request.htmx and request.htmx.target == "upload-status":
         if staged.status != Upload.Status.PARSING:
             return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
@@ -435,7 +619,15 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     if missing:
         messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
         return redirect("guard:bulk_detail", staged.pk)
-    form = forms.BulkActionForm(request.POST, action=spec.name, valid=staged.valid)
+    check = check_staged(staged, spec.name)
+    if not check.sendable:
+        messages.error(
+            request,
+            f"None of the {check.total} valid rows can succeed for “{spec.label}” (each row says why); "
+            "nothing was sent. Sync devices from Knox, or choose another action.",
+        )
+        return redirect(f"{redirect('guard:bulk_detail', staged.pk).url}?action={spec.name}")
+    form = forms.BulkActionForm(request.POST, action=spec.name, count=check.sendable)
     if not form.is_valid():
         return render(request, "guard/staged.html", _preview_context(request, staged, form))
     try:
@@ -447,6 +639,7 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
             upload=staged,
             request=request,
             confirmation=form.cleaned_data["confirmation"],
+            not_sent=check.refused,
         )
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
@@ -503,6 +696,32 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("guard:job", the_job.params.get("job"))
     if not the_job.kind.startswith("guard."):
         return redirect(the_job.get_absolute_url())  # another service's job: its own page
+    ctx = _job_context(request, the_job)
+    if request.htmx and request.htmx.target == "job-results":
+        return render(request, "guard/job.html#job-results", ctx)
+    if request.htmx and request.htmx.target == "upload-results" and ctx["is_upload"]:
+        return render(request, "guard/job.html#upload-results", ctx)
+    return render(request, "guard/job.html", ctx)
+
+
+def _retry_context(the_job: Job, spec: ActionSpec | None) -> dict[str, Any]:
+    """What the page says about “Retry the failed devices”: how many devices it sends again (exactly the ones
+    guard.models.queue_retry queues, so the button and the typed confirmation count them) and, by reason, the
+    failures it leaves out: those a retry cannot fix (portal.knox.errors.PERMANENT), and failed rows the portal
+    has no device for (any more)."""
+    if spec is None or not the_job.failed or not the_job.is_finished:
+        return {"retryable": 0, "left_out": []}
+    retry = retry_context(the_job, failed_by_code(the_job))
+    sendable = retry_devices(the_job).count()
+    left_out = list(retry["left_out"])
+    if retry["retryable"] > sendable:
+        left_out.append(
+            ("not in the portal's records (sync devices from Knox, then act on them)", retry["retryable"] - sendable)
+        )
+    return {"retryable": sendable, "left_out": left_out}
+
+
+def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm | None = None) -> dict[str, Any]:
     is_upload = the_job.kind == "guard.upload"
     filters = forms.ResultsFilterForm(request.GET)
     if is_upload:  # an upload's per-device results have outcomes of their own
@@ -515,7 +734,10 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         results = results.filter(outcome=outcome)
     page = list(results.filter(id__gt=after).select_related("device").order_by("id")[: PAGE_SIZE + 1])
     spec = ACTIONS.get(the_job.params.get("action", "")) if the_job.kind in ACTION_KINDS else None
-    retry = retry_context(the_job, failed_by_code(the_job) if spec is not None and the_job.failed else {})
+    retry = _retry_context(the_job, spec)
+    can_retry = spec is not None and _may_act(request, spec) and retry["retryable"] > 0
+    if can_retry and retry_form is None and spec is not None:
+        retry_form = forms.RetryForm(action=spec.name, count=retry["retryable"])
     ctx = {
         "job": the_job,
         "spec": spec,
@@ -529,15 +751,18 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
         "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
         "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
         "retry": retry,
-        "can_retry": spec is not None and _may_act(request, spec) and retry["retryable"] > 0,
+        "can_retry": can_retry,
+        "retry_form": retry_form if can_retry else None,
+        "action_params": action_params_display(the_job.params.get("action_params") or {}),
+        # A job on “all matching the filter” of the device list: that list, filtered as it was.
+        "filter_url": _list_url(QueryDict(urlencode({**the_job.params["filter"], "account": the_job.account_id})))
+        if isinstance(the_job.params.get("filter"), dict) and "ids" not in the_job.params["filter"]
+        else "",
+        "flags": upload_flags_display(the_job.params.get("flags") or {}),
     }
     if is_upload:
         ctx.update(_upload_results_context(request, the_job, outcome, after))
-    if request.htmx and request.htmx.target == "job-results":
-        return render(request, "guard/job.html#job-results", ctx)
-    if request.htmx and request.htmx.target == "upload-results" and is_upload:
-        return render(request, "guard/job.html#upload-results", ctx)
-    return render(request, "guard/job.html", ctx)
+    return ctx
 
 
 def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after: int) -> dict[str, Any]:
@@ -581,7 +806,7 @@ def job_refresh_results(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "guard/job.html#upload-results", _refresh_context(request, the_job))
     if read is None:
-        messages.info(request, "No part of this upload has a Knox uploadID yet; there are no results to read.")
+        messages.info(request, "No part of this upload has a Knox upload ID yet; there are no results to read.")
     elif created:
         messages.success(
             request,
@@ -606,8 +831,20 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseBadRequest("Only Knox Guard action jobs can be retried")
     spec = ACTIONS[the_job.params["action"]]
     _check_may_act(request, spec)
+    existing = Job.objects.filter(retry_of=the_job).first()
+    if existing is not None:  # a second click, or another tab: say so rather than ask for a confirmation again
+        messages.info(request, retry_exists_message(the_job, existing))
+        return redirect("guard:job", existing.pk)
+    form = forms.RetryForm(request.POST, action=spec.name, count=retry_devices(the_job).count())
+    if form.count and not form.is_valid():
+        return render(request, "guard/job.html", _job_context(request, the_job, form), status=200)
     try:
-        retry, created, skipped = queue_retry(the_job, user=request.user, request=request)
+        retry, created, skipped = queue_retry(
+            the_job,
+            user=request.user,
+            request=request,
+            confirmation=form.cleaned_data.get("confirmation", "") if form.count else "",
+        )
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
         return redirect("guard:job", the_job.pk)
@@ -706,5 +943,15 @@ def uploads_from_knox(request: HttpRequest) -> HttpResponse:
 @require_perm(ACCESS)
 @require_GET
 def licences(request: HttpRequest) -> HttpResponse:
-    ctx = {"licences": GuardLicence.objects.select_related("account").order_by("account__name", "key")[:500]}
-    return render(request, "guard/licences.html", ctx)
+    licences = list(GuardLicence.objects.select_related("account").order_by("account__name", "key")[:500])
+    # How many devices staff recorded with each key (Knox gives none): one grouped query on the licence index.
+    counts = dict(
+        ((account, key), n)
+        for account, key, n in GuardDevice.objects.filter(licence__in={lic.key for lic in licences})
+        .values_list("account", "licence")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for lic in licences:
+        lic.device_count = counts.get((lic.account_id, lic.key), 0)  # type: ignore[attr-defined]
+    return render(request, "guard/licences.html", {"licences": licences})

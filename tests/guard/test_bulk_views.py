@@ -10,6 +10,7 @@ from pathlib import Path
 import requests
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import Count
 from django.test import Client
 
 from guard.models import GuardAction, GuardDevice
@@ -17,6 +18,7 @@ from guard.tasks import run_actions
 from portal.models import AuditEvent, Job, Upload, UploadRow
 from tests.base import BaseTestCase, make_user
 from tests.guard.test_device_views import CONTACT, guard_account
+from tests.guard.test_engine import fresh_imeis
 from tests.kdp.conftest import make_upload
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
@@ -29,6 +31,12 @@ def stage(account, content: bytes, filename: str = "loans.csv", *, operation: st
 
 def imei_csv(imeis) -> bytes:
     return ("IMEI\n" + "".join(f"{i}\n" for i in imeis)).encode()
+
+
+def record_rows(upload: Upload, state: str = "Enrolled", rows: slice = slice(None)) -> list[GuardDevice]:
+    """Record the devices of a staged file's valid rows in the portal, as a sync would, in `state`."""
+    values = list(upload.rows.filter(status="valid").order_by("row_number").values_list("value", flat=True))[rows]
+    return [GuardDevice.objects.create(account=upload.account, device_uid=v, state=state) for v in values]
 
 
 class BulkNewTestCase(BaseTestCase):
@@ -91,6 +99,7 @@ class BulkPreviewTestCase(BaseTestCase):
         super().setUp()
         self.account = guard_account()
         self.upload = stage(self.account, SAMPLE.read_bytes(), "guard-bulk-10.xlsx")
+        record_rows(self.upload)
         self.url = f"/guard/bulk/{self.upload.pk}/"
 
     def test_it_shows_counts_rows_and_the_actions_an_admin_may_take(self):
@@ -121,6 +130,7 @@ class BulkPreviewTestCase(BaseTestCase):
         assert "Type <code>LOCK 10</code> to confirm" in html
         blink = unescape(self.client.get(self.url, {"action": "blink"}).content.decode())
         assert "to confirm" not in blink and "Quiet period" in blink
+        GuardDevice.objects.filter(account=self.account).update(state="Pending")
         approve = self.client.get(self.url, {"action": "approve"}).content.decode()
         assert 'name="approve_comment"' in approve and 'name="approve_id"' not in approve  # unique per device
 
@@ -169,6 +179,7 @@ class BulkConfirmTestCase(BaseTestCase):
         super().setUp()
         self.account = guard_account()
         self.upload = stage(self.account, SAMPLE.read_bytes(), "guard-bulk-10.xlsx")
+        self.devices = record_rows(self.upload)
         self.url = f"/guard/bulk/{self.upload.pk}/confirm/"
 
     def confirm(self, user: User, **data: object):
@@ -204,6 +215,9 @@ class BulkConfirmTestCase(BaseTestCase):
     def test_complete_and_delete_need_their_own_typed_confirmation(self):
         r = self.confirm(self.admin, action="complete", confirmation="LOCK 10")
         assert r.status_code == 200 and "COMPLETE 10" in unescape(r.content.decode())
+        GuardDevice.objects.filter(pk__in=[d.pk for d in self.devices]).update(state="Completed")
+        r = self.confirm(self.admin, action="delete", confirmation="COMPLETE 10")
+        assert r.status_code == 200 and "type exactly DELETE 10" in unescape(r.content.decode())
         r = self.confirm(self.admin, action="delete", confirmation="DELETE 10")
         assert r.status_code == 302 and Job.objects.get(kind="guard.delete").total == 10
 
@@ -232,10 +246,12 @@ class BulkConfirmTestCase(BaseTestCase):
             ({"action": "blink", "message": "Due", "interval": 60, "days_limit_from": 1, "days_limit_to": 2, **CONTACT},
              "time_limit_from", "Quiet days also need the quiet hours"),
             ({**LOCK, "message": "m" * 201, "confirmation": "LOCK 10"}, "message", "201 characters"),
-            ({"action": "approve", "approve_comment": "c" * 1001}, "approve_comment", "1001 characters"),
         ):  # fmt: skip
             r = self.confirm(self.admin, **data)
             assert r.status_code == 200 and text in " ".join(r.context["confirm"].errors[field]), data
+        GuardDevice.objects.filter(account=self.account).update(state="Pending")
+        r = self.confirm(self.admin, action="approve", approve_comment="c" * 1001)
+        assert r.status_code == 200 and "1001 characters" in " ".join(r.context["confirm"].errors["approve_comment"])
         assert not Job.objects.exclude(kind="guard.parse").exists()
 
     def test_it_submits_a_spreadsheet_only_once(self):
@@ -280,3 +296,103 @@ def test_a_typed_confirmation_bulk_lock_locks_the_sandbox_s_enrolled_devices(cli
     assert event.actor == admin and event.summary["typed_confirmation"] == expected
     results = client.get(f"/guard/jobs/{job.pk}/", headers={"HX-Request": "true", "HX-Target": "job-results"})
     assert b"<html" not in results.content and results.content.count(b"badge-succeeded") == len(enrolled)
+
+
+# --- checked against the portal's records before submitting (issue 16 item 2) --------------------------------
+
+
+class BulkRecordsCheckTestCase(BaseTestCase):
+    """5 rows of Enrolled devices, 10 of devices the portal records as Accepted (lock is not allowed: Knox answers
+    STATE) and 10 the portal has never seen (Knox answers 4040300)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.account = guard_account()
+        imeis = fresh_imeis(25, "35660012")
+        self.upload = stage(self.account, imei_csv(imeis), "overdue.csv")
+        assert self.upload.valid == 25
+        self.enrolled = record_rows(self.upload, "Enrolled", slice(0, 5))
+        self.accepted = record_rows(self.upload, "Accepted", slice(5, 15))
+        self.unknown = imeis[15:]
+        self.url = f"/guard/bulk/{self.upload.pk}/"
+
+    def test_the_preview_counts_and_names_the_rows_knox_would_refuse(self):
+        self.client.force_login(self.admin)
+        html = unescape(self.client.get(self.url, {"action": "lock"}).content.decode())
+        assert "<strong>20</strong> valid but refused for “Lock” by the portal's records" in html
+        assert "<strong>20</strong> of the 25 valid rows cannot succeed for “Lock”" in html
+        assert "10 recorded as Activating, and “Lock” is possible only from Active" in html
+        assert "10 not in the portal's records: sync devices or check the IMEI" in html
+        assert "Type <code>LOCK 5</code> to confirm" in html and "Lock: 5 devices" in html
+        assert html.count("Will not be sent") == 20
+        # The action tabs swap the whole review (counts, rows, action) in place, with the action in the URL.
+        assert 'hx-target="#bulk-review" hx-select="#bulk-review" hx-swap="outerHTML" hx-push-url="true"' in html
+        assert '<input type="hidden" name="action" value="lock">' in html  # the rows' filter keeps the action
+        row = re.search(r"<tr[^>]*>\s*<td>17</td>.*?</tr>", html, re.S).group(0)  # row 17: the 16th IMEI, unknown
+        assert self.unknown[0] in row and "Not in the portal's records: sync devices or check the IMEI" in row
+
+    def test_show_only_the_rows_that_will_not_be_sent(self):
+        self.client.force_login(self.admin)
+        html = unescape(self.client.get(self.url, {"action": "lock"}).content.decode())
+        assert f'hx-get="/guard/bulk/{self.upload.pk}/?action=lock&show=refused"' in html
+        r = self.client.get(self.url, {"action": "lock", "show": "refused"},
+                            headers={"HX-Request": "true", "HX-Target": "preview-rows"})  # fmt: skip
+        numbers = re.findall(r'<tr class="row-valid row-refused">\s*<td>(\d+)</td>', r.content.decode())
+        assert numbers == [str(n) for n in range(7, 27)]  # the 10 Accepted, then the 10 unknown, only those
+        assert b"<html" not in r.content and r.content.decode().count("<tr class=") == 20
+        assert "Showing only the rows that will not be sent" in r.content.decode()
+
+    def test_without_an_action_the_preview_still_counts_devices_the_portal_does_not_have(self):
+        self.client.force_login(self.viewer)
+        html = unescape(self.client.get(self.url).content.decode())
+        assert "<strong>10</strong> valid but not in the portal's records" in html
+        assert "Will not be sent" not in html
+
+    def test_the_confirm_sends_only_the_rows_that_can_succeed_and_records_the_others_as_not_sent(self):
+        self.client.force_login(self.admin)
+        refused = self.client.post(f"{self.url}confirm/", {**LOCK, "confirmation": "LOCK 25"})
+        assert refused.status_code == 200 and "type exactly LOCK 5" in unescape(refused.content.decode())
+        with self.captureOnCommitCallbacks(execute=False):
+            r = self.client.post(f"{self.url}confirm/", {**LOCK, "confirmation": "LOCK 5"})
+        job = Job.objects.get(kind="guard.lock")
+        assert r["Location"] == f"/guard/jobs/{job.pk}/"
+        assert job.title == "Lock: 5 devices (20 more rows of the file not sent)"
+        event = AuditEvent.objects.get(action="guard.lock")
+        assert event.summary["typed_confirmation"] == "LOCK 5" and event.summary["not_sent"] == 20
+        from guard.tasks import plan
+
+        plan(job)
+        by_code = dict(GuardAction.objects.filter(job=job).values_list("code").annotate(n=Count("id")).order_by())
+        assert by_code == {"": 5, "STATE": 10, "NOT_FOUND": 10}
+        assert not GuardAction.objects.filter(job=job, code="NOT_FOUND", sent_at__isnull=False).exists()
+        assert GuardAction.objects.filter(job=job, outcome="pending").count() == 5
+
+    def test_the_command_line_which_shows_no_review_still_lets_knox_judge_unknown_devices(self):
+        from guard.client import ActionParams
+        from guard.models import queue_action
+        from guard.tasks import plan
+
+        job = queue_action(self.account, "lock", ActionParams(message="Pay", **CONTACT), user=self.admin,
+                           upload=self.upload)  # fmt: skip
+        assert "only_known" not in job.params and job.title == "Lock: 25 devices"
+        plan(job)
+        assert not GuardAction.objects.filter(job=job, code="NOT_FOUND").exists()
+        assert GuardAction.objects.filter(job=job, outcome="pending").count() == 15  # 5 Enrolled, 10 unknown
+
+    def test_nothing_is_submitted_when_no_row_can_succeed(self):
+        self.client.force_login(self.admin)
+        r = self.client.post(f"{self.url}confirm/", {"action": "approve"}, follow=True)
+        assert "None of the 25 valid rows can succeed for “Approve”" in unescape(r.content.decode())
+        assert not Job.objects.filter(kind="guard.approve").exists()
+        self.upload.refresh_from_db()
+        assert self.upload.status == Upload.Status.READY
+
+    def test_a_row_naming_a_device_by_its_approve_id_is_checked_like_the_job_finds_it(self):
+        from guard.models import check_staged
+
+        device = GuardDevice.objects.create(account=self.account, device_uid="R58N000001", approve_id="LOAN77A",
+                                            state="Locked")  # fmt: skip
+        UploadRow.objects.create(upload=self.upload, row_number=99, raw="LOAN77A", value="LOAN77A", status="valid")
+        check = check_staged(self.upload, "unlock")
+        assert (check.total, check.unknown, check.wrong_state) == (26, 10, {"Accepted": 10})
+        assert check.sendable == 6 and device.allows("unlock")  # the 5 Enrolled and the Locked one

@@ -184,9 +184,25 @@ class DeviceDetailTestCase(BaseTestCase):
         )
         self.client.force_login(self.viewer)
         html = unescape(self.client.get(self.url).content.decode())
-        for text in (self.device.device_uid, "LOAN-0001", self.device.object_id, "Enrolled", "“Active”", "KG-LIC-1",
-                     "expired", "4000310"):  # fmt: skip
+        for text in (self.device.device_uid, "LOAN-0001", self.device.object_id, ">Active</strong>", "KG-LIC-1",
+                     "expired", "4000310", "Start payment reminders at", ">Failed</span>"):  # fmt: skip
             assert text in html, text
+
+    def test_it_speaks_the_console_s_words_not_the_api_s(self):
+        """Issue 16 item 10: "for a Enrolled device", "? → …", raw action names."""
+        job = Job.objects.create(kind="guard.lock", account=self.account, created_by=self.admin)
+        for outcome, before, after in (("failed", "Enrolled", ""), ("succeeded", "Enrolled", "Locking"),
+                                       ("pending", "", "")):  # fmt: skip
+            GuardAction.objects.create(account=self.account, job=job, device=self.device, action="lock",
+                                       device_uid=self.device.device_uid, outcome=outcome, state_before=before,
+                                       state_after=after)  # fmt: skip
+        self.client.force_login(self.admin)
+        html = " ".join(unescape(self.client.get(self.url).content.decode()).split())
+        assert "for a Enrolled" not in html and "a Enrolled device" not in html and "? →" not in html
+        assert "while the device is Active" in html
+        assert "Active (unchanged)" in html and "Active → Locking" in html
+        assert "not in the portal's records (waiting for Knox)" in html
+        assert "→ Locking" in html and "→ StartingReminder" not in html
 
     def test_it_offers_only_the_actions_the_state_allows(self):
         for state, expected in (
@@ -209,10 +225,11 @@ class DeviceDetailTestCase(BaseTestCase):
     def test_it_offers_a_viewer_no_action(self):
         assert self.shown(self.viewer, "Enrolled") == []
 
-    def test_it_asks_before_a_single_lock_complete_or_delete(self):
+    def test_it_asks_for_the_typed_confirmation_before_a_single_lock_complete_or_delete(self):
         self.client.force_login(self.admin)
-        html = self.client.get(self.url).content.decode()
-        assert 'data-confirm="Lock the phone' in html and 'data-confirm="Release' in html
+        html = unescape(self.client.get(self.url).content.decode())
+        assert "Type <code>LOCK 1</code> to confirm" in html and "Type <code>COMPLETE 1</code> to confirm" in html
+        assert "Type <code>UNLOCK" not in html and "Type <code>BLINK" not in html
         assert "Quiet period" in html and "The same hours every day" in html and "Sunday at 6 to Monday at 7" in html
 
     def test_it_lists_every_action_of_the_device_with_its_job_and_explanation(self):
@@ -266,15 +283,32 @@ class DeviceActTestCase(BaseTestCase):
         return job
 
     def test_an_admin_locks_with_message_and_contact(self):
-        r = self.act(self.admin, "lock", message="Payment overdue", **CONTACT)
+        r = self.act(self.admin, "lock", message="Payment overdue", **CONTACT, confirmation="LOCK 1")
         job = self.assert_queued(r, "lock", self.admin)
         assert job.params["action_params"] == {"message": "Payment overdue", "tel": "+44 20 7946 0000"}
-        assert AuditEvent.objects.get(action="guard.lock").summary["params"]["message"] == "Payment overdue"
+        event = AuditEvent.objects.get(action="guard.lock")
+        assert (
+            event.summary["params"]["message"] == "Payment overdue" and event.summary["typed_confirmation"] == "LOCK 1"
+        )
+
+    def test_a_single_lock_complete_or_delete_without_the_typed_confirmation_queues_nothing(self):
+        for action, state, data, typed, text in (
+            ("lock", "Enrolled", {"message": "Pay", **CONTACT}, "", "Type LOCK 1 to confirm: it acts on real phones."),
+            ("lock", "Enrolled", {"message": "Pay", **CONTACT}, "LOCK 2", "You typed “LOCK 2”; type exactly LOCK 1"),
+            ("complete", "Enrolled", {}, "LOCK 1", "type exactly COMPLETE 1"),
+            ("delete", "Completed", {}, "", "Type DELETE 1 to confirm"),
+        ):  # fmt: skip
+            r = self.act(self.admin, action, state, **data, confirmation=typed)
+            assert r.status_code == 200, (action, typed)
+            bound = next(f for f in r.context["action_forms"] if f.is_bound)
+            assert text in " ".join(bound.errors["confirmation"]) and text in unescape(r.content.decode())
+        assert not Job.objects.exists() and not AuditEvent.objects.filter(action__startswith="guard.").exists()
 
     def test_an_admin_may_unlock_complete_and_delete(self):
         for action, state in (("unlock", "Locked"), ("complete", "Enrolled"), ("delete", "Completed")):
             Job.objects.all().delete()
-            self.assert_queued(self.act(self.admin, action, state), action, self.admin)
+            typed = "" if action == "unlock" else f"{action.upper()} 1"
+            self.assert_queued(self.act(self.admin, action, state, confirmation=typed), action, self.admin)
 
     def test_an_operator_may_blink_message_approve_reject_and_stop_blink(self):
         cases = (
@@ -430,4 +464,4 @@ def test_a_single_blink_from_the_detail_page_reaches_knox(client, guard_synced, 
     assert knox["state"] in ("StartingReminder", "Blinked")
     page = unescape(client.get(f"/guard/devices/{device.pk}/").content.decode())
     assert "Start payment reminders" in page and f'href="/guard/jobs/{job.pk}/"' in page
-    assert "Enrolled → StartingReminder" in page
+    assert "Active → Starting Reminder" in page

@@ -222,7 +222,7 @@ def test_a_lost_answer_of_an_action_knox_never_applied_is_sent_again_then_report
     run_actions(job.pk)
     assert finished(job).status == "failed" and len(sent) == settings.KNOX_MAX_RETRIES + 1
     a = GuardAction.objects.get(job=job)
-    assert (a.outcome, a.code) == ("failed", "NOT_APPLIED") and "still Enrolled" in a.reason
+    assert (a.outcome, a.code) == ("failed", "NOT_APPLIED") and "still Active" in a.reason
     assert "not applied" in a.explanation()
     assert knox_devices(knox_sandbox)[d.device_uid]["state"] == "Enrolled"
 

@@ -40,7 +40,7 @@ class GuardJobTestCase(BaseTestCase):
         return job
 
 
-ACTION_PARAMS = {"lock": True, "blink": True, "message": True, "unlock": False, "complete": False}
+ACTION_PARAMS = {"lock": True, "blink": True, "message": True, "unlock": False, "complete": False, "delete": False}
 
 
 class JobPageTestCase(GuardJobTestCase):
@@ -135,13 +135,40 @@ class JobRetryTestCase(GuardJobTestCase):
         job = self.finished(code="NOT_SENT")
         GuardDevice.objects.filter(pk=self.devices[3].pk).delete()
         self.client.force_login(self.admin)
-        assert "Retry the 2 failed devices" in self.client.get(f"/guard/jobs/{job.pk}/").content.decode()
-        r = self.client.post(f"/guard/jobs/{job.pk}/retry/")
+        page = unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode())
+        # The button, the typed confirmation and the note count what the retry sends: the device left in the portal.
+        assert "Retry the 1 failed device<" in page and "Type <code>LOCK 1</code> to confirm" in page
+        assert "Left out: 1 not in the portal's records" in " ".join(page.split())
+        r = self.client.post(f"/guard/jobs/{job.pk}/retry/", {"confirmation": "LOCK 1"})
         retry = Job.objects.exclude(pk=job.pk).get()
         self.assertRedirects(r, f"/guard/jobs/{retry.pk}/", fetch_redirect_response=False)
         assert retry.kind == "guard.lock" and retry.params["devices"] == [self.devices[2].pk]
         assert retry.params["action_params"] == job.params["action_params"]
         assert AuditEvent.objects.get(action="guard.retry").summary == {"retry_of": job.pk, "devices": 1}
+        event = AuditEvent.objects.get(action="guard.lock", target_id=str(retry.pk))
+        assert event.summary["typed_confirmation"] == "LOCK 1" and event.summary["retry_of"] == job.pk
+
+    def test_retrying_a_lock_complete_or_delete_needs_the_typed_confirmation(self):
+        for action in ("lock", "complete", "delete"):
+            Job.objects.all().delete()
+            job = self.finished(action, code="NOT_SENT")
+            self.client.force_login(self.admin)
+            expected = f"{action.upper()} 2"
+            for typed, text in (("", f"Type {expected} to confirm"), ("LOCK 4", f"type exactly {expected}")):
+                r = self.client.post(f"/guard/jobs/{job.pk}/retry/", {"confirmation": typed})
+                assert r.status_code == 200 and text in unescape(r.content.decode()), (action, typed)
+                assert r.context["retry_form"].errors["confirmation"]
+            assert Job.objects.count() == 1, action
+            r = self.client.post(f"/guard/jobs/{job.pk}/retry/", {"confirmation": expected})
+            assert r.status_code == 302 and Job.objects.filter(retry_of=job, total=2).exists(), action
+
+    def test_retrying_an_unlock_needs_no_typing(self):
+        job = self.finished("unlock", code="NOT_SENT")
+        self.client.force_login(self.admin)
+        page = unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode())
+        assert "to confirm" not in page and 'data-confirm="Unlock again on the 2 failed devices' in page
+        assert self.client.post(f"/guard/jobs/{job.pk}/retry/").status_code == 302
+        assert Job.objects.filter(retry_of=job).exists()
 
     def test_no_retry_is_offered_when_knox_refused_every_device_for_its_state(self):
         job = self.finished()
@@ -156,7 +183,7 @@ class JobRetryTestCase(GuardJobTestCase):
     def test_a_second_retry_of_the_same_job_queues_nothing_and_says_so(self):
         job = self.finished(code="NOT_SENT")
         self.client.force_login(self.admin)
-        first = self.client.post(f"/guard/jobs/{job.pk}/retry/")
+        first = self.client.post(f"/guard/jobs/{job.pk}/retry/", {"confirmation": "LOCK 2"})
         retry = Job.objects.get(retry_of=job)
         again = self.client.post(f"/guard/jobs/{job.pk}/retry/", follow=True)
         assert again.redirect_chain[0][0] == first["Location"] == f"/guard/jobs/{retry.pk}/"
@@ -207,3 +234,57 @@ class JobRetryTestCase(GuardJobTestCase):
         job = Job.objects.create(kind="guard.sync", account=self.account, status="failed")
         self.client.force_login(self.admin)
         assert self.client.post(f"/guard/jobs/{job.pk}/retry/").status_code == 400
+
+
+class RetryOnlyWhatARetryCanFixTestCase(GuardJobTestCase):
+    """Issue 16 item 4: “Retry” is offered only for what a retry can fix, and the page says why when not."""
+
+    def test_no_retry_button_when_every_failure_is_permanent_and_the_page_says_why(self):
+        job = self.finished(ok=0, bad=4, code="4040300")
+        GuardAction.objects.filter(job=job, device=self.devices[3]).update(code="4001806")
+        self.client.force_login(self.admin)
+        page = " ".join(unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode()).split())
+        assert "/retry/" not in page and "Retry the" not in page
+        assert "No failure of this job can be fixed by sending it again, so there is nothing to retry." in page
+        assert "3 unknown to Knox; 1 already registered in Knox." in page
+
+    def test_failed_rows_without_a_device_in_the_portal_offer_no_retry(self):
+        job = self.finished(ok=2, bad=2, code="NOT_FOUND")
+        GuardAction.objects.filter(job=job, outcome="failed").update(device=None)
+        self.client.force_login(self.admin)
+        page = " ".join(unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode()).split())
+        assert "Retry the" not in page and "nothing to retry" in page
+        assert "2 not in the portal's records (sync devices from Knox, then act on them)" in page
+
+    def test_the_retry_is_the_main_button_only_for_the_fixable_part(self):
+        job = self.finished(action="message", ok=0, bad=4, code="4040300")
+        GuardAction.objects.filter(job=job, device=self.devices[0]).update(code="NOT_SENT")
+        self.client.force_login(self.admin)
+        page = " ".join(unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode()).split())
+        assert 'class="primary">Retry the 1 failed device</button>' in page
+        assert "A retry sends the 1 device whose failure a retry can fix. Left out: 3 unknown to Knox." in page
+
+
+class JobPagePlainWordsTestCase(GuardJobTestCase):
+    """Issue 16 item 10: the job page named parameters and flags by their API fields ("tel", "interval",
+    "autoAccept: off") and showed "? → …" for states it did not know."""
+
+    def test_parameters_flags_and_states_are_in_plain_words(self):
+        params = ActionParams(
+            message="Pay", tel="+44 20 7946 0000", interval=3600, time_limit=(23, 7), days_limit=(0, 1)
+        )
+        job = queue_action(self.account, "blink", params, user=self.admin, devices=[self.devices[0].pk])
+        GuardAction.objects.create(account=self.account, job=job, device=None, device_uid="359", action="blink",
+                                   outcome="failed", code="NOT_FOUND")  # fmt: skip
+        upload = Job.objects.create(
+            kind="guard.upload", account=self.account, params={"flags": {"autoAccept": False, "autoLock": True}}
+        )
+        self.client.force_login(self.viewer)
+        page = " ".join(unescape(self.client.get(f"/guard/jobs/{job.pk}/").content.decode()).split())
+        for plain in ("<dt>Contact phone</dt><dd>+44 20 7946 0000</dd>", "<dt>Repeat every</dt><dd>1 hour</dd>",
+                      "<dt>Quiet hours</dt><dd>23:00 to 07:00</dd>", "<dt>Quiet days</dt><dd>Sunday to Monday</dd>",
+                      "the device becomes Starting Reminder", "not in the portal's records"):  # fmt: skip
+            assert plain in page, plain
+        assert "<dt>tel</dt>" not in page and "<dt>interval</dt>" not in page and "? →" not in page
+        page = " ".join(unescape(self.client.get(f"/guard/jobs/{upload.pk}/").content.decode()).split())
+        assert "Accept automatically: no · Lock automatically: yes" in page and "autoAccept" not in page

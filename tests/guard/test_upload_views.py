@@ -30,7 +30,8 @@ class UploadListTestCase(BaseTestCase):
         self.client.force_login(self.viewer)
         r = self.client.get("/guard/uploads/")
         html = r.content.decode()
-        assert "abc-123" in html and "autoAccept" in html and "autoLock" not in html.split("abc-123")[1][:300]
+        assert "abc-123" in html and "Accept automatically" in html and "autoAccept" not in html
+        assert "Lock automatically" not in html.split("abc-123")[1][:300]
         assert 'action="/guard/uploads/knox/"' not in html  # a viewer cannot ask Knox
 
     def test_it_sends_an_anonymous_user_to_the_login_page(self):

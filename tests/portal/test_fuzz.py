@@ -188,6 +188,9 @@ GUARD_DEVICE_FILTER = {
     "q": ("3500", "LOAN"), "account": ACCOUNT, "state": ("Enrolled", "Locked"), "licence": ("KG-LIC-1",),
     "approve_id": ("LOAN-0001",), "after": ("1", "@guard_enrolled"),
 }  # fmt: skip
+GUARD_SELECTION = {
+    **GUARD_DEVICE_FILTER, "scope": ("selected", "matching"), "ids": ("@guard_enrolled", "@guard_locked", "1"),
+}  # fmt: skip
 ACTION_FIELDS = {
     "action": ("approve", "reject", "lock", "unlock", "blink", "stop-blink", "message", "complete", "delete"),
     "message": ("Please call us.",), "email": ("ops@example.org",), "tel": ("+44 20 7946 0000",),
@@ -351,6 +354,17 @@ SPECS = [
     Spec("guard:devices_export", params=GUARD_DEVICE_FILTER, fmt=True),
     Spec("guard:device_detail", objects=("guard_pending", "guard_enrolled"), examples=3),
     Spec(
+        "guard:devices_act",
+        params={**GUARD_SELECTION, "action": ACTION_FIELDS["action"]},
+        examples=30,
+    ),
+    Spec(
+        "guard:devices_act",
+        "post",
+        params={**GUARD_SELECTION, **ACTION_FIELDS, "confirmation": ("LOCK 1", "MESSAGE 1", "lock 1")},
+        examples=30,
+    ),
+    Spec(
         "guard:device_act",
         "post",
         params=ACTION_FIELDS,
@@ -361,7 +375,7 @@ SPECS = [
     Spec("guard:bulk_new", "post", params={"account": ACCOUNT}, files={"file": "spreadsheet"}),
     Spec(
         "guard:bulk_detail",
-        params={**PREVIEW, "action": ACTION_FIELDS["action"], "autoAccept": ("on",)},
+        params={**PREVIEW, "action": ACTION_FIELDS["action"], "autoAccept": ("on",), "show": ("refused",)},
         objects=("guard_action_upload", "guard_upload_upload"),
         targets=("upload-status", "preview-rows", "bulk-action"),
     ),
