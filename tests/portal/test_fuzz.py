@@ -291,6 +291,13 @@ SPECS = [
         targets=("upload-status", "preview-rows"),
     ),
     Spec(
+        "portal:upload_row_fix",
+        "post",
+        params={"value": (IMEI, "351778952866768")},
+        objects=("kdp_upload", "guard_action_upload"),
+        examples=10,
+    ),
+    Spec(
         "kdp:upload_restage",
         "post",
         params={"sheet": ("Sheet1",), "device_column": ("IMEI",), "allow_bad_check_digit": ("on",)},
