@@ -18,7 +18,7 @@ from efota.models import EfotaCall, EfotaGroup, ForceUpdate, ForceUpdateDevice, 
 from efota.tasks import run_force_update
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
+from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, known_licence, ready_account
 
 URL = "/efota/force-updates/new/"
 SERIALS = ["R5CMXWARTYK", "R58N123ABCD", "R5ZZ9876543"]
@@ -26,7 +26,7 @@ SERIALS = ["R5CMXWARTYK", "R58N123ABCD", "R5ZZ9876543"]
 
 @pytest.fixture
 def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings)
+    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 def started_job(account, *, processing: int, finished: bool = True, checked_at=None) -> Job:
@@ -57,6 +57,7 @@ class ForceUpdateFormTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.acme = ready_account()
+        known_licence(self.acme)
 
     def data(self, **overrides):
         data = {"account": self.acme.pk, "customer_id": CUSTOMER, "licence": LICENCE, "model": "sm-g991b",
