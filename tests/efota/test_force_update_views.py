@@ -128,7 +128,10 @@ class JobPageTestCase(BaseTestCase):
         job = started_job(self.acme, processing=3, finished=False, checked_at=timezone.now())
         self.client.force_login(self.viewer)
         html = unescape(self.client.get(f"/efota/jobs/{job.pk}/").content.decode())
-        assert "<code>FU-0001</code>" in html and "<code>R58N123ABCD</code>" in html and "PROCESSING" in html
+        assert "<code>FU-0001</code>" in html and "<code>R58N123ABCD</code>" in html
+        # E-FOTA's words in plain ones: its update ID, and a device's status.
+        assert "<th>E-FOTA update ID</th>" in html and "forceUpdateId" not in html
+        assert '<span class="badge badge-fu-processing">Processing</span>' in html and "PROCESSING" not in html
         assert f'hx-get="/efota/jobs/{job.pk}/status/" hx-trigger="every 5s"' in html
         assert "Refresh status" not in html  # viewers see the automatic refresh only
 

@@ -86,6 +86,9 @@ class IndexTestCase(BaseTestCase):
         assert f'href="/efota/jobs/{self.job.pk}/"' in html and "A KDP upload" not in html
         assert '<span class="badge badge-failed">FUD_3019</span> This group is already registered' in html
         assert '<span class="badge badge-succeeded">ok</span>' in html
+        # The calls in words, not E-FOTA's operation names.
+        assert "<td>Check a licence</td>" in html and "<td>Register a group</td>" in html
+        assert "licenseInfo" not in html and "groupRegister" not in html
 
     def test_it_offers_actions_to_operators_only(self):
         self.client.force_login(self.viewer)
