@@ -476,4 +476,5 @@ def upload_row_fix(request: HttpRequest, pk: int, row: int) -> HttpResponse:
     }
     page = render(request, f"{template}#preview-row", ctx).content
     counts = render(request, f"{template}#upload-status", ctx).content
-    return HttpResponse(page + counts)
+    # The confirm step's figures (the button's count, the typed "LOCK 10") listen for this and re-read themselves.
+    return trigger_client_event(HttpResponse(page + counts), "uploadRowsChanged")

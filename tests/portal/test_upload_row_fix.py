@@ -48,6 +48,8 @@ class UploadRowFixTestCase(BaseTestCase):
         r = self.client.get(self.page)
         self.assertContains(r, "Use 351778952866768</button>")
         self.assertContains(r, f'hx-post="{self.url}"')
+        self.assertContains(r, 'id="upload-confirm-button"')
+        self.assertContains(r, 'hx-trigger="uploadRowsChanged from:body" hx-select="#upload-confirm-button"')
         self.assertContains(r, "dashes removed")
 
     def test_a_viewer_sees_the_suggestion_without_the_button(self) -> None:
@@ -65,6 +67,8 @@ class UploadRowFixTestCase(BaseTestCase):
         self.assertTrue(html.lstrip().startswith('<tr class="row-valid">'), html[:200])
         self.assertIn("the suggested 351778952866768 is used instead of the file&#x27;s value", html)
         self.assertIn('id="upload-status" class="card" hx-swap-oob="true"', html)
+        # The confirm step's figures re-read themselves on this event.
+        self.assertIn("uploadRowsChanged", r.headers["HX-Trigger"])
         self.assertIn("<strong>4</strong> valid", html)
         self.row.refresh_from_db()
         self.assertEqual(
