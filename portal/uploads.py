@@ -332,12 +332,12 @@ def apply_suggestion(upload: Upload, row_pk: int, value: str, *, user: Any = Non
     """Replace a staged row's value with its suggestion (the completed IMEI, the lost leading zero...), check it
     again as the parse does, and move the upload's counts. Raises RowFixError with a message for the row.
 
-    1. The suggestion is checked like a cell (identifier rules), then against the upload's other rows (the same
-       device twice is a duplicate), then by the service's own checks (already registered, job in flight), outside
-       the write transaction as the parse does.
-    2. In one transaction, with the upload locked: it must still be open for review and the row must still hold
-       that suggestion (two clicks, or a new reading of the file, change it); the row and the counts move together,
-       and an upload that had no valid row becomes ready for review.
+    1. The suggestion is checked like a cell (identifier rules), then by the service's own checks (already
+       registered, job in flight), outside the write transaction as the parse does.
+    2. In one transaction, with the upload locked: it must still be open for review, the same device must not be
+       on another row (else this one is a duplicate), and the row must still hold that suggestion (two clicks, or a
+       new reading of the file, change it); the row and the counts move together, and an upload that had no valid
+       row becomes ready for review.
     """
     row = UploadRow.objects.filter(upload=upload, pk=row_pk).first()
     if row is None:
@@ -368,13 +368,6 @@ def apply_suggestion(upload: Upload, row_pk: int, value: str, *, user: Any = Non
         model=row.model,
         approve_id=row.approve_id,
     )
-    if fixed.status == UploadRow.Status.VALID:
-        first = (
-            UploadRow.objects.filter(upload=upload, value=fixed.value).exclude(pk=row.pk).order_by("row_number").first()
-        )
-        if first is not None:
-            fixed.status, fixed.value = UploadRow.Status.DUPLICATE, ""
-            fixed.reason = f"with the suggested {value} this is the same device as row {first.row_number}"
     if fixed.status == UploadRow.Status.VALID and upload.service in ROW_CHECKS:
         import_string(ROW_CHECKS[upload.service])(upload, [fixed])
     old_status = row.status
@@ -382,6 +375,13 @@ def apply_suggestion(upload: Upload, row_pk: int, value: str, *, user: Any = Non
         locked = Upload.objects.select_for_update().get(pk=upload.pk)
         if not can_fix_rows(locked):
             raise RowFixError(_closed_message(locked))
+        # Under the lock: two rows fixed to the same device at once must not both be sent.
+        if fixed.value:
+            first = UploadRow.objects.filter(upload=upload, value=fixed.value).exclude(pk=row.pk).order_by("row_number")
+            first_number = first.values_list("row_number", flat=True).first()
+            if first_number is not None:
+                fixed.status, fixed.value = UploadRow.Status.DUPLICATE, ""
+                fixed.reason = f"with the suggested {value} this is the same device as row {first_number}"
         changed = UploadRow.objects.filter(pk=row.pk, status=old_status, suggestion=value).update(
             value=fixed.value, kind=fixed.kind, status=fixed.status, reason=storable(fixed.reason[:400]), suggestion=""
         )
