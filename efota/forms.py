@@ -250,12 +250,17 @@ class ChangeLicenceForm(forms.Form):
     licence = forms.CharField(label="New licence", max_length=TEXT_MAX)
 
     @staticmethod
-    def options(group: EfotaGroup) -> list[KnownLicence]:
-        """The licences the group can move to: the usable ones the portal knows for its customer, but its own."""
+    def options(group: EfotaGroup, known: list[KnownLicence] | None = None) -> list[KnownLicence]:
+        """The licences the group can move to: the usable ones the portal knows for its customer, but its own.
+        `known`: every known licence, read once for a page of groups."""
+        known = known_licences(group.account) if known is None else known
         return [
             k
-            for k in known_licences(group.account)
-            if k.customer_id == group.customer_id and not k.problem and k.key != group.licence
+            for k in known
+            if k.account_id == group.account_id
+            and k.customer_id == group.customer_id
+            and not k.problem
+            and k.key != group.licence
         ]
 
     def __init__(self, *args: Any, group: EfotaGroup, **kwargs: Any) -> None:

@@ -106,11 +106,12 @@ def _groups_context(
     """The groups page; a form that failed validation is shown again in place, with its errors."""
     can_queue = request.user.has_perm(QUEUE)
     groups = list(EfotaGroup.objects.select_related("account").filter(account__is_active=True))
+    known = forms.known_licences() if can_queue else []  # read once, not once per group
     rows = [
         (
             g,
             change if change is not None and change.group.pk == g.pk else None,
-            forms.ChangeLicenceForm.options(g) if can_queue else [],
+            forms.ChangeLicenceForm.options(g, known) if can_queue else [],
         )
         for g in groups
     ]

@@ -129,3 +129,19 @@ class IdChoicesTestCase(BaseTestCase):
         self.client.force_login(self.operator)
         html = self.client.get("/efota/force-updates/new/").content.decode()
         assert "The portal knows no licence yet: check one on the" in html
+
+    def test_the_groups_page_reads_the_known_licences_once_however_many_groups(self) -> None:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        self.client.force_login(self.operator)
+        self.client.get("/efota/groups/")  # the first request of a session reads more (session, permissions)
+        with CaptureQueriesContext(connection) as one:
+            self.client.get("/efota/groups/")
+        for n in range(10):
+            EfotaGroup.objects.create(account=self.acme, customer_id=CUSTOMER, group_id=f"G{n}", licence=LICENCE,
+                                      status=EfotaGroup.Status.REGISTERED)  # fmt: skip
+        with CaptureQueriesContext(connection) as eleven:
+            html = self.client.get("/efota/groups/").content.decode()
+        assert len(eleven) == len(one)
+        assert html.count('<datalist id="licences-') == 11
