@@ -147,6 +147,14 @@ def id_choices(*, usable_only: bool = True) -> dict[str, Any]:
     }
 
 
+NETWORK_LABELS = {"WIFIONLY": "Wi-Fi only"}
+
+
+def network_label(network_type: str) -> str:
+    """E-FOTA's network type in words ("WIFIONLY" -> "Wi-Fi only")."""
+    return NETWORK_LABELS.get(network_type, network_type)
+
+
 def split_serials(text: str) -> list[str]:
     """Pasted serial numbers: one per line, or separated by commas, semicolons or spaces."""
     return [part for part in re.split(r"[\s,;]+", text) if part]
@@ -369,7 +377,7 @@ class ForceUpdateForm(SerialsMixin, EfotaForm):
         help_text=f"A version from the firmware lookup, or “{EFOTA_LATEST_FIRMWARE}”.",
     )  # fmt: skip
     network_type = forms.ChoiceField(
-        label="Download over", choices=[(t, "Wi-Fi only" if t == "WIFIONLY" else t) for t in EFOTA_NETWORK_TYPES]
+        label="Download over", choices=[(t, network_label(t)) for t in EFOTA_NETWORK_TYPES]
     )
     field_order = [
         "account",

@@ -315,6 +315,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
     group_pk = the_job.params.get("group")
     ctx["group"] = EfotaGroup.objects.filter(pk=group_pk).first() if group_pk else None
     ctx["can_cancel"] = request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED
+    ctx["network"] = forms.network_label(str(the_job.params.get("network_type", "")))
     if request.htmx and request.htmx.target == "fu-status":
         return render(request, "efota/job.html#fu-status", ctx)
     return render(request, "efota/job.html", ctx)

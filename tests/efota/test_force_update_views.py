@@ -132,6 +132,7 @@ class JobPageTestCase(BaseTestCase):
         # E-FOTA's words in plain ones: its update ID, and a device's status.
         assert "<th>E-FOTA update ID</th>" in html and "forceUpdateId" not in html
         assert '<span class="badge badge-fu-processing">Processing</span>' in html and "PROCESSING" not in html
+        assert ", over Wi-Fi only</dd>" in html and "WIFIONLY" not in html
         assert f'hx-get="/efota/jobs/{job.pk}/status/" hx-trigger="every 5s"' in html
         assert "Refresh status" not in html  # viewers see the automatic refresh only
 
