@@ -300,6 +300,7 @@ def test_a_reconcile_run_reports_every_kind_of_drift(client, drifted):
         ("Different customer", "1"), ("In Knox, not in the portal", str(n - 1)), ("In the portal, not in Knox", "1")
     ]  # fmt: skip
     assert f'href="/kdp/jobs/{job.pk}/report.xlsx"' in page
+    assert f'<a href="/kdp/reconcile/jobs/{job.pk}/">Show the differences</a>' in page
 
     report = client.get(f"/kdp/jobs/{job.pk}/report.xlsx")
     assert f"reconcile-{job.pk}.xlsx" in report["Content-Disposition"]
