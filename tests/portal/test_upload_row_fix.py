@@ -164,3 +164,18 @@ class UploadRowFixTestCase(BaseTestCase):
     def test_it_rejects_a_missing_value(self) -> None:
         self.client.force_login(self.operator)
         self.assertEqual(self.client.post(self.url, {}).status_code, 400)
+
+    def test_a_fixed_row_of_a_multi_customer_file_goes_to_the_customer_it_names(self) -> None:
+        from kdp.models import Customer, file_customers
+
+        Customer.objects.create(account=self.account, customer_id="C-CONTOSO", name="Contoso Logistics")
+        content = b"IMEI,Customer\n359221145350335,Contoso Logistics\n35177895286676,Contoso Logistics\n"
+        upload = make_upload(self.account, content, "two.csv")
+        self.assertEqual([(g.label, g.rows) for g in file_customers(upload)], [("Contoso Logistics (C-CONTOSO)", 1)])
+        row = UploadRow.objects.get(upload=upload, row_number=3)
+        self.client.force_login(self.operator)
+        url = f"/uploads/{upload.pk}/rows/{row.pk}/use-suggestion/"
+        self.client.post(url, {"value": "351778952866768"}, headers={"HX-Request": "true"})
+        upload.refresh_from_db()
+        groups = file_customers(upload)
+        self.assertEqual([(g.label, g.rows, g.problem) for g in groups], [("Contoso Logistics (C-CONTOSO)", 2, "")])
