@@ -49,6 +49,8 @@ class IdChoicesTestCase(BaseTestCase):
         html = unescape(self.client.get("/efota/licences/").content.decode())
         assert '<option value="EFOTA1-expired">' in html and "expired 2001-01-31" in html
         assert "Choose from the list, or type a new one" in html
+        # A check that ends teaches the portal a licence: the lists are re-read then (portal.js).
+        assert '<div id="efota-id-lists" data-refresh-on-job-end>' in html
         r = self.client.post(
             "/efota/licences/", {"account": self.acme.pk, "customer_id": "NEW-CUSTOMER", "licence": "EFOTA1-new"}
         )
