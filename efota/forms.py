@@ -100,6 +100,10 @@ def _licence_problem(lic: EfotaLicence) -> str:
     return ""
 
 
+# The usable licences an "unknown licence" message names; the list offers them all.
+OFFERED_IN_MESSAGE = 5
+
+
 def unknown_ids_errors(account: KnoxAccount, customer_id: str, licence: str) -> dict[str, str]:
     """Field -> message for a customer ID or licence the portal doesn't know for this account (or knows to be
     unusable: expired, or its last check failed); empty when both are known and usable."""
@@ -113,7 +117,10 @@ def unknown_ids_errors(account: KnoxAccount, customer_id: str, licence: str) -> 
         }
     match = next((k for k in known if k.key == licence), None)
     if match is None:
-        offered = ", ".join(k.key for k in known if not k.problem)
+        usable = [k.key for k in known if not k.problem]
+        offered = ", ".join(usable[:OFFERED_IN_MESSAGE])
+        if len(usable) > OFFERED_IN_MESSAGE:
+            offered += f" and {len(usable) - OFFERED_IN_MESSAGE} more in the list"
         choose = f"Choose one of {offered}" if offered else "Choose another licence"
         return {
             "licence": f"The portal doesn't know licence {licence} for customer ID {customer_id} on {account}. "

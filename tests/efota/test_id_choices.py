@@ -147,3 +147,13 @@ class IdChoicesTestCase(BaseTestCase):
             html = self.client.get("/efota/groups/").content.decode()
         assert len(eleven) == len(one)
         assert html.count('<datalist id="licences-') == 11
+
+    def test_the_message_names_a_few_known_licences_not_hundreds(self) -> None:
+        for n in range(7):
+            known_licence(self.acme, f"EFOTA1-more-{n}")
+        self.client.force_login(self.operator)
+        [message] = self.register(licence="EFOTA1-typo").context["register"].errors["licence"]
+        assert (
+            "EFOTA1-fff555-ggg666-hh77, EFOTA1-more-0, EFOTA1-more-1, EFOTA1-more-2, EFOTA1-more-3 and 4 more in the list"
+            in message
+        )
