@@ -1,4 +1,4 @@
-"""E-FOTA in the browser: register a group to a licence (a job on the worker) and see it registered."""
+"""E-FOTA in the browser: check a licence, register a group to it (a job on the worker) and see it registered."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ def test_register_a_group(ui: Session) -> None:
     group = "e2e-fleet-1"  # E-FOTA upper-cases group IDs; the portal shows them as E-FOTA keeps them
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="E-FOTA").click()
+    # The E-FOTA forms offer the licences the portal knows: the first time, check the customer's licence.
+    page.get_by_role("navigation", name="E-FOTA").get_by_role("link", name="Licences").click()
+    check = page.locator("form", has=page.get_by_role("heading", name="Check a licence"))
+    check.get_by_label("Knox account").select_option(label="Sandbox")
+    check.get_by_label("E-FOTA customer ID").fill(efota["customer_id"])
+    check.get_by_label("Licence").fill(efota["license"])
+    check.get_by_role("button", name="Check licence").click()
+    expect(page.locator(".efota-result")).to_contain_text(efota["license"])
+
     page.get_by_role("navigation", name="E-FOTA").get_by_role("link", name="Groups").click()
     form = page.locator("#register-group")
     form.get_by_label("Knox account").select_option(label="Sandbox")

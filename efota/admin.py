@@ -53,12 +53,16 @@ class EfotaLicenceAdmin(ReadOnlyAdmin):
 
 class ForceUpdateDeviceInline(admin.TabularInline):
     model = ForceUpdateDevice
-    fields = ("serial", "status", "reason")
+    fields = ("serial", "status_in_words", "reason")
     readonly_fields = fields
     extra = 0
     max_num = 0
     can_delete = False
     show_change_link = False
+
+    @admin.display(description="Status")
+    def status_in_words(self, device: ForceUpdateDevice) -> str:
+        return device.status_label
 
 
 @admin.register(ForceUpdate)
@@ -74,8 +78,12 @@ class ForceUpdateAdmin(ReadOnlyAdmin):
 
 @admin.register(EfotaCall)
 class EfotaCallAdmin(ReadOnlyAdmin):
-    list_display = ("id", "operation", "ok", "code", "summary", "account", "actor", "job", "created_at")
+    list_display = ("id", "what", "ok", "code", "summary", "account", "actor", "job", "created_at")
     list_filter = ("operation", "ok", "account")
     search_fields = ["=code", "summary"]
     show_full_result_count = False
     list_select_related = ("account", "actor", "job")
+
+    @admin.display(description="Operation", ordering="operation")
+    def what(self, call: EfotaCall) -> str:
+        return call.operation_label

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.utils import timezone
 
 from efota.client import EfotaValidationError, Ids, check_ids, clean_serials
 from efota.constants import EFOTA_LATEST_FIRMWARE, EFOTA_NETWORK_TYPES
@@ -36,6 +38,97 @@ def efota_accounts() -> list[KnoxAccount]:
     return [a for a in KnoxAccount.objects.filter(is_active=True) if not a.missing_credentials("efota")]
 
 
+@dataclass(frozen=True)
+class KnownLicence:
+    """A licence the portal knows for an account and customer: checked on the Licences page, or the licence of a
+    registered group. `problem` says why it can't be used ("" when it can)."""
+
+    account_id: int
+    account_name: str
+    customer_id: str
+    key: str
+    label: str  # what the list shows next to the key: expiry and devices, or the group it came from
+    problem: str = ""
+
+
+def known_licences(account: KnoxAccount | None = None) -> list[KnownLicence]:
+    """Every licence the portal knows (active accounts), checked ones first: what a check said beats what a group
+    implies. The portal can't list a customer's licences at E-FOTA (there is no such call), so this is what it
+    has seen."""
+    licences = EfotaLicence.objects.select_related("account").filter(account__is_active=True)
+    groups = EfotaGroup.objects.select_related("account").filter(
+        account__is_active=True, status=EfotaGroup.Status.REGISTERED
+    )
+    if account is not None:
+        licences, groups = licences.filter(account=account), groups.filter(account=account)
+    found: dict[tuple[int, str, str], KnownLicence] = {}
+    for lic in licences.order_by("customer_id", "key"):
+        found[(lic.account_id, lic.customer_id, lic.key)] = KnownLicence(
+            lic.account_id, str(lic.account), lic.customer_id, lic.key, _licence_label(lic), _licence_problem(lic)
+        )
+    for group in groups.order_by("customer_id", "licence", "group_id"):
+        key = (group.account_id, group.customer_id, group.licence)
+        if key not in found:
+            label = f"licence of group {group.group_id}, not checked yet"
+            found[key] = KnownLicence(group.account_id, str(group.account), group.customer_id, group.licence, label)
+    return list(found.values())
+
+
+def _licence_label(lic: EfotaLicence) -> str:
+    if lic.last_error:
+        return "last check failed"
+    if lic.checked_at is None:
+        return "not checked yet"
+    devices = f"{lic.max_devices:,} devices" if lic.max_devices is not None else "devices not given"
+    if lic.expiration_date is None:
+        return devices
+    return f"{'expired' if lic.is_expired else 'expires'} {lic.expiration_date.isoformat()}, {devices}"
+
+
+def _licence_problem(lic: EfotaLicence) -> str:
+    checked = f" (checked {timezone.localtime(lic.checked_at):%Y-%m-%d %H:%M})" if lic.checked_at else ""
+    if lic.last_error:
+        return (
+            f"The last check of licence {lic.key}{checked} failed: {lic.last_error.rstrip('.')}. Check it again on "
+            "the Licences page once that is sorted out, or choose another licence."
+        )
+    if lic.is_expired:
+        return (
+            f"Licence {lic.key} expired on {lic.expiration_date}{checked}; E-FOTA refuses an expired licence. Choose "
+            "another licence, or check it again on the Licences page if it was renewed."
+        )
+    return ""
+
+
+# The usable licences an "unknown licence" message names; the list offers them all.
+OFFERED_IN_MESSAGE = 5
+
+
+def unknown_ids_errors(account: KnoxAccount, customer_id: str, licence: str) -> dict[str, str]:
+    """Field -> message for a customer ID or licence the portal doesn't know for this account (or knows to be
+    unusable: expired, or its last check failed); empty when both are known and usable."""
+    customer_id, licence = customer_id.strip(), licence.strip()
+    known = [k for k in known_licences(account) if k.customer_id == customer_id]
+    if not known:
+        return {
+            "customer_id": f"The portal knows no licence or group of customer ID {customer_id} on {account}. Choose "
+            "one from the list, or check one of this customer's licences on the Licences page first: it is then "
+            "offered here."
+        }
+    match = next((k for k in known if k.key == licence), None)
+    if match is None:
+        usable = [k.key for k in known if not k.problem]
+        offered = ", ".join(usable[:OFFERED_IN_MESSAGE])
+        if len(usable) > OFFERED_IN_MESSAGE:
+            offered += f" and {len(usable) - OFFERED_IN_MESSAGE} more in the list"
+        choose = f"Choose one of {offered}" if offered else "Choose another licence"
+        return {
+            "licence": f"The portal doesn't know licence {licence} for customer ID {customer_id} on {account}. "
+            f"{choose}, or check this licence on the Licences page first."
+        }
+    return {"licence": match.problem} if match.problem else {}
+
+
 def known_customer_ids(account: KnoxAccount | None = None) -> list[str]:
     """Customer IDs the portal has seen (groups and licences), for the datalist and the command's default."""
     groups = EfotaGroup.objects.all()
@@ -44,6 +137,29 @@ def known_customer_ids(account: KnoxAccount | None = None) -> list[str]:
         groups, licences = groups.filter(account=account), licences.filter(account=account)
     ids = set(groups.values_list("customer_id", flat=True)) | set(licences.values_list("customer_id", flat=True))
     return sorted(i for i in ids if i)
+
+
+def id_choices(*, usable_only: bool = True) -> dict[str, Any]:
+    """The customer IDs and licences the E-FOTA forms' lists offer (efota/_form_fields.html)."""
+    licences = known_licences()
+    customers: dict[tuple[str, str], int] = {}
+    for k in licences:
+        customers[(k.customer_id, k.account_name)] = customers.get((k.customer_id, k.account_name), 0) + 1
+    return {
+        "customer_options": [
+            (customer, f"{account} · {n} licence{'s' if n != 1 else ''}")
+            for (customer, account), n in customers.items()
+        ],
+        "licence_options": [k for k in licences if not (usable_only and k.problem)],
+    }
+
+
+NETWORK_LABELS = {"WIFIONLY": "Wi-Fi only"}
+
+
+def network_label(network_type: str) -> str:
+    """E-FOTA's network type in words ("WIFIONLY" -> "Wi-Fi only")."""
+    return NETWORK_LABELS.get(network_type, network_type)
 
 
 def split_serials(text: str) -> list[str]:
@@ -55,16 +171,24 @@ class EfotaForm(forms.Form):
     """Account, customer ID and licence: what every E-FOTA call carries."""
 
     account = forms.ModelChoiceField(queryset=KnoxAccount.objects.none(), label="Knox account", empty_label=None)
+    # Text inputs with a list of what the portal knows (a datalist): typing filters the long IDs, and the licence
+    # check accepts a customer or licence the portal has never seen (that is how it learns them). The other forms
+    # refuse an unknown value with a message (`unknown_ids_errors`).
     customer_id = forms.CharField(
         label="E-FOTA customer ID", max_length=TEXT_MAX,
-        help_text="At most 50 bytes, e.g. EEEE4444-FF55-AA66-BB77-CCCCCC888888.",
+        help_text="Choose from the list of customers the portal knows (at most 50 bytes).",
         widget=forms.TextInput(attrs={"list": "efota-customer-ids", "autocomplete": "off"}),
     )  # fmt: skip
     licence = forms.CharField(
-        label="Licence", max_length=TEXT_MAX, help_text="At most 100 bytes, e.g. EFOTA1-fff555-ggg666-hh77."
-    )
+        label="Licence", max_length=TEXT_MAX,
+        help_text="Choose from the list of licences the portal knows for the customer (at most 100 bytes).",
+        widget=forms.TextInput(attrs={"list": "efota-licences", "autocomplete": "off"}),
+    )  # fmt: skip
 
     group_field = False  # subclasses that carry a group ID check it too
+    # The customer ID and licence must be ones the portal knows for the account (checked on the Licences page, or
+    # a registered group's); only the licence check itself takes new ones.
+    require_known = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,7 +206,16 @@ class EfotaForm(forms.Form):
         except EfotaValidationError as e:
             # A field Django already refused (required, too long) keeps that one message.
             self.add_efota_errors(e, skip=set(self.errors))
+            return data
+        if self.require_known and not self.errors:
+            for name, message in unknown_ids_errors(account, ids.customer_id, ids.license).items():
+                self.add_error(name, message)
         return data
+
+    def choices(self) -> dict[str, Any]:
+        """What the page's lists offer (efota/_form_fields.html): known customer IDs and licences, each with
+        the account it belongs to; a form that needs usable licences leaves out expired and failed ones."""
+        return id_choices(usable_only=self.require_known)
 
     def add_efota_errors(self, e: EfotaValidationError, *, skip: Collection[str] = ()) -> None:
         """Put each of the client's per-field errors on the matching field (else on the form)."""
@@ -131,6 +264,20 @@ class RegisterGroupForm(EfotaForm):
 class ChangeLicenceForm(forms.Form):
     licence = forms.CharField(label="New licence", max_length=TEXT_MAX)
 
+    @staticmethod
+    def options(group: EfotaGroup, known: list[KnownLicence] | None = None) -> list[KnownLicence]:
+        """The licences the group can move to: the usable ones the portal knows for its customer, but its own.
+        `known`: every known licence, read once for a page of groups."""
+        known = known_licences(group.account) if known is None else known
+        return [
+            k
+            for k in known
+            if k.account_id == group.account_id
+            and k.customer_id == group.customer_id
+            and not k.problem
+            and k.key != group.licence
+        ]
+
     def __init__(self, *args: Any, group: EfotaGroup, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.group = group
@@ -148,11 +295,22 @@ class ChangeLicenceForm(forms.Form):
             check_ids(ids, group_id=self.group.group_id)
         except EfotaValidationError as e:
             raise forms.ValidationError(list(e.errors.values())) from None
+        unknown = unknown_ids_errors(self.group.account, self.group.customer_id, licence)
+        if unknown:
+            raise forms.ValidationError(list(unknown.values()))
         return licence
 
 
 class LicenceCheckForm(EfotaForm):
-    """Account, customer and licence: all a licence check needs (EfotaForm's fields)."""
+    """Account, customer and licence: all a licence check needs (EfotaForm's fields). A customer ID or licence
+    the portal has not seen is welcome here: checking it is how the portal learns it."""
+
+    require_known = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["customer_id"].help_text = "Choose from the list, or type a new one (at most 50 bytes)."
+        self.fields["licence"].help_text = "Choose from the list, or type a new one (at most 100 bytes)."
 
 
 class FirmwareForm(EfotaForm):
@@ -226,7 +384,7 @@ class ForceUpdateForm(SerialsMixin, EfotaForm):
         help_text=f"A version from the firmware lookup, or “{EFOTA_LATEST_FIRMWARE}”.",
     )  # fmt: skip
     network_type = forms.ChoiceField(
-        label="Download over", choices=[(t, "Wi-Fi only" if t == "WIFIONLY" else t) for t in EFOTA_NETWORK_TYPES]
+        label="Download over", choices=[(t, network_label(t)) for t in EFOTA_NETWORK_TYPES]
     )
     field_order = [
         "account",

@@ -25,6 +25,8 @@ class EfotaLicence(models.Model):
     class Meta:
         ordering = ["key"]
         constraints = [models.UniqueConstraint(fields=["account", "customer_id", "key"], name="efota_licence_uniq")]
+        verbose_name = "E-FOTA licence"
+        verbose_name_plural = "E-FOTA licences"
 
     def __str__(self) -> str:
         return self.key
@@ -53,6 +55,8 @@ class EfotaGroup(models.Model):
     class Meta:
         ordering = ["group_id"]
         constraints = [models.UniqueConstraint(fields=["account", "customer_id", "group_id"], name="efota_group_uniq")]
+        verbose_name = "E-FOTA group"
+        verbose_name_plural = "E-FOTA groups"
 
     def __str__(self) -> str:
         return self.group_id
@@ -88,6 +92,8 @@ class ForceUpdate(KnoxRequest):
 
     class Meta:
         ordering = ["-created_at", "sequence"]
+        verbose_name = "E-FOTA force update"
+        verbose_name_plural = "E-FOTA force updates"
 
     def __str__(self) -> str:
         return self.force_update_id or f"force update {self.pk}"
@@ -110,25 +116,49 @@ class ForceUpdate(KnoxRequest):
         )
 
 
+# A device's status in a force update, as E-FOTA spells it (forceUpdateSummary), in words.
+DEVICE_STATUS_LABELS = {"DOWNLOADED": "Downloaded", "PROCESSING": "Processing", "FAILED": "Download failed"}
+
+
 class ForceUpdateDevice(models.Model):
     force_update = models.ForeignKey(ForceUpdate, models.CASCADE, related_name="devices")
     serial = models.CharField(max_length=20)
-    status = models.CharField(max_length=20, blank=True)
+    status = models.CharField(max_length=20, blank=True, help_text="As E-FOTA reports it (DOWNLOADED, ...).")
     reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["serial"]
         constraints = [models.UniqueConstraint(fields=["force_update", "serial"], name="efota_fu_device_uniq")]
+        verbose_name = "E-FOTA force update device"
+        verbose_name_plural = "E-FOTA force update devices"
 
     def __str__(self) -> str:
-        return f"{self.serial}: {self.status}"
+        return f"{self.serial}: {self.status_label}"
+
+    @property
+    def status_label(self) -> str:
+        """The status in words; a status E-FOTA added since is shown as it sent it, capitalised."""
+        return DEVICE_STATUS_LABELS.get(self.status, self.status.replace("_", " ").capitalize())
+
+
+# E-FOTA's operation names (what EfotaCall.operation stores) in words, for the pages and the admin.
+OPERATION_LABELS = {
+    "groupRegister": "Register a group",
+    "groupLicenseChange": "Change a group's licence",
+    "licenseInfo": "Check a licence",
+    "firmwareList": "List firmware",
+    "forceUpdate": "Force update",
+    "forceUpdateSummary": "Force update status",
+    "abnormalDeviceList": "Abnormal devices",
+}
 
 
 class EfotaCall(models.Model):
     """The outcome of every E-FOTA call the portal made."""
 
     account = models.ForeignKey(KnoxAccount, models.CASCADE, related_name="+")
-    operation = models.CharField(max_length=30)
+    # The choices give the admin's filter and get_operation_display() words; a new operation still saves.
+    operation = models.CharField(max_length=30, choices=list(OPERATION_LABELS.items()))
     summary = models.CharField(max_length=300, blank=True)
     ok = models.BooleanField(default=True)
     code = models.CharField(max_length=20, blank=True)
@@ -140,9 +170,16 @@ class EfotaCall(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["account", "-id"], name="efota_call_account_idx")]
+        verbose_name = "E-FOTA call"
+        verbose_name_plural = "E-FOTA calls"
 
     def __str__(self) -> str:
-        return f"{self.operation} {'ok' if self.ok else self.code}"
+        return f"{self.operation_label}: {'ok' if self.ok else self.code}"
+
+    @property
+    def operation_label(self) -> str:
+        """The operation in words ("Check a licence"); one the table doesn't know is shown as E-FOTA names it."""
+        return OPERATION_LABELS.get(self.operation, self.operation)
 
 
 # --- operations (used by the pages and the commands) --------------------------------------------------------

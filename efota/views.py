@@ -106,11 +106,18 @@ def _groups_context(
     """The groups page; a form that failed validation is shown again in place, with its errors."""
     can_queue = request.user.has_perm(QUEUE)
     groups = list(EfotaGroup.objects.select_related("account").filter(account__is_active=True))
-    rows = [(g, change if change is not None and change.group.pk == g.pk else None) for g in groups]
+    known = forms.known_licences() if can_queue else []  # read once, not once per group
+    rows = [
+        (
+            g,
+            change if change is not None and change.group.pk == g.pk else None,
+            forms.ChangeLicenceForm.options(g, known) if can_queue else [],
+        )
+        for g in groups
+    ]
     return {
         "rows": rows,
         "register": (register or forms.RegisterGroupForm()) if can_queue else None,
-        "customer_ids": forms.known_customer_ids(),
         "can_queue": can_queue,
         **list_context(request, EfotaGroup.objects.filter(account__is_active=True), singular="group"),
     }
@@ -173,7 +180,7 @@ def _lookup_answer(request: HttpRequest, job: Job, kind: str, partial: str, ctx:
 def licences(request: HttpRequest) -> HttpResponse:
     """Known licences and the "check licence" form; a check is a job that asks E-FOTA and stores the answer."""
     form = forms.LicenceCheckForm(request.POST or None)
-    ctx: dict[str, Any] = {"form": form, "customer_ids": forms.known_customer_ids()}
+    ctx: dict[str, Any] = {"form": form}
     partial = "efota/licences.html#licence-check"
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
@@ -196,7 +203,7 @@ def licences(request: HttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def firmware(request: HttpRequest) -> HttpResponse:
     form = forms.FirmwareForm(request.POST or None)
-    ctx: dict[str, Any] = {"form": form, "customer_ids": forms.known_customer_ids()}
+    ctx: dict[str, Any] = {"form": form}
     partial = "efota/firmware.html#firmware-result"
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
@@ -220,7 +227,7 @@ def firmware(request: HttpRequest) -> HttpResponse:
 def abnormal(request: HttpRequest) -> HttpResponse:
     """Which of the given devices E-FOTA reports as abnormal (not enrolled, blocked for lack of licence, …)."""
     form = forms.AbnormalForm(request.POST or None, request.FILES or None)
-    ctx: dict[str, Any] = {"form": form, "customer_ids": forms.known_customer_ids()}
+    ctx: dict[str, Any] = {"form": form}
     partial = "efota/abnormal.html#abnormal-result"
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
@@ -254,7 +261,7 @@ def force_update(request: HttpRequest) -> HttpResponse:
             notes = " ".join(getattr(form, "file_notes", []))
             messages.success(request, f"Job #{job.pk} queued: {job.title}. {notes}".strip())
             return redirect("efota:job", job.pk)
-    ctx = {"form": form, "customer_ids": forms.known_customer_ids(), "has_accounts": bool(forms.efota_accounts())}
+    ctx = {"form": form, "has_accounts": bool(forms.efota_accounts())}
     return render(request, "efota/force_update.html", ctx)
 
 
@@ -308,6 +315,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
     group_pk = the_job.params.get("group")
     ctx["group"] = EfotaGroup.objects.filter(pk=group_pk).first() if group_pk else None
     ctx["can_cancel"] = request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED
+    ctx["network"] = forms.network_label(str(the_job.params.get("network_type", "")))
     if request.htmx and request.htmx.target == "fu-status":
         return render(request, "efota/job.html#fu-status", ctx)
     return render(request, "efota/job.html", ctx)

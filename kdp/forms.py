@@ -12,6 +12,7 @@ from kdp.models import (
     CustomerGroup,
     Device,
     ProfileAlias,
+    ReconcileItem,
     Target,
     TransactionDevice,
     mismatch_refusal,
@@ -337,3 +338,26 @@ class ScheduleForm(ReconcileRunForm):
             k: "Choose an hour between 0 and 23 (UTC)." for k in ("min_value", "max_value", "invalid", "required")
         },
     )
+
+
+class ReconcileFilterForm(forms.Form):
+    """The differences of one reconcile report: which kind, an identifier prefix, and where the page starts (the
+    last row of the previous page, "kind:identifier": the table is ordered by kind, then identifier)."""
+
+    drift = forms.ChoiceField(
+        required=False, label="Show", choices=[("", "Every difference"), *ReconcileItem.Drift.choices]
+    )
+    q = forms.CharField(required=False, max_length=20, label="IMEI / serial starts with")
+    after = forms.CharField(required=False, max_length=80)
+
+    def clean_q(self) -> str:
+        return self.cleaned_data["q"].strip().upper()
+
+    def clean_after(self) -> tuple[str, str] | None:
+        after = self.cleaned_data["after"]
+        if not after:
+            return None
+        drift, _, identifier = after.partition(":")
+        if drift not in ReconcileItem.Drift.values or not identifier:
+            raise forms.ValidationError("Not a position in the report.")
+        return drift, identifier

@@ -277,9 +277,10 @@ class ReconcileItem(models.Model):
 
 
 class RowCustomer(models.Model):
-    """The customer a valid row of a KDP spreadsheet names in its customer column (the multi-customer upload).
+    """The customer a row of a KDP spreadsheet names in its customer column (the multi-customer upload).
 
-    Written by kdp.tasks.check_rows while the file is read, one per valid row that names a customer; only KDP reads
+    Written by kdp.tasks.check_rows while the file is read, one per row that names a customer (valid or not: a row
+    whose suggested value is used later becomes valid; readers count the valid rows only); only KDP reads
     it, so it lives here rather than on the shared UploadRow. `parse_job` is the reading that wrote it (choosing
     another sheet reads the file again, and the older rows are then ignored and deleted).
     """
@@ -355,7 +356,8 @@ def file_customers(upload: Upload) -> list[CustomerGroup] | None:
     against the portal's customer list now (so a refresh of the list fixes an unknown name without a new upload).
     Groups that cannot be sent carry a `problem`. None when no valid row names a customer (a one-customer file).
     """
-    staged = RowCustomer.objects.filter(upload=upload, parse_job=upload.parse_job_id or 0)
+    valid = UploadRow.objects.filter(upload=upload, status=UploadRow.Status.VALID).values("row_number")
+    staged = RowCustomer.objects.filter(upload=upload, parse_job=upload.parse_job_id or 0, row_number__in=valid)
     counts = dict(staged.values_list("text").annotate(n=models.Count("id")).order_by())
     if not counts:
         return None

@@ -90,14 +90,16 @@ def check_rows(upload: Upload, rows: list[StagedRow]) -> None:
 
 
 def _keep_customers(upload: Upload, rows: list[StagedRow]) -> None:
-    """Record the customer column of the rows still valid after every check (the multi-customer upload)."""
+    """Record the customer column of every row that names one (the multi-customer upload). Rows that are not
+    valid are kept too: using a row's suggested value in the preview (portal.uploads.apply_suggestion) makes it
+    valid later, and it must still go to its customer; the readers count valid rows only."""
     parse_job = upload.parse_job_id or 0
     # A reading of another sheet or column starts a new parse job: the older reading's customers go, in batches
     # (one DELETE of 200,000 rows holds SQLite's write lock for seconds; portal.uploads.delete_rows).
     older = RowCustomer.objects.filter(upload=upload).exclude(parse_job=parse_job)
     while ids := list(older.values_list("pk", flat=True)[:STAGE_BATCH]):
         RowCustomer.objects.filter(pk__in=ids).delete()
-    named = [r for r in rows if r.status == UploadRow.Status.VALID and r.customer.strip()]
+    named = [r for r in rows if r.status != UploadRow.Status.SKIPPED and r.customer.strip()]
     if named:
         RowCustomer.objects.bulk_create(
             RowCustomer(upload=upload, parse_job=parse_job, row_number=r.row_number, text=r.customer.strip())

@@ -41,6 +41,7 @@ urlpatterns = [
     path("transactions/<int:pk>/", views.transaction_detail, name="transaction_detail"),
     path("reconcile/", views.reconcile, name="reconcile"),
     path("reconcile/run/", views.reconcile_run, name="reconcile_run"),
+    path("reconcile/jobs/<int:pk>/", views.reconcile_job, name="reconcile_job"),
     path("reconcile/schedule/", views.reconcile_schedule, name="reconcile_schedule"),
     path("reconcile/schedule/<int:pk>/delete/", views.reconcile_unschedule, name="reconcile_unschedule"),
 ]

@@ -682,6 +682,51 @@ def reconcile(request: HttpRequest) -> HttpResponse:
     return render(request, "kdp/reconcile.html", ctx)
 
 
+RECONCILE_PAGE_SIZE = 50
+
+
+@require_perm(ACCESS)
+@require_GET
+@vary_on_headers("HX-Request")
+def reconcile_job(request: HttpRequest, pk: int) -> HttpResponse:
+    """One reconcile report's differences on screen: filtered by kind and identifier prefix, paged by (kind,
+    identifier) cursor, all in the URL; the counts per kind come from one GROUP BY on the report's index. A job that
+    is not a reconcile has no differences: its own page."""
+    the_job = _get_kdp_job_for_user(request, pk)
+    if the_job.kind != "kdp.reconcile":
+        return redirect("kdp:job", the_job.pk)
+    form = forms.ReconcileFilterForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Unknown filter or position")  # the page only links valid ones
+    drift, q, after = form.cleaned_data["drift"], form.cleaned_data["q"], form.cleaned_data["after"]
+    items = ReconcileItem.objects.filter(job=the_job)
+    by_kind = dict(items.values_list("drift").annotate(n=Count("id")).order_by())
+    if drift:
+        items = items.filter(drift=drift)
+    if q:
+        items = items.filter(identifier__startswith=q)
+    matching = by_kind.get(drift, 0) if drift and not q else (sum(by_kind.values()) if not q else items.count())
+    if after is not None:
+        items = items.filter(Q(drift__gt=after[0]) | Q(drift=after[0], identifier__gt=after[1]))
+    page = list(items.order_by("drift", "identifier")[: RECONCILE_PAGE_SIZE + 1])
+    last = page[RECONCILE_PAGE_SIZE - 1] if len(page) > RECONCILE_PAGE_SIZE else None
+    ctx = {
+        "job": the_job,
+        "form": form,
+        "items": page[:RECONCILE_PAGE_SIZE],
+        "kinds": [(value, label, by_kind.get(value, 0)) for value, label in ReconcileItem.Drift.choices],
+        "total": sum(by_kind.values()),
+        "matching": matching,
+        "filtered": bool(drift or q),
+        "first_page": after is None,
+        "query": {"drift": drift, "q": q},
+        "next_after": f"{last.drift}:{last.identifier}" if last is not None else None,
+    }
+    if request.htmx and request.htmx.target == "differences":
+        return render(request, "kdp/reconcile_job.html#differences", ctx)
+    return render(request, "kdp/reconcile_job.html", ctx)
+
+
 @require_perm(QUEUE)
 @require_POST
 def reconcile_run(request: HttpRequest) -> HttpResponse:

@@ -212,6 +212,12 @@ class PreviewFilterForm(forms.Form):
     after = forms.IntegerField(required=False, min_value=0)
 
 
+class RowFixForm(forms.Form):
+    """The suggested value a preview row's "Use ..." button posts; it must still be the row's suggestion."""
+
+    value = forms.CharField(max_length=40)
+
+
 class JobFilterForm(forms.Form):
     kind = forms.CharField(required=False, max_length=40)
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Job.Status.choices])

@@ -6,14 +6,16 @@ Pure functions, no Django, so forms, spreadsheet imports and the sandbox-facing 
 
 `raw` is what the cell or form field held: a `str`, or an `int`/`float` when a spreadsheet cell was numeric (the
 number is converted without `.0`). The `Verdict` carries the normalised `value`, its `kind`, `ok`, and for the
-user a `reason` (why it was refused), a `suggestion` (a corrected value the UI may offer) and a `warning`
-(accepted, but worth a look). Every `reason` is a sentence fragment a reseller's staff can act on; the caller
-prefixes it with the row number.
+user a `reason` (why it was refused), a `suggestion` (a corrected value the UI may offer with one click), a
+`warning` (accepted, but worth a look) and a `note` (what was silently cleaned up: "dashes removed"). Every
+`reason` is a sentence fragment a reseller's staff can act on; the caller prefixes it with the row number.
 
 The rules:
 
 - Spaces, dashes, dots, non-breaking and zero-width characters are separators people paste in; they are removed
-  (`clean`). Full-width digits become ASCII digits.
+  (`clean`). Full-width digits become ASCII digits. The `note` says which of these were removed.
+- A leading apostrophe is the text-prefix a spreadsheet program writes into a CSV (`'359221145350335` keeps
+  Excel from turning the IMEI into a number); the value is read without it, with a note.
 - IMEI: 15 digits whose last digit is the Luhn check digit. 14 digits is an IMEI without its check digit (or,
   from a numeric cell, one that lost its leading zero); 16 digits is an IMEISV.
 - MEID: 14 hexadecimal characters, or 18 decimal digits.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import islice
 
@@ -45,6 +47,7 @@ class Verdict:
     reason: str = ""
     suggestion: str = ""
     warning: str = ""
+    note: str = ""  # silent clean-ups ("dashes removed"), for the row's note; empty when the value was clean
 
 
 # The column kinds check_identifier understands. "device" (or None) means the column may hold any of the three,
@@ -61,6 +64,11 @@ _INVISIBLE_RE = re.compile(rf"[\s{_INVISIBLE}]+")
 # Dashes people use to group digits (35-548884-059744-5), including the typographic ones word processors
 # substitute, and dots.
 _SEPARATOR_RE = re.compile(r"[.\-\u2010-\u2015\u2212]+")
+_INVISIBLE_ONLY_RE = re.compile(f"[{_INVISIBLE}]")
+_DASH_RE = re.compile(r"[\-\u2010-\u2015\u2212]")
+# The apostrophe a spreadsheet program puts before a number to keep it as text, and the curly ones a word
+# processor turns it into.
+_TEXT_PREFIXES = "'\u2018\u2019"
 _SCIENTIFIC_RE = re.compile(r"^[0-9]+(?:[.,][0-9]*)?E[+-]?[0-9]+$", re.IGNORECASE)
 # "359221145350335.0": a numeric column written out by a tool that keeps the float's ".0".
 _TRAILING_ZERO_DECIMALS_RE = re.compile(r"^([0-9]+)\.0+$")
@@ -135,6 +143,8 @@ def check_identifier(
         return Verdict(value=raw, kind=Kind.IMEI, ok=True)
     if raw is None:
         raw = ""
+    notes: list[str] = []  # silent clean-ups, in the order they happened; "dashes removed" etc. go first
+    removed: list[str] = []  # kinds of characters removed: "spaces", "dashes", ...
     if isinstance(raw, bool):
         # A TRUE/FALSE cell; bool is an int subclass, so check it before the numeric branch.
         raw = str(raw).upper()
@@ -144,7 +154,19 @@ def check_identifier(
             return Verdict(value=text, kind=None, ok=False, reason=problem)
         numeric_cell = True
     else:
-        text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", raw))
+        normalised = unicodedata.normalize("NFKC", raw)
+        text = _INVISIBLE_RE.sub("", normalised)
+        if text != normalised:
+            if any(char.isspace() for char in normalised):
+                removed.append("spaces")
+            if _INVISIBLE_ONLY_RE.search(normalised):
+                removed.append("invisible characters")
+        if normalised != raw and any("\uff01" <= char <= "\uff5e" for char in raw):
+            notes.append("full-width characters read as ordinary ones")
+        if len(text) > 1 and text[0] in _TEXT_PREFIXES:
+            # A CSV written by a spreadsheet program keeps the apostrophe that made the cell text ('3512...).
+            text = text[1:]
+            notes.append("read without the leading apostrophe (the spreadsheet's mark for a text cell)")
         if not text:
             return Verdict(value="", kind=None, ok=False, reason="empty")
         # Check before dots are stripped as separators: "3.58681E+14" must not become "358681E+14".
@@ -162,11 +184,28 @@ def check_identifier(
         if match:
             text = match.group(1)
             numeric_cell = True
+            notes.append("the trailing .0 of a number removed")
+        if _DASH_RE.search(text):
+            removed.append("dashes")
+        if "." in text:
+            removed.append("dots")
 
     value = _SEPARATOR_RE.sub("", text).upper()
     if not value:
         return Verdict(value="", kind=None, ok=False, reason="empty")
+    if removed:
+        notes.insert(0, f"{_and(removed)} removed")
+    verdict = _check_value(value, column_kind, numeric_cell, allow_bad_check_digit)
+    return replace(verdict, note="; ".join(notes)) if notes else verdict
 
+
+def _and(words: list[str]) -> str:
+    """'dashes', 'dashes and spaces', 'dashes, dots and spaces'."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _check_value(value: str, column_kind: str | None, numeric_cell: bool, allow_bad_check_digit: bool) -> Verdict:
+    """The verdict on a cleaned, upper-cased, non-empty value."""
     if column_kind == "serial":
         return _check_serial(value)
     if _DIGITS_RE.match(value):
@@ -252,16 +291,17 @@ def _check_digits(value: str, column_kind: str | None, numeric_cell: bool, allow
                 suggestion=padded,
             )
         completed = value + luhn_check_digit(value)
-        # No `suggestion` here: if a digit went missing in the middle, adding a check digit gives a valid-looking
-        # but wrong IMEI, so the user must look at the device.
+        # Offered as a suggestion, but the reason asks for a look at the device: if a digit went missing in the
+        # middle rather than at the end, adding a check digit gives a valid-looking but wrong IMEI.
         return Verdict(
             value=value,
             kind=None,
             ok=False,
             reason=(
                 f"14 digits: this looks like an IMEI without its check digit (the 15th digit); with the check "
-                f"digit it would be {completed}"
+                f"digit it would be {completed} (compare it with the device's label before using it)"
             ),
+            suggestion=completed,
         )
     if length == 16:
         imei = value[:14] + luhn_check_digit(value[:14])

@@ -239,12 +239,13 @@ class Row:
 
     @property
     def message(self) -> str:
-        """What to show next to the row: why it was refused, or a warning about an accepted value."""
+        """What to show next to the row: why it was refused, or a warning about an accepted value, then what was
+        silently cleaned up ("dashes removed")."""
         if self.status == Status.DUPLICATE:
-            return f"duplicate of row {self.duplicate_of}"
+            return "; ".join(filter(None, (f"duplicate of row {self.duplicate_of}", self.verdict.note)))
         if self.status == Status.SKIPPED:
             return "empty, skipped"
-        return self.verdict.reason or self.verdict.warning
+        return "; ".join(filter(None, (self.verdict.reason or self.verdict.warning, self.verdict.note)))
 
 
 _EMPTY = Verdict(value="", kind=None, ok=False, reason="empty")

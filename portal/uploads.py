@@ -13,15 +13,18 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils.module_loading import import_string
 
 from portal import spreadsheets
 from portal.db import insert_rows
 from portal.exports import TEMPLATE_EXAMPLE
-from portal.models import Job, Upload, UploadRow
+from portal.identifiers import check_identifier
+from portal.models import AuditEvent, Job, Upload, UploadRow
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +240,7 @@ def storable(text: str) -> str:
 def staged_row(row: spreadsheets.Row) -> StagedRow:
     verdict = row.verdict
     status = _STATUS[row.status]
-    reason = row.message if status != _STATUS[spreadsheets.Status.VALID] or verdict.warning else ""
+    reason = row.message if status != _STATUS[spreadsheets.Status.VALID] or verdict.warning or verdict.note else ""
     if status == UploadRow.Status.VALID and verdict.value in TEMPLATE_EXAMPLE_VALUES:
         status = UploadRow.Status.INVALID
         reason = "this is the template's example row; replace it with the customer's devices"
@@ -290,3 +293,123 @@ def _check_and_insert(
                 for r in rows
             ),
         )
+
+
+# --- one row's suggested value, applied from the preview ----------------------------------------------------
+
+# The preview page of each service: its URL name (to go back to without JavaScript) and its template, whose
+# `preview-row` and `upload-status` partials re-render a fixed row and the counts.
+PREVIEW_PAGES = {
+    "kdp": ("kdp:upload_detail", "kdp/upload_detail.html"),
+    "guard": ("guard:bulk_detail", "guard/staged.html"),
+}
+
+# UploadRow status -> the Upload field that counts it.
+_COUNT_FIELDS = {
+    UploadRow.Status.VALID: "valid",
+    UploadRow.Status.INVALID: "invalid",
+    UploadRow.Status.DUPLICATE: "duplicate",
+    UploadRow.Status.SKIPPED: "skipped",
+    **{status: "conflicts" for status in UploadRow.CONFLICTS},
+}
+
+
+class RowFixError(Exception):
+    """The suggestion can't be applied; `message` says why, for the row."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def can_fix_rows(upload: Upload) -> bool:
+    """Rows can be changed while the upload is waiting for review: read, not submitted, file not being read again.
+    A REFUSED upload with rows is one where no row was valid; a fix may make it READY."""
+    return upload.status == Upload.Status.READY or (upload.status == Upload.Status.REFUSED and upload.rows_total > 0)
+
+
+def apply_suggestion(upload: Upload, row_pk: int, value: str, *, user: Any = None, request: Any = None) -> UploadRow:
+    """Replace a staged row's value with its suggestion (the completed IMEI, the lost leading zero...), check it
+    again as the parse does, and move the upload's counts. Raises RowFixError with a message for the row.
+
+    1. The suggestion is checked like a cell (identifier rules), then by the service's own checks (already
+       registered, job in flight), outside the write transaction as the parse does.
+    2. In one transaction, with the upload locked: it must still be open for review, the same device must not be
+       on another row (else this one is a duplicate), and the row must still hold that suggestion (two clicks, or a
+       new reading of the file, change it); the row and the counts move together, and an upload that had no valid
+       row becomes ready for review.
+    """
+    row = UploadRow.objects.filter(upload=upload, pk=row_pk).first()
+    if row is None:
+        raise RowFixError(
+            "This row is no longer in the spreadsheet's preview; the file was read again. Reload the page."
+        )
+    if not can_fix_rows(upload):
+        raise RowFixError(_closed_message(upload))
+    if not row.suggestion or row.suggestion != value:
+        raise RowFixError("This row's suggestion changed since the page was shown; reload the page.")
+    column_kind = spreadsheets.header_kind(upload.device_column)
+    verdict = check_identifier(
+        value,
+        column_kind=column_kind if column_kind in spreadsheets.DEVICE_KINDS else "device",
+        allow_bad_check_digit=upload.allow_bad_check_digit,
+    )
+    fixed = StagedRow(
+        row_number=row.row_number,
+        raw=row.raw,
+        value=verdict.value[:40] if verdict.ok else "",
+        kind=str(verdict.kind or "")[:6],
+        status=UploadRow.Status.VALID if verdict.ok else UploadRow.Status.INVALID,
+        reason=f"the suggested {value} is used instead of the file's value; correct the file too"
+        if verdict.ok
+        else verdict.reason,
+        suggestion="",
+        order_no=row.order_no,
+        model=row.model,
+        approve_id=row.approve_id,
+    )
+    if fixed.status == UploadRow.Status.VALID and upload.service in ROW_CHECKS:
+        import_string(ROW_CHECKS[upload.service])(upload, [fixed])
+    old_status = row.status
+    with transaction.atomic():
+        locked = Upload.objects.select_for_update().get(pk=upload.pk)
+        if not can_fix_rows(locked):
+            raise RowFixError(_closed_message(locked))
+        # Under the lock: two rows fixed to the same device at once must not both be sent.
+        if fixed.value:
+            first = UploadRow.objects.filter(upload=upload, value=fixed.value).exclude(pk=row.pk).order_by("row_number")
+            first_number = first.values_list("row_number", flat=True).first()
+            if first_number is not None:
+                fixed.status, fixed.value = UploadRow.Status.DUPLICATE, ""
+                fixed.reason = f"with the suggested {value} this is the same device as row {first_number}"
+        changed = UploadRow.objects.filter(pk=row.pk, status=old_status, suggestion=value).update(
+            value=fixed.value, kind=fixed.kind, status=fixed.status, reason=storable(fixed.reason[:400]), suggestion=""
+        )
+        if changed != 1:
+            raise RowFixError("This row's suggestion changed since the page was shown; reload the page.")
+        old_field, new_field = (
+            _COUNT_FIELDS[UploadRow.Status(old_status)],
+            _COUNT_FIELDS[UploadRow.Status(fixed.status)],
+        )
+        if old_field != new_field:
+            Upload.objects.filter(pk=upload.pk).update(**{old_field: F(old_field) - 1, new_field: F(new_field) + 1})
+        if fixed.status == UploadRow.Status.VALID and locked.status == Upload.Status.REFUSED:
+            Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.READY, error="")
+        AuditEvent.objects.record(
+            f"{upload.service}.row_fixed",
+            request=request,
+            actor=user,
+            target=upload,
+            summary={"row": row.row_number, "from": row.raw, "to": value, "verdict": fixed.status},
+        )
+    upload.refresh_from_db()
+    row.refresh_from_db()
+    return row
+
+
+def _closed_message(upload: Upload) -> str:
+    if upload.status == Upload.Status.SUBMITTED:
+        return "This spreadsheet was already submitted, so its rows can no longer change; upload a corrected file."
+    if upload.status == Upload.Status.PARSING:
+        return "The file is being read again; wait for the new preview."
+    return "This file was refused, so its rows can't change; upload a corrected file."

@@ -30,6 +30,7 @@ portal_patterns = [
     path("jobs/", include(job_urls)),
     path("audit/", views.audit, name="audit"),
     path("settings/", views.my_settings, name="my_settings"),
+    path("uploads/<int:pk>/rows/<int:row>/use-suggestion/", views.upload_row_fix, name="upload_row_fix"),
     path("accounts/", include(account_urls)),
 ]
 

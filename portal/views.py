@@ -11,16 +11,16 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import trigger_client_event
+from django_htmx.http import HttpResponseClientRefresh, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
-from portal import forms
+from portal import forms, uploads
 from portal.dashboard import render_panels
 from portal.knox import errors
 from portal.lists import list_context
@@ -430,6 +430,51 @@ def preview_rows(request: HttpRequest, staged: Upload) -> dict[str, Any]:
         "filters": filters,
         "status_filter": status,
         "can_queue": request.user.has_perm(QUEUE),
+        "can_fix": request.user.has_perm(QUEUE) and uploads.can_fix_rows(staged),
         "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
         or (staged.status == Upload.Status.REFUSED and bool(staged.rows_total)),
     }
+
+
+@require_perm(QUEUE)
+@require_POST
+def upload_row_fix(request: HttpRequest, pk: int, row: int) -> HttpResponse:
+    """ "Use 3512...": put a staged row's suggested value in its place (portal.uploads.apply_suggestion). With htmx
+    the row and the counts are re-rendered; the whole page is reloaded when the upload turns ready for review (its
+    confirm form appears); without JavaScript, back to the preview."""
+    staged = get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk)
+    if staged.service not in uploads.PREVIEW_PAGES:
+        raise Http404
+    url_name, template = uploads.PREVIEW_PAGES[staged.service]
+    form = forms.RowFixForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest()  # the value comes from the page's hidden field, never typed
+    was_ready = staged.status == Upload.Status.READY
+    error = ""
+    try:
+        fixed = uploads.apply_suggestion(staged, row, form.cleaned_data["value"], user=request.user, request=request)
+    except uploads.RowFixError as e:
+        error = e.message
+        fixed = UploadRow.objects.filter(upload=staged, pk=row).first()
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        else:
+            messages.success(request, f"Row {fixed.row_number} now uses {form.cleaned_data['value']}.")
+        return redirect(url_name, staged.pk)
+    if fixed is None:
+        return HttpResponseClientRefresh()  # the file was read again: the row is gone
+    if staged.status == Upload.Status.READY and not was_ready:
+        return HttpResponseClientRefresh()  # the first valid row: the confirm form appears
+    ctx = {
+        "upload": staged,
+        "row": fixed,
+        "row_error": error,
+        "can_queue": True,
+        "can_fix": uploads.can_fix_rows(staged),
+        "oob": True,
+    }
+    page = render(request, f"{template}#preview-row", ctx).content
+    counts = render(request, f"{template}#upload-status", ctx).content
+    # The confirm step's figures (the button's count, the typed "LOCK 10") listen for this and re-read themselves.
+    return trigger_client_event(HttpResponse(page + counts), "uploadRowsChanged")

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from efota.models import EfotaCall
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
+from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, known_licence, ready_account
 from tests.portal.test_lookups import HTMX, ask, assert_following
 
 URL = "/efota/abnormal/"
@@ -17,13 +17,14 @@ URL = "/efota/abnormal/"
 
 @pytest.fixture
 def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings)
+    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 class AbnormalTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.acme = ready_account()
+        known_licence(self.acme)
 
     def test_it_shows_the_form(self):
         self.client.force_login(self.viewer)
@@ -115,6 +116,8 @@ def test_a_refusal_is_explained_and_no_report_is_claimed(
     client, efota, sandbox_account, django_capture_on_commit_callbacks
 ):
     client.force_login(make_user("victor", "viewer"))
+    # A licence the portal has a record of (never checked) but E-FOTA does not know.
+    known_licence(sandbox_account, "EFOTA1-unknown", efota["customer_id"], checked_at=None)
     data = {
         "account": sandbox_account.pk,
         "customer_id": efota["customer_id"],

@@ -10,7 +10,7 @@ import pytest
 from efota.models import EfotaCall
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
+from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, known_licence, ready_account
 from tests.portal.test_lookups import HTMX, ask, assert_following
 
 URL = "/efota/firmware/"
@@ -18,13 +18,14 @@ URL = "/efota/firmware/"
 
 @pytest.fixture
 def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings)
+    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 class FirmwareTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.acme = ready_account()
+        known_licence(self.acme)
 
     def test_it_shows_the_form(self):
         self.client.force_login(self.viewer)
@@ -159,6 +160,8 @@ def test_an_empty_list_and_a_refusal_are_explained(client, efota, sandbox_accoun
     page = unescape(client.get(r["Location"]).content.decode())  # without JavaScript: the page, reloaded
     assert "E-FOTA offers no firmware for this model and sales code on this licence." in page
     assert 'class="badge badge-succeeded">Succeeded<' in page and 'hx-trigger="every 2s"' not in page
+    # A licence the portal has a record of (never checked) but E-FOTA does not know.
+    known_licence(sandbox_account, "EFOTA1-unknown", efota["customer_id"], checked_at=None)
     r, job, html = ask(client, URL, {**data, "licence": "EFOTA1-unknown"}, django_capture_on_commit_callbacks)
     assert "E-FOTA does not know this licence" in html and "<code>FUD_3017</code>" in html
     job.refresh_from_db()

@@ -18,7 +18,7 @@ from efota.models import EfotaCall, EfotaGroup, ForceUpdate, ForceUpdateDevice, 
 from efota.tasks import run_force_update
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
+from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, known_licence, ready_account
 
 URL = "/efota/force-updates/new/"
 SERIALS = ["R5CMXWARTYK", "R58N123ABCD", "R5ZZ9876543"]
@@ -26,7 +26,7 @@ SERIALS = ["R5CMXWARTYK", "R58N123ABCD", "R5ZZ9876543"]
 
 @pytest.fixture
 def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings)
+    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 def started_job(account, *, processing: int, finished: bool = True, checked_at=None) -> Job:
@@ -57,6 +57,7 @@ class ForceUpdateFormTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.acme = ready_account()
+        known_licence(self.acme)
 
     def data(self, **overrides):
         data = {"account": self.acme.pk, "customer_id": CUSTOMER, "licence": LICENCE, "model": "sm-g991b",
@@ -127,7 +128,11 @@ class JobPageTestCase(BaseTestCase):
         job = started_job(self.acme, processing=3, finished=False, checked_at=timezone.now())
         self.client.force_login(self.viewer)
         html = unescape(self.client.get(f"/efota/jobs/{job.pk}/").content.decode())
-        assert "<code>FU-0001</code>" in html and "<code>R58N123ABCD</code>" in html and "PROCESSING" in html
+        assert "<code>FU-0001</code>" in html and "<code>R58N123ABCD</code>" in html
+        # E-FOTA's words in plain ones: its update ID, and a device's status.
+        assert "<th>E-FOTA update ID</th>" in html and "forceUpdateId" not in html
+        assert '<span class="badge badge-fu-processing">Processing</span>' in html and "PROCESSING" not in html
+        assert ", over Wi-Fi only</dd>" in html and "WIFIONLY" not in html
         assert f'hx-get="/efota/jobs/{job.pk}/status/" hx-trigger="every 5s"' in html
         assert "Refresh status" not in html  # viewers see the automatic refresh only
 

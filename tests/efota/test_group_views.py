@@ -9,12 +9,12 @@ import pytest
 from efota.models import EfotaCall, EfotaGroup
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, TOO_LONG_GROUP, efota_world, ready_account
+from tests.efota.test_index_views import CUSTOMER, LICENCE, TOO_LONG_GROUP, efota_world, known_licence, ready_account
 
 
 @pytest.fixture
 def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings)
+    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 class GroupsTestCase(BaseTestCase):
@@ -25,6 +25,7 @@ class GroupsTestCase(BaseTestCase):
             account=self.acme, customer_id=CUSTOMER, group_id="FLEET-A", licence=LICENCE,
             status=EfotaGroup.Status.REGISTERED,
         )  # fmt: skip
+        known_licence(self.acme, "EFOTA1-other")
         self.url = "/efota/groups/"
         self.register_url = "/efota/groups/register/"
         self.change_url = f"/efota/groups/{self.group.pk}/licence/"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from html import unescape
 
+from django.utils import timezone
+
 from efota.models import EfotaCall, EfotaGroup, EfotaLicence
 from portal.models import Job, KnoxAccount
 from tests.base import BaseTestCase
@@ -27,12 +29,25 @@ def ready_account(name: str = "Acme Mobile") -> KnoxAccount:
     return account
 
 
-def efota_world(knox_sandbox, settings) -> dict:
+def known_licence(account: KnoxAccount, key: str = LICENCE, customer_id: str = CUSTOMER, **fields) -> EfotaLicence:
+    """A licence the portal knows (as a check on the Licences page leaves it): the E-FOTA forms offer it, and
+    refuse one they don't know."""
+    fields.setdefault("checked_at", timezone.now())
+    return EfotaLicence.objects.create(account=account, customer_id=customer_id, key=key, **fields)
+
+
+def efota_world(knox_sandbox, settings, account: KnoxAccount | None = None) -> dict:
     """The sandbox's E-FOTA world (customer ID, licences, group, serials, firmware), with our pacing off (the
     sandbox does not limit E-FOTA). Each module wraps it in an `efota` fixture that also asks for
-    `sandbox_account`."""
+    `sandbox_account`; given the account, the sandbox's licences are ones the portal knows, as if checked (the
+    expired one not checked yet, so that E-FOTA is the one to refuse it)."""
     settings.KNOX_EFOTA_RATE_LIMIT = 0
-    return knox_sandbox.credentials["efota"]
+    world = knox_sandbox.credentials["efota"]
+    if account is not None:
+        for key in (world["license"], world["second_license"]):
+            known_licence(account, key, world["customer_id"])
+        known_licence(account, world["expired_license"], world["customer_id"], checked_at=None)
+    return world
 
 
 class IndexTestCase(BaseTestCase):
@@ -71,6 +86,9 @@ class IndexTestCase(BaseTestCase):
         assert f'href="/efota/jobs/{self.job.pk}/"' in html and "A KDP upload" not in html
         assert '<span class="badge badge-failed">FUD_3019</span> This group is already registered' in html
         assert '<span class="badge badge-succeeded">ok</span>' in html
+        # The calls in words, not E-FOTA's operation names.
+        assert "<td>Check a licence</td>" in html and "<td>Register a group</td>" in html
+        assert "licenseInfo" not in html and "groupRegister" not in html
 
     def test_it_offers_actions_to_operators_only(self):
         self.client.force_login(self.viewer)

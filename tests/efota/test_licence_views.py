@@ -19,7 +19,7 @@ URL = "/efota/licences/"
 
 @pytest.fixture
 def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings)
+    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 class LicencesTestCase(BaseTestCase):

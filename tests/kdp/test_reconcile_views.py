@@ -40,7 +40,7 @@ class ReconcilePageTestCase(BaseTestCase):
         self.client.force_login(self.operator)
         html = unescape(self.client.get(self.url).content.decode())
         assert f'<a href="/kdp/jobs/{self.done.pk}/">{self.done.pk}</a>' in html
-        assert "<td>40</td><td>7</td>" in html
+        assert f'<td>40</td><td><a href="/kdp/reconcile/jobs/{self.done.pk}/">7</a></td>' in html
         assert 'action="/kdp/reconcile/run/"' in html and 'action="/kdp/reconcile/schedule/"' in html
         assert f"KDP reconcile: account {self.acme.pk}" in html
         schedule = Schedule.objects.get(func=SCHEDULED_FUNC)
@@ -57,6 +57,103 @@ class ReconcilePageTestCase(BaseTestCase):
         self.client.force_login(self.outsider)
         assert self.client.get(self.url).status_code == 403
         self.client.force_login(self.operator)
+        assert self.client.post(self.url).status_code == 405
+
+
+class ReconcileDifferencesTestCase(BaseTestCase):
+    """A report's differences on screen: counts per kind, filter by kind and identifier prefix, paged, all in the
+    URL."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.acme = ready_account("Acme Mobile")
+        self.job = Job.objects.create(kind="kdp.reconcile", account=self.acme, succeeded=120, params={"drift": 63})
+        items = [
+            ReconcileItem(job=self.job, identifier=f"3592211453{n:05d}", drift="knox_only", knox_customer_id="K1")
+            for n in range(60)
+        ]
+        items += [
+            ReconcileItem(job=self.job, identifier="R58N123ABCD", drift="local_only", local_customer_id="C1"),
+            ReconcileItem(job=self.job, identifier="359221145399998", drift="customer", knox_customer_id="K2",
+                          local_customer_id="C1", model="SM-G991B"),
+            ReconcileItem(job=self.job, identifier="359221145399999", drift="customer", knox_customer_id="K2",
+                          local_customer_id="C1"),
+        ]  # fmt: skip
+        ReconcileItem.objects.bulk_create(items)
+        self.url = f"/kdp/reconcile/jobs/{self.job.pk}/"
+
+    def identifiers(self, html: str) -> list[str]:
+        return re.findall(r'<tr class="drift-\w+"><td><code>([\w]+)</code>', html)
+
+    def test_it_lists_every_difference_with_counts_per_kind(self):
+        self.client.force_login(self.viewer)
+        html = unescape(self.client.get(self.url).content.decode())
+        assert "<strong>60</strong> in knox, not in the portal" in html
+        assert "<strong>1</strong> in the portal, not in knox" in html
+        assert "<strong>2</strong> different customer" in html
+        assert "63 differences." in html
+        shown = self.identifiers(html)
+        # Ordered by kind, then identifier: the two customer differences first, then the first Knox-only ones.
+        assert len(shown) == 50 and shown[:3] == ["359221145399998", "359221145399999", "359221145300000"]
+        assert "<code>K2</code>" in html and "SM-G991B" in html
+        assert f'href="/kdp/jobs/{self.job.pk}/report.xlsx"' in html
+
+    def test_it_pages_with_a_cursor_in_the_url(self):
+        self.client.force_login(self.viewer)
+        html = unescape(self.client.get(self.url).content.decode())
+        next_link = re.search(r'<a href="(/kdp/reconcile/jobs/\d+/\?after=[^"]+)"', html).group(1)
+        assert next_link == f"{self.url}?after=knox_only%3A359221145300047"
+        html = unescape(self.client.get(next_link).content.decode())
+        shown = self.identifiers(html)
+        assert shown[0] == "359221145300048" and shown[-1] == "R58N123ABCD" and len(shown) == 13
+        assert re.search(rf'<a href="{self.url}\??" [^>]*>First page</a>', html)
+        assert "Next" not in html.split('class="pager"')[1].split("</nav>")[0]
+
+    def test_it_filters_by_kind_and_identifier_prefix(self):
+        self.client.force_login(self.viewer)
+        html = unescape(self.client.get(self.url + "?drift=local_only").content.decode())
+        assert self.identifiers(html) == ["R58N123ABCD"]
+        assert "1 of 63 differences match" in html
+        assert '<option value="local_only" selected>' in html
+        html = unescape(self.client.get(self.url + "?q=35922114530005").content.decode())
+        assert len(self.identifiers(html)) == 10 and "10 of 63 differences match" in html
+        html = unescape(self.client.get(self.url + "?drift=customer&q=nothing").content.decode())
+        assert self.identifiers(html) == [] and "No difference matches." in html
+
+    def test_htmx_gets_the_table_alone_and_the_url_is_pushed(self):
+        self.client.force_login(self.viewer)
+        r = self.client.get(self.url + "?drift=customer", headers={"HX-Request": "true", "HX-Target": "differences"})
+        html = r.content.decode()
+        assert "<html" not in html and html.lstrip().startswith('<section id="differences"')
+        assert 'hx-push-url="true"' in html and len(self.identifiers(html)) == 2
+
+    def test_a_bad_filter_or_position_is_refused(self):
+        self.client.force_login(self.viewer)
+        for query in ("?drift=nonsense", "?after=knox_only", "?after=nonsense:1", "?q=" + "9" * 21):
+            with self.subTest(query=query):
+                assert self.client.get(self.url + query).status_code == 400
+
+    def test_a_job_that_is_not_a_reconcile_goes_to_its_own_page(self):
+        other = Job.objects.create(kind="kdp.upload", account=self.acme)
+        self.client.force_login(self.viewer)
+        r = self.client.get(f"/kdp/reconcile/jobs/{other.pk}/")
+        self.assertRedirects(r, f"/kdp/jobs/{other.pk}/", fetch_redirect_response=False)
+        assert self.client.get("/kdp/reconcile/jobs/999999/").status_code == 404
+
+    def test_an_empty_report_says_the_portal_and_knox_agree(self):
+        empty = Job.objects.create(kind="kdp.reconcile", account=self.acme, params={"drift": 0})
+        self.client.force_login(self.viewer)
+        assert (
+            "No difference: the portal and Knox agree."
+            in self.client.get(f"/kdp/reconcile/jobs/{empty.pk}/").content.decode()
+        )
+
+    def test_it_needs_a_login_the_role_and_get(self):
+        r = self.client.get(self.url)
+        assert r.status_code == 302 and "/login/" in r["Location"]
+        self.client.force_login(self.outsider)
+        assert self.client.get(self.url).status_code == 403
+        self.client.force_login(self.viewer)
         assert self.client.post(self.url).status_code == 405
 
 
@@ -203,6 +300,7 @@ def test_a_reconcile_run_reports_every_kind_of_drift(client, drifted):
         ("Different customer", "1"), ("In Knox, not in the portal", str(n - 1)), ("In the portal, not in Knox", "1")
     ]  # fmt: skip
     assert f'href="/kdp/jobs/{job.pk}/report.xlsx"' in page
+    assert f'<a href="/kdp/reconcile/jobs/{job.pk}/">Show the differences</a>' in page
 
     report = client.get(f"/kdp/jobs/{job.pk}/report.xlsx")
     assert f"reconcile-{job.pk}.xlsx" in report["Content-Disposition"]
@@ -218,7 +316,12 @@ def test_a_reconcile_run_reports_every_kind_of_drift(client, drifted):
     }
 
     listing = unescape(client.get("/kdp/reconcile/").content.decode())
-    assert f"<td>{n}</td><td>{n + 1}</td>" in listing
+    assert f'<td>{n}</td><td><a href="/kdp/reconcile/jobs/{job.pk}/">{n + 1}</a></td>' in listing
+    # The same differences on screen, filtered by kind.
+    screen = unescape(client.get(f"/kdp/reconcile/jobs/{job.pk}/?drift=customer").content.decode())
+    assert f"<td><code>{moved}</code></td><td>Different customer</td>" in screen
+    assert f"<code>{knox_customer}</code>" in screen and f"<code>{local_customer}</code>" in screen
+    assert f"1 of {n + 1} differences match" in screen
     assert Device.objects.get(account=account, identifier=moved).seen_in_knox_at is not None
 
 

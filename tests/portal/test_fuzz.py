@@ -294,6 +294,13 @@ SPECS = [
         targets=("upload-status", "preview-rows"),
     ),
     Spec(
+        "portal:upload_row_fix",
+        "post",
+        params={"value": (IMEI, "351778952866768")},
+        objects=("kdp_upload", "guard_action_upload"),
+        examples=10,
+    ),
+    Spec(
         "kdp:upload_restage",
         "post",
         params={"sheet": ("Sheet1",), "device_column": ("IMEI",), "allow_bad_check_digit": ("on",)},
@@ -343,6 +350,13 @@ SPECS = [
     Spec("kdp:transaction_detail", objects=("tx",), examples=3),
     Spec("kdp:reconcile", examples=3),
     Spec("kdp:reconcile_run", "post", params={"account": ACCOUNT}, examples=5),
+    Spec(
+        "kdp:reconcile_job",
+        params={"drift": ("", "knox_only", "customer"), "q": ("3592", "R58"), "after": (f"knox_only:{IMEI}", "")},
+        objects=("reconcile_job", "kdp_job"),
+        targets=("differences",),
+        examples=10,
+    ),
     Spec("kdp:reconcile_schedule", "post", params={"account": ACCOUNT, "hour": HOUR}),
     Spec("kdp:reconcile_unschedule", "post", objects=("kdp_schedule",), examples=5),
     # guard

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from unittest import TestCase
 
 from portal.identifiers import Kind, Verdict, check_identifier, clean, is_valid_imei, luhn_check_digit
@@ -88,11 +89,11 @@ class CheckIdentifierTestCase(TestCase):
         self.assertEqual(
             verdict.reason,
             "14 digits: this looks like an IMEI without its check digit (the 15th digit); with the check digit it "
-            "would be 351778952866768",
+            "would be 351778952866768 (compare it with the device's label before using it)",
         )
-        self.assertTrue(is_valid_imei("351778952866768"))
-        # A digit may be missing anywhere, so no one-click fix is offered.
-        self.assertEqual(verdict.suggestion, "")
+        # Offered for one click; a digit may be missing anywhere, hence the request to compare with the label.
+        self.assertEqual(verdict.suggestion, "351778952866768")
+        self.assertTrue(is_valid_imei(verdict.suggestion))
 
     def test_it_offers_the_lost_leading_zero_of_a_numeric_cell(self) -> None:
         for raw in (11544209597370.0, 11544209597370):
@@ -113,7 +114,7 @@ class CheckIdentifierTestCase(TestCase):
         # "0" + these 14 digits fails the check, so the missing-check-digit explanation is the better guess.
         verdict = check_identifier(35177895286676.0, column_kind="imei")
         self.assertIn("without its check digit", verdict.reason)
-        self.assertEqual(verdict.suggestion, "")
+        self.assertEqual(verdict.suggestion, "351778952866768")
 
     def test_it_explains_an_imeisv(self) -> None:
         verdict = check_identifier("3581528922663441", column_kind="imei")
@@ -206,7 +207,7 @@ class CheckIdentifierTestCase(TestCase):
         for raw, (column_kind, value) in cases.items():
             with self.subTest(raw=raw):
                 verdict = check_identifier(raw, column_kind=column_kind)
-                self.assertEqual(verdict, Verdict(value=value, kind=Kind.MEID, ok=True))
+                self.assertEqual(replace(verdict, note=""), Verdict(value=value, kind=Kind.MEID, ok=True))
 
     def test_it_rejects_an_impossible_decimal_meid(self) -> None:
         # The manufacturer part is a 32-bit number written in 10 digits; 9999999999 doesn't fit.
@@ -227,7 +228,7 @@ class CheckIdentifierTestCase(TestCase):
         for raw in ("RWEZ6K82DT3", "rwez6k82dt3", " RWEZ6K82DT3 ", "RWEZ-6K82-DT3"):
             with self.subTest(raw=raw):
                 verdict = check_identifier(raw, column_kind="serial")
-                self.assertEqual(verdict, Verdict(value="RWEZ6K82DT3", kind=Kind.SERIAL, ok=True))
+                self.assertEqual(replace(verdict, note=""), Verdict(value="RWEZ6K82DT3", kind=Kind.SERIAL, ok=True))
         # In a serial column any 11 letters and digits do; elsewhere a serial starts with a letter.
         self.assertTrue(check_identifier("12345678901", column_kind="serial").ok)
         self.assertEqual(check_identifier("RWEZ6K82DT3").kind, Kind.SERIAL)
@@ -258,3 +259,50 @@ class CheckIdentifierTestCase(TestCase):
         self.assertFalse(hasattr(verdict, "__dict__"))
         with self.assertRaises(dataclasses.FrozenInstanceError):
             verdict.ok = False  # type: ignore[misc]
+
+
+class CleanUpNoteTestCase(TestCase):
+    """Silent clean-ups are named on the row (issue 16: "dashes removed"), and a text-prefix apostrophe is read."""
+
+    def test_it_notes_each_kind_of_separator_removed(self) -> None:
+        cases = {
+            "35-548884-059744-5": "dashes removed",
+            " 358060368779353 ": "spaces removed",
+            "35.548884.059744.5": "dots removed",
+            "35 548884-059744-5": "spaces and dashes removed",
+            "\u200b359221145350335": "invisible characters removed",
+            "\uff13\uff15\uff19221145350335": "full-width characters read as ordinary ones",
+            "359221145350335.0": "the trailing .0 of a number removed",
+        }
+        for raw, note in cases.items():
+            with self.subTest(raw=raw):
+                verdict = check_identifier(raw)
+                self.assertTrue(verdict.ok)
+                self.assertEqual(verdict.note, note)
+
+    def test_a_clean_value_has_no_note(self) -> None:
+        for raw in ("359221145350335", "RWEZ6K82DT3", 359221145350335):
+            with self.subTest(raw=raw):
+                self.assertEqual(check_identifier(raw).note, "")
+
+    def test_it_reads_a_text_prefix_apostrophe_as_the_number_it_marks(self) -> None:
+        for prefix in ("'", "\u2018", "\u2019"):
+            with self.subTest(prefix=prefix):
+                verdict = check_identifier(prefix + "359221145350335", column_kind="imei")
+                self.assertTrue(verdict.ok)
+                self.assertEqual(verdict.value, "359221145350335")
+                self.assertEqual(verdict.kind, Kind.IMEI)
+                self.assertIn("without the leading apostrophe", verdict.note)
+        # The leading zero a text cell keeps is kept.
+        self.assertEqual(check_identifier("'011544209597370").value, "011544209597370")
+        # Notes add up, and a refused value keeps its note and its suggestion.
+        verdict = check_identifier("'35-177895-286676")
+        self.assertFalse(verdict.ok)
+        self.assertEqual(verdict.suggestion, "351778952866768")
+        self.assertEqual(
+            verdict.note, "dashes removed; read without the leading apostrophe (the spreadsheet's mark for a text cell)"
+        )
+
+    def test_an_apostrophe_alone_or_inside_is_still_refused(self) -> None:
+        self.assertFalse(check_identifier("'").ok)
+        self.assertIn("contains the character", check_identifier("3592211'45350335").reason)

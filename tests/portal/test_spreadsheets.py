@@ -671,7 +671,8 @@ class RowsTestCase(FilesTestCase):
         rows = read(sheet)
         self.assertEqual(rows[2].status, Status.VALID)
         self.assertEqual(
-            (rows[4].status, rows[4].duplicate_of, rows[4].message), (Status.DUPLICATE, 2, "duplicate of row 2")
+            (rows[4].status, rows[4].duplicate_of, rows[4].message),
+            (Status.DUPLICATE, 2, "duplicate of row 2; dashes removed"),
         )
         self.assertEqual((rows[5].status, rows[5].duplicate_of), (Status.DUPLICATE, 2))
         # Invalid values are reported for what is wrong with them, not as duplicates.
