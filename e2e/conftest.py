@@ -109,6 +109,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             "KNOX_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
             "Q_POLL": "0.2",
             "Q_WORKERS": "2",
+            # A job waits this long for an unreachable Knox before it ends (e2e/test_guard_retry.py takes Knox away).
+            "KNOX_OUTAGE_PATIENCE": "4",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
