@@ -22,7 +22,7 @@ from guard.constants import (
     KG_MESSAGE_MAX_LENGTH,
 )
 from guard.models import GuardAction
-from portal.forms import FileField
+from portal.forms import MAX_ID, FileField
 from portal.models import KnoxAccount
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
@@ -92,7 +92,7 @@ MAX_SELECTED = 500
 
 
 def _device_id(value: str) -> int:
-    if not str(value).isdigit():
+    if not str(value).isdigit() or not 0 < int(value) <= MAX_ID:  # a database id: 64 bits at most
         raise forms.ValidationError("not a device")
     return int(value)
 

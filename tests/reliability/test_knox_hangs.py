@@ -56,6 +56,11 @@ account.set_keys(parse_keys_json(os.environ["HANG_KEYS"].encode()))
 account.set_secret("client_identifier", "not-a-real-identifier")
 account.set_secret("efota_client_secret", "not-a-real-secret")
 account.save()
+# The licence a check on the Licences page would have taught the portal: the E-FOTA forms refuse unknown ones.
+from django.utils import timezone
+from efota.models import EfotaLicence
+EfotaLicence.objects.create(account=account, customer_id=os.environ["HANG_CUSTOMER"], key=os.environ["HANG_LICENCE"],
+                            checked_at=timezone.now())
 for name, group in (("hang-admin", "admin"), ("hang-operator", "operator"), ("hang-viewer", "viewer")):
     User.objects.create_user(name, password=os.environ["HANG_PASSWORD"]).groups.add(Group.objects.get(name=group))
 # A force update whose one part E-FOTA still counts as processing: its status page is polled.
@@ -236,6 +241,12 @@ import os
 from django.contrib.auth.models import Group, User
 for name, group in (("hang-admin", "admin"), ("hang-viewer", "viewer")):
     User.objects.create_user(name, password=os.environ["HANG_PASSWORD"]).groups.add(Group.objects.get(name=group))
+# The sandbox's E-FOTA licence, as a check on the Licences page leaves it: the E-FOTA forms refuse unknown ones.
+from django.utils import timezone
+from efota.models import EfotaLicence
+from portal.models import KnoxAccount
+EfotaLicence.objects.create(account=KnoxAccount.objects.get(name="Sandbox"), customer_id=os.environ["HANG_CUSTOMER"],
+                            key=os.environ["HANG_LICENCE"], checked_at=timezone.now())
 """
 
 
@@ -246,7 +257,15 @@ def live(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Site]:
     try:
         stack.start_sandbox("--process-delay", "0.2")
         stack.install(migrated_sqlite)
-        done = stack.manage("shell", "-c", USERS_SCRIPT, HANG_PASSWORD=PASSWORD)
+        efota = stack.credentials()["efota"]
+        done = stack.manage(
+            "shell",
+            "-c",
+            USERS_SCRIPT,
+            HANG_PASSWORD=PASSWORD,
+            HANG_CUSTOMER=efota["customer_id"],
+            HANG_LICENCE=efota["license"],
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         stack.start_cluster()
         yield Site(stack, start_web(stack))
