@@ -385,10 +385,13 @@ def action_params_display(params: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def upload_flags_display(flags: dict[str, Any]) -> list[tuple[str, bool]]:
-    """An upload's policy flags with their labels (guard.forms.UPLOAD_FLAGS), never Knox's field names."""
+    """An upload's policy flags with their labels (guard.forms.UPLOAD_FLAGS), never Knox's field names, in the
+    form's order (PostgreSQL's jsonb does not keep the order they were stored in)."""
     from guard.forms import UPLOAD_FLAGS
 
-    return [(UPLOAD_FLAGS[k][0] if k in UPLOAD_FLAGS else k, bool(v)) for k, v in flags.items()]
+    order = {name: i for i, name in enumerate(UPLOAD_FLAGS)}
+    ordered = sorted(flags.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return [(UPLOAD_FLAGS[k][0] if k in UPLOAD_FLAGS else k, bool(v)) for k, v in ordered]
 
 
 def refusal(device: GuardDevice | None, action: str, *, busy: bool = False) -> str:

@@ -168,7 +168,8 @@ def plan_matching(job: Job, owner: str = "") -> None:
     sequence = job.guard_chunks.aggregate(m=Max("sequence"))["m"] or 0
     while True:
         with transaction.atomic():
-            batch = list(devices.select_for_update().filter(id__gt=last).order_by("id")[:PLAN_BATCH])
+            # OF self: the filter may outer-join the device's pending job, which PostgreSQL cannot lock.
+            batch = list(devices.select_for_update(of=("self",)).filter(id__gt=last).order_by("id")[:PLAN_BATCH])
             if not batch:
                 break
             # sendable_devices already left out, in this transaction, the devices another job is acting on.
