@@ -109,6 +109,11 @@ class LeaseRenewer:
                 except DatabaseError as e:
                     logger.warning("job %s: could not renew its lease (%s); trying again", lease.job_pk, e)
                     continue
+                except Exception:
+                    # Never let this thread die: it renews every job of the process. The connection is closed
+                    # below and the lease tried again at its next tick, with three quarters of it left to run.
+                    logger.exception("job %s: renewing its lease failed unexpectedly; trying again", lease.job_pk)
+                    continue
                 if held:
                     lease.renewals += 1
                 elif self._holds(lease):  # else its work ended meanwhile and the job with it
