@@ -175,15 +175,17 @@ class EfotaForm(forms.Form):
     # check accepts a customer or licence the portal has never seen (that is how it learns them). The other forms
     # refuse an unknown value with a message (`unknown_ids_errors`).
     customer_id = forms.CharField(
-        label="E-FOTA customer ID", max_length=TEXT_MAX,
+        label="E-FOTA customer ID",
+        max_length=TEXT_MAX,
         help_text="Choose from the list of customers the portal knows (at most 50 bytes).",
         widget=forms.TextInput(attrs={"list": "efota-customer-ids", "autocomplete": "off"}),
-    )  # fmt: skip
+    )
     licence = forms.CharField(
-        label="Licence", max_length=TEXT_MAX,
+        label="Licence",
+        max_length=TEXT_MAX,
         help_text="Choose from the list of licences the portal knows for the customer (at most 100 bytes).",
         widget=forms.TextInput(attrs={"list": "efota-licences", "autocomplete": "off"}),
-    )  # fmt: skip
+    )
 
     group_field = False  # subclasses that carry a group ID check it too
     # The customer ID and licence must be ones the portal knows for the account (checked on the Licences page, or
@@ -330,13 +332,17 @@ class SerialsMixin(forms.Form):
     max_devices = FORCE_UPDATE_MAX_DEVICES
 
     serials = forms.CharField(
-        label="Serial numbers", required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        label="Serial numbers",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
         help_text="One per line, or separated by commas: 11 letters and digits each.",
-    )  # fmt: skip
+    )
     file = FileField(
-        label="…or a spreadsheet", required=False, allow_empty_file=True,
+        label="…or a spreadsheet",
+        required=False,
+        allow_empty_file=True,
         help_text="Excel (.xlsx, .xls) or CSV with a “Serial Number” column; only valid serial numbers are used.",
-    )  # fmt: skip
+    )
 
     def clean_file(self) -> list[str]:
         f = self.cleaned_data.get("file")
@@ -380,9 +386,11 @@ class ForceUpdateForm(SerialsMixin, EfotaForm):
     model = forms.CharField(label="Device model", max_length=40, help_text="e.g. SM-G991B")
     sales_code = forms.CharField(label="Sales code", max_length=10, help_text="e.g. BTU")
     target = forms.CharField(
-        label="Target firmware version", max_length=60, initial=EFOTA_LATEST_FIRMWARE,
+        label="Target firmware version",
+        max_length=60,
+        initial=EFOTA_LATEST_FIRMWARE,
         help_text=f"A version from the firmware lookup, or “{EFOTA_LATEST_FIRMWARE}”.",
-    )  # fmt: skip
+    )
     network_type = forms.ChoiceField(
         label="Download over", choices=[(t, network_label(t)) for t in EFOTA_NETWORK_TYPES]
     )

@@ -440,11 +440,14 @@ class ActionCheck:
         """(devices, reason) for each kind of refusal, most first, in words."""
         spec = ACTIONS[self.action] if self.action else None
         out = [
-            (n, f"recorded as {state_label(state)}, and “{spec.label}” is possible only from "
-                f"{states_label(spec.allowed_from)}")
+            (
+                n,
+                f"recorded as {state_label(state)}, and “{spec.label}” is possible only from "
+                f"{states_label(spec.allowed_from)}",
+            )
             for state, n in self.wrong_state.items()
             if spec is not None
-        ]  # fmt: skip
+        ]
         if self.unknown:
             out.append((self.unknown, "not in the portal's records: sync devices or check the IMEI"))
         if self.busy:
@@ -591,9 +594,16 @@ def queue_action(
     otherwise (the guard_action command, which shows no review) are sent by IMEI/serial for Knox to decide.
     """
     job, _ = _queue_action(
-        account, action, params, user=user, devices=devices, upload=upload, request=request,
-        confirmation=confirmation, not_sent=not_sent,
-    )  # fmt: skip
+        account,
+        action,
+        params,
+        user=user,
+        devices=devices,
+        upload=upload,
+        request=request,
+        confirmation=confirmation,
+        not_sent=not_sent,
+    )
     return job
 
 
@@ -685,10 +695,13 @@ def queue_action_matching(
     if not count:
         raise ValueError("No device matching this filter can take this action.")
     job = Job.objects.create(
-        kind=f"guard.{action}", account=account, created_by=user, total=count,
+        kind=f"guard.{action}",
+        account=account,
+        created_by=user,
+        total=count,
         params={"action": action, "action_params": params.summary(), "filter": filters},
         title=f"{spec.label}: {count} device{'s' if count != 1 else ''} matching the device list's filter",
-    )  # fmt: skip
+    )
     summary: dict[str, Any] = {"action": action, "devices": count, "params": params.summary(), "filter": filters}
     if confirmation:
         summary["typed_confirmation"] = confirmation
@@ -773,10 +786,13 @@ def queue_sync(account: KnoxAccount, *, user: Any, request: Any = None) -> Job:
 
 def queue_upload(upload: Upload, flags: dict[str, bool], *, user: Any, request: Any = None) -> Job:
     job = Job.objects.create(
-        kind="guard.upload", account=upload.account, created_by=user, total=upload.valid,
+        kind="guard.upload",
+        account=upload.account,
+        created_by=user,
+        total=upload.valid,
         params={"upload": upload.pk, "flags": {k: bool(v) for k, v in flags.items()}},
         title=f"Upload {upload.valid} device{'s' if upload.valid != 1 else ''} to Knox Guard",
-    )  # fmt: skip
+    )
     try:
         upload.mark_submitted(job)
     except ValueError:

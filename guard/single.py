@@ -259,8 +259,15 @@ def _act_one(
                 _record_unknown(job, a, found, end=end)
                 return
             if attempt == attempts:
-                record(job, a, ok=False, code="NOT_APPLIED", message="NOT_APPLIED", end=end,
-                        reason=f"Knox's answers were lost {attempts} times and the device is still {state_label(found.state)}")  # fmt: skip
+                record(
+                    job,
+                    a,
+                    ok=False,
+                    code="NOT_APPLIED",
+                    message="NOT_APPLIED",
+                    end=end,
+                    reason=f"Knox's answers were lost {attempts} times and the device is still {state_label(found.state)}",
+                )
                 return
             time.sleep(backoff_delay(attempt))
             continue

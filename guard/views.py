@@ -285,9 +285,12 @@ def _list_url(data: Any) -> str:
 
 
 def _act_context(
-    request: HttpRequest, data: Any, found: tuple[KnoxAccount, Any, dict[str, Any]], spec: ActionSpec,
+    request: HttpRequest,
+    data: Any,
+    found: tuple[KnoxAccount, Any, dict[str, Any]],
+    spec: ActionSpec,
     form: forms.BulkActionForm | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     account, devices, _ = found
     check = check_devices(devices, spec.name)
     return {
@@ -338,11 +341,26 @@ def devices_act(request: HttpRequest) -> HttpResponse:
     try:
         if "ids" in filters:
             ids = list(sendable_devices(devices, spec.name).order_by("id").values_list("pk", flat=True))
-            job = queue_action(account, spec.name, form.params, user=request.user, devices=ids, request=request,
-                               confirmation=confirmation)  # fmt: skip
+            job = queue_action(
+                account,
+                spec.name,
+                form.params,
+                user=request.user,
+                devices=ids,
+                request=request,
+                confirmation=confirmation,
+            )
         else:
-            job = queue_action_matching(account, spec.name, form.params, filters, count=check.sendable,
-                                        user=request.user, request=request, confirmation=confirmation)  # fmt: skip
+            job = queue_action_matching(
+                account,
+                spec.name,
+                form.params,
+                filters,
+                count=check.sendable,
+                user=request.user,
+                request=request,
+                confirmation=confirmation,
+            )
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
         return redirect(back)

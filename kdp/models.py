@@ -616,9 +616,12 @@ def submit_targets(
         jobs = []
         for t in targets:
             params: dict[str, Any] = {
-                "upload": upload.pk, "customer": t.customer.pk, "profile_alias": t.profile_alias,
-                "order_no": order_no, "order_time": order_time,
-            }  # fmt: skip
+                "upload": upload.pk,
+                "customer": t.customer.pk,
+                "profile_alias": t.profile_alias,
+                "order_no": order_no,
+                "order_time": order_time,
+            }
             if t.rows is not None:
                 params["rows"] = t.rows
             name = t.customer.name or t.customer.customer_id
@@ -635,11 +638,19 @@ def submit_targets(
         upload.mark_submitted(jobs[0])  # ValueError: rolls the jobs back with it
         for job, t in zip(jobs, targets, strict=True):
             AuditEvent.objects.record(
-                f"kdp.{upload.operation}", request=request, actor=user, target=job,
-                summary={"file": upload.filename, "devices": t.devices, "customer": t.customer.customer_id,
-                         "profile_alias": t.profile_alias, "order_no": order_no,
-                         "skipped_rows": upload.problems + upload.skipped}
+                f"kdp.{upload.operation}",
+                request=request,
+                actor=user,
+                target=job,
+                summary={
+                    "file": upload.filename,
+                    "devices": t.devices,
+                    "customer": t.customer.customer_id,
+                    "profile_alias": t.profile_alias,
+                    "order_no": order_no,
+                    "skipped_rows": upload.problems + upload.skipped,
+                }
                 | ({"customers": len(targets)} if len(targets) > 1 else {}),
-            )  # fmt: skip
+            )
             job.enqueue("kdp.tasks.run_transfer")
     return jobs

@@ -316,8 +316,13 @@ class Command(SpreadsheetJobCommand):
         ended_badly = [j for j in jobs if j.is_finished and j.status != Job.Status.SUCCEEDED]
         status = "failed" if ended_badly else ("succeeded" if all(j.is_finished for j in jobs) else "queued")
         if self.as_json:
-            data = {"kind": self.kind(), "status": status, "error": None, "customers": customers_of(groups),
-                    "jobs": summaries}  # fmt: skip
+            data = {
+                "kind": self.kind(),
+                "status": status,
+                "error": None,
+                "customers": customers_of(groups),
+                "jobs": summaries,
+            }
             self.stdout.write(json.dumps(data, indent=2))
         else:
             for line in group_lines(groups):
