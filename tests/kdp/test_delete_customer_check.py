@@ -15,6 +15,7 @@ from kdp.tasks import plan_items, run_transfer
 from portal.models import Job, Upload
 from tests.base import BaseTestCase, make_user
 from tests.kdp.conftest import imei_csv, make_upload
+from tests.kdp.test_multi_customer import two_customers
 from tests.kdp.test_transfer import fresh_imeis, sandbox_state
 from tests.kdp.test_upload_views import ready_account
 
@@ -23,12 +24,7 @@ class DeleteCustomerCheckTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.account = ready_account()
-        self.contoso = Customer.objects.create(
-            account=self.account, customer_id="4611111111", name="Contoso Logistics", status="Verified"
-        )
-        self.fabrikam = Customer.objects.create(
-            account=self.account, customer_id="4622222222", name="Fabrikam Health", status="Verified"
-        )
+        self.contoso, self.fabrikam = two_customers(self.account)
         self.imeis = fresh_imeis(5, "35866600")
         for imei in self.imeis[:4]:
             Device.objects.create(

@@ -24,16 +24,22 @@ def customer_csv(rows: list[tuple[str, str]]) -> bytes:
     return ("IMEI,Customer\n" + "".join(f"{imei},{customer}\n" for imei, customer in rows)).encode()
 
 
+def two_customers(account) -> tuple[Customer, Customer]:
+    """Contoso and Fabrikam, two verified customers of `account` (the preview and delete-check tests)."""
+    contoso = Customer.objects.create(
+        account=account, customer_id="4611111111", name="Contoso Logistics", status="Verified"
+    )
+    fabrikam = Customer.objects.create(
+        account=account, customer_id="4622222222", name="Fabrikam Health", status="Verified"
+    )
+    return contoso, fabrikam
+
+
 class MultiCustomerTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.account = ready_account()
-        self.contoso = Customer.objects.create(
-            account=self.account, customer_id="4611111111", name="Contoso Logistics", status="Verified"
-        )
-        self.fabrikam = Customer.objects.create(
-            account=self.account, customer_id="4622222222", name="Fabrikam Health", status="Verified"
-        )
+        self.contoso, self.fabrikam = two_customers(self.account)
         self.pending = Customer.objects.create(
             account=self.account, customer_id="4633333333", name="Pending Verification Co", status="Pending"
         )
