@@ -2,8 +2,13 @@
 
 The algorithm is a reservation form of GCRA: each (account, service) key stores the earliest time the next
 request may be sent. A caller atomically reads that time and pushes it forward by one interval (1 / rate), then
-sleeps until its reserved slot. Requests therefore leave evenly spaced, never in bursts, which keeps every
-sliding one-second window under the limit the server counts with.
+sleeps until its reserved slot. Requests therefore leave evenly spaced, which keeps every sliding one-second
+window under the limit the server counts with.
+
+A slot nobody was ready for is not always lost: at high rates the store lets a late caller take the slot it
+missed, at most BURST_SLOTS intervals in the past (GCRA's burst tolerance). Without it, two workers that are each
+fast enough lost a slot whenever both were busy at once: at Knox Guard's 100/s, 5 % of the slots (measured: 92
+instead of 97 requests/s, the gaps between sends 20 ms instead of 10 ms about 900 times in 20,000).
 
 Two stores, picked by settings: Redis (an atomic Lua script, when REDIS_URL is set) or the database
 (`portal.RateLimitSlot`, one UPDATE … RETURNING: on PostgreSQL the row lock, on SQLite the write lock, serialises
@@ -25,6 +30,10 @@ from django.db import connections, router, transaction
 RATE_LIMIT_HEADROOM = 0.97
 LOW_RATE_HEADROOM = 0.9
 LOW_RATE = 20.0
+# How many missed slots a late caller may take back (rates of LOW_RATE and above only). Any one-second window then
+# holds at most rate x headroom + 1 + BURST_SLOTS sends (98 + 1 = 99 at 100/s), still under the limit; below
+# LOW_RATE one slot is too large a share of the second for that.
+BURST_SLOTS = 1
 
 SERVICE_LIMIT_SETTINGS = {
     "guard": "KNOX_GUARD_RATE_LIMIT",
@@ -41,15 +50,16 @@ def limit_for(service: str) -> float:
 
 
 class SlotStore(Protocol):
-    def reserve(self, key: str, interval: float, now: float) -> float:
-        """Reserve the next slot for `key`; return the time at which the caller may send."""
+    def reserve(self, key: str, interval: float, now: float, tolerance: float = 0.0) -> float:
+        """Reserve the next slot for `key`, one missed up to `tolerance` seconds ago included; return the time at
+        which the caller may send (in the past: at once)."""
 
 
 class DatabaseSlotStore:
-    def reserve(self, key: str, interval: float, now: float) -> float:
+    def reserve(self, key: str, interval: float, now: float, tolerance: float = 0.0) -> float:
         from portal.models import RateLimitSlot
 
-        taken = self._take(key, interval, now)
+        taken = self._take(key, interval, now, tolerance)
         if taken is not None:
             return taken
         with transaction.atomic():
@@ -58,13 +68,13 @@ class DatabaseSlotStore:
             _, created = RateLimitSlot.objects.get_or_create(key=key, defaults={"next_free": now + interval})
             if created:
                 return now
-            taken = self._take(key, interval, now)
+            taken = self._take(key, interval, now, tolerance)
         if taken is None:
             raise RuntimeError(f"the rate-limit slot {key!r} vanished while it was being reserved")
         return taken
 
     @staticmethod
-    def _take(key: str, interval: float, now: float) -> float | None:
+    def _take(key: str, interval: float, now: float, tolerance: float) -> float | None:
         """Push the key's next free time forward and read it back in one statement (UPDATE … RETURNING, SQLite
         3.35+ and PostgreSQL): every Knox request pays for this, so it is one round trip and one short write.
         None when the key has no row yet."""
@@ -72,7 +82,7 @@ class DatabaseSlotStore:
 
         connection = connections[router.db_for_write(RateLimitSlot)]
         with connection.cursor() as cursor:
-            cursor.execute(_TAKE_SQL[connection.vendor == "sqlite"], [now, interval, key])
+            cursor.execute(_TAKE_SQL[connection.vendor == "sqlite"], [now - tolerance, interval, key])
             rows = cursor.fetchall()  # read to the end: SQLite ends the statement's write only then
         return float(rows[0][0]) - interval if rows else None
 
@@ -87,10 +97,10 @@ _TAKE_SQL = {
 
 
 _RESERVE_LUA = """
-local now = tonumber(ARGV[1])
+local earliest = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
-if nxt < now then nxt = now end
+if nxt < earliest then nxt = earliest end
 redis.call('SET', KEYS[1], tostring(nxt + interval), 'EX', 3600)
 return tostring(nxt)
 """
@@ -103,8 +113,9 @@ class RedisSlotStore:
         self.client = redis.Redis.from_url(url)
         self.script = self.client.register_script(_RESERVE_LUA)
 
-    def reserve(self, key: str, interval: float, now: float) -> float:
-        return float(self.script(keys=[f"portal:ratelimit:{key}"], args=[repr(now), repr(interval)]))
+    def reserve(self, key: str, interval: float, now: float, tolerance: float = 0.0) -> float:
+        args = [repr(now - tolerance), repr(interval)]
+        return float(self.script(keys=[f"portal:ratelimit:{key}"], args=args))
 
 
 @cache
@@ -125,6 +136,7 @@ class RateLimiter:
         self.key = key
         headroom = LOW_RATE_HEADROOM if rate < LOW_RATE else RATE_LIMIT_HEADROOM
         self.interval = 1.0 / (rate * headroom) if rate > 0 else 0.0
+        self.tolerance = self.interval * BURST_SLOTS if rate >= LOW_RATE else 0.0
         self.store = store or default_store()
 
     def acquire(self) -> float:
@@ -133,7 +145,7 @@ class RateLimiter:
             return 0.0
         # Wall-clock time: every process on every host compares against the same clock (keep hosts on NTP).
         now = time.time()
-        at = self.store.reserve(self.key, self.interval, now)
+        at = self.store.reserve(self.key, self.interval, now, self.tolerance)
         wait = at - now
         if wait > 0:
             time.sleep(wait)

@@ -10,10 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from portal.knox.ratelimit import RATE_LIMIT_HEADROOM, DatabaseSlotStore, RateLimiter
+from portal.knox.ratelimit import (
+    BURST_SLOTS,
+    LOW_RATE,
+    RATE_LIMIT_HEADROOM,
+    DatabaseSlotStore,
+    RateLimiter,
+    RedisSlotStore,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -34,6 +50,38 @@ def test_database_slots_are_spaced_by_the_interval(db):
     assert store.reserve("acct:guard", 0.01, now=2000.0) == pytest.approx(2000.0)
     # Keys are independent.
     assert store.reserve("other:guard", 0.01, now=1000.0) == pytest.approx(1000.0)
+
+
+def late_caller_slots(store) -> list[float]:
+    """Slots 10 ms apart; at t=1000.05 (the slots of 1000.03 and 1000.04 were missed) three callers arrive late,
+    with a tolerance of one slot."""
+    for _ in range(3):
+        store.reserve("acct:guard", 0.01, now=1000.0, tolerance=0.01)
+    return [store.reserve("acct:guard", 0.01, now=1000.05, tolerance=0.01) for _ in range(3)]
+
+
+def test_a_late_caller_takes_back_one_missed_slot_not_more(db):
+    # The first late caller gets the slot of 1000.04 (one interval ago: send at once), the next the current one;
+    # the slot of 1000.03 is lost for good, so no window ever holds more than one extra send.
+    assert late_caller_slots(DatabaseSlotStore()) == pytest.approx([1000.04, 1000.05, 1000.06])
+
+
+@pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379 (see DEVELOPERS.md to start it)")
+def test_redis_slots_take_back_one_missed_slot_the_same_way():
+    import uuid
+
+    store = RedisSlotStore(REDIS_URL)
+    key = f"test:{uuid.uuid4().hex}"
+    original = store.reserve
+    store.reserve = lambda _key, *args, **kwargs: original(key, *args, **kwargs)
+    assert late_caller_slots(store) == pytest.approx([1000.04, 1000.05, 1000.06], abs=1e-4)
+
+
+def test_burst_tolerance_only_at_high_rates():
+    assert BURST_SLOTS == 1
+    fast = RateLimiter("k", 100.0, store=DatabaseSlotStore())
+    assert fast.tolerance == pytest.approx(fast.interval)
+    assert RateLimiter("k", LOW_RATE - 1, store=DatabaseSlotStore()).tolerance == 0.0
 
 
 def test_unlimited_services_do_not_wait(db):
@@ -77,15 +125,6 @@ def run_processes(n_procs: int, per_proc: int, rate: float, env: dict[str, str])
         assert p.returncode == 0
         times.extend(json.loads(out))
     return times
-
-
-def redis_available() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.mark.slow
