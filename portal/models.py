@@ -875,7 +875,9 @@ class UploadRow(models.Model):
 
     CONFLICTS = (Status.REGISTERED, Status.IN_FLIGHT, Status.UNKNOWN)
 
-    upload = models.ForeignKey(Upload, models.CASCADE, related_name="rows")
+    # No index of its own: uprow_number_idx (upload, row_number) serves every lookup by upload, and each index
+    # costs every one of a 100,000-row upload's inserts.
+    upload = models.ForeignKey(Upload, models.CASCADE, related_name="rows", db_index=False)
     row_number = models.PositiveIntegerField()
     raw = models.CharField(max_length=100, blank=True)
     value = models.CharField(max_length=40, blank=True)

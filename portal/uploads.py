@@ -240,7 +240,30 @@ def storable(text: str) -> str:
 def staged_row(row: spreadsheets.Row) -> StagedRow:
     verdict = row.verdict
     status = _STATUS[row.status]
-    reason = row.message if status != _STATUS[spreadsheets.Status.VALID] or verdict.warning or verdict.note else ""
+    extra = row.extra
+    if (
+        status == _VALID
+        and not verdict.warning
+        and not verdict.note
+        and verdict.value not in TEMPLATE_EXAMPLE_VALUES
+        and "\x00" not in row.raw
+    ):
+        # Most rows of a large file: a clean, valid value, nothing to say. One check for NUL in the row instead
+        # of one `storable` per field (staging 100,000 rows spent half a second building StagedRows).
+        return StagedRow(
+            row.number,
+            row.raw[:100],
+            verdict.value[:40],
+            str(verdict.kind or "")[:6],
+            status,
+            "",
+            (verdict.suggestion or "")[:40],
+            _extra(extra, "order_no", 100),
+            _extra(extra, "model", 60),
+            _extra(extra, "approve_id", 100),
+            _extra(extra, "customer", 200),
+        )
+    reason = row.message if status != _VALID or verdict.warning or verdict.note else ""
     if status == UploadRow.Status.VALID and verdict.value in TEMPLATE_EXAMPLE_VALUES:
         status = UploadRow.Status.INVALID
         reason = "this is the template's example row; replace it with the customer's devices"
@@ -252,11 +275,20 @@ def staged_row(row: spreadsheets.Row) -> StagedRow:
         status=status,
         reason=storable(reason[:400]),
         suggestion=(verdict.suggestion or "")[:40],
-        order_no=storable(str(row.extra.get("order_no", ""))[:100]),
-        model=storable(str(row.extra.get("model", ""))[:60]),
-        approve_id=storable(str(row.extra.get("approve_id", ""))[:100]),
-        customer=storable(str(row.extra.get("customer", ""))[:200]),
+        order_no=storable(str(extra.get("order_no", ""))[:100]),
+        model=storable(str(extra.get("model", ""))[:60]),
+        approve_id=storable(str(extra.get("approve_id", ""))[:100]),
+        customer=storable(str(extra.get("customer", ""))[:200]),
     )
+
+
+_VALID = str(UploadRow.Status.VALID)
+
+
+def _extra(extra: dict[str, str], name: str, length: int) -> str:
+    """An extra column's text for the fast path of `staged_row`: cut to the field's length, NUL made storable."""
+    text = extra.get(name)
+    return storable(str(text)[:length]) if text else ""
 
 
 def _check_and_insert(

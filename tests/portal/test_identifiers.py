@@ -17,6 +17,20 @@ class LuhnTestCase(TestCase):
         self.assertEqual(luhn_check_digit("49015420323751"), "8")  # the example in 3GPP TS 23.003
         self.assertEqual(luhn_check_digit("00000000000000"), "0")
 
+    def test_it_agrees_with_the_textbook_luhn_on_every_digit_in_every_position(self) -> None:
+        def textbook(body: str) -> str:
+            total = 0
+            for position, char in enumerate(reversed(body), start=1):  # the check digit would be position 0
+                digit = int(char) * (2 if position % 2 else 1)
+                total += digit - 9 if digit > 9 else digit
+            return str((10 - total % 10) % 10)
+
+        bodies = [f"{d}" * 14 for d in range(10)] + [f"{i:014d}" for i in range(0, 10**14, 10**14 // 997)]
+        bodies += [("0123456789" * 3)[start : start + 14] for start in range(10)]
+        for body in bodies:
+            with self.subTest(body=body):
+                self.assertEqual(luhn_check_digit(body), textbook(body))
+
     def test_it_refuses_anything_but_14_digits(self) -> None:
         for body in ("3592211453503", "359221145350335", "3592211453503A", ""):
             with self.subTest(body=body), self.assertRaises(ValueError):
