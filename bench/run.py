@@ -43,6 +43,7 @@ SIZES = {
 
 TARGETS = {
     "ingest_ratio": ("≤", 2.0),
+    "ingest_ratio_pg": ("≤", 2.0),
     "ingest_peak_rss_mb": ("≤", 250),
     "guard_rate_ratio": ("≥", 0.95),
     "guard_429_fraction": ("<", 0.005),
@@ -56,18 +57,24 @@ TARGETS = {
 
 def commands(sizes: dict[str, int]) -> dict[str, list[str]]:
     py = sys.executable
-    return {
+    found = {
         "ingest": [py, str(BENCH / "ingest.py"), "--rows", str(sizes["rows"])],
         "knox": [py, str(BENCH / "knox_throughput.py"), "--kdp-devices", str(sizes["kdp_devices"]), "--guard-actions", str(sizes["guard_actions"])],
         "pages": [py, str(BENCH / "pages.py"), "--devices", str(sizes["devices"]), "--iterations", str(sizes["iterations"])],
         "sandbox": [py, str(BENCH / "sandbox_load.py"), "--seconds", str(sizes["seconds"]), "--json"],
     }  # fmt: skip
+    if os.environ.get("BENCH_PG_URL"):  # an empty PostgreSQL database: the ingest again, its metrics ending in _pg
+        ingest_pg = [py, str(BENCH / "ingest.py"), "--rows", str(sizes["rows"]), "--suffix", "_pg"]
+        return {**found, "ingest_pg": ingest_pg}
+    return found
 
 
 def run_one(name: str, argv: list[str]) -> dict:
     env = {**os.environ}
     if os.environ.get("DATABASE_URL"):
         env["BENCH_DATABASE_URL"] = os.environ["DATABASE_URL"]
+    if name == "ingest_pg":
+        env["BENCH_DATABASE_URL"] = os.environ["BENCH_PG_URL"]
     print(f"· {name} …", file=sys.stderr, flush=True)
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -111,7 +118,7 @@ def write_report(results: dict, sizes: dict[str, int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["ingest", "knox", "pages", "sandbox"])
+    parser.add_argument("--only", choices=["ingest", "ingest_pg", "knox", "pages", "sandbox"])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
