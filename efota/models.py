@@ -107,14 +107,6 @@ class ForceUpdate(KnoxRequest):
         refused_for_good = bool(self.knox_code) and fud_category(self.knox_code) == "processing"
         return bool(self.force_update_id) and self.processing > 0 and not refused_for_good
 
-    @property
-    def is_done(self) -> bool:
-        return (
-            bool(self.force_update_id)
-            and self.processing == 0
-            and (self.downloaded + self.download_failed) >= len(self.serials)
-        )
-
 
 # A device's status in a force update, as E-FOTA spells it (forceUpdateSummary), in words.
 DEVICE_STATUS_LABELS = {"DOWNLOADED": "Downloaded", "PROCESSING": "Processing", "FAILED": "Download failed"}
