@@ -49,7 +49,13 @@ class EfotaValidationError(ValueError):
         self.errors = errors_by_field
 
 
-def _bytes_rule(problems: dict[str, str], name: str, label: str, value: str, limit: int) -> None:
+# What the sentences call each identifier. The keys are the field names of EfotaValidationError.errors, Knox's own
+# names (so "license"); the words are the portal's, which says "licence" as the pages do.
+ID_LABELS = {"mdm_id": "mdmId", "customer_id": "customer ID", "group_id": "group ID", "license": "licence"}
+
+
+def _bytes_rule(problems: dict[str, str], name: str, value: str, limit: int) -> None:
+    label = ID_LABELS[name]
     size = len(value.encode("utf-8"))
     if not value.strip():
         problems[name] = f"The {label} is required."
@@ -74,12 +80,12 @@ class Ids:
 
 def check_ids(ids: Ids, *, group_id: str | None = None, need_license: bool = True) -> None:
     problems: dict[str, str] = {}
-    _bytes_rule(problems, "mdm_id", "mdmId", ids.mdm_id, EFOTA_ID_MAX_BYTES)
-    _bytes_rule(problems, "customer_id", "customer ID", ids.customer_id, EFOTA_ID_MAX_BYTES)
+    _bytes_rule(problems, "mdm_id", ids.mdm_id, EFOTA_ID_MAX_BYTES)
+    _bytes_rule(problems, "customer_id", ids.customer_id, EFOTA_ID_MAX_BYTES)
     if group_id is not None:
-        _bytes_rule(problems, "group_id", "group ID", group_id, EFOTA_ID_MAX_BYTES)
+        _bytes_rule(problems, "group_id", group_id, EFOTA_ID_MAX_BYTES)
     if need_license:
-        _bytes_rule(problems, "license", "licence", ids.license, EFOTA_LICENSE_MAX_BYTES)
+        _bytes_rule(problems, "license", ids.license, EFOTA_LICENSE_MAX_BYTES)
     if problems:
         raise EfotaValidationError(problems)
 
