@@ -42,8 +42,9 @@ from guard import tasks
 from guard.client import ACTIONS, ActionParams, GuardValidationError, validate
 from guard.models import GuardDevice, queue_action, queue_sync
 from portal.jobsummary import wait_until_finished
+from portal.management.base import Unusable
 from portal.models import Job, KnoxAccount, Upload
-from portal.spreadsheet_command import SpreadsheetJobCommand, Unusable
+from portal.spreadsheet_command import SpreadsheetJobCommand
 
 # ActionParams field -> the option that sets it, to say which option to change.
 OPTIONS = {
