@@ -198,9 +198,13 @@ class EfotaClient:
         while True:
             try:
                 r = self.session.request(
-                    self.service, "POST", PATH + operation, data=body, idempotent=idempotent,
+                    self.service,
+                    "POST",
+                    PATH + operation,
+                    data=body,
+                    idempotent=idempotent,
                     headers={"Content-Type": "application/xml", "Accept": "application/xml"},
-                )  # fmt: skip
+                )
                 # The HTTP layer has already read an XML answer safely (decode_body); parse only what it left alone.
                 return r.decoded if isinstance(r.decoded, ET.Element) else parse(r.body)
             except errors.KnoxError as e:

@@ -256,9 +256,11 @@ def registered_elsewhere(account: KnoxAccount, customer_id: str, group_id: str, 
     record's licence and status, leaving the portal showing the group unregistered on the new licence while
     E-FOTA keeps it on the old one."""
     group = EfotaGroup.objects.filter(
-        account=account, customer_id=customer_id.strip(), group_id=group_id.strip().upper(),
+        account=account,
+        customer_id=customer_id.strip(),
+        group_id=group_id.strip().upper(),
         status=EfotaGroup.Status.REGISTERED,
-    ).first()  # fmt: skip
+    ).first()
     if group is None or group.licence == licence.strip():
         return ""
     return f"Group {group.group_id} is already registered to {group.licence}; use “Change licence” to move it."

@@ -193,13 +193,19 @@ def queue_register(
             {"group_id": f"{group_id} is registered to {existing.licence}; use “Change licence” to move it."}
         )
     group, _ = EfotaGroup.objects.update_or_create(
-        account=account, customer_id=customer_id.strip(), group_id=group_id,
+        account=account,
+        customer_id=customer_id.strip(),
+        group_id=group_id,
         defaults={"licence": licence.strip(), "status": EfotaGroup.Status.PENDING, "updated_at": timezone.now()},
-    )  # fmt: skip
+    )
     job = Job.objects.create(
-        kind="efota.register", account=account, created_by=user, total=1, params={"group": group.pk},
+        kind="efota.register",
+        account=account,
+        created_by=user,
+        total=1,
+        params={"group": group.pk},
         title=f"Register E-FOTA group {group_id} to {licence.strip()}",
-    )  # fmt: skip
+    )
     AuditEvent.objects.record(
         "efota.register_group",
         request=request,
@@ -218,10 +224,13 @@ def queue_license_change(group: EfotaGroup, new_licence: str, *, user: Any, requ
         Ids(group.account.efota_mdm_id, group.customer_id, new_licence.strip()).normalised(), group_id=group.group_id
     )
     job = Job.objects.create(
-        kind="efota.license_change", account=group.account, created_by=user, total=1,
+        kind="efota.license_change",
+        account=group.account,
+        created_by=user,
+        total=1,
         params={"group": group.pk, "change_licence": new_licence.strip()},
         title=f"Move E-FOTA group {group.group_id} to {new_licence.strip()}",
-    )  # fmt: skip
+    )
     AuditEvent.objects.record(
         "efota.license_change",
         request=request,
@@ -261,9 +270,13 @@ def queue_force_update(
         "network_type": network_type,
     }
     job = Job.objects.create(
-        kind="efota.force_update", account=account, created_by=user, total=len(devices), params=params,
+        kind="efota.force_update",
+        account=account,
+        created_by=user,
+        total=len(devices),
+        params=params,
         title=f"Force update {len(devices)} device{'s' if len(devices) != 1 else ''} to {params['target']}",
-    )  # fmt: skip
+    )
     AuditEvent.objects.record(
         "efota.force_update", request=request, actor=user, target=job, summary={**params, "serials": len(devices)}
     )

@@ -52,9 +52,15 @@ class SpreadsheetJobCommand(KnoxCommand):
         self, account: KnoxAccount, path: Path, *, operation: str, sheet: str, column: str, allow_bad: bool = False
     ) -> Upload:
         upload = Upload(
-            service=self.service, account=account, created_by=None, operation=operation, filename=path.name,
-            sheet=sheet.strip(), device_column=column.strip(), allow_bad_check_digit=allow_bad,
-        )  # fmt: skip
+            service=self.service,
+            account=account,
+            created_by=None,
+            operation=operation,
+            filename=path.name,
+            sheet=sheet.strip(),
+            device_column=column.strip(),
+            allow_bad_check_digit=allow_bad,
+        )
         # Streamed into media storage, where the web upload keeps its files too (stage_upload reads it there).
         with path.open("rb") as fh:
             upload.file.save(path.name, File(fh), save=False)
@@ -96,10 +102,20 @@ class SpreadsheetJobCommand(KnoxCommand):
         """The same keys as job_summary, for a dry run or a refusal (no job exists)."""
         file_name = Path(self.options["file"]).name
         data: dict[str, Any] = {
-            "job": None, "kind": self.kind(), "title": f"Dry run of {file_name}" if status == "dry-run" else "",
-            "status": status, "account": self.options["account"], "created_by": None, "created_at": None,
-            "started_at": None, "finished_at": None, "total": 0, "succeeded": 0, "failed": 0, "error": error,
-        }  # fmt: skip
+            "job": None,
+            "kind": self.kind(),
+            "title": f"Dry run of {file_name}" if status == "dry-run" else "",
+            "status": status,
+            "account": self.options["account"],
+            "created_by": None,
+            "created_at": None,
+            "started_at": None,
+            "finished_at": None,
+            "total": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "error": error,
+        }
         if upload is not None:
             data.update(upload_figures(upload))
         else:
