@@ -67,8 +67,21 @@ class ForceUpdateDeviceInline(admin.TabularInline):
 
 @admin.register(ForceUpdate)
 class ForceUpdateAdmin(ReadOnlyAdmin):
-    list_display = ("id", "force_update_id", "job", "sequence", "state", "model", "sales_code", "target_version",
-                    "downloaded", "download_failed", "processing", "knox_code", "created_at")  # fmt: skip
+    list_display = (
+        "id",
+        "force_update_id",
+        "job",
+        "sequence",
+        "state",
+        "model",
+        "sales_code",
+        "target_version",
+        "downloaded",
+        "download_failed",
+        "processing",
+        "knox_code",
+        "created_at",
+    )
     list_filter = ("state", "account", "model")
     search_fields = ["=force_update_id"]
     list_select_related = ("job",)

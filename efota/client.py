@@ -20,12 +20,15 @@ from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
 from efota.constants import (
+    EFOTA_FIRMWARE_VERSION_MAX_LENGTH,
     EFOTA_GROUP_LICENSE_CHANGE_ROOT,
     EFOTA_ID_MAX_BYTES,
     EFOTA_LATEST_FIRMWARE,
     EFOTA_LICENSE_MAX_BYTES,
     EFOTA_MAX_DEVICES_PER_CALL,
+    EFOTA_MODEL_MAX_LENGTH,
     EFOTA_NETWORK_TYPES,
+    EFOTA_SALES_CODE_MAX_LENGTH,
     EFOTA_SERIAL_LENGTH,
     FUD_SENTENCES,
 )
@@ -46,7 +49,13 @@ class EfotaValidationError(ValueError):
         self.errors = errors_by_field
 
 
-def _bytes_rule(problems: dict[str, str], name: str, label: str, value: str, limit: int) -> None:
+# What the sentences call each identifier. The keys are the field names of EfotaValidationError.errors, Knox's own
+# names (so "license"); the words are the portal's, which says "licence" as the pages do.
+ID_LABELS = {"mdm_id": "mdmId", "customer_id": "customer ID", "group_id": "group ID", "license": "licence"}
+
+
+def _bytes_rule(problems: dict[str, str], name: str, value: str, limit: int) -> None:
+    label = ID_LABELS[name]
     size = len(value.encode("utf-8"))
     if not value.strip():
         problems[name] = f"The {label} is required."
@@ -71,12 +80,47 @@ class Ids:
 
 def check_ids(ids: Ids, *, group_id: str | None = None, need_license: bool = True) -> None:
     problems: dict[str, str] = {}
-    _bytes_rule(problems, "mdm_id", "mdmId", ids.mdm_id, EFOTA_ID_MAX_BYTES)
-    _bytes_rule(problems, "customer_id", "customer ID", ids.customer_id, EFOTA_ID_MAX_BYTES)
+    _bytes_rule(problems, "mdm_id", ids.mdm_id, EFOTA_ID_MAX_BYTES)
+    _bytes_rule(problems, "customer_id", ids.customer_id, EFOTA_ID_MAX_BYTES)
     if group_id is not None:
-        _bytes_rule(problems, "group_id", "group ID", group_id, EFOTA_ID_MAX_BYTES)
+        _bytes_rule(problems, "group_id", group_id, EFOTA_ID_MAX_BYTES)
     if need_license:
-        _bytes_rule(problems, "license", "licence", ids.license, EFOTA_LICENSE_MAX_BYTES)
+        _bytes_rule(problems, "license", ids.license, EFOTA_LICENSE_MAX_BYTES)
+    if problems:
+        raise EfotaValidationError(problems)
+
+
+@dataclass(frozen=True)
+class DeviceField:
+    """One of the device fields firmwareList and forceUpdate carry, as the portal limits it (efota.constants)."""
+
+    label: str
+    max_length: int
+    required: bool
+    example: str = ""
+
+
+# Keyed by the name the forms, queue_force_update and the lookups' params use.
+DEVICE_FIELDS = {
+    "model": DeviceField("device model name", EFOTA_MODEL_MAX_LENGTH, required=True, example="SM-G991B"),
+    "sales_code": DeviceField("sales code", EFOTA_SALES_CODE_MAX_LENGTH, required=True, example="BTU"),
+    "target": DeviceField("target firmware version", EFOTA_FIRMWARE_VERSION_MAX_LENGTH, required=False),
+    "current": DeviceField("current firmware version", EFOTA_FIRMWARE_VERSION_MAX_LENGTH, required=False),
+}
+
+
+def check_device_fields(**values: str) -> None:
+    """Check a device model, sales code and firmware version (given by their DEVICE_FIELDS names) against the
+    portal's limits; raise with every problem named. The one check of those limits: the forms, queue_force_update
+    and the client's calls all use it, so a page, a queued job and a call can never disagree."""
+    problems: dict[str, str] = {}
+    for name, value in values.items():
+        rule = DEVICE_FIELDS[name]
+        if rule.required and not value.strip():
+            example = f" (e.g. {rule.example})" if rule.example else ""
+            problems[name] = f"The {rule.label} is required{example}."
+        elif len(value.strip()) > rule.max_length:
+            problems[name] = f"The {rule.label} is longer than {rule.max_length} characters."
     if problems:
         raise EfotaValidationError(problems)
 
@@ -154,9 +198,13 @@ class EfotaClient:
         while True:
             try:
                 r = self.session.request(
-                    self.service, "POST", PATH + operation, data=body, idempotent=idempotent,
+                    self.service,
+                    "POST",
+                    PATH + operation,
+                    data=body,
+                    idempotent=idempotent,
                     headers={"Content-Type": "application/xml", "Accept": "application/xml"},
-                )  # fmt: skip
+                )
                 # The HTTP layer has already read an XML answer safely (decode_body); parse only what it left alone.
                 return r.decoded if isinstance(r.decoded, ET.Element) else parse(r.body)
             except errors.KnoxError as e:
@@ -204,13 +252,7 @@ class EfotaClient:
     ) -> list[str]:
         ids = self.ids(customer_id, license)
         check_ids(ids)
-        problems = {}
-        if not model.strip():
-            problems["model"] = "The device model name is required (e.g. SM-G991B)."
-        if not sales_code.strip():
-            problems["sales_code"] = "The sales code is required (e.g. BTU)."
-        if problems:
-            raise EfotaValidationError(problems)
+        check_device_fields(model=model, sales_code=sales_code, current=current)
         fields = _fields(ids, deviceModelName=model.strip().upper(), salesCode=sales_code.strip().upper())
         if current.strip():
             fields["currentFirmwareVersion"] = current.strip()
@@ -218,13 +260,21 @@ class EfotaClient:
         return [(el.text or "").strip() for el in root.iter("firmwareVersion")] if root is not None else []
 
     def force_update(
-        self, customer_id: str, license: str, model: str, sales_code: str, serials: Sequence[str], *, network_type: str = "WIFIONLY",
+        self,
+        customer_id: str,
+        license: str,
+        model: str,
+        sales_code: str,
+        serials: Sequence[str],
+        *,
+        network_type: str = "WIFIONLY",
         target: str = EFOTA_LATEST_FIRMWARE,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Start a forced update of at most EFOTA_MAX_DEVICES_PER_CALL devices; returns the forceUpdateId.
         Not idempotent (each call starts a new update), so it is never retried after it may have arrived."""
         ids = self.ids(customer_id, license)
         check_ids(ids)
+        check_device_fields(model=model, sales_code=sales_code, target=target)
         devices = clean_serials(serials)
         if len(devices) > EFOTA_MAX_DEVICES_PER_CALL:
             raise EfotaValidationError(
@@ -235,9 +285,13 @@ class EfotaClient:
                 {"network_type": f"The network type must be one of {', '.join(EFOTA_NETWORK_TYPES)}."}
             )
         fields = _fields(
-            ids, deviceModelName=model.strip().upper(), salesCode=sales_code.strip().upper(), networkType=network_type,
-            targetFirmwareVersion=target.strip() or EFOTA_LATEST_FIRMWARE, deviceList=devices,
-        )  # fmt: skip
+            ids,
+            deviceModelName=model.strip().upper(),
+            salesCode=sales_code.strip().upper(),
+            networkType=network_type,
+            targetFirmwareVersion=target.strip() or EFOTA_LATEST_FIRMWARE,
+            deviceList=devices,
+        )
         root = self._call("forceUpdate", "B2bForceUpdateVO", fields, idempotent=False)
         force_id = (root.findtext("forceUpdateId") or "").strip() if root is not None else ""
         if not force_id:

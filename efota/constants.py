@@ -20,6 +20,14 @@ EFOTA_LATEST_FIRMWARE = "Latest"
 # Guess (§6 q28): the root element of groupLicenseChange is not shown in the docs; named like the others.
 EFOTA_GROUP_LICENSE_CHANGE_ROOT = "B2bGroupLicenseChangeVO"
 
+# Portal-side limits, in characters (not shared with the sandbox): Samsung documents no length for forceUpdate's and
+# firmwareList's deviceModelName, salesCode and firmware versions (knox-api.md §5.4 lists the fields only), so these
+# are the widths of efota.models.ForceUpdate's columns; real values (SM-G991B, BTU, G991BXXU5CVDD) are far shorter.
+# efota.client.check_device_fields checks them for the forms, efota.models.queue_force_update and the client.
+EFOTA_MODEL_MAX_LENGTH = 40
+EFOTA_SALES_CODE_MAX_LENGTH = 10
+EFOTA_FIRMWARE_VERSION_MAX_LENGTH = 60
+
 # FUD_3017..3022 are listed for groupRegister without meanings (seed 004; §6 q23). Our readings (guesses), which the
 # sandbox also assumes (docs/sandbox.md "Assumptions"); FUD_9001/9003 are service errors, retried with back-off.
 EFOTA_FUD_LICENSE_NOT_FOUND = "FUD_3017"

@@ -1,6 +1,7 @@
-"""E-FOTA forms. Every field rule E-FOTA has (UTF-8 byte limits, upper-casing, serial numbers) is the client's
-(`efota.client.check_ids`, `clean_serials`): the forms call those so a page and the client can never disagree,
-and map `EfotaValidationError.errors` onto their own fields."""
+"""E-FOTA forms. Every field rule E-FOTA has (UTF-8 byte limits, upper-casing, serial numbers) and the portal's
+limits on the device fields are the client's (`efota.client.check_ids`, `clean_serials`, `check_device_fields`):
+the forms call those so a page and the client can never disagree, and map `EfotaValidationError.errors` onto
+their own fields."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from efota.client import EfotaValidationError, Ids, check_ids, clean_serials
+from efota.client import DEVICE_FIELDS, EfotaValidationError, Ids, check_device_fields, check_ids, clean_serials
 from efota.constants import EFOTA_LATEST_FIRMWARE, EFOTA_NETWORK_TYPES
 from efota.models import EfotaGroup, EfotaLicence
 from portal import spreadsheets
@@ -31,6 +32,14 @@ TEXT_MAX = 200
 
 # EfotaValidationError field names -> our form field names.
 ERROR_FIELDS = {"license": "licence", "mdm_id": "account"}
+
+
+def device_field(name: str, label: str, **kwargs: Any) -> forms.CharField:
+    """A text field for one of E-FOTA's device fields (efota.client.DEVICE_FIELDS). Its limit is checked in
+    EfotaForm.clean by check_device_fields, the check queue_force_update and the client make too; `maxlength`
+    only stops the browser there."""
+    widget = forms.TextInput(attrs={"maxlength": DEVICE_FIELDS[name].max_length})
+    return forms.CharField(label=label, widget=widget, **kwargs)
 
 
 def efota_accounts() -> list[KnoxAccount]:
@@ -198,6 +207,7 @@ class EfotaForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        self.check_device_fields(data)
         account = data.get("account")
         if account is None:
             return data
@@ -213,6 +223,15 @@ class EfotaForm(forms.Form):
             for name, message in unknown_ids_errors(account, ids.customer_id, ids.license).items():
                 self.add_error(name, message)
         return data
+
+    def check_device_fields(self, data: dict[str, Any]) -> None:
+        """The limits of the device fields this form has (model, sales code, a version), as the client checks
+        them; a field Django already refused keeps its one message."""
+        given = {name: data[name] for name in DEVICE_FIELDS if name in self.fields and name in data}
+        try:
+            check_device_fields(**given)
+        except EfotaValidationError as e:
+            self.add_efota_errors(e, skip=set(self.errors))
 
     def choices(self) -> dict[str, Any]:
         """What the page's lists offer (efota/_form_fields.html): known customer IDs and licences, each with
@@ -237,9 +256,11 @@ def registered_elsewhere(account: KnoxAccount, customer_id: str, group_id: str, 
     record's licence and status, leaving the portal showing the group unregistered on the new licence while
     E-FOTA keeps it on the old one."""
     group = EfotaGroup.objects.filter(
-        account=account, customer_id=customer_id.strip(), group_id=group_id.strip().upper(),
+        account=account,
+        customer_id=customer_id.strip(),
+        group_id=group_id.strip().upper(),
         status=EfotaGroup.Status.REGISTERED,
-    ).first()  # fmt: skip
+    ).first()
     if group is None or group.licence == licence.strip():
         return ""
     return f"Group {group.group_id} is already registered to {group.licence}; use “Change licence” to move it."
@@ -316,13 +337,10 @@ class LicenceCheckForm(EfotaForm):
 
 
 class FirmwareForm(EfotaForm):
-    model = forms.CharField(label="Device model", max_length=40, help_text="e.g. SM-G991B")
-    sales_code = forms.CharField(label="Sales code", max_length=10, help_text="e.g. BTU")
-    current = forms.CharField(
-        label="Current firmware version",
-        max_length=60,
-        required=False,
-        help_text="Optional: only newer versions are listed.",
+    model = device_field("model", "Device model", help_text="e.g. SM-G991B")
+    sales_code = device_field("sales_code", "Sales code", help_text="e.g. BTU")
+    current = device_field(
+        "current", "Current firmware version", required=False, help_text="Optional: only newer versions are listed."
     )
 
 
@@ -383,11 +401,11 @@ class SerialsMixin(forms.Form):
 
 
 class ForceUpdateForm(SerialsMixin, EfotaForm):
-    model = forms.CharField(label="Device model", max_length=40, help_text="e.g. SM-G991B")
-    sales_code = forms.CharField(label="Sales code", max_length=10, help_text="e.g. BTU")
-    target = forms.CharField(
-        label="Target firmware version",
-        max_length=60,
+    model = device_field("model", "Device model", help_text="e.g. SM-G991B")
+    sales_code = device_field("sales_code", "Sales code", help_text="e.g. BTU")
+    target = device_field(
+        "target",
+        "Target firmware version",
         initial=EFOTA_LATEST_FIRMWARE,
         help_text=f"A version from the firmware lookup, or “{EFOTA_LATEST_FIRMWARE}”.",
     )

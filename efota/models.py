@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from efota.constants import EFOTA_FIRMWARE_VERSION_MAX_LENGTH, EFOTA_MODEL_MAX_LENGTH, EFOTA_SALES_CODE_MAX_LENGTH
 from portal.engine import KnoxRequest
 from portal.models import AuditEvent, Job, KnoxAccount
 
@@ -78,10 +79,10 @@ class ForceUpdate(KnoxRequest):
     job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="efota_force_updates")
     customer_id = models.CharField(max_length=50)
     licence = models.CharField(max_length=100)
-    model = models.CharField(max_length=40)
-    sales_code = models.CharField(max_length=10)
+    model = models.CharField(max_length=EFOTA_MODEL_MAX_LENGTH)
+    sales_code = models.CharField(max_length=EFOTA_SALES_CODE_MAX_LENGTH)
     network_type = models.CharField(max_length=20, default="WIFIONLY")
-    target_version = models.CharField(max_length=60, default="Latest")
+    target_version = models.CharField(max_length=EFOTA_FIRMWARE_VERSION_MAX_LENGTH, default="Latest")
     serials = models.JSONField(default=list)
     force_update_id = models.CharField(max_length=64, blank=True)
     downloaded = models.PositiveIntegerField(default=0)
@@ -106,14 +107,6 @@ class ForceUpdate(KnoxRequest):
 
         refused_for_good = bool(self.knox_code) and fud_category(self.knox_code) == "processing"
         return bool(self.force_update_id) and self.processing > 0 and not refused_for_good
-
-    @property
-    def is_done(self) -> bool:
-        return (
-            bool(self.force_update_id)
-            and self.processing == 0
-            and (self.downloaded + self.download_failed) >= len(self.serials)
-        )
 
 
 # A device's status in a force update, as E-FOTA spells it (forceUpdateSummary), in words.
@@ -200,13 +193,19 @@ def queue_register(
             {"group_id": f"{group_id} is registered to {existing.licence}; use “Change licence” to move it."}
         )
     group, _ = EfotaGroup.objects.update_or_create(
-        account=account, customer_id=customer_id.strip(), group_id=group_id,
+        account=account,
+        customer_id=customer_id.strip(),
+        group_id=group_id,
         defaults={"licence": licence.strip(), "status": EfotaGroup.Status.PENDING, "updated_at": timezone.now()},
-    )  # fmt: skip
+    )
     job = Job.objects.create(
-        kind="efota.register", account=account, created_by=user, total=1, params={"group": group.pk},
+        kind="efota.register",
+        account=account,
+        created_by=user,
+        total=1,
+        params={"group": group.pk},
         title=f"Register E-FOTA group {group_id} to {licence.strip()}",
-    )  # fmt: skip
+    )
     AuditEvent.objects.record(
         "efota.register_group",
         request=request,
@@ -225,10 +224,13 @@ def queue_license_change(group: EfotaGroup, new_licence: str, *, user: Any, requ
         Ids(group.account.efota_mdm_id, group.customer_id, new_licence.strip()).normalised(), group_id=group.group_id
     )
     job = Job.objects.create(
-        kind="efota.license_change", account=group.account, created_by=user, total=1,
+        kind="efota.license_change",
+        account=group.account,
+        created_by=user,
+        total=1,
         params={"group": group.pk, "change_licence": new_licence.strip()},
         title=f"Move E-FOTA group {group.group_id} to {new_licence.strip()}",
-    )  # fmt: skip
+    )
     AuditEvent.objects.record(
         "efota.license_change",
         request=request,
@@ -241,33 +243,40 @@ def queue_license_change(group: EfotaGroup, new_licence: str, *, user: Any, requ
 
 
 def queue_force_update(
-    account: KnoxAccount, *, customer_id: str, licence: str, model: str, sales_code: str, serials: list[str], target: str = "Latest",
-    network_type: str = "WIFIONLY", user: Any, request: Any = None,
-) -> Job:  # fmt: skip
-    from efota.client import EfotaValidationError, Ids, check_ids, clean_serials
+    account: KnoxAccount,
+    *,
+    customer_id: str,
+    licence: str,
+    model: str,
+    sales_code: str,
+    serials: list[str],
+    target: str = "Latest",
+    network_type: str = "WIFIONLY",
+    user: Any,
+    request: Any = None,
+) -> Job:
+    from efota.client import Ids, check_device_fields, check_ids, clean_serials
 
     check_ids(Ids(account.efota_mdm_id, customer_id.strip(), licence.strip()).normalised())
     devices = clean_serials(serials)
-    problems = {}
-    for name, label, value, limit in (
-        ("model", "model name", model, 40),
-        ("sales_code", "sales code", sales_code, 10),
-        ("target", "target version", target, 60),
-    ):
-        if name != "target" and not value.strip():
-            problems[name] = f"The {label} is required."
-        elif len(value.strip()) > limit:
-            problems[name] = f"The {label} is longer than {limit} characters."
-    if problems:
-        raise EfotaValidationError(problems)
+    check_device_fields(model=model, sales_code=sales_code, target=target)
     params = {
-        "customer_id": customer_id.strip(), "licence": licence.strip(), "model": model.strip().upper(), "sales_code": sales_code.strip().upper(),
-        "serials": devices, "target": target.strip() or "Latest", "network_type": network_type,
-    }  # fmt: skip
+        "customer_id": customer_id.strip(),
+        "licence": licence.strip(),
+        "model": model.strip().upper(),
+        "sales_code": sales_code.strip().upper(),
+        "serials": devices,
+        "target": target.strip() or "Latest",
+        "network_type": network_type,
+    }
     job = Job.objects.create(
-        kind="efota.force_update", account=account, created_by=user, total=len(devices), params=params,
+        kind="efota.force_update",
+        account=account,
+        created_by=user,
+        total=len(devices),
+        params=params,
         title=f"Force update {len(devices)} device{'s' if len(devices) != 1 else ''} to {params['target']}",
-    )  # fmt: skip
+    )
     AuditEvent.objects.record(
         "efota.force_update", request=request, actor=user, target=job, summary={**params, "serials": len(devices)}
     )

@@ -46,9 +46,15 @@ def log_call(
     )
     message = explain(error) if isinstance(error, errors.KnoxError) else str(error)
     EfotaCall.objects.create(
-        account_id=account_id, operation=operation, summary=summary[:300], ok=False, code=code[:20], message=message[:400],
-        job=job, actor_id=actor_id,
-    )  # fmt: skip
+        account_id=account_id,
+        operation=operation,
+        summary=summary[:300],
+        ok=False,
+        code=code[:20],
+        message=message[:400],
+        job=job,
+        actor_id=actor_id,
+    )
 
 
 # --- groups -------------------------------------------------------------------------------------------------
@@ -77,15 +83,23 @@ def _register_group(job: Job, owner: str) -> None:
         message = explain(e) if isinstance(e, errors.KnoxError) else str(e)
         log_call(job, job.account_id, operation, f"{group.group_id} → {licence}", e, job.created_by_id)
         EfotaGroup.objects.filter(pk=group.pk).update(
-            status=group.status if change else EfotaGroup.Status.FAILED, last_code=code[:20], last_error=message[:400], updated_at=timezone.now()
-        )  # fmt: skip
+            status=group.status if change else EfotaGroup.Status.FAILED,
+            last_code=code[:20],
+            last_error=message[:400],
+            updated_at=timezone.now(),
+        )
         job.add_progress(failed=1)
         job.fail(f"{message} [{code}]" + (" The portal retried; try again later." if retryable else ""))
         return
     log_call(job, job.account_id, operation, f"{group.group_id} → {licence}", None, job.created_by_id)
     EfotaGroup.objects.filter(pk=group.pk).update(
-        status=EfotaGroup.Status.REGISTERED, licence=licence, last_code="", last_error="", registered_at=timezone.now(), updated_at=timezone.now()
-    )  # fmt: skip
+        status=EfotaGroup.Status.REGISTERED,
+        licence=licence,
+        last_code="",
+        last_error="",
+        registered_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
     job.add_progress(succeeded=1)
     job.finish()
 
@@ -145,10 +159,18 @@ class ForceUpdates(Protocol):
             for seq, start in enumerate(range(0, len(serials), EFOTA_MAX_DEVICES_PER_CALL), start=1):
                 part = serials[start : start + EFOTA_MAX_DEVICES_PER_CALL]
                 ForceUpdate.objects.create(
-                    account=self.job.account, job=self.job, customer_id=p["customer_id"], licence=p["licence"],
-                    model=p["model"], sales_code=p["sales_code"], network_type=p.get("network_type", "WIFIONLY"),
-                    target_version=p.get("target", "Latest"), sequence=seq, serials=part, device_count=len(part),
-                )  # fmt: skip
+                    account=self.job.account,
+                    job=self.job,
+                    customer_id=p["customer_id"],
+                    licence=p["licence"],
+                    model=p["model"],
+                    sales_code=p["sales_code"],
+                    network_type=p.get("network_type", "WIFIONLY"),
+                    target_version=p.get("target", "Latest"),
+                    sequence=seq,
+                    serials=part,
+                    device_count=len(part),
+                )
 
     def send(self, fu: ForceUpdate) -> None:
         """Start the part; E-FOTA's id and the devices are recorded before the engine marks it submitted, so a
@@ -157,9 +179,14 @@ class ForceUpdates(Protocol):
         what = f"{fu.model}/{fu.sales_code} → {fu.target_version}, {len(fu.serials)} devices"
         try:
             force_id = self.client.force_update(
-                fu.customer_id, fu.licence, fu.model, fu.sales_code, fu.serials, network_type=fu.network_type,
+                fu.customer_id,
+                fu.licence,
+                fu.model,
+                fu.sales_code,
+                fu.serials,
+                network_type=fu.network_type,
                 target=fu.target_version,
-            )  # fmt: skip
+            )
         except EfotaValidationError as e:
             log_call(job, job.account_id, "forceUpdate", what, e, job.created_by_id)
             raise EfotaRefusal(str(e), code="VALIDATION", service="efota") from e

@@ -9,9 +9,11 @@ class GuardConfig(AppConfig):
     verbose_name = "Knox Guard"
 
     def ready(self) -> None:
+        from portal.jobsummary import register_details
         from portal.uploads import register_row_check
 
         register_row_check("guard", "guard.models.check_rows")
+        register_details("guard.jobsummary.summary_details")
 
         # Knox's own list of uploads is read by a worker (portal.lookups); operators may ask for it.
         from django.urls import reverse

@@ -25,7 +25,6 @@ from guard.constants import (
     KG_MESSAGE_MAX_LENGTH,
     KG_UPLOAD_MAX_DEVICES,
 )
-from portal.knox import errors
 from portal.knox.http import KnoxSession
 
 if TYPE_CHECKING:
@@ -376,17 +375,9 @@ class GuardClient:
             self.service, "GET", "/devices/uploads", params={"pageNum": page, "pageSize": size}, idempotent=True
         ).json_object()
 
-    def upload_info(self, upload_id: str) -> dict[str, Any]:
-        return self.session.request(self.service, "GET", f"/devices/uploads/{upload_id}", idempotent=True).json_object()
-
-
-def is_state_error(e: errors.KnoxError) -> bool:
-    return e.code == "4000310"
-
 
 # --- per-device results of an upload: GET devices/uploads/{uploadId} (seed 003) -----------------------------------
-# Here rather than on GuardClient because this part of the module is added at its end; `upload_info` above reads the
-# first page only.
+# Here rather than on GuardClient because this part of the module is added at its end.
 
 # Knox Guard's uploadStatus while it is still working on an upload: the only value seed 003 shows (in the answer to
 # POST devices/uploads). The sandbox says "Complete" once done; any value other than this one is taken as final.

@@ -3,17 +3,20 @@ the upload/delete commands print it when they end (the web UI can serve it too).
 
 Every job gets the generic figures from its `portal.models.Job` row. KDP upload/delete jobs and Knox Guard action
 and upload jobs add what only they have: the spreadsheet's figures and the devices Knox (or the portal) refused.
-Those come from the kdp and guard apps, which are imported inside the functions that need them, keyed on the job's
-kind: portal must not depend on a service app at import time (style §1, dependencies flow toward portal), and a
-deployment without them still gets the generic summary.
+Portal may not import kdp, guard or efota (dependencies flow toward portal, style §1), so each app registers the
+dotted path of a `summary_details(job) -> dict | None` function in its AppConfig.ready(), as dashboard panels are
+registered; a deployment without them still gets the generic summary. The helpers below are what those functions
+share: the spreadsheet's figures and the list of failed devices, in one shape for every service.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
+
+from django.utils.module_loading import import_string
 
 from portal.models import Job
 
@@ -21,8 +24,17 @@ from portal.models import Job
 FAILURES_LIMIT = 100
 PROBLEMS_LIMIT = 100
 
-KDP_TRANSFER_KINDS = ("kdp.upload", "kdp.delete")
-GUARD_PREFIX = "guard."
+# Dotted paths of `summary_details(job) -> dict | None`, one per service app, asked in order: the first that
+# answers (not None) adds its keys to the summary. None means the job is not of that app's kinds.
+DETAILS: list[str] = []
+
+# The spreadsheet figures of a job that had no spreadsheet behind it (devices chosen in a list, a retry).
+FIGURE_KEYS = ("file", "rows", "valid", "invalid", "duplicate", "skipped", "conflicts")
+
+
+def register_details(path: str) -> None:
+    if path not in DETAILS:
+        DETAILS.append(path)
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -42,13 +54,11 @@ def job_summary(job: Job) -> dict[str, Any]:
         "failed": job.failed,
         "error": job.error_summary or None,
     }
-    if job.kind in KDP_TRANSFER_KINDS:
-        data.update(_kdp_transfer_details(job))
-    elif job.kind.startswith(GUARD_PREFIX) and job.params.get("action"):
-        # Only jobs made by guard.models.queue_action carry an action; device syncs have no per-device figures.
-        data.update(_guard_action_details(job))
-    elif job.kind == "guard.upload" and job.params.get("upload"):
-        data.update(_guard_upload_details(job))
+    for path in DETAILS:
+        details = import_string(path)(job)
+        if details is not None:
+            data.update(details)
+            break
     return data
 
 
@@ -77,111 +87,36 @@ def upload_figures(upload: Any) -> dict[str, Any]:
     }
 
 
-def transfer_failures(job: Job) -> list[dict[str, Any]]:
-    """The first FAILURES_LIMIT devices Knox (or the portal) refused in an upload/delete job, in sending order."""
-    from kdp.models import TransactionDevice
+def job_upload_figures(job: Job, named_upload: int | None = None) -> dict[str, Any]:
+    """upload_figures of the spreadsheet behind a job: the Upload that names the job, else `named_upload` (the
+    upload a job names in its params, e.g. one job per customer of one spreadsheet); blank figures when there is
+    none (devices chosen in a list, a retry of failed devices)."""
+    from portal.models import Upload
 
-    failed = TransactionDevice.objects.filter(job=job, outcome=TransactionDevice.Outcome.FAILED).order_by("id")
+    upload = Upload.objects.filter(job=job).first()
+    if upload is None and named_upload is not None:
+        upload = Upload.objects.filter(pk=named_upload).first()
+    if upload is not None:
+        return upload_figures(upload)
+    figures: dict[str, Any] = dict.fromkeys(FIGURE_KEYS)
+    figures["problems"] = []
+    return figures
+
+
+def failure_entries(failed: Iterable[Any], identifier: str) -> list[dict[str, Any]]:
+    """The failed devices of a job, one dict each, in the order given. Each row has `row_number`, `code`,
+    `message` and `explanation()` (a KDP TransactionDevice, a Knox Guard GuardAction); `identifier` names the
+    attribute that holds the device."""
     return [
         {
-            "identifier": d.identifier,
+            "identifier": getattr(d, identifier),
             "row": d.row_number,
             "code": d.code,
             "message": d.message,
             "reason": d.explanation(),
         }
-        for d in failed[:FAILURES_LIMIT]
+        for d in failed
     ]
-
-
-def _kdp_transfer_details(job: Job) -> dict[str, Any]:
-    from kdp.models import Customer, Transaction
-    from portal.models import Upload
-
-    # A spreadsheet with several customers is submitted as one job per customer, all naming it in their params.
-    upload = Upload.objects.filter(job=job).first() or (
-        Upload.objects.filter(pk=job.params["upload"]).first() if "upload" in job.params else None
-    )
-    if upload is not None:
-        figures = upload_figures(upload)
-    else:
-        # A retry of failed devices or a "delete all matching" from the device list: no spreadsheet behind it.
-        figures = dict.fromkeys(("file", "rows", "valid", "invalid", "duplicate", "skipped", "conflicts"))
-        figures["problems"] = []
-    customer_pk = job.params.get("customer")
-    if customer_pk is None:
-        # Retries and device-list deletes name their customers per chunk; report the first chunk's.
-        first = Transaction.objects.filter(job=job).order_by("sequence").first()
-        customer_pk = first.customer_id if first else None
-    customer = Customer.objects.filter(pk=customer_pk).values_list("customer_id", flat=True).first()
-    return {**figures, "submitted": job.total, "customer": customer, "failures": transfer_failures(job)}
-
-
-def guard_action_failures(job: Job) -> list[dict[str, Any]]:
-    """The first FAILURES_LIMIT devices of a Knox Guard action job that failed, in the job's (spreadsheet) order."""
-    from guard.models import GuardAction
-
-    failed = GuardAction.objects.filter(job=job, outcome=GuardAction.Outcome.FAILED).order_by("id")
-    return [
-        {
-            "identifier": a.device_uid,
-            "row": a.row_number,
-            "code": a.code,
-            "message": a.message,
-            "reason": a.explanation(),
-        }
-        for a in failed[:FAILURES_LIMIT]
-    ]
-
-
-def _upload_figures_of(job: Job) -> dict[str, Any]:
-    from portal.models import Upload
-
-    upload = Upload.objects.filter(job=job).first()
-    if upload is not None:
-        return upload_figures(upload)
-    # Chosen in the device list rather than from a spreadsheet.
-    figures: dict[str, Any] = dict.fromkeys(("file", "rows", "valid", "invalid", "duplicate", "skipped", "conflicts"))
-    figures["problems"] = []
-    return figures
-
-
-def _guard_action_details(job: Job) -> dict[str, Any]:
-    return {
-        **_upload_figures_of(job),
-        "submitted": job.total,
-        "action": job.params["action"],
-        "action_params": job.params.get("action_params") or {},
-        "failures": guard_action_failures(job),
-    }
-
-
-def _guard_upload_details(job: Job) -> dict[str, Any]:
-    """A POST devices/uploads job: the spreadsheet, Knox's uploadID(s) and the devices Knox called invalid."""
-    from guard.models import GuardUpload
-    from portal.models import UploadRow
-
-    uploads = list(GuardUpload.objects.filter(job=job).order_by("id"))
-    invalid = [r for u in uploads for r in u.invalid_reasons if isinstance(r, dict)][:FAILURES_LIMIT]
-    rows = dict(
-        UploadRow.objects.filter(
-            upload_id=job.params["upload"], value__in=[str(r.get("deviceUid")) for r in invalid]
-        ).values_list("value", "row_number")
-    )
-    return {
-        **_upload_figures_of(job),
-        "submitted": job.total,
-        "flags": job.params.get("flags") or {},
-        "knox_uploads": [
-            {"upload_id": u.upload_id or None, "status": u.knox_status, "valid": u.valid, "invalid": u.invalid}
-            for u in uploads
-        ],
-        "failures": [
-            {"identifier": str(r.get("deviceUid") or ""), "row": rows.get(str(r.get("deviceUid"))), "code": "",
-             "message": "", "reason": str(r.get("reason") or "")}
-            for r in invalid
-        ],
-    }  # fmt: skip
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,10 +1,10 @@
-"""What every "act on a spreadsheet" management command shares (kdp_upload/kdp_delete, guard_action).
+"""What every "act on a spreadsheet" management command shares (kdp_upload/kdp_delete, guard_action/guard_upload).
 
-A subclass sets `service` (the Knox service whose credentials it needs), `task` (the django-q2 task that runs its
-jobs, run in-process with --wait) and fills `act()`; it may add keys to the summary in `summary_extras()`. The
-base class gives the same handling everywhere: unusable input raises `Unusable` (exit 2, nothing submitted, the
-staged file discarded), a job that ends partial/failed exits 1, and --json prints exactly one object with the
-keys of portal.jobsummary.job_summary.
+A subclass sets `service` (the Knox service whose credentials it needs), `run_task()` (the django-q2 task that runs
+its jobs, run in-process with --wait) and fills `act()`; it may add keys to the summary in `summary_extras()`. The
+base class gives the same handling everywhere: unusable input raises portal.management.base.Unusable (exit 2,
+nothing submitted, the staged file discarded), a job that ends partial/failed exits 1, and --json prints exactly
+one object with the keys of portal.jobsummary.job_summary.
 """
 
 from __future__ import annotations
@@ -15,84 +15,52 @@ from pathlib import Path
 from typing import Any
 
 from django.core.files import File
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from portal.jobsummary import job_summary, progress_line, summary_lines, upload_figures
+from portal.management.base import EXIT_FAILED, EXIT_INTERRUPTED, KnoxCommand, Unusable
 from portal.models import Job, KnoxAccount, Upload
 from portal.uploads import stage_upload
 
-EXIT_FAILED = 1
-EXIT_UNUSABLE = 2
-EXIT_INTERRUPTED = 130
 
-
-class Unusable(Exception):
-    """Input that cannot be submitted; nothing was sent. Carries the staged upload when the file was read."""
-
-    def __init__(self, message: str, upload: Upload | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.upload = upload
-
-
-class SpreadsheetJobCommand(BaseCommand):
-    service = ""  # the Upload.service and the Knox service whose credentials are needed ("kdp", "guard")
-    service_label = ""
+class SpreadsheetJobCommand(KnoxCommand):
+    """A KnoxCommand whose input is a spreadsheet staged as an Upload and whose work is a job."""
 
     # Each command defines: act(**options) (its flow), kind() (the job kind), run_task(job_pk) (its django-q2
-    # task, run in-process with --wait) and summary_extras() (keys it adds to the summary).
-    def act(self, **options: Any) -> None:
-        raise CommandError(f"{type(self).__name__} must define act()")
-
+    # task, run in-process with --wait) and summary_extras() (keys it adds to the summary). `service` is also
+    # the Upload.service.
     def kind(self) -> str:
-        raise CommandError(f"{type(self).__name__} must define kind()")
+        raise NotImplementedError(f"{type(self).__name__} must define kind()")
 
     def run_task(self, job_pk: int) -> None:
-        raise CommandError(f"{type(self).__name__} must define run_task()")
+        raise NotImplementedError(f"{type(self).__name__} must define run_task()")
 
     def summary_extras(self) -> dict[str, Any]:
         return {}
 
-    def account_service(self, account: KnoxAccount) -> str:
-        return self.service
-
     # --- the common flow ----------------------------------------------------------------------------------------
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        self.as_json: bool = options["json"]
-        self.options = options
-        try:
-            self.act(**options)
-        except Unusable as e:
-            data = self.unsubmitted_summary("refused", e.message, e.upload)
-            if e.upload is not None:
-                discard(e.upload)
-            # In words, the reason goes to stderr once (CommandError); the rows' verdicts help when there are any.
-            if self.as_json or data["problems"]:
-                self.emit(data)
-            raise CommandError(e.message, returncode=EXIT_UNUSABLE) from None
-
-    def find_account(self, name: str) -> KnoxAccount:
-        account = KnoxAccount.objects.filter(name=name).first()
-        if account is None:
-            known = ", ".join(f"“{n}”" for n in KnoxAccount.objects.values_list("name", flat=True)) or "none yet"
-            raise Unusable(f"There is no Knox account named “{name}”; the accounts are: {known}.")
-        if not account.is_active:
-            raise Unusable(f"The Knox account “{name}” is switched off; activate it on its account page first.")
-        missing = account.missing_credentials(self.account_service(account))
-        if missing:
-            raise Unusable(
-                f"The Knox account “{name}” is not ready for {self.service_label}: it still needs {'; '.join(missing)}."
-            )
-        return account
+    def refused(self, e: Unusable) -> None:
+        data = self.unsubmitted_summary("refused", e.message, e.upload)
+        if e.upload is not None:
+            discard(e.upload)
+        # In words, the reason goes to stderr once (CommandError); the rows' verdicts help when there are any.
+        if self.as_json or data["problems"]:
+            self.emit(data)
 
     def stage(
         self, account: KnoxAccount, path: Path, *, operation: str, sheet: str, column: str, allow_bad: bool = False
     ) -> Upload:
         upload = Upload(
-            service=self.service, account=account, created_by=None, operation=operation, filename=path.name,
-            sheet=sheet.strip(), device_column=column.strip(), allow_bad_check_digit=allow_bad,
-        )  # fmt: skip
+            service=self.service,
+            account=account,
+            created_by=None,
+            operation=operation,
+            filename=path.name,
+            sheet=sheet.strip(),
+            device_column=column.strip(),
+            allow_bad_check_digit=allow_bad,
+        )
         # Streamed into media storage, where the web upload keeps its files too (stage_upload reads it there).
         with path.open("rb") as fh:
             upload.file.save(path.name, File(fh), save=False)
@@ -134,10 +102,20 @@ class SpreadsheetJobCommand(BaseCommand):
         """The same keys as job_summary, for a dry run or a refusal (no job exists)."""
         file_name = Path(self.options["file"]).name
         data: dict[str, Any] = {
-            "job": None, "kind": self.kind(), "title": f"Dry run of {file_name}" if status == "dry-run" else "",
-            "status": status, "account": self.options["account"], "created_by": None, "created_at": None,
-            "started_at": None, "finished_at": None, "total": 0, "succeeded": 0, "failed": 0, "error": error,
-        }  # fmt: skip
+            "job": None,
+            "kind": self.kind(),
+            "title": f"Dry run of {file_name}" if status == "dry-run" else "",
+            "status": status,
+            "account": self.options["account"],
+            "created_by": None,
+            "created_at": None,
+            "started_at": None,
+            "finished_at": None,
+            "total": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "error": error,
+        }
         if upload is not None:
             data.update(upload_figures(upload))
         else:
@@ -152,11 +130,6 @@ class SpreadsheetJobCommand(BaseCommand):
         else:
             for line in summary_lines(data):
                 self.stdout.write(line)
-
-    def note(self, message: str) -> None:
-        """Progress for a person: stderr, so --json keeps stdout to the one object; never coloured as an error."""
-        if not self.as_json:
-            self.stderr.write(message, style_func=str)
 
     def progress(self, job: Job) -> None:
         self.note(progress_line(job))

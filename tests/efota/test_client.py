@@ -17,6 +17,7 @@ from efota.client import (
     EfotaValidationError,
     Ids,
     build,
+    check_device_fields,
     check_ids,
     clean_serials,
     explain,
@@ -193,6 +194,23 @@ def test_missing_values_are_named_and_nothing_is_sent(account, mocked):
         client_for(account).group_register(" ", "é" * 26, "")
     assert set(e.value.errors) == {"customer_id", "group_id", "license"}
     assert e.value.errors["license"] == "The licence is required."
+    assert len(mocked.calls) == 0
+
+
+def test_device_field_limits_are_checked_before_any_call(account, mocked):
+    """The portal's limits on model, sales code and version (efota.constants), one check for the client, the
+    forms and queue_force_update: every problem is named and nothing is sent."""
+    check_device_fields(model="M" * 40, sales_code="S" * 10, target="", current="V" * 60)
+    with pytest.raises(EfotaValidationError) as e:
+        check_device_fields(model=" ", sales_code="S" * 11, target="V" * 61)
+    assert e.value.errors == {
+        "model": "The device model name is required (e.g. SM-G991B).",
+        "sales_code": "The sales code is longer than 10 characters.",
+        "target": "The target firmware version is longer than 60 characters.",
+    }
+    with pytest.raises(EfotaValidationError) as e:
+        client_for(account).firmware_list(CUSTOMER, LICENCE, "M" * 41, "BTU")
+    assert list(e.value.errors) == ["model"]
     assert len(mocked.calls) == 0
 
 

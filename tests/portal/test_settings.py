@@ -127,9 +127,19 @@ def test_redis_url_switches_queue_and_cache():
     reason="rate limits overridden by the environment",
 )
 def test_default_rate_limits_follow_the_constants():
-    """The pacing defaults are the documented (KG, seed 003) and assumed (KDP, knox-api.md §6 q11) limits."""
+    """The pacing defaults are the documented (KG, seed 003) and assumed (KDP, knox-api.md §6 q11) limits.
+
+    Settings write the numbers out (portal imports no service app), so this is what keeps them equal."""
     from guard.constants import KG_MAX_REQUESTS_PER_SECOND
     from kdp.constants import KDP_MAX_REQUESTS_PER_SECOND
 
     assert portal_settings.KNOX_KDP_RATE_LIMIT == KDP_MAX_REQUESTS_PER_SECOND
     assert portal_settings.KNOX_GUARD_RATE_LIMIT == KG_MAX_REQUESTS_PER_SECOND
+
+
+@pytest.mark.skipif("KDP_CHUNK_SIZE" in os.environ, reason="chunk size overridden by the environment")
+def test_default_kdp_chunk_size_is_the_assumed_maximum():
+    """KDP_CHUNK_SIZE's default, written out in settings, is the assumed KDP maximum (knox-api.md §6 q1)."""
+    from kdp.constants import KDP_MAX_DEVICES_PER_REQUEST
+
+    assert portal_settings.KDP_CHUNK_SIZE == KDP_MAX_DEVICES_PER_REQUEST

@@ -15,9 +15,10 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from efota.client import EfotaValidationError, Ids, check_ids, explain
-from efota.management import EXIT_FAILED, EfotaCommand, Unusable
+from efota.management import EfotaCommand
 from efota.models import check_licence
 from portal.knox.errors import KnoxError
+from portal.management.base import EXIT_FAILED, Unusable
 
 
 class Command(EfotaCommand):
@@ -25,27 +26,30 @@ class Command(EfotaCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--account", required=True, help="Name of the portal's Knox account.")
-        parser.add_argument("--license", required=True, help="The E-FOTA licence key (at most 100 bytes).")
+        # The flag and the JSON key keep Knox's spelling (scripts use them); the code says licence, as the portal does.
+        parser.add_argument(
+            "--license", dest="licence", required=True, help="The E-FOTA licence key (at most 100 bytes)."
+        )
         parser.add_argument("--customer", default="", help="The E-FOTA customer ID (at most 50 bytes).")
         parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
 
-    def run(self, *, account: str, license: str, customer: str, **options: Any) -> int:
-        self.data.update(license=license.strip(), max_devices=None, expiration_date=None, expired=None)
+    def run(self, *, account: str, licence: str, customer: str, **options: Any) -> int:
+        self.data.update(license=licence.strip(), max_devices=None, expiration_date=None, expired=None)
         knox_account = self.find_account(account)
         customer_id = self.find_customer(knox_account, customer)
         # Checked before check_licence, which would otherwise keep a record of the unusable key.
         try:
-            check_ids(Ids(knox_account.efota_mdm_id, customer_id, license).normalised())
+            check_ids(Ids(knox_account.efota_mdm_id, customer_id, licence).normalised())
         except EfotaValidationError as e:
             raise Unusable(" ".join(e.errors.values()), code="VALIDATION") from None
         try:
-            record = check_licence(knox_account, customer_id, license, user=None)
+            record = check_licence(knox_account, customer_id, licence, user=None)
         except EfotaValidationError as e:
             raise Unusable(str(e), code="VALIDATION") from None
         except KnoxError as e:
             self.data.update(code=e.code or type(e).__name__, error=explain(e))
             self.say(
-                f"E-FOTA refused to describe licence {license.strip()}: {explain(e)}"
+                f"E-FOTA refused to describe licence {licence.strip()}: {explain(e)}"
                 + (f" [{e.code}]" if e.code else "")
             )
             return EXIT_FAILED

@@ -22,10 +22,11 @@ from django.core.management.base import CommandParser
 
 from efota.client import EfotaValidationError
 from efota.forms import registered_elsewhere
-from efota.management import EXIT_FAILED, EfotaCommand, Unusable
+from efota.management import EfotaCommand
 from efota.models import EfotaGroup, queue_register
 from efota.tasks import register_group
 from portal.jobsummary import wait_until_finished
+from portal.management.base import EXIT_FAILED, Unusable
 
 
 class Command(EfotaCommand):
@@ -34,19 +35,22 @@ class Command(EfotaCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--account", required=True, help="Name of the portal's Knox account.")
         parser.add_argument("--group", required=True, help="The group ID (at most 50 bytes; upper-cased).")
-        parser.add_argument("--license", required=True, help="The E-FOTA licence key (at most 100 bytes).")
+        # The flag and the JSON key keep Knox's spelling (scripts use them); the code says licence, as the portal does.
+        parser.add_argument(
+            "--license", dest="licence", required=True, help="The E-FOTA licence key (at most 100 bytes)."
+        )
         parser.add_argument("--customer", default="", help="The E-FOTA customer ID (at most 50 bytes).")
         parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
 
-    def run(self, *, account: str, group: str, license: str, customer: str, **options: Any) -> int:
-        self.data.update(group=group.strip().upper(), license=license.strip(), job=None, status=None)
+    def run(self, *, account: str, group: str, licence: str, customer: str, **options: Any) -> int:
+        self.data.update(group=group.strip().upper(), license=licence.strip(), job=None, status=None)
         knox_account = self.find_account(account)
         customer_id = self.find_customer(knox_account, customer)
-        elsewhere = registered_elsewhere(knox_account, customer_id, group, license)
+        elsewhere = registered_elsewhere(knox_account, customer_id, group, licence)
         if elsewhere:
             raise Unusable(elsewhere.replace("use “Change licence”", "change its licence on the Groups page"))
         try:
-            job = queue_register(knox_account, customer_id, group, license, user=None)
+            job = queue_register(knox_account, customer_id, group, licence, user=None)
         except EfotaValidationError as e:
             raise Unusable(" ".join(e.errors.values()), code="VALIDATION") from None
         self.data["job"] = job.pk

@@ -42,8 +42,9 @@ from guard import tasks
 from guard.client import ACTIONS, ActionParams, GuardValidationError, validate
 from guard.models import GuardDevice, queue_action, queue_sync
 from portal.jobsummary import wait_until_finished
+from portal.management.base import Unusable
 from portal.models import Job, KnoxAccount, Upload
-from portal.spreadsheet_command import SpreadsheetJobCommand, Unusable
+from portal.spreadsheet_command import SpreadsheetJobCommand
 
 # ActionParams field -> the option that sets it, to say which option to change.
 OPTIONS = {
@@ -159,10 +160,15 @@ class Command(SpreadsheetJobCommand):
             raise Unusable(f"There is no Knox Guard action “{action}”; the actions are: {', '.join(ACTIONS)}.")
         problems: dict[str, str] = {}
         given = {
-            "message": o["message"], "tel": o["tel"], "email": o["email"], "interval": o["interval"],
-            "time_limit": o["quiet_hours"], "days_limit": o["quiet_days"], "approve_id": o["approve_id"],
+            "message": o["message"],
+            "tel": o["tel"],
+            "email": o["email"],
+            "interval": o["interval"],
+            "time_limit": o["quiet_hours"],
+            "days_limit": o["quiet_days"],
+            "approve_id": o["approve_id"],
             "approve_comment": o["comment"],
-        }  # fmt: skip
+        }
         for name in sorted(set(given) - used_fields(action), key=list(OPTIONS).index):
             if given[name]:
                 problems[name] = f"{action} does not use this option; leave it out."

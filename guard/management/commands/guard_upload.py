@@ -39,8 +39,9 @@ from guard import tasks
 from guard.forms import UPLOAD_FLAGS
 from guard.models import UPLOAD_RESULTS, GuardUpload, GuardUploadDevice, queue_upload
 from portal.jobsummary import FAILURES_LIMIT, wait_until_finished
+from portal.management.base import EXIT_FAILED, Unusable
 from portal.models import Job, Upload
-from portal.spreadsheet_command import EXIT_FAILED, SpreadsheetJobCommand, Unusable
+from portal.spreadsheet_command import SpreadsheetJobCommand
 
 # Knox's flag name -> the option that sets it (kebab case of the same words).
 FLAG_OPTIONS = {name: "--" + "".join(f"-{c.lower()}" if c.isupper() else c for c in name) for name in UPLOAD_FLAGS}

@@ -56,8 +56,9 @@ from kdp.models import (
 )
 from kdp.models import recorded_customers as recorded_customers_of
 from portal.jobsummary import job_summary, summary_lines, wait_until_finished
+from portal.management.base import EXIT_FAILED, Unusable
 from portal.models import Job, KnoxAccount, Upload
-from portal.spreadsheet_command import EXIT_FAILED, SpreadsheetJobCommand, Unusable, discard
+from portal.spreadsheet_command import SpreadsheetJobCommand, discard
 
 
 class Command(SpreadsheetJobCommand):

@@ -24,13 +24,19 @@ class Command(BaseCommand):
     def handle(self, *args: Any, username: str, **options: Any) -> None:
         User = get_user_model()
         if User.objects.filter(username=username).exists():
-            self.stdout.write(f"Demo admin '{username}' exists; its password was printed when it was created "
-                              f"(reset it with: python manage.py changepassword {username}).")  # fmt: skip
+            self.stdout.write(
+                f"Demo admin '{username}' exists; its password was printed when it was created "
+                f"(reset it with: python manage.py changepassword {username})."
+            )
             return
         password = secrets.token_urlsafe(12)
         user = User.objects.create_user(username=username, password=password, is_staff=True, is_superuser=True)
         user.groups.add(Group.objects.get(name="admin"))
         bar = "=" * 64
-        self.stdout.write(self.style.SUCCESS(f"\n{bar}\n Demo admin created. Log in at http://127.0.0.1:8000/\n"
-                                             f"   username: {username}\n   password: {password}\n"
-                                             f" This password is shown once and not stored anywhere in plain text.\n{bar}\n"))  # fmt: skip
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\n{bar}\n Demo admin created. Log in at http://127.0.0.1:8000/\n"
+                f"   username: {username}\n   password: {password}\n"
+                f" This password is shown once and not stored anywhere in plain text.\n{bar}\n"
+            )
+        )

@@ -82,8 +82,13 @@ class Command(BaseCommand):
         }
         # A sandbox elsewhere than KNOX_SANDBOX_URL gets explicit per-service URLs.
         if base_url != settings.KNOX_SANDBOX_URL:
-            for service, field in (("kdp", "kdp_url"), ("kdp_gen1", "kdp_gen1_url"), ("guard", "guard_url"),
-                                   ("efota", "efota_url"), ("auth", "auth_url")):  # fmt: skip
+            for service, field in (
+                ("kdp", "kdp_url"),
+                ("kdp_gen1", "kdp_gen1_url"),
+                ("guard", "guard_url"),
+                ("efota", "efota_url"),
+                ("auth", "auth_url"),
+            ):
                 data[field] = base_url + SERVICE_PREFIXES[service]
         files = {"keys_file": SimpleUploadedFile("keys.json", keys_bytes, content_type="application/json")}
         form = KnoxAccountForm(data, files, instance=instance)

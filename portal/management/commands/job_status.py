@@ -17,11 +17,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from portal.jobsummary import job_summary, progress_line, summary_lines, wait_until_finished
+from portal.management.base import EXIT_FAILED, EXIT_INTERRUPTED
 from portal.models import Job
 
-EXIT_FAILED = 1
-EXIT_UNKNOWN = 2
-EXIT_INTERRUPTED = 130
+EXIT_UNKNOWN = 2  # no such job (the other commands' "unusable input")
 # A job queued this long with --wait probably has no worker to run it: say so once.
 QUEUED_HINT_SECONDS = 10
 
