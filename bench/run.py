@@ -47,7 +47,10 @@ TARGETS = {
     "ingest_peak_rss_mb": ("≤", 250),
     "guard_rate_ratio": ("≥", 0.95),
     "guard_429_fraction": ("<", 0.005),
-    "kdp_vs_floor": ("≤", 1.25),
+    # KDP against (uploads + one status read per chunk) at the paced rate + Knox's processing delay; kdp_vs_floor
+    # (uploads only) is still reported, without a target: no upload can beat the status reads Knox requires.
+    "kdp_vs_practical_floor": ("≤", 1.25),
+    "kdp_first_request_s": ("≤", 1.0),
     "kdp_429_fraction": ("<", 0.005),
     "list_vs_admin_ratio": ("≥", 5),
     "job_poll_queries": ("≤", 3),

@@ -51,7 +51,10 @@ KDP_ERROR_HTTP_STATUS = {
 }
 
 # Portal-side choices (not shared with the sandbox).
-# First status poll this long after a chunk was accepted, then backing off by POLL_BACKOFF up to POLL_MAX_INTERVAL.
-POLL_FIRST_DELAY_SECONDS = 1.0
+# Knox cannot have settled a transaction sooner than this after accepting it (a guess: Knox publishes no figure;
+# the sandbox's default process delay is the same), so the first status poll waits this long: an earlier one
+# spends a rate-limit slot only to hear "Progress". Later polls back off by POLL_BACKOFF up to POLL_MAX_INTERVAL.
+KDP_PROCESSING_SECONDS = 2.0
+POLL_FIRST_DELAY_SECONDS = KDP_PROCESSING_SECONDS
 POLL_BACKOFF = 1.5
 POLL_MAX_INTERVAL_SECONDS = 30.0

@@ -6,9 +6,10 @@
 - `run_reconcile`: page through Knox's device list and report drift from the portal's records.
 
 How a transfer stays exactly-once (knox-api.md §3; issue "crash safety"):
-1. Plan: in one database transaction, split the devices into chunks of at most KDP_CHUNK_SIZE, give each
-   chunk a Transaction with a fresh transactionId (state PREPARED) and its TransactionDevice rows, and mark
-   the devices as handled by this job. Nothing is sent before the plan is committed.
+1. Plan: split the devices into chunks of at most KDP_CHUNK_SIZE; in one database transaction per chunk, give
+   it a Transaction with a fresh transactionId (state PREPARED) and its TransactionDevice rows, and mark its
+   devices as handled by this job. A chunk is sent only once its plan is committed; the first chunk is sent
+   while the rest are planned (portal.engine.Planning), and a resumed worker plans on where the last stopped.
 2. Send a PREPARED chunk: commit `send_attempted_at` first, then PUT with the stored transactionId. A chunk
    that was being sent when a worker died is first looked up at Knox by its transactionId; if Knox has it, it
    is never sent again.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from kdp.client import KdpClient, Submission, TransactionStatus, device_type_for
@@ -53,7 +54,7 @@ from kdp.models import (
 from portal.db import db_datetime, insert_rows
 from portal.engine import ABSENT, Absent, Protocol, Timings, drive, record_outcomes
 from portal.knox import errors
-from portal.models import Job, Upload, UploadRow
+from portal.models import Job, LeaseLost, Upload, UploadRow
 from portal.tasks import run_job
 from portal.uploads import STAGE_BATCH, StagedRow
 
@@ -61,10 +62,9 @@ logger = logging.getLogger(__name__)
 
 DASHBOARD_STATE_CACHE_KEY = "kdp:dashboard:by_state"
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
+BUSY_MESSAGE = "another job is working on this device"
 # Whole-request refusals that will refuse every other chunk of the job the same way.
 JOB_LEVEL_CODES = {"40000011", "4042104", "40400001", "40300000", "4002101", "4010000"}
-# How a sent transaction is read back: knox-api.md §3.6 (Knox settles a transaction in seconds to minutes).
-POLL_TIMINGS = Timings(POLL_FIRST_DELAY_SECONDS, POLL_BACKOFF, POLL_MAX_INTERVAL_SECONDS, KDP_POLL_TIMEOUT_SECONDS)
 
 
 def chunk_size() -> int:
@@ -187,67 +187,91 @@ def plan_items(job: Job) -> Iterator[PlanItem]:
 
 
 def plan(job: Job) -> int:
-    """Create every chunk's Transaction and TransactionDevice rows, and claim the devices, in one transaction.
+    """Plan every chunk of `job` at once (what `plan_chunks` does a chunk at a time); return the job's total."""
+    for _ in plan_chunks(job):
+        pass
+    return Job.objects.values_list("total", flat=True).get(pk=job.pk)
 
-    Devices another active job is working on are recorded as failed outcomes straight away (they are not sent),
-    so the job's counters always add up to its total.
+
+def plan_chunks(job: Job, owner: str = "") -> Iterator[int]:
+    """Create the job's chunks one at a time, each in its own database transaction (its Transaction, its
+    TransactionDevice rows and the claim on its devices), yielding each chunk's sequence once it is committed, so
+    the first chunk can be sent while the rest are planned.
+
+    1. Devices another active job is working on are recorded as failed outcomes straight away (they are not
+       sent), and counted as failed with their chunk, so the job's counters always add up to its total.
+    2. Resumable: devices already planned for the job (a worker died mid-plan) are skipped, so no device is in
+       two chunks; the job's total is set when the last chunk is planned.
+    3. With `owner`, a chunk commits only while `owner` holds the job's lease (LeaseLost otherwise): a worker
+       whose job was taken over plans nothing more, so it cannot plan a device the new worker plans too.
     """
-    account = job.account
+    planned = set(TransactionDevice.objects.filter(job=job).values_list("identifier", flat=True))
+    sequence = Transaction.objects.filter(job=job).aggregate(last=Max("sequence"))["last"] or 0
+    # Read the whole source first: a cursor kept open across the chunks' commits would also see (SQLite) the
+    # devices those commits change.
+    items = [i for i in plan_items(job) if i.identifier not in planned]
+    for (customer_pk, kind), chunk in _chunked(items):
+        sequence += 1
+        with transaction.atomic():
+            _plan_chunk(job, owner, sequence, customer_pk, kind, chunk)
+        yield sequence
+    total = len(planned) + len(items)
+    Job.objects.filter(pk=job.pk).update(total=total, version=F("version") + 1)
+    job.total = total
+
+
+def _chunked(items: list[PlanItem]) -> Iterator[tuple[tuple[int, str], list[PlanItem]]]:
+    """The chunks of at most chunk_size() devices, one customer and device kind each, in the order of the source."""
+    groups: dict[tuple[int, str], list[PlanItem]] = defaultdict(list)
+    for item in items:
+        groups[(item.customer_pk, item.kind)].append(item)
+    for key, group in groups.items():
+        for start in range(0, len(group), chunk_size()):
+            yield key, group[start : start + chunk_size()]
+
+
+def _plan_chunk(job: Job, owner: str, sequence: int, customer_pk: int, kind: str, chunk: list[PlanItem]) -> None:
+    """One chunk's rows and device claims (inside the caller's transaction)."""
+    now = timezone.now()
+    holder = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=owner) if owner else None
+    # The first write of the transaction: it waits for (PostgreSQL: the row lock; SQLite: the write lock) and then
+    # sees a takeover committed before it.
+    if holder is not None and not holder.update(heartbeat_at=now):
+        raise LeaseLost(f"job {job.pk} was taken over by another worker while it was being planned")
     p = job.params
     operation = "upload" if job.kind == "kdp.upload" else "delete"
-    now = timezone.now()
-    with transaction.atomic():
-        groups: dict[tuple[int, str], list[PlanItem]] = defaultdict(list)
-        for item in plan_items(job):
-            groups[(item.customer_pk, item.kind)].append(item)
-        total = sum(len(items) for items in groups.values())
-        sequence = 0
-        busy_total = 0
-        for (customer_pk, kind), items in groups.items():
-            for start in range(0, len(items), chunk_size()):
-                chunk = items[start : start + chunk_size()]
-                identifiers = [i.identifier for i in chunk]
-                busy = _claim_devices(job, account, chunk, operation, now)
-                sequence += 1
-                tx = Transaction.objects.create(
-                    account=account,
-                    job=job,
-                    sequence=sequence,
-                    operation=operation,
-                    generation=account.kdp_generation,
-                    customer_id=customer_pk,
-                    device_type=device_type_for(kind),
-                    profile_alias=p.get("profile_alias", ""),
-                    order_no=p.get("order_no", ""),
-                    order_time=p.get("order_time"),
-                    device_count=len(identifiers) - len(busy),
-                )
-                insert_rows(
-                    TransactionDevice,
-                    ("transaction", "job", "identifier", "row_number", "outcome", "code", "message", "data"),
-                    (
-                        (
-                            tx.pk,
-                            job.pk,
-                            i.identifier,
-                            i.row_number,
-                            "failed",
-                            "BUSY",
-                            "another job is working on this device",
-                            busy[i.identifier],
-                        )
-                        if i.identifier in busy
-                        else (tx.pk, job.pk, i.identifier, i.row_number, "pending", "", "", "")
-                        for i in chunk
-                    ),
-                )
-                if len(busy) == len(chunk):
-                    Transaction.objects.filter(pk=tx.pk).update(
-                        state=Transaction.State.FAILED, knox_message="nothing to send"
-                    )
-                busy_total += len(busy)
-        Job.objects.filter(pk=job.pk).update(total=total, failed=busy_total, version=F("version") + 1)
-    return total
+    busy = _claim_devices(job, job.account, chunk, operation, now)
+    tx = Transaction.objects.create(
+        account=job.account,
+        job=job,
+        sequence=sequence,
+        operation=operation,
+        generation=job.account.kdp_generation,
+        customer_id=customer_pk,
+        device_type=device_type_for(kind),
+        profile_alias=p.get("profile_alias", ""),
+        order_no=p.get("order_no", ""),
+        order_time=p.get("order_time"),
+        device_count=len(chunk) - len(busy),
+    )
+    insert_rows(
+        TransactionDevice,
+        ("transaction", "job", "identifier", "row_number", "outcome", "code", "message", "data"),
+        _outcome_rows(tx, job, chunk, busy),
+    )
+    if len(busy) == len(chunk):
+        Transaction.objects.filter(pk=tx.pk).update(state=Transaction.State.FAILED, knox_message="nothing to send")
+    if busy:
+        Job.objects.filter(pk=job.pk).update(failed=F("failed") + len(busy))
+
+
+def _outcome_rows(tx: Transaction, job: Job, chunk: list[PlanItem], busy: dict[str, str]) -> Iterable[tuple]:
+    """A TransactionDevice row per device: pending, or failed at once when another job holds the device."""
+    for i in chunk:
+        if i.identifier in busy:
+            yield (tx.pk, job.pk, i.identifier, i.row_number, "failed", "BUSY", BUSY_MESSAGE, busy[i.identifier])
+        else:
+            yield (tx.pk, job.pk, i.identifier, i.row_number, "pending", "", "", "")
 
 
 # New Device rows made while planning (every non-null column without a database default).
@@ -312,11 +336,24 @@ class Transfer(Protocol):
 
     model = Transaction
     client_class = KdpClient
-    timings = POLL_TIMINGS
     job_level_codes = JOB_LEVEL_CODES
+
+    @property  # type: ignore[override]
+    def timings(self) -> Timings:
+        """How a sent transaction is read back (knox-api.md §3.6: Knox settles one in seconds to minutes). The
+        first read waits POLL_FIRST_DELAY_SECONDS, no less than Knox needs (KDP_PROCESSING_SECONDS), so it does not
+        spend a rate-limit slot to hear "Progress". Read when used, so a test against a faster sandbox can
+        shorten it."""
+        return Timings(POLL_FIRST_DELAY_SECONDS, POLL_BACKOFF, POLL_MAX_INTERVAL_SECONDS, KDP_POLL_TIMEOUT_SECONDS)
 
     def plan(self) -> None:
         plan(self.job)
+
+    def plan_steps(self) -> Iterator[int]:
+        return plan_chunks(self.job, self.owner)
+
+    def send_spacing(self) -> float:
+        return self.client.session.limiter(self.client.service).interval
 
     def send(self, tx: Transaction) -> None:
         account = self.job.account
@@ -360,26 +397,20 @@ class Transfer(Protocol):
             if tx.is_terminal:
                 return  # applied already (a resumed worker polled it again)
             rejected = status.state == "Rejected"
+            pending = tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING)
             failed: list[TransactionDevice] = []
-            succeeded: list[str] = []
-            for d in tx.devices.filter(outcome=TransactionDevice.Outcome.PENDING):
-                failure = status.failures.get(d.identifier)
+            # Pairs, not model instances: 1,000 instances cost more than the rest of the apply (profile, issue 17).
+            for pk, identifier in pending.values_list("pk", "identifier"):
+                failure = status.failures.get(identifier)
                 if rejected or failure is not None:
-                    d.outcome = TransactionDevice.Outcome.FAILED
-                    d.code = (failure.code if failure else tx.knox_code or "REJECTED")[:20]
-                    d.message = (failure.message if failure else "REJECTED")[:100]
-                    d.data = (failure.data if failure else "Knox rejected the whole transaction")[:400]
-                    failed.append(d)
-                else:
-                    succeeded.append(d.identifier)
+                    failed.append(_failed_outcome(pk, identifier, failure, tx.knox_code))
             TransactionDevice.objects.bulk_update(failed, ["outcome", "code", "message", "data"], batch_size=1000)
-            tx.devices.filter(identifier__in=succeeded, outcome=TransactionDevice.Outcome.PENDING).update(
-                outcome=TransactionDevice.Outcome.SUCCEEDED
-            )
+            # Every device of the chunk still pending is one Knox reported no failure for.
+            succeeded = pending.update(outcome=TransactionDevice.Outcome.SUCCEEDED)
             _update_devices(tx, succeeded, failed)
             record_outcomes(
                 self.job, tx, Transaction.State.REJECTED if rejected else Transaction.State.COMPLETE,
-                len(succeeded), len(failed), knox_state=status.state[:20], polls=F("polls") + 1,
+                succeeded, len(failed), knox_state=status.state[:20], polls=F("polls") + 1,
                 raw_status={
                     "state": status.state,
                     "failures": {k: vars(v) for k, v in list(status.failures.items())[:1000]},
@@ -401,7 +432,7 @@ class Transfer(Protocol):
                     (detail or message)[:400],
                 )
             TransactionDevice.objects.bulk_update(pending, ["outcome", "code", "message", "data"], batch_size=1000)
-            _update_devices(tx, [], pending)
+            _update_devices(tx, 0, pending)
             record_outcomes(self.job, tx, state, 0, len(pending), code=code, message=message)
 
     def finish(self, summary: str) -> None:
@@ -409,21 +440,41 @@ class Transfer(Protocol):
         self.job.finish(summary)
 
 
-def _update_devices(tx: Transaction, succeeded: list[str], failed: list[TransactionDevice]) -> None:
+def _failed_outcome(pk: int, identifier: str, failure: Any, knox_code: str) -> TransactionDevice:
+    """A device's failed outcome: Knox's failure for it, or (None) the whole transaction rejected."""
+    return TransactionDevice(
+        pk=pk,
+        identifier=identifier,
+        outcome=TransactionDevice.Outcome.FAILED,
+        code=(failure.code if failure else knox_code or "REJECTED")[:20],
+        message=(failure.message if failure else "REJECTED")[:100],
+        data=(failure.data if failure else "Knox rejected the whole transaction")[:400],
+    )
+
+
+def _update_devices(tx: Transaction, succeeded: int, failed: list[TransactionDevice]) -> None:
+    """The device records of a chunk's outcomes: its `succeeded` devices (those its TransactionDevice rows say
+    succeeded, read in the statement: no 1,000-value IN list) and its `failed` ones."""
     now = timezone.now()
     devices = Device.objects.filter(account_id=tx.account_id)
     if succeeded:
+        ok = devices.filter(
+            identifier__in=tx.devices.filter(outcome=TransactionDevice.Outcome.SUCCEEDED).values("identifier")
+        )
         if tx.operation == "upload":
-            devices.filter(identifier__in=succeeded).update(
-                state=Device.State.REGISTERED, customer_id=tx.customer_id, profile_alias=tx.profile_alias,
-                registered_at=now, last_transaction=tx, last_code="", last_message="", updated_at=now,
-            )  # fmt: skip
-            if tx.order_no:
-                devices.filter(identifier__in=succeeded).update(order_no=tx.order_no)
-        else:
-            devices.filter(identifier__in=succeeded).update(
-                state=Device.State.DELETED, last_transaction=tx, last_code="", last_message="", updated_at=now
+            ok.update(
+                state=Device.State.REGISTERED,
+                customer_id=tx.customer_id,
+                profile_alias=tx.profile_alias,
+                registered_at=now,
+                last_transaction=tx,
+                last_code="",
+                last_message="",
+                updated_at=now,
+                **({"order_no": tx.order_no} if tx.order_no else {}),
             )
+        else:
+            ok.update(state=Device.State.DELETED, last_transaction=tx, last_code="", last_message="", updated_at=now)
     by_code: dict[tuple[str, str], list[str]] = defaultdict(list)
     for d in failed:
         by_code[(d.code, d.message)].append(d.identifier)

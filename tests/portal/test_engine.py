@@ -35,6 +35,12 @@ def _media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def _polls_match_the_test_sandbox(monkeypatch):
+    """The test sandbox settles a KDP transaction in 0.2 s, not in the 2 s the portal assumes of Knox."""
+    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
+
+
 class Killed(BaseException):
     """What kill -9 looks like from inside the worker: nothing after it runs (not even `except Exception`)."""
 
