@@ -105,7 +105,7 @@ def _check_digit(body14: str) -> str:
     Counting from the right of the body, every first, third, ... digit is doubled (the check digit itself would be
     position zero): for a 14-digit body those are the odd indexes 1, 3, ... 13. A doubled digit's digit sum is
     again one digit (0246813579), so `translate` maps those in one C call, and the sum of the 14 digits is the sum
-    of their ASCII bytes less 14 × "0". This runs once per row of every upload: a per-digit loop cost a 100k-row
+    of their ASCII bytes less 14 times ord("0"). This runs once per row of every upload: a per-digit loop cost a 100k-row
     file about 1.3 s, this about 0.1 s."""
     total = sum((body14[0::2] + body14[1::2].translate(_DOUBLED)).encode()) - 14 * 48
     return _DIGIT[-total % 10]
