@@ -60,6 +60,28 @@ class TotalTestCase(BaseTestCase):
         # The interrupted count left the connection and the test's transaction usable.
         assert Job.objects.count() == 8
 
+    @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's fallback")
+    def test_an_exact_sqlite_count_above_the_threshold_is_reused_as_an_estimate(self):
+        from django.test.utils import CaptureQueriesContext
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(lists, "EXACT_COUNT_LIMIT", 5)
+            assert total(Job.objects.all()) == Total(8, exact=True)
+            Job.objects.create(kind="kdp.upload", title="Job 8")
+            with CaptureQueriesContext(connection) as queries:
+                again = total(Job.objects.all())
+            # The count of a moment ago, said as an estimate; no second COUNT over the table.
+            assert again == Total(8, exact=False) and again.words("job") == "about 8 jobs"
+            assert not any("COUNT(*)" in q["sql"] and "LIMIT" not in q["sql"] for q in queries.captured_queries)
+            # Other filters are counted afresh.
+            assert total(Job.objects.exclude(title="Job 0")) == Total(8, exact=True)
+            # A count that ran out of time is not kept.
+            mp.setattr(lists, "COUNT_TIME_BUDGET", -1.0)
+            mp.setattr(lists, "PROGRESS_STEPS", 1)
+            assert total(Job.objects.filter(kind="kdp.upload")) == Total(5, exact=False, at_least=True)
+            mp.setattr(lists, "COUNT_TIME_BUDGET", 5.0)
+            assert total(Job.objects.filter(kind="kdp.upload")) == Total(9, exact=True)
+
     @pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL's planner estimate (DATABASE_URL=postgres://...)")
     def test_above_the_threshold_postgresql_gives_the_planner_estimate(self):
         with connection.cursor() as cursor:
