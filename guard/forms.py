@@ -24,6 +24,7 @@ from guard.constants import (
 from guard.models import GuardAction
 from portal.forms import MAX_ID, FileField
 from portal.models import KnoxAccount
+from portal.widgets import QuickSelect
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 # A prefix this short would match most of a million devices; the search is for finding one phone.
@@ -69,8 +70,10 @@ class DeviceFilterForm(forms.Form):
     """Filters of the device list; `filters()` is what GuardDevice.objects.matching() takes."""
 
     q = forms.CharField(required=False, max_length=50, label="IMEI / serial / approve ID starts with")
-    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.all(), required=False, empty_label="All accounts")
-    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *STATE_CHOICES])
+    account = forms.ModelChoiceField(
+        queryset=KnoxAccount.objects.all(), required=False, empty_label="All accounts", widget=QuickSelect
+    )
+    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *STATE_CHOICES], widget=QuickSelect)
     licence = forms.CharField(required=False, max_length=100)
     approve_id = forms.CharField(required=False, max_length=KG_APPROVE_ID_MAX_LENGTH, label="Approve ID")
     after = forms.IntegerField(required=False, min_value=1)

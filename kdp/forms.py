@@ -20,6 +20,7 @@ from kdp.models import (
 )
 from portal.forms import MAX_ID, FileField, FilterDateField
 from portal.models import KnoxAccount, Upload
+from portal.widgets import QuickSelect
 
 KDP_OPERATIONS = (Upload.Operation.UPLOAD, Upload.Operation.DELETE)
 ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
@@ -245,14 +246,18 @@ class DeviceFilterForm(forms.Form):
     SORTS = [("newest", "Newest first"), ("oldest", "Oldest first"), ("identifier", "IMEI / serial")]
 
     q = forms.CharField(required=False, max_length=20, label="IMEI / serial / MEID starts with")
-    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.all(), required=False, empty_label="All accounts")
-    customer = forms.ModelChoiceField(queryset=Customer.objects.all(), required=False, empty_label="All customers")
-    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *Device.State.choices])
+    account = forms.ModelChoiceField(
+        queryset=KnoxAccount.objects.all(), required=False, empty_label="All accounts", widget=QuickSelect
+    )
+    customer = forms.ModelChoiceField(
+        queryset=Customer.objects.all(), required=False, empty_label="All customers", widget=QuickSelect
+    )
+    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *Device.State.choices], widget=QuickSelect)
     model = forms.CharField(required=False, max_length=60)
     job = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID, label="Job #")
     date_from = FilterDateField(required=False, label="Registered from")
     date_to = FilterDateField(required=False, label="to")
-    sort = forms.ChoiceField(required=False, choices=SORTS)
+    sort = forms.ChoiceField(required=False, choices=SORTS, widget=QuickSelect)
     after = forms.CharField(required=False, max_length=40)
 
     def filters(self) -> dict[str, Any]:

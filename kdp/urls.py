@@ -26,6 +26,7 @@ device_urls = [
     path("", views.devices, name="devices"),
     path("export.<str:fmt>", views.devices_export, name="devices_export"),
     path("delete/", views.devices_delete, name="devices_delete"),
+    # The device list links each row as <devices>/<pk>/ without a reverse() per row (templates/kdp/devices.html).
     path("<int:pk>/", views.device_detail, name="device_detail"),
 ]
 

@@ -78,6 +78,15 @@ class DeviceListTestCase(BaseTestCase):
         assert "Harbour Cafés" in unescape(html) and "Not registered" in html
         assert next_link(html) is None
 
+    def test_each_row_links_to_its_device_page(self):
+        from django.urls import reverse
+
+        html = self.get()
+        for device in self.cafe_phones:
+            link = reverse("kdp:device_detail", args=[device.pk])
+            assert f'<a href="{link}"><code>{device.identifier}</code></a>' in html
+            assert self.client.get(link).status_code == 200
+
     def test_it_searches_by_identifier_prefix(self):
         assert listed(self.get(q="3510")) == [d.identifier for d in self.cafe_phones]  # sorted by identifier
         assert listed(self.get(q=" 35-20 ")) == [d.identifier for d in self.taxi_phones]
