@@ -8,7 +8,9 @@
 - `stage_insert_s`: only writing the same rows, already built as tuples, into the staged-row table with its
   indexes (one `portal.db.insert_rows`): the part of the ingest no parser or validator can remove;
 - `ingest_floor_ratio` = (calamine_read_s + stage_insert_s) / calamine_read_s: the best `ingest_ratio` any
-  implementation that stores the rows in this database could reach.
+  implementation that stores the rows in this database could reach;
+- `describe_cell_ratio`: the cost of describing a cell of 40,000 different characters ÷ one of 4,000 (linear ≈ 10,
+  target ≤ 40; it was quadratic once).
 
 With `--suffix _pg` (bench/run.py does this when BENCH_PG_URL is set) every metric name ends in it, so the same
 benchmark run on PostgreSQL reports beside the SQLite one.
@@ -104,6 +106,20 @@ def stage_insert(rows: int) -> float:
     return seconds
 
 
+def describe_cell_ratio() -> float:
+    """How the cost of describing a cell of n different characters grows: 40,000 ÷ 4,000 characters. Linear gives
+    about 10; the quadratic version this guards against (22 s for 40,000) gave about 100. Target ≤ 40."""
+    from portal import identifiers
+
+    def cost(n: int) -> float:
+        text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + n))
+        seconds, _ = timed(lambda: [identifiers.check_identifier(text, column_kind="imei") for _ in range(3)])
+        return seconds
+
+    cost(4_000)  # warm up
+    return cost(40_000) / cost(4_000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
@@ -139,6 +155,7 @@ def main() -> None:
             "ingest_rows": n - 1,
             "stage_insert_s": round(insert_s, 3),
             "ingest_floor_ratio": round((calamine_s + insert_s) / calamine_s, 2),
+            "describe_cell_ratio": round(describe_cell_ratio(), 1),
         }
         emit({f"{name}{args.suffix}": value for name, value in results.items()})
 

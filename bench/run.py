@@ -44,6 +44,7 @@ SIZES = {
 TARGETS = {
     "ingest_ratio": ("≤", 2.0),
     "ingest_ratio_pg": ("≤", 2.0),
+    "describe_cell_ratio": ("≤", 40),
     "ingest_peak_rss_mb": ("≤", 250),
     "guard_rate_ratio": ("≥", 0.95),
     "guard_429_fraction": ("<", 0.005),

@@ -152,6 +152,7 @@ def dispatch(app: Sandbox, req: Request) -> Response:
     service = service_of(req.path)
     faults = app.config.faults
     if faults["latency"] > 0:
+        app.count("faults", "latency")
         time.sleep(faults["latency"])
     # Decided before processing: these answers never have an effect.
     rng = app.rng

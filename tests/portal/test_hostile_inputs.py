@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import zipfile
 from dataclasses import dataclass, field
 from html import unescape
@@ -656,19 +655,9 @@ def test_a_name_too_long_for_the_file_system_is_not_a_500(client, operator, knox
 # --- the fixes ----------------------------------------------------------------------------------------------------
 
 
-def test_a_cell_of_many_different_characters_is_described_in_linear_time():
-    """It was quadratic (every character looked up in a list of the earlier ones: 22 s for 40,000). Checked as a
-    ratio measured in this run, not a time: ten times the characters must cost about ten times, not a hundred."""
-
-    def cost(n: int) -> float:
-        text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + n))
-        started = time.perf_counter()
-        for _ in range(3):
-            identifiers.check_identifier(text, column_kind="imei")
-        return time.perf_counter() - started
-
-    cost(4_000)  # warm up
-    assert cost(40_000) / cost(4_000) < 40
+def test_a_cell_of_many_different_characters_is_described():
+    """It was quadratic (every character looked up in a list of the earlier ones: 22 s for 40,000). How its cost
+    grows is measured by bench/ingest.py (`describe_cell_ratio`), not here: tests assert behaviour, not time."""
     text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 40_000))
     verdict = identifiers.check_identifier(text, column_kind="imei")
     assert not verdict.ok
