@@ -173,8 +173,14 @@ def guard_actions(port: int, tmp: Path, m: int) -> dict:
     assert ours.count() == len(jobs)
     before = counters(port)
     env = {**os.environ, "Q_WORKERS": "2", "Q_SYNC": "False", "Q_POLL": "0.05", "LOG_LEVEL": "WARNING"}
-    cluster = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "qcluster"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    cluster = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + max(120, m / 20)
         while time.time() < deadline:

@@ -28,8 +28,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(GuardDevice)
 class GuardDeviceAdmin(admin.ModelAdmin):
-    list_display = ("device_uid", "approve_id", "state", "console_state", "model", "licence", "account",
-                    "last_action", "last_outcome", "last_code", "synced_at")  # fmt: skip
+    list_display = (
+        "device_uid",
+        "approve_id",
+        "state",
+        "console_state",
+        "model",
+        "licence",
+        "account",
+        "last_action",
+        "last_outcome",
+        "last_code",
+        "synced_at",
+    )
     list_filter = ("state", "account", "last_outcome")
     # Exact matches only: icontains over a million devices is a full table scan on every search.
     search_fields = ["=device_uid", "=approve_id", "=object_id"]
@@ -52,8 +63,18 @@ class GuardDeviceAdmin(admin.ModelAdmin):
 
 @admin.register(GuardAction)
 class GuardActionAdmin(ReadOnlyAdmin):
-    list_display = ("id", "action", "device_uid", "outcome", "code", "state_before", "state_after", "job", "actor",
-                    "created_at")  # fmt: skip
+    list_display = (
+        "id",
+        "action",
+        "device_uid",
+        "outcome",
+        "code",
+        "state_before",
+        "state_after",
+        "job",
+        "actor",
+        "created_at",
+    )
     list_filter = ("action", "outcome")
     search_fields = ["=device_uid", "=transaction_id", "=code"]
     show_full_result_count = False
@@ -64,8 +85,19 @@ class GuardActionAdmin(ReadOnlyAdmin):
 
 @admin.register(GuardChunk)
 class GuardChunkAdmin(ReadOnlyAdmin):
-    list_display = ("transaction_id", "job", "sequence", "action", "state", "device_count", "succeeded", "failed",
-                    "knox_code", "submitted_at", "completed_at")  # fmt: skip
+    list_display = (
+        "transaction_id",
+        "job",
+        "sequence",
+        "action",
+        "state",
+        "device_count",
+        "succeeded",
+        "failed",
+        "knox_code",
+        "submitted_at",
+        "completed_at",
+    )
     list_filter = ("state", "action")
     search_fields = ["=transaction_id"]
     list_select_related = ("job",)
@@ -74,8 +106,19 @@ class GuardChunkAdmin(ReadOnlyAdmin):
 
 @admin.register(GuardUpload)
 class GuardUploadAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "account", "job", "sequence", "state", "knox_status", "device_count", "valid", "invalid",
-                    "knox_code", "created_at")  # fmt: skip
+    list_display = (
+        "__str__",
+        "account",
+        "job",
+        "sequence",
+        "state",
+        "knox_status",
+        "device_count",
+        "valid",
+        "invalid",
+        "knox_code",
+        "created_at",
+    )
     list_filter = ("state", "knox_status", "account")
     search_fields = ["=upload_id", "=transaction_id"]
     list_select_related = ("account", "job")

@@ -197,14 +197,22 @@ class ActionForm(forms.Form):
     time_limit_from = _int_field("Quiet hours from", min=0, max=23, **{"aria-label": "Quiet every day from hour"})
     time_limit_to = _int_field("to", min=0, max=23, **{"aria-label": "Quiet every day to hour"})
     days_limit_from = forms.TypedChoiceField(
-        required=False, label="From", choices=[("", "—"), *WEEKDAYS], coerce=int, empty_value=None,
+        required=False,
+        label="From",
+        choices=[("", "—"), *WEEKDAYS],
+        coerce=int,
+        empty_value=None,
         widget=forms.Select(attrs={"aria-label": "Quiet from day"}),
-    )  # fmt: skip
+    )
     span_from_hour = _int_field("at hour", min=0, max=23, **{"aria-label": "Quiet from hour (that day)"})
     days_limit_to = forms.TypedChoiceField(
-        required=False, label="to", choices=[("", "—"), *WEEKDAYS], coerce=int, empty_value=None,
+        required=False,
+        label="to",
+        choices=[("", "—"), *WEEKDAYS],
+        coerce=int,
+        empty_value=None,
         widget=forms.Select(attrs={"aria-label": "Quiet to day"}),
-    )  # fmt: skip
+    )
     span_to_hour = _int_field("at hour", min=0, max=23, **{"aria-label": "Quiet to hour (that day)"})
     approve_id = forms.CharField(
         required=False,
@@ -221,9 +229,15 @@ class ActionForm(forms.Form):
 
     MESSAGE_FIELDS = ("message", "email", "tel")
     BLINK_FIELDS = (
-        "interval", "quiet", "time_limit_from", "time_limit_to",
-        "days_limit_from", "span_from_hour", "days_limit_to", "span_to_hour",
-    )  # fmt: skip
+        "interval",
+        "quiet",
+        "time_limit_from",
+        "time_limit_to",
+        "days_limit_from",
+        "span_from_hour",
+        "days_limit_to",
+        "span_to_hour",
+    )
     APPROVE_FIELDS = ("approve_id", "approve_comment")
     # validate() names ActionParams fields; the pair fields are shown on their first box.
     ERROR_FIELDS = {"time_limit": "time_limit_from", "days_limit": "days_limit_from"}

@@ -315,8 +315,15 @@ def _untouched(a: GuardAction, found: ListedDevice | None) -> bool:
 
 
 def _record_unknown(job: Job, a: GuardAction, found: ListedDevice | None, *, end: bool = False) -> None:
-    record(job, a, ok=False, code="UNKNOWN", message="OUTCOME_UNKNOWN", end=end,
-            reason=f"Knox shows the device as {found.state if found else 'absent'}")  # fmt: skip
+    record(
+        job,
+        a,
+        ok=False,
+        code="UNKNOWN",
+        message="OUTCOME_UNKNOWN",
+        end=end,
+        reason=f"Knox shows the device as {found.state if found else 'absent'}",
+    )
 
 
 # Transitional state → where it settles (seed 003 life cycle), to recognise an applied action later.

@@ -111,11 +111,18 @@ def plan(job: Job) -> None:
         actions: list[GuardAction] = []
         for identifier, row, row_approve_id in targets:
             d = local.get(identifier)
+            approving_a_row = row_approve_id and action == "approve"
             a = GuardAction(
-                account_id=job.account_id, job=job, device=d, device_uid=identifier, row_number=row, action=action,
-                params={**params, "row_approve_id": row_approve_id} if row_approve_id and action == "approve" else params,
-                actor_id=job.created_by_id, state_before=d.state if d else "",
-            )  # fmt: skip
+                account_id=job.account_id,
+                job=job,
+                device=d,
+                device_uid=identifier,
+                row_number=row,
+                action=action,
+                params={**params, "row_approve_id": row_approve_id} if approving_a_row else params,
+                actor_id=job.created_by_id,
+                state_before=d.state if d else "",
+            )
             if (
                 d is not None
                 and d.pending_job_id
@@ -342,6 +349,26 @@ def _sync_devices(job: Job, owner: str) -> None:
     job.finish()
 
 
+# New GuardDevice rows made by a sync (every non-null column without a database default), in insert order.
+NEW_DEVICE_FIELDS = (
+    "account",
+    "object_id",
+    "device_uid",
+    "approve_id",
+    "state",
+    "model",
+    "upload_id",
+    "licence",
+    "last_action",
+    "last_outcome",
+    "last_code",
+    "last_message",
+    "synced_at",
+    "created_at",
+    "updated_at",
+)
+
+
 def upsert_devices(account_id: int, listed: list[ListedDevice]) -> int:
     """Create or refresh GuardDevice rows from Knox's list (one SELECT, one INSERT batch, per-state UPDATEs)."""
     listed = [d for d in listed if d.device_uid]
@@ -354,14 +381,18 @@ def upsert_devices(account_id: int, listed: list[ListedDevice]) -> int:
         )
     )
     stamp = db_datetime(now)
+    blank = ("",) * 5  # licence, last_action, last_outcome, last_code, last_message
+    rows = (
+        (account_id, d.object_id, d.device_uid, d.approve_id, d.state, d.model, d.upload_id, *blank, *(stamp,) * 3)
+        for d in listed
+        if d.device_uid not in existing
+    )
     insert_rows(
         GuardDevice,
-        ("account", "object_id", "device_uid", "approve_id", "state", "model", "upload_id", "licence", "last_action", "last_outcome",
-         "last_code", "last_message", "synced_at", "created_at", "updated_at"),
-        ((account_id, d.object_id, d.device_uid, d.approve_id, d.state, d.model, d.upload_id, "", "", "", "", "", stamp, stamp, stamp)
-         for d in listed if d.device_uid not in existing),
+        NEW_DEVICE_FIELDS,
+        rows,
         ignore_conflicts=True,
-    )  # fmt: skip
+    )
     by_values: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
     for d in listed:
         if d.device_uid in existing:
@@ -412,9 +443,14 @@ class GuardUploads(Protocol):
             for sequence, start in enumerate(range(0, len(rows), KG_UPLOAD_MAX_DEVICES), start=1):
                 numbers = rows[start : start + KG_UPLOAD_MAX_DEVICES]
                 GuardUpload.objects.create(
-                    account_id=job.account_id, job=job, sequence=sequence, flags=job.params.get("flags") or {},
-                    device_count=len(numbers), first_row=numbers[0], last_row=numbers[-1],
-                )  # fmt: skip
+                    account_id=job.account_id,
+                    job=job,
+                    sequence=sequence,
+                    flags=job.params.get("flags") or {},
+                    device_count=len(numbers),
+                    first_row=numbers[0],
+                    last_row=numbers[-1],
+                )
             job.set_total(len(rows))
 
     def devices(self, up: GuardUpload) -> list[tuple[str, str]]:

@@ -534,9 +534,13 @@ def queue_delete_matching(account: KnoxAccount, filters: dict[str, Any], *, user
     if not n:
         raise ValueError("No registered device matches this filter.")
     job = Job.objects.create(
-        kind="kdp.delete", account=account, created_by=user, params={"filter": filters}, total=n,
+        kind="kdp.delete",
+        account=account,
+        created_by=user,
+        params={"filter": filters},
+        total=n,
         title=f"Delete {n} device{'s' if n != 1 else ''} from the device list",
-    )  # fmt: skip
+    )
     AuditEvent.objects.record(
         "kdp.delete", request=request, actor=user, target=job, summary={"filter": filters, "devices": n}
     )

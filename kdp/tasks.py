@@ -276,9 +276,22 @@ def _outcome_rows(tx: Transaction, job: Job, chunk: list[PlanItem], busy: dict[s
 
 # New Device rows made while planning (every non-null column without a database default).
 DEVICE_FIELDS = (
-    "account", "identifier", "kind", "imei", "serial_number", "meid", "model", "profile_alias", "order_no", "state",
-    "knox_state", "last_code", "last_message", "created_at", "updated_at",
-)  # fmt: skip
+    "account",
+    "identifier",
+    "kind",
+    "imei",
+    "serial_number",
+    "meid",
+    "model",
+    "profile_alias",
+    "order_no",
+    "state",
+    "knox_state",
+    "last_code",
+    "last_message",
+    "created_at",
+    "updated_at",
+)
 
 
 def _claim_devices(job: Job, account: Any, chunk: list[PlanItem], operation: str, now: datetime) -> dict[str, str]:
@@ -409,13 +422,18 @@ class Transfer(Protocol):
             succeeded = pending.update(outcome=TransactionDevice.Outcome.SUCCEEDED)
             _update_devices(tx, succeeded, failed)
             record_outcomes(
-                self.job, tx, Transaction.State.REJECTED if rejected else Transaction.State.COMPLETE,
-                succeeded, len(failed), knox_state=status.state[:20], polls=F("polls") + 1,
+                self.job,
+                tx,
+                Transaction.State.REJECTED if rejected else Transaction.State.COMPLETE,
+                succeeded,
+                len(failed),
+                knox_state=status.state[:20],
+                polls=F("polls") + 1,
                 raw_status={
                     "state": status.state,
                     "failures": {k: vars(v) for k, v in list(status.failures.items())[:1000]},
                 },
-            )  # fmt: skip
+            )
 
     def fail(self, tx: Transaction, state: str, code: str, message: str, detail: str = "") -> None:
         """Every still-pending device of `tx` fails with `code`: Knox refused it, or it could not be asked."""
@@ -592,11 +610,26 @@ def _reconcile_batch(job: Job, account: object, batch: list, customers: dict[str
     for d in batch:
         mine = local.get(d.identifier)
         if mine is None or mine[1] != Device.State.REGISTERED:
-            items.append(ReconcileItem(job=job, identifier=d.identifier, drift=ReconcileItem.Drift.ONLY_IN_KNOX,
-                                       knox_customer_id=d.customer_id, model=d.model))  # fmt: skip
+            items.append(
+                ReconcileItem(
+                    job=job,
+                    identifier=d.identifier,
+                    drift=ReconcileItem.Drift.ONLY_IN_KNOX,
+                    knox_customer_id=d.customer_id,
+                    model=d.model,
+                )
+            )
         elif d.customer_id and mine[0] != d.customer_id:
-            items.append(ReconcileItem(job=job, identifier=d.identifier, drift=ReconcileItem.Drift.OTHER_CUSTOMER,
-                                       knox_customer_id=d.customer_id, local_customer_id=mine[0] or "", model=d.model))  # fmt: skip
+            items.append(
+                ReconcileItem(
+                    job=job,
+                    identifier=d.identifier,
+                    drift=ReconcileItem.Drift.OTHER_CUSTOMER,
+                    knox_customer_id=d.customer_id,
+                    local_customer_id=mine[0] or "",
+                    model=d.model,
+                )
+            )
     ReconcileItem.objects.bulk_create(items)
     Device.objects.filter(account=account, identifier__in=ids).update(seen_in_knox_at=timezone.now())
     job.add_progress(succeeded=len(batch))

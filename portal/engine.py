@@ -479,9 +479,11 @@ def _settle(protocol: Protocol, req: KnoxRequest) -> bool:
         req.unsend()
     elif found is None:
         protocol.fail(
-            req, KnoxRequest.State.FAILED, UNKNOWN,
+            req,
+            KnoxRequest.State.FAILED,
+            UNKNOWN,
             "sent, but Knox's answer was lost and Knox cannot tell whether it arrived; check before repeating it",
-        )  # fmt: skip
+        )
         return False
     else:
         req.mark_submitted(0)
@@ -508,9 +510,11 @@ def _poll(protocol: Protocol, req: KnoxRequest) -> None:
     age = (timezone.now() - (req.submitted_at or timezone.now())).total_seconds()
     if age > protocol.timings.timeout:
         protocol.fail(
-            req, KnoxRequest.State.FAILED, UNKNOWN,
+            req,
+            KnoxRequest.State.FAILED,
+            UNKNOWN,
             f"Knox did not report the result within {int(protocol.timings.timeout // 60)} minutes; check with Reconcile",
-        )  # fmt: skip
+        )
         return
     req.poll_later(protocol.timings.interval(req.polls))
 

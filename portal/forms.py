@@ -85,9 +85,12 @@ class KnoxAccountForm(forms.ModelForm):
     """Create or edit a Knox account. Secret fields are write-only: leave blank to keep the stored value."""
 
     client_identifier = forms.CharField(
-        label="Client Identifier", required=False, widget=SecretInput, max_length=4000,
+        label="Client Identifier",
+        required=False,
+        widget=SecretInput,
+        max_length=4000,
         help_text="From the Knox API portal. Leave blank to keep the stored one.",
-    )  # fmt: skip
+    )
     keys_file = FileField(
         label="keys.json",
         required=False,

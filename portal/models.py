@@ -831,9 +831,12 @@ class Upload(models.Model):
     def start_parsing(self, user: Any) -> Job:
         """Queue the job that reads the file into rows (the preview polls it)."""
         job = Job.objects.create(
-            kind=f"{self.service}.parse", title=f"Read {self.filename}", account=self.account, created_by=user,
+            kind=f"{self.service}.parse",
+            title=f"Read {self.filename}",
+            account=self.account,
+            created_by=user,
             params={"upload": self.pk},
-        )  # fmt: skip
+        )
         Upload.objects.filter(pk=self.pk).update(parse_job=job, status=Upload.Status.PARSING)
         self.parse_job, self.status = job, Upload.Status.PARSING
         job.enqueue("portal.tasks.parse_upload")

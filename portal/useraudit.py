@@ -321,7 +321,9 @@ def _m2m_changed(
     sender: type[Model], instance: Any, action: str, reverse: bool, pk_set: set[Any] | None, using: str, **kwargs: Any
 ) -> None:
     relation = _RELATIONS[sender]
-    mine, theirs = (relation.item_attname, relation.owner_attname) if reverse else (relation.owner_attname, relation.item_attname)  # fmt: skip
+    mine, theirs = (
+        (relation.item_attname, relation.owner_attname) if reverse else (relation.owner_attname, relation.item_attname)
+    )
     if action == "post_add":
         pairs = [(pk, instance.pk) if reverse else (instance.pk, pk) for pk in pk_set or ()]
     elif action in ("pre_remove", "pre_clear"):
@@ -338,10 +340,18 @@ def _m2m_changed(
         return
     if not pairs:
         return
-    owners = {instance.pk: instance} if not reverse else relation.owner._default_manager.using(using).in_bulk({o for o, _ in pairs})  # fmt: skip
+    owners = (
+        {instance.pk: instance}
+        if not reverse
+        else relation.owner._default_manager.using(using).in_bulk({o for o, _ in pairs})
+    )
     item_ids = {i for _, i in pairs}
     if relation.item is Permission:
-        rows = Permission.objects.using(using).filter(pk__in=item_ids).values_list("pk", "content_type__app_label", "codename")  # fmt: skip
+        rows = (
+            Permission.objects.using(using)
+            .filter(pk__in=item_ids)
+            .values_list("pk", "content_type__app_label", "codename")
+        )
         names = {pk: f"{app_label}.{codename}" for pk, app_label, codename in rows}
     else:
         names = dict(relation.item._default_manager.using(using).filter(pk__in=item_ids).values_list("pk", "name"))

@@ -120,9 +120,11 @@ class KnoxResponse:
         doc = self.json()
         if not isinstance(doc, dict):
             raise errors.KnoxBadResponse(
-                "Knox answered with JSON of an unexpected shape", status=self.status, service=self.service,
+                "Knox answered with JSON of an unexpected shape",
+                status=self.status,
+                service=self.service,
                 transaction_id=self.transaction_id,
-            )  # fmt: skip
+            )
         return doc
 
 
@@ -275,13 +277,18 @@ class KnoxSession:
                     if not idempotent:
                         raise errors.KnoxOutcomeUnknown(
                             f"{bad}; the request may have reached Knox, so it is not repeated blindly",
-                            status=status, service=service, transaction_id=transaction_id,
+                            status=status,
+                            service=service,
+                            transaction_id=transaction_id,
                             detail=body[:200].decode("utf-8", "replace"),
-                        ) from None  # fmt: skip
+                        ) from None
                     raise errors.KnoxBadResponse(
-                        f"{bad} ({attempts} attempts)", status=status, service=service, transaction_id=transaction_id,
+                        f"{bad} ({attempts} attempts)",
+                        status=status,
+                        service=service,
+                        transaction_id=transaction_id,
                         detail=body[:200].decode("utf-8", "replace"),
-                    ) from None  # fmt: skip
+                    ) from None
                 self._log(method, path, service, status, duration, "", transaction_id, attempts)
                 resp = KnoxResponse(status, body, resp_headers, service, transaction_id, duration, attempts)
                 resp.decoded = decoded
@@ -315,8 +322,11 @@ class KnoxSession:
             if status in RETRY_STATUSES and status != 429 and not idempotent:
                 raise errors.KnoxOutcomeUnknown(
                     f"Knox answered HTTP {status} to a call that is not repeated blindly; check the result before trying again",
-                    status=status, code=err.code, service=service, transaction_id=transaction_id,
-                )  # fmt: skip
+                    status=status,
+                    code=err.code,
+                    service=service,
+                    transaction_id=transaction_id,
+                )
             raise err
 
     def _read_body(self, raw: requests.Response) -> bytes:
