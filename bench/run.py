@@ -2,8 +2,8 @@
 
     python bench/run.py [--quick] [--only NAME] [--json] [--no-write]
 
-NAME is one of ingest, knox, pages, sandbox. `--quick` shrinks the sizes so the whole set ends in about a minute
-on a 2-core machine (same metrics, smaller N). Without --quick (and without --no-write) the results are written
+NAME is one of ingest, knox, pages, sandbox, parse. `--quick` shrinks the sizes so the whole set ends in about a
+minute on a 2-core machine (same metrics, smaller N). Without --quick (and without --no-write) the results are written
 to docs/performance.md. Benchmarks report; they never assert (CI does not run them). DATABASE_URL, when set,
 runs them on that database instead of a throw-away SQLite file.
 """
@@ -30,6 +30,7 @@ SIZES = {
         "devices": 1_000_000,
         "iterations": 40,
         "seconds": 5,
+        "parse_rows": 200_000,
     },
     "quick": {
         "rows": 10_000,
@@ -38,6 +39,7 @@ SIZES = {
         "devices": 10_000,
         "iterations": 10,
         "seconds": 2,
+        "parse_rows": 20_000,
     },
 }
 
@@ -56,19 +58,31 @@ TARGETS = {
     "list_vs_admin_ratio": ("≥", 5),
     "job_poll_queries": ("≤", 3),
     "sandbox_rps_ratio": ("≥", 5),
+    "parse_peak_rss_mb": ("≤", 250),
 }
 
 
 def commands(sizes: dict[str, int]) -> dict[str, list[str]]:
     py = sys.executable
+    # The quick run leaves out the hostile corpus's slowest generated files (a million rows, the 285 MB zip).
+    parse_quick = ["--skip-big"] if sizes["parse_rows"] < SIZES["full"]["parse_rows"] else []
+    rows, kdp, guard = str(sizes["rows"]), str(sizes["kdp_devices"]), str(sizes["guard_actions"])
     found = {
-        "ingest": [py, str(BENCH / "ingest.py"), "--rows", str(sizes["rows"])],
-        "knox": [py, str(BENCH / "knox_throughput.py"), "--kdp-devices", str(sizes["kdp_devices"]), "--guard-actions", str(sizes["guard_actions"])],
-        "pages": [py, str(BENCH / "pages.py"), "--devices", str(sizes["devices"]), "--iterations", str(sizes["iterations"])],
+        "ingest": [py, str(BENCH / "ingest.py"), "--rows", rows],
+        "knox": [py, str(BENCH / "knox_throughput.py"), "--kdp-devices", kdp, "--guard-actions", guard],
+        "pages": [
+            py,
+            str(BENCH / "pages.py"),
+            "--devices",
+            str(sizes["devices"]),
+            "--iterations",
+            str(sizes["iterations"]),
+        ],
         "sandbox": [py, str(BENCH / "sandbox_load.py"), "--seconds", str(sizes["seconds"]), "--json"],
-    }  # fmt: skip
+        "parse": [py, str(BENCH / "parse_rss.py"), "--rows", str(sizes["parse_rows"]), *parse_quick],
+    }
     if os.environ.get("BENCH_PG_URL"):  # an empty PostgreSQL database: the ingest again, its metrics ending in _pg
-        ingest_pg = [py, str(BENCH / "ingest.py"), "--rows", str(sizes["rows"]), "--suffix", "_pg"]
+        ingest_pg = [py, str(BENCH / "ingest.py"), "--rows", rows, "--suffix", "_pg"]
         return {**found, "ingest_pg": ingest_pg}
     return found
 
@@ -122,7 +136,7 @@ def write_report(results: dict, sizes: dict[str, int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["ingest", "ingest_pg", "knox", "pages", "sandbox"])
+    parser.add_argument("--only", choices=["ingest", "ingest_pg", "knox", "pages", "sandbox", "parse"])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()

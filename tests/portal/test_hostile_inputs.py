@@ -797,3 +797,20 @@ def test_a_shared_string_counts_once_for_every_cell_that_uses_it(tmp_path, gener
     assert list(lengths) == [len("<t>IMEI</t>"), len("<t></t>") + 1000]
     assert (size.rows, size.columns, size.texts) == (200_001, 5, 800_001)
     assert size.text_bytes == 800_000 * 1007 + 11
+
+
+def test_the_cells_calamine_collects_before_its_grid_count_towards_the_memory_limit(tmp_path):
+    # 101 rows of 10 filled cells: the grid and its text take about 36 KB, but calamine first lists the 1,010
+    # filled cells with their positions (40 bytes each, 40 KB more) and holds both while it builds the grid. A
+    # dense workbook within the old estimate (200,000 rows of 20 numbers) took 376 MB to parse.
+    rows = [["IMEI", *(f"C{n}" for n in range(1, 10))]] + [[imei(r), *range(9)] for r in range(100)]
+    path = tmp_path / "dense.xlsx"
+    path.write_bytes(make_corpus.xlsx([("Devices", make_corpus.sheet_xml(rows))]))
+    with spreadsheets.open_spreadsheet(path, max_memory=100_000) as sheet:
+        assert len(list(sheet.iter_rows())) == 100
+    with pytest.raises(spreadsheets.SpreadsheetError) as caught:
+        spreadsheets.open_spreadsheet(path, max_memory=50_000)
+    assert caught.value.message.startswith(
+        "The sheet 'Devices' reaches down to row 101 and across to column J: 1,010 cells, about 0.1 MB of memory to "
+        "read; the portal reads at most 0.1 MB at once."
+    )
