@@ -324,10 +324,11 @@ class Spreadsheet:
                     continue
                 if number - self.header_row > self._max_rows:
                     raise SpreadsheetError(_too_many_rows(self._max_rows))
-                if not any(_cell_text(cell).strip() for cell in cells):
-                    continue
                 cell = cells[device] if device < len(cells) else ""
                 raw = _cell_text(cell)
+                # An empty row is skipped; a filled device cell already says the row is not empty (most rows).
+                if not raw.strip() and not any(_cell_text(other).strip() for other in cells):
+                    continue
                 extra: dict[str, str] = {}
                 for extra_kind, index in self._extra_columns:
                     if index < len(cells) and (text := _cell_text(cells[index]).strip()):

@@ -258,10 +258,7 @@ def staged_row(row: spreadsheets.Row) -> StagedRow:
             status,
             "",
             (verdict.suggestion or "")[:40],
-            _extra(extra, "order_no", 100),
-            _extra(extra, "model", 60),
-            _extra(extra, "approve_id", 100),
-            _extra(extra, "customer", 200),
+            *(_extras(extra) if extra else _NO_EXTRAS),
         )
     reason = row.message if status != _VALID or verdict.warning or verdict.note else ""
     if status == UploadRow.Status.VALID and verdict.value in TEMPLATE_EXAMPLE_VALUES:
@@ -285,10 +282,14 @@ def staged_row(row: spreadsheets.Row) -> StagedRow:
 _VALID = str(UploadRow.Status.VALID)
 
 
-def _extra(extra: dict[str, str], name: str, length: int) -> str:
-    """An extra column's text for the fast path of `staged_row`: cut to the field's length, NUL made storable."""
-    text = extra.get(name)
-    return storable(str(text)[:length]) if text else ""
+# StagedRow's fields for a spreadsheet's other columns, in order, with their lengths.
+_EXTRA_FIELDS = (("order_no", 100), ("model", 60), ("approve_id", 100), ("customer", 200))
+_NO_EXTRAS = ("",) * len(_EXTRA_FIELDS)
+
+
+def _extras(extra: dict[str, str]) -> tuple[str, ...]:
+    """The fast path's other columns: cut to the fields' lengths, NUL made storable."""
+    return tuple(storable(str(extra[name])[:length]) if name in extra else "" for name, length in _EXTRA_FIELDS)
 
 
 def _check_and_insert(
