@@ -20,8 +20,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def setup_django(tmp: Path) -> None:
-    """Point Django at a fresh database in `tmp` (unless DATABASE_URL is set) and migrate it."""
+def setup_django(tmp: Path, *, migrate: bool = True) -> None:
+    """Point Django at a fresh database in `tmp` (unless DATABASE_URL is set) and migrate it (unless `migrate` is
+    False: a benchmark that never touches the database, like a parse, loads the apps as a worker does)."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     # BENCH_DATABASE_URL (set by bench/run.py from DATABASE_URL) runs the benchmarks on PostgreSQL; otherwise
@@ -32,6 +33,8 @@ def setup_django(tmp: Path) -> None:
     import django
 
     django.setup()
+    if not migrate:
+        return
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)

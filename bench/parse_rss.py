@@ -14,8 +14,8 @@ ru_maxrss, so one file's peak never hides inside another's.
 
     python bench/parse_rss.py [--rows 200000] [--skip-big] [--only-parse FILE | --only-baseline] [--verbose]
 
-Each child sets up Django as bench/ingest.py's does (a migrated throw-away database), so the figures are a
-worker's, a little above what the parse alone needs.
+Each child loads Django and the portal's apps as a worker does (no database: a parse reads none), so the figures
+are a worker's, a little above what the parse alone needs.
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def main() -> None:
     args = parser.parse_args()
     with workdir() as tmp:
         if args.only_parse or args.only_baseline:
-            setup_django(tmp)
+            setup_django(tmp, migrate=False)
+            import portal.uploads  # noqa: F401 - what a worker has loaded: every app's models and the upload path
+
             outcome = parse(Path(args.only_parse)) if args.only_parse else {}
             emit({**outcome, "peak_rss_mb": round(peak_rss_mb(), 1)})
             return
