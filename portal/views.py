@@ -376,21 +376,6 @@ def account_test(request: PortalRequest, pk: int) -> HttpResponse:
     return redirect(LOOKUPS[CONNECTION_TEST].page(job))
 
 
-def service_index(request: HttpRequest, *, service: str, title: str) -> HttpResponse:
-    """Landing page of a Knox service: which accounts can call it, and its recent jobs."""
-    accounts = [
-        (a, a.missing_credentials(a.kdp_service() if service == "kdp" else service))
-        for a in KnoxAccount.objects.filter(is_active=True)
-    ]
-    ctx = {
-        "title": title,
-        "service": service,
-        "accounts": accounts,
-        "jobs": Job.objects.filter(kind__startswith=f"{service}.").select_related("account", "created_by")[:20],
-    }
-    return render(request, "portal/service_index.html", ctx)
-
-
 def retry_context(job: Job, failed_by_code: dict[str, int]) -> dict[str, Any]:
     """What a finished job's page says about "Retry the failed devices" (templates/portal/_retry_note.html): how
     many failures a retry can fix (portal.knox.errors.is_retryable), and why the others are left out."""
