@@ -48,13 +48,9 @@ from efota.models import (
 from portal.lists import list_context
 from portal.lookups import lookup_context
 from portal.models import Job, KnoxAccount
-from portal.views import ACCESS, QUEUE, require_perm
+from portal.views import ACCESS, QUEUE, get_job_for_user, require_perm
 
 DEVICES_SHOWN = 500
-
-
-def _get_efota_job_for_user(request: HttpRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
 
 
 def _get_group_for_user(request: HttpRequest, pk: int) -> EfotaGroup:
@@ -307,7 +303,7 @@ def _job_path(job: Job) -> str:
 @require_GET
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_efota_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     elsewhere = _own_page(request, the_job)
     if elsewhere is not None:
         return elsewhere
@@ -327,7 +323,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 def job_status(request: HttpRequest, pk: int) -> HttpResponse:
     """The polled status section: the figures the job (or a status refresh) last read from E-FOTA. Never asks
     E-FOTA: a poll must not wait on it."""
-    the_job = _get_efota_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     elsewhere = _own_page(request, the_job)
     if elsewhere is not None:
         return elsewhere
@@ -339,7 +335,7 @@ def job_status(request: HttpRequest, pk: int) -> HttpResponse:
 def job_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     """The “Refresh status” button: queue a job that asks E-FOTA for the status of every started part (one at a time per
     force update); the status section follows it."""
-    the_job = _get_efota_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind != "efota.force_update":
         return redirect(the_job.get_absolute_url())
     refresh, created = queue_status_refresh(the_job, user=request.user)

@@ -60,6 +60,7 @@ from portal.views import (
     ACCESS,
     PREVIEW_PAGE_SIZE,
     QUEUE,
+    get_job_for_user,
     preview_rows,
     require_perm,
     retry_context,
@@ -95,10 +96,6 @@ def _get_device_for_user(request: HttpRequest, pk: int) -> GuardDevice:
 
 def _get_staged_for_user(request: HttpRequest, pk: int) -> Upload:
     return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="guard")
-
-
-def _get_job_for_user(request: HttpRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
 
 
 def _account_or_404(pk: Any) -> KnoxAccount:
@@ -709,7 +706,7 @@ def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind == UPLOAD_RESULTS:  # a read of an upload's results: shown on the upload's page
         return redirect("guard:job", the_job.params.get("job"))
     if not the_job.kind.startswith("guard."):
@@ -817,7 +814,7 @@ def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after:
 def job_refresh_results(request: HttpRequest, pk: int) -> HttpResponse:
     """“Refresh results”: queue a job that reads Knox Guard's per-device results of every part of the upload (a
     worker asks Knox, never this request); the results section follows it."""
-    the_job = _get_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind != "guard.upload":
         return HttpResponseBadRequest("Only Knox Guard upload jobs have per-device results to read")
     read, created = queue_upload_results(the_job, user=request.user, request=request)
@@ -844,7 +841,7 @@ def _refresh_context(request: HttpRequest, job: Job) -> dict[str, Any]:
 @require_POST
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue the job's action again for its failed devices that the portal still knows (once per job)."""
-    the_job = _get_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind not in ACTION_KINDS:
         return HttpResponseBadRequest("Only Knox Guard action jobs can be retried")
     spec = ACTIONS[the_job.params["action"]]
@@ -900,7 +897,7 @@ RESULT_COLUMNS = [
 @require_perm(ACCESS)
 @require_GET
 def job_report(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind not in ACTION_KINDS:
         return redirect(the_job.get_absolute_url())  # no per-device report for this job
     rows = GuardAction.objects.filter(job=the_job).select_related("device").order_by("id")

@@ -50,7 +50,15 @@ from portal.charts import bar_chart_svg, daily_series
 from portal.forms import MAX_ID
 from portal.lists import list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
+from portal.views import (
+    ACCESS,
+    QUEUE,
+    get_job_for_user,
+    preview_rows,
+    require_perm,
+    retry_context,
+    retry_exists_message,
+)
 
 PAGE_SIZE = 50
 KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.reconcile")
@@ -59,10 +67,6 @@ KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.
 def _get_upload_for_user(request: HttpRequest, pk: int) -> Upload:
     # KDP's spreadsheets only: Knox Guard stages its own in the same table (Upload.service).
     return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="kdp")
-
-
-def _get_kdp_job_for_user(request: HttpRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk, kind__in=KDP_JOB_KINDS)
 
 
 def _account_or_404(pk: Any) -> KnoxAccount:
@@ -322,7 +326,7 @@ def aliases(request: HttpRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_kdp_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     filters = forms.ResultsFilterForm(request.GET)
     outcome, after = (
         (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
@@ -369,7 +373,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_kdp_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     try:
         retry, created = queue_retry(the_job, user=request.user, request=request)
     except ValueError as e:
@@ -397,7 +401,7 @@ RESULT_COLUMNS = [
 @require_perm(ACCESS)
 @require_GET
 def job_report(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_kdp_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     rows = TransactionDevice.objects.filter(job=the_job).select_related("transaction").order_by("id")
     AuditEvent.objects.record("kdp.export", request=request, target=the_job, summary={"what": "job report"})
     if the_job.kind == "kdp.reconcile":
@@ -692,7 +696,7 @@ def reconcile_job(request: HttpRequest, pk: int) -> HttpResponse:
     """One reconcile report's differences on screen: filtered by kind and identifier prefix, paged by (kind,
     identifier) cursor, all in the URL; the counts per kind come from one GROUP BY on the report's index. A job that
     is not a reconcile has no differences: its own page."""
-    the_job = _get_kdp_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     if the_job.kind != "kdp.reconcile":
         return redirect("kdp:job", the_job.pk)
     form = forms.ReconcileFilterForm(request.GET)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
 
@@ -58,8 +58,13 @@ def require_perm(perm: str) -> Callable[[Callable[..., HttpResponse]], Callable[
     return decorator
 
 
-def _get_job_for_user(request: PortalRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
+def get_job_for_user(request: HttpRequest, pk: int, kinds: Iterable[str] | None = None) -> Job:
+    """The job `pk` for every page that shows or acts on one (portal, kdp, guard, efota); 404 when it does not
+    exist or, with `kinds`, is not of one of them (KDP's pages show KDP's jobs only)."""
+    jobs = Job.objects.select_related("account", "created_by")
+    if kinds is not None:
+        jobs = jobs.filter(kind__in=kinds)
+    return get_object_or_404(jobs, pk=pk)
 
 
 def _get_account_for_user(request: PortalRequest, pk: int) -> KnoxAccount:
@@ -154,7 +159,7 @@ def jobs(request: PortalRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def job_detail(request: PortalRequest, pk: int) -> HttpResponse:
-    job = _get_job_for_user(request, pk)
+    job = get_job_for_user(request, pk)
     if job.get_absolute_url() != request.path:
         return redirect(job.get_absolute_url())  # the service app's own page shows per-device results
     ctx = {"job": job, "can_cancel": request.user.has_perm(QUEUE) and job.status == Job.Status.QUEUED}
@@ -200,7 +205,7 @@ JOB_PROGRESS_FIELDS = (
 @require_perm(QUEUE)
 @require_POST
 def job_cancel(request: PortalRequest, pk: int) -> HttpResponse:
-    job = _get_job_for_user(request, pk)
+    job = get_job_for_user(request, pk)
     if job.cancel():
         AuditEvent.objects.record("job.cancel", request=request, target=job, summary={"kind": job.kind})
         messages.success(request, f"Job #{job.pk} was cancelled before it started.")
