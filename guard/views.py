@@ -21,7 +21,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRefresh
 from django_q.models import Schedule
 
 from guard import forms
@@ -56,6 +55,8 @@ from portal import exports
 from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
+from portal.previews import htmx_target, preview_response, stage_spreadsheet
+from portal.schedules import form_errors, remove_schedule, schedule_daily, unknown_account
 from portal.views import (
     ACCESS,
     PREVIEW_PAGE_SIZE,
@@ -152,36 +153,28 @@ def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def schedule(request: HttpRequest) -> HttpResponse:
-    form = forms.ScheduleForm(request.POST)
-    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
-        return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
-    if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
-        return redirect("guard:index")
-    account, hour = form.cleaned_data["account"], form.cleaned_data["hour"]
-    Schedule.objects.update_or_create(
-        name=f"{SYNC_SCHEDULE_PREFIX}{account.pk}",
-        defaults={
-            "func": SYNC_TASK,
-            "args": repr((account.pk,)),
-            "schedule_type": Schedule.CRON,
-            "cron": f"0 {hour} * * *",
-            "repeats": -1,
-        },
+    return schedule_daily(
+        request,
+        forms.ScheduleForm(request.POST),
+        task=SYNC_TASK,
+        name_prefix=SYNC_SCHEDULE_PREFIX,
+        audit_action="guard.sync_schedule",
+        page="guard:index",
+        done="The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.",
     )
-    AuditEvent.objects.record("guard.sync_schedule", request=request, target=account, summary={"hour_utc": hour})
-    messages.success(request, f"The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.")
-    return redirect("guard:index")
 
 
 @require_perm(QUEUE)
 @require_POST
 def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    sched = get_object_or_404(Schedule, pk=pk, func=SYNC_TASK)
-    AuditEvent.objects.record("guard.sync_unschedule", request=request, summary={"schedule": sched.name})
-    sched.delete()
-    messages.success(request, "Daily Knox Guard sync removed.")
-    return redirect("guard:index")
+    return remove_schedule(
+        request,
+        pk,
+        task=SYNC_TASK,
+        audit_action="guard.sync_unschedule",
+        page="guard:index",
+        done="Daily Knox Guard sync removed.",
+    )
 
 
 # --- devices ------------------------------------------------------------------------------------------------
@@ -234,9 +227,9 @@ def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSele
     selection = forms.DeviceSelectionForm(data)
     filters = forms.DeviceFilterForm(data)
     if not filters.is_valid():
-        return selection, None, " ".join(e for errs in filters.errors.values() for e in errs)
+        return selection, None, form_errors(filters)
     if not selection.is_valid():
-        return selection, None, " ".join(e for errs in selection.errors.values() for e in errs)
+        return selection, None, form_errors(selection)
     account = filters.cleaned_data.get("account")
     matching = GuardDevice.objects.matching(account, filters.filters())
     if selection.cleaned_data["scope"] == "selected":
@@ -489,24 +482,8 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _stage(request: HttpRequest, form: forms.StagingForm, operation: str) -> Upload:
-    f = form.cleaned_data["file"]
-    staged = Upload(
-        service="guard",
-        operation=operation,
-        account=form.cleaned_data["account"],
-        created_by=request.user,
-        filename=f.name[:255],
-    )
-    staged.file.save(f.name, f, save=False)
-    staged.save()
-    staged.start_parsing(request.user)
-    AuditEvent.objects.record(
-        "guard.file_upload",
-        request=request,
-        target=staged,
-        summary={"file": f.name, "bytes": f.size, "operation": operation},
-    )
-    return staged
+    data = form.cleaned_data
+    return stage_spreadsheet(request, data["file"], service="guard", account=data["account"], operation=operation)
 
 
 @require_perm(QUEUE)
@@ -600,17 +577,9 @@ def _preview_context(
 def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number), then the action or the flags."""
     staged = _get_staged_for_user(request, pk)
-    rows_only = bool(request.htmx and request.htmx.target == "preview-rows")
-    ctx = _preview_context(request, staged, counts=not rows_only)
-    if request.htmx and request.htmx.target == "upload-status":
-        if staged.status != Upload.Status.PARSING:
-            return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
-        return render(request, "guard/staged.html#upload-status", ctx)
-    if request.htmx and request.htmx.target == "preview-rows":
-        return render(request, "guard/staged.html#preview-rows", ctx)
-    if request.htmx and request.htmx.target == "bulk-action":
-        return render(request, "guard/staged.html#bulk-action", ctx)
-    return render(request, "guard/staged.html", ctx)
+    # A page of rows needs no check of the whole file; the status region shows the check's counts.
+    ctx = _preview_context(request, staged, counts=htmx_target(request) != "preview-rows")
+    return preview_response(request, staged, "guard/staged.html", ctx, regions=("bulk-action",))
 
 
 @require_perm(QUEUE)
@@ -940,10 +909,10 @@ def uploads_from_knox(request: HttpRequest) -> HttpResponse:
     """Knox's own list of uploads (every channel), read on request by a worker (portal.lookups): never on a plain
     page view, never while the request waits."""
     form = forms.AccountForm(request.POST)
-    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+    if unknown_account(form):
         return HttpResponseBadRequest("Unknown account")
     if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        messages.error(request, form_errors(form))
         return redirect("guard:uploads")
     account = form.cleaned_data["account"]
     job = queue_lookup(

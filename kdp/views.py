@@ -21,7 +21,6 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRefresh
 from django_q.models import Schedule
 
 from kdp import forms
@@ -50,6 +49,8 @@ from portal.charts import bar_chart_svg, daily_series
 from portal.forms import MAX_ID
 from portal.lists import list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
+from portal.previews import PREVIEW_REGIONS, htmx_target, preview_response, stage_spreadsheet
+from portal.schedules import form_errors, remove_schedule, schedule_daily, unknown_account
 from portal.views import (
     ACCESS,
     QUEUE,
@@ -107,22 +108,13 @@ def upload(request: HttpRequest) -> HttpResponse:
         request.POST or None, request.FILES or None, initial={"operation": request.GET.get("operation", "upload")}
     )
     if request.method == "POST" and form.is_valid():
-        f = form.cleaned_data["file"]
-        staged = Upload(
+        staged = stage_spreadsheet(
+            request,
+            form.cleaned_data["file"],
+            service="kdp",
             account=form.cleaned_data["account"],
-            created_by=request.user,
             operation=form.cleaned_data["operation"],
-            filename=f.name[:255],
             allow_bad_check_digit=form.cleaned_data["allow_bad_check_digit"],
-        )
-        staged.file.save(f.name, f, save=False)
-        staged.save()
-        staged.start_parsing(request.user)
-        AuditEvent.objects.record(
-            "kdp.file_upload",
-            request=request,
-            target=staged,
-            summary={"file": f.name, "bytes": f.size, "operation": staged.operation},
         )
         return redirect("kdp:upload_detail", staged.pk)
     ctx = {"form": form, "has_accounts": bool(form.fields["account"].queryset.exists())}
@@ -204,17 +196,9 @@ def _customer_check(staged: Upload, customer_pk: int | None) -> dict[str, Any]:
 def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
     staged = _get_upload_for_user(request, pk)
-    fragment = bool(request.htmx) and request.htmx.target in ("upload-status", "preview-rows")
-    ctx = _preview_context(request, staged, checks=not fragment)
-    if request.htmx and request.htmx.target == "upload-status":
-        if staged.status != Upload.Status.PARSING:
-            return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
-        return render(request, "kdp/upload_detail.html#upload-status", ctx)
-    if request.htmx and request.htmx.target == "preview-rows":
-        return render(request, "kdp/upload_detail.html#preview-rows", ctx)
-    if request.htmx and request.htmx.target == "customer-check":
-        return render(request, "kdp/upload_detail.html#customer-check", ctx)
-    return render(request, "kdp/upload_detail.html", ctx)
+    # The polled regions need no customer checks: those read every valid row.
+    ctx = _preview_context(request, staged, checks=htmx_target(request) not in PREVIEW_REGIONS)
+    return preview_response(request, staged, "kdp/upload_detail.html", ctx, regions=("customer-check",))
 
 
 @require_perm(QUEUE)
@@ -671,6 +655,7 @@ def transaction_detail(request: HttpRequest, pk: int) -> HttpResponse:
 # --- reconcile ----------------------------------------------------------------------------------------------
 
 RECONCILE_SCHEDULE_PREFIX = "KDP reconcile: account "
+RECONCILE_TASK = "kdp.tasks.scheduled_reconcile"
 
 
 @require_perm(ACCESS)
@@ -679,7 +664,7 @@ def reconcile(request: HttpRequest) -> HttpResponse:
     ctx = {
         "jobs": Job.objects.filter(kind="kdp.reconcile").select_related("account", "created_by")[:30],
         "accounts": KnoxAccount.objects.filter(is_active=True),
-        "schedules": Schedule.objects.filter(func="kdp.tasks.scheduled_reconcile").order_by("name"),
+        "schedules": Schedule.objects.filter(func=RECONCILE_TASK).order_by("name"),
         "schedule_form": forms.ScheduleForm(),
         "can_queue": request.user.has_perm(QUEUE),
     }
@@ -736,9 +721,9 @@ def reconcile_job(request: HttpRequest, pk: int) -> HttpResponse:
 def reconcile_run(request: HttpRequest) -> HttpResponse:
     form = forms.ReconcileRunForm(request.POST)
     if not form.is_valid():
-        if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+        if unknown_account(form):
             return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        messages.error(request, form_errors(form))
         return redirect("kdp:reconcile")
     account = form.cleaned_data["account"]
     job = queue_reconcile(account, user=request.user, request=request)
@@ -749,36 +734,28 @@ def reconcile_run(request: HttpRequest) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def reconcile_schedule(request: HttpRequest) -> HttpResponse:
-    form = forms.ScheduleForm(request.POST)
-    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
-        return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
-    if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
-        return redirect("kdp:reconcile")
-    account, hour = form.cleaned_data["account"], form.cleaned_data["hour"]
-    Schedule.objects.update_or_create(
-        name=f"{RECONCILE_SCHEDULE_PREFIX}{account.pk}",
-        defaults={
-            "func": "kdp.tasks.scheduled_reconcile",
-            "args": repr((account.pk,)),
-            "schedule_type": Schedule.CRON,
-            "cron": f"0 {hour} * * *",
-            "repeats": -1,
-        },
+    return schedule_daily(
+        request,
+        forms.ScheduleForm(request.POST),
+        task=RECONCILE_TASK,
+        name_prefix=RECONCILE_SCHEDULE_PREFIX,
+        audit_action="kdp.reconcile_schedule",
+        page="kdp:reconcile",
+        done="{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.",
     )
-    AuditEvent.objects.record("kdp.reconcile_schedule", request=request, target=account, summary={"hour_utc": hour})
-    messages.success(request, f"{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.")
-    return redirect("kdp:reconcile")
 
 
 @require_perm(QUEUE)
 @require_POST
 def reconcile_unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    schedule = get_object_or_404(Schedule, pk=pk, func="kdp.tasks.scheduled_reconcile")
-    AuditEvent.objects.record("kdp.reconcile_unschedule", request=request, summary={"schedule": schedule.name})
-    schedule.delete()
-    messages.success(request, "Daily reconcile removed.")
-    return redirect("kdp:reconcile")
+    return remove_schedule(
+        request,
+        pk,
+        task=RECONCILE_TASK,
+        audit_action="kdp.reconcile_unschedule",
+        page="kdp:reconcile",
+        done="Daily reconcile removed.",
+    )
 
 
 # --- dashboard panel (portal.dashboard calls this; see kdp/apps.py) -----------------------------------------
