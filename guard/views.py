@@ -38,7 +38,6 @@ from guard.models import (
     annotate_refusals,
     check_devices,
     check_staged,
-    failed_by_code,
     pending_upload_results,
     queue_action,
     queue_action_matching,
@@ -48,6 +47,7 @@ from guard.models import (
     queue_upload_results,
     refused_rows,
     retry_devices,
+    retry_outlook,
     sendable_devices,
     upload_flags_display,
 )
@@ -64,7 +64,6 @@ from portal.views import (
     get_job_for_user,
     preview_rows,
     require_perm,
-    retry_context,
     retry_exists_message,
 )
 
@@ -688,23 +687,6 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "guard/job.html", ctx)
 
 
-def _retry_context(the_job: Job, spec: ActionSpec | None) -> dict[str, Any]:
-    """What the page says about “Retry the failed devices”: how many devices it sends again (exactly the ones
-    guard.models.queue_retry queues, so the button and the typed confirmation count them) and, by reason, the
-    failures it leaves out: those a retry cannot fix (portal.knox.errors.PERMANENT), and failed rows the portal
-    has no device for (any more)."""
-    if spec is None or not the_job.failed or not the_job.is_finished:
-        return {"retryable": 0, "left_out": []}
-    retry = retry_context(the_job, failed_by_code(the_job))
-    sendable = retry_devices(the_job).count()
-    left_out = list(retry["left_out"])
-    if retry["retryable"] > sendable:
-        left_out.append(
-            ("not in the portal's records (sync devices from Knox, then act on them)", retry["retryable"] - sendable)
-        )
-    return {"retryable": sendable, "left_out": left_out}
-
-
 def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm | None = None) -> dict[str, Any]:
     is_upload = the_job.kind == "guard.upload"
     filters = forms.ResultsFilterForm(request.GET)
@@ -718,7 +700,7 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
         results = results.filter(outcome=outcome)
     page = list(results.filter(id__gt=after).select_related("device").order_by("id")[: PAGE_SIZE + 1])
     spec = ACTIONS.get(the_job.params.get("action", "")) if the_job.kind in ACTION_KINDS else None
-    retry = _retry_context(the_job, spec)
+    retry = retry_outlook(the_job) if spec is not None else {"retryable": 0, "left_out": []}
     can_retry = spec is not None and _may_act(request, spec) and retry["retryable"] > 0
     if can_retry and retry_form is None and spec is not None:
         retry_form = forms.RetryForm(action=spec.name, count=retry["retryable"])
@@ -809,41 +791,36 @@ def _refresh_context(request: HttpRequest, job: Job) -> dict[str, Any]:
 @require_perm(QUEUE)
 @require_POST
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    """Queue the job's action again for its failed devices that the portal still knows (once per job)."""
+    """Queue the job's action again for its failed devices that the portal still knows, once per job
+    (guard.models.queue_retry); the devices' count is typed to confirm a lock, complete or delete."""
     the_job = get_job_for_user(request, pk)
     if the_job.kind not in ACTION_KINDS:
         return HttpResponseBadRequest("Only Knox Guard action jobs can be retried")
     spec = ACTIONS[the_job.params["action"]]
     _check_may_act(request, spec)
-    existing = Job.objects.filter(retry_of=the_job).first()
-    if existing is not None:  # a second click, or another tab: say so rather than ask for a confirmation again
-        messages.info(request, retry_exists_message(the_job, existing))
-        return redirect("guard:job", existing.pk)
     form = forms.RetryForm(request.POST, action=spec.name, count=retry_devices(the_job).count())
-    if form.count and not form.is_valid():
-        return render(request, "guard/job.html", _job_context(request, the_job, form), status=200)
+    # A second click (or another tab) is told of the retry already queued rather than asked to type again.
+    if form.count and not form.is_valid() and not the_job.retries.exists():
+        return render(request, "guard/job.html", _job_context(request, the_job, form))
+    confirmation = form.cleaned_data.get("confirmation", "") if form.count else ""
     try:
-        retry, created, skipped = queue_retry(
-            the_job,
-            user=request.user,
-            request=request,
-            confirmation=form.cleaned_data.get("confirmation", "") if form.count else "",
-        )
+        retry, created, skipped = queue_retry(the_job, user=request.user, request=request, confirmation=confirmation)
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
         return redirect("guard:job", the_job.pk)
-    if not created:
+    if created:
+        messages.success(request, _retry_queued(retry, skipped))
+    else:
         messages.info(request, retry_exists_message(the_job, retry))
-        return redirect("guard:job", retry.pk)
-    note = (
-        f" {skipped} failed row{'s' if skipped != 1 else ''} without a device in the portal were left out."
-        if skipped > 0
-        else ""
-    )
-    messages.success(
-        request, f"Job #{retry.pk} queued for {retry.total} failed device{'s' if retry.total != 1 else ''}.{note}"
-    )
     return redirect("guard:job", retry.pk)
+
+
+def _retry_queued(retry: Job, skipped: int) -> str:
+    devices = f"{retry.total} failed device{'s' if retry.total != 1 else ''}"
+    if skipped <= 0:
+        return f"Job #{retry.pk} queued for {devices}."
+    rows = f"{skipped} failed row{'s' if skipped != 1 else ''}"
+    return f"Job #{retry.pk} queued for {devices}. {rows} without a device in the portal were left out."
 
 
 RESULT_COLUMNS = [
