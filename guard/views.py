@@ -21,7 +21,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_q.models import Schedule
 
 from guard import forms
 from guard.client import ACTIONS, ActionSpec, GuardValidationError
@@ -56,7 +55,7 @@ from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.previews import htmx_target, preview_response, stage_spreadsheet
-from portal.schedules import form_errors, remove_schedule, schedule_daily, unknown_account
+from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
     PREVIEW_PAGE_SIZE,
@@ -71,8 +70,16 @@ CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
 TIMELINE_LIMIT = 200
 STATE_COUNTS_CACHE_KEY = "guard:device-state-counts"
-SYNC_TASK = "guard.tasks.scheduled_sync"
-SYNC_SCHEDULE_PREFIX = "Knox Guard sync: account "
+SYNC_SCHEDULE = DailySchedule(
+    "guard.tasks.scheduled_sync",
+    "Knox Guard sync: account ",
+    page="guard:index",
+    audit=("guard.sync_schedule", "guard.sync_unschedule"),
+    words=(
+        "The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.",
+        "Daily Knox Guard sync removed.",
+    ),
+)
 ACTION_KINDS = tuple(f"guard.{name}" for name in ACTIONS)
 
 
@@ -129,7 +136,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "total": sum(counts.values()),
         "jobs": Job.objects.filter(kind__startswith="guard.").select_related("account", "created_by")[:15],
         "staged": Upload.objects.filter(service="guard").select_related("account")[:10],
-        "schedules": Schedule.objects.filter(func=SYNC_TASK).order_by("name"),
+        "schedules": SYNC_SCHEDULE.rows(),
         "schedule_form": forms.ScheduleForm(),
         "can_queue": request.user.has_perm(QUEUE),
     }
@@ -152,28 +159,13 @@ def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def schedule(request: HttpRequest) -> HttpResponse:
-    return schedule_daily(
-        request,
-        forms.ScheduleForm(request.POST),
-        task=SYNC_TASK,
-        name_prefix=SYNC_SCHEDULE_PREFIX,
-        audit_action="guard.sync_schedule",
-        page="guard:index",
-        done="The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.",
-    )
+    return SYNC_SCHEDULE.save(request, forms.ScheduleForm(request.POST))
 
 
 @require_perm(QUEUE)
 @require_POST
 def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    return remove_schedule(
-        request,
-        pk,
-        task=SYNC_TASK,
-        audit_action="guard.sync_unschedule",
-        page="guard:index",
-        done="Daily Knox Guard sync removed.",
-    )
+    return SYNC_SCHEDULE.remove(request, pk)
 
 
 # --- devices ------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_q.models import Schedule
 
 from kdp import forms
 from kdp.models import (
@@ -50,7 +49,7 @@ from portal.forms import MAX_ID
 from portal.lists import list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.previews import PREVIEW_REGIONS, htmx_target, preview_response, stage_spreadsheet
-from portal.schedules import form_errors, remove_schedule, schedule_daily, unknown_account
+from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
     QUEUE,
@@ -654,8 +653,13 @@ def transaction_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 # --- reconcile ----------------------------------------------------------------------------------------------
 
-RECONCILE_SCHEDULE_PREFIX = "KDP reconcile: account "
-RECONCILE_TASK = "kdp.tasks.scheduled_reconcile"
+RECONCILE_SCHEDULE = DailySchedule(
+    "kdp.tasks.scheduled_reconcile",
+    "KDP reconcile: account ",
+    page="kdp:reconcile",
+    audit=("kdp.reconcile_schedule", "kdp.reconcile_unschedule"),
+    words=("{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.", "Daily reconcile removed."),
+)
 
 
 @require_perm(ACCESS)
@@ -664,7 +668,7 @@ def reconcile(request: HttpRequest) -> HttpResponse:
     ctx = {
         "jobs": Job.objects.filter(kind="kdp.reconcile").select_related("account", "created_by")[:30],
         "accounts": KnoxAccount.objects.filter(is_active=True),
-        "schedules": Schedule.objects.filter(func=RECONCILE_TASK).order_by("name"),
+        "schedules": RECONCILE_SCHEDULE.rows(),
         "schedule_form": forms.ScheduleForm(),
         "can_queue": request.user.has_perm(QUEUE),
     }
@@ -734,28 +738,13 @@ def reconcile_run(request: HttpRequest) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def reconcile_schedule(request: HttpRequest) -> HttpResponse:
-    return schedule_daily(
-        request,
-        forms.ScheduleForm(request.POST),
-        task=RECONCILE_TASK,
-        name_prefix=RECONCILE_SCHEDULE_PREFIX,
-        audit_action="kdp.reconcile_schedule",
-        page="kdp:reconcile",
-        done="{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.",
-    )
+    return RECONCILE_SCHEDULE.save(request, forms.ScheduleForm(request.POST))
 
 
 @require_perm(QUEUE)
 @require_POST
 def reconcile_unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    return remove_schedule(
-        request,
-        pk,
-        task=RECONCILE_TASK,
-        audit_action="kdp.reconcile_unschedule",
-        page="kdp:reconcile",
-        done="Daily reconcile removed.",
-    )
+    return RECONCILE_SCHEDULE.remove(request, pk)
 
 
 # --- dashboard panel (portal.dashboard calls this; see kdp/apps.py) -----------------------------------------
