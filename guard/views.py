@@ -15,10 +15,9 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -51,6 +50,7 @@ from guard.models import (
     upload_flags_display,
 )
 from portal import exports
+from portal.devicelists import cut_page, device_export, device_list, outcome_page
 from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
@@ -171,21 +171,13 @@ def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
 # --- devices ------------------------------------------------------------------------------------------------
 
 
-def _matching(form: forms.DeviceFilterForm) -> QuerySet[GuardDevice]:
-    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
-    if not form.is_valid():
-        return GuardDevice.objects.none()
-    return GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters())
-
-
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int | None]:
     """One page, newest first, by keyset: `after` is the last id of the previous page (no COUNT, no OFFSET)."""
     qs = GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("account")
     after = form.cleaned_data.get("after")
     if after:
         qs = qs.filter(id__lt=after)
-    page = list(qs.order_by("-id")[: PAGE_SIZE + 1])
-    return page[:PAGE_SIZE], page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None
+    return cut_page(qs.order_by("-id"), PAGE_SIZE)
 
 
 @require_perm(ACCESS)
@@ -193,21 +185,9 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int |
 @vary_on_headers("HX-Request")
 def devices(request: HttpRequest) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    rows, next_after = _device_page(form) if form.is_valid() else ([], None)
-    query = request.GET.copy()
-    query.pop("after", None)
-    ctx = {
-        "form": form,
-        "devices": rows,
-        "next_after": next_after,
-        "query": query.urlencode(),
-        # The actions this user may take on a selection (the review page checks each device's state).
-        "offered": [spec for spec in ACTIONS.values() if _may_act(request, spec)],
-    }
-    ctx.update(list_context(request, _matching(form), singular="device"))
-    if request.htmx and request.htmx.target == "device-table":
-        return render(request, "guard/devices.html#device-table", ctx)
-    return render(request, "guard/devices.html", ctx)
+    # The actions this user may take on a selection (the review page checks each device's state).
+    offered = [spec for spec in ACTIONS.values() if _may_act(request, spec)]
+    return device_list(request, form, GuardDevice.objects, _device_page, "guard/devices.html", offered=offered)
 
 
 def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSelectionForm, Any, str]:
@@ -370,21 +350,17 @@ DEVICE_COLUMNS = [
 @require_GET
 def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    if not form.is_valid() or fmt not in ("csv", "xlsx"):
-        return HttpResponseBadRequest("Invalid filter")
-    qs = (
-        GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters())
-        .select_related("account")
-        .order_by("id")
+    return device_export(
+        request,
+        fmt,
+        form,
+        GuardDevice.objects,
+        DEVICE_COLUMNS,
+        related="account",
+        audit_action="guard.export",
+        name="guard-devices",
+        sheet="Knox Guard devices",
     )
-    AuditEvent.objects.record(
-        "guard.export", request=request, summary={"what": "devices", "format": fmt, "filter": form.filters()}
-    )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    rows = qs.iterator(chunk_size=2000)
-    if fmt == "csv":
-        return exports.stream_csv(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.csv")
-    return exports.xlsx_response(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.xlsx", "Knox Guard devices")
 
 
 def _detail_context(
@@ -554,9 +530,8 @@ def _preview_context(
     ctx["show_refused"] = bool(chosen_action and request.GET.get("show") == "refused")
     if ctx["show_refused"]:
         after = (ctx["filters"].cleaned_data.get("after") or 0) if ctx["filters"].is_valid() else 0
-        page = refused_rows(staged, chosen_action, after=after, limit=PREVIEW_PAGE_SIZE + 1)
-        ctx["rows"] = page[:PREVIEW_PAGE_SIZE]
-        ctx["next_after"] = page[PREVIEW_PAGE_SIZE - 1].row_number if len(page) > PREVIEW_PAGE_SIZE else None
+        refused = refused_rows(staged, chosen_action, after=after, limit=PREVIEW_PAGE_SIZE + 1)
+        ctx["rows"], ctx["next_after"] = cut_page(refused, PREVIEW_PAGE_SIZE, lambda row: row.row_number)
     if is_action:
         annotate_refusals(staged, ctx["rows"], chosen_action or None)
     return ctx
@@ -684,13 +659,8 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
     filters = forms.ResultsFilterForm(request.GET)
     if is_upload:  # an upload's per-device results have outcomes of their own
         filters.fields["outcome"].choices = [("", "All"), *GuardUploadDevice.Outcome.choices]
-    outcome, after = (
-        (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
-    )
-    results = GuardAction.objects.filter(job=the_job)
-    if outcome:
-        results = results.filter(outcome=outcome)
-    page = list(results.filter(id__gt=after).select_related("device").order_by("id")[: PAGE_SIZE + 1])
+    results = GuardAction.objects.filter(job=the_job).select_related("device")
+    page = outcome_page(filters, results, PAGE_SIZE)
     spec = ACTIONS.get(the_job.params.get("action", "")) if the_job.kind in ACTION_KINDS else None
     retry = retry_outlook(the_job) if spec is not None else {"retryable": 0, "left_out": []}
     can_retry = spec is not None and _may_act(request, spec) and retry["retryable"] > 0
@@ -701,10 +671,7 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
         "spec": spec,
         "is_action": spec is not None,
         "is_upload": is_upload,
-        "results": page[:PAGE_SIZE],
-        "next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
-        "outcome": outcome,
-        "after": after,
+        **page,
         "outcomes": GuardAction.Outcome.choices,
         "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
         "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
@@ -719,7 +686,7 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
         "flags": upload_flags_display(the_job.params.get("flags") or {}),
     }
     if is_upload:
-        ctx.update(_upload_results_context(request, the_job, outcome, after))
+        ctx.update(_upload_results_context(request, the_job, page["outcome"], page["after"]))
     return ctx
 
 
@@ -738,12 +705,12 @@ def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after:
     rows = GuardUploadDevice.objects.filter(job=job)
     if outcome:
         rows = rows.filter(outcome=outcome)
-    page = list(rows.filter(id__gt=after).select_related("upload").order_by("id")[: PAGE_SIZE + 1])
+    device_results, next_after = cut_page(rows.filter(id__gt=after).select_related("upload").order_by("id"), PAGE_SIZE)
     reading = pending_upload_results(job)
     return {
         "guard_uploads": parts,
-        "device_results": page[:PAGE_SIZE],
-        "results_next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "device_results": device_results,
+        "results_next_after": next_after,
         "result_outcomes": GuardUploadDevice.Outcome.choices,
         "reading": reading,
         "last_read": Job.objects.filter(kind=UPLOAD_RESULTS, params__job=job.pk).order_by("-id").first(),

@@ -45,6 +45,7 @@ from kdp.models import (
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
+from portal.devicelists import cut_page, device_export, device_list, outcome_page
 from portal.forms import MAX_ID
 from portal.lists import list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
@@ -310,14 +311,8 @@ def aliases(request: HttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
     the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
-    filters = forms.ResultsFilterForm(request.GET)
-    outcome, after = (
-        (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
-    )
     results = TransactionDevice.objects.filter(job=the_job)
-    if outcome:
-        results = results.filter(outcome=outcome)
-    page = list(results.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
+    page = outcome_page(forms.ResultsFilterForm(request.GET), results, PAGE_SIZE)
     retry = retry_context(the_job, failed_by_code(the_job) if the_job.failed else {})
     upload = (
         Upload.objects.filter(pk=the_job.params["upload"], service="kdp").first()
@@ -326,9 +321,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
     )
     ctx = {
         "job": the_job,
-        "results": page[:PAGE_SIZE],
-        "next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
-        "outcome": outcome,
+        **page,
         "outcomes": TransactionDevice.Outcome.choices,
         "transactions": Transaction.objects.filter(job=the_job).select_related("customer").order_by("sequence")[:200],
         "upload": upload,
@@ -405,13 +398,6 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 # --- devices ------------------------------------------------------------------------------------------------
 
 
-def _matching(form: forms.DeviceFilterForm) -> QuerySet[Device]:
-    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
-    if not form.is_valid():
-        return Device.objects.none()
-    return Device.objects.matching(form.cleaned_data.get("account"), form.filters())
-
-
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None]:
     """One page of the device list by keyset: `after` is the last id (or identifier) of the previous page."""
     qs = Device.objects.matching(form.cleaned_data.get("account"), form.filters()).select_related("customer")
@@ -434,12 +420,7 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None
             qs = qs.filter(id__lt=after_pk)
         qs = qs.order_by("-id")
         key = "pk"
-    page = list(qs[: PAGE_SIZE + 1])
-    next_after = None
-    if len(page) > PAGE_SIZE:
-        last = page[PAGE_SIZE - 1]
-        next_after = f"{last.identifier}:{last.pk}" if key == "cursor" else str(last.pk)
-    return page[:PAGE_SIZE], next_after
+    return cut_page(qs, PAGE_SIZE, (lambda d: f"{d.identifier}:{d.pk}") if key == "cursor" else (lambda d: str(d.pk)))
 
 
 @require_perm(ACCESS)
@@ -447,20 +428,8 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None
 @vary_on_headers("HX-Request")
 def devices(request: HttpRequest) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    rows, next_after = _device_page(form) if form.is_valid() else ([], None)
-    query = request.GET.copy()
-    query.pop("after", None)
-    ctx = {
-        "form": form,
-        "devices": rows,
-        "next_after": next_after,
-        "query": query.urlencode(),
-        "can_queue": request.user.has_perm(QUEUE),
-        **list_context(request, _matching(form), singular="device"),
-    }
-    if request.htmx and request.htmx.target == "device-table":
-        return render(request, "kdp/devices.html#device-table", ctx)
-    return render(request, "kdp/devices.html", ctx)
+    can_queue = request.user.has_perm(QUEUE)
+    return device_list(request, form, Device.objects, _device_page, "kdp/devices.html", can_queue=can_queue)
 
 
 MAX_SELECTED = 500
@@ -486,20 +455,17 @@ DEVICE_COLUMNS = [
 @require_GET
 def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    if not form.is_valid() or fmt not in ("csv", "xlsx"):
-        return HttpResponseBadRequest("Invalid filter")
-    qs = (
-        Device.objects.matching(form.cleaned_data.get("account"), form.filters())
-        .select_related("customer")
-        .order_by("id")
+    return device_export(
+        request,
+        fmt,
+        form,
+        Device.objects,
+        DEVICE_COLUMNS,
+        related="customer",
+        audit_action="kdp.export",
+        name="devices",
+        sheet="Devices",
     )
-    AuditEvent.objects.record(
-        "kdp.export", request=request, summary={"what": "devices", "format": fmt, "filter": form.filters()}
-    )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    if fmt == "csv":
-        return exports.stream_csv(DEVICE_COLUMNS, qs.iterator(chunk_size=2000), f"devices-{stamp}.csv")
-    return exports.xlsx_response(DEVICE_COLUMNS, qs.iterator(chunk_size=2000), f"devices-{stamp}.xlsx", "Devices")
 
 
 @require_perm(QUEUE)
@@ -631,10 +597,10 @@ def transactions(request: HttpRequest) -> HttpResponse:
         qs = qs.filter(id__lt=before)
     if search:
         qs = qs.filter(transaction_id__startswith=search.lower())
-    page = list(qs[: PAGE_SIZE + 1])
+    page, next_before = cut_page(qs, PAGE_SIZE)
     ctx = {
-        "transactions": page[:PAGE_SIZE],
-        "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "transactions": page,
+        "next_before": next_before,
         "q": search,
         **list_context(request, _transactions_matching(search), singular="transaction"),
     }

@@ -1,5 +1,6 @@
 """The view helpers every service shares (issue 18): staging a spreadsheet and answering for its preview
-(portal.previews), a daily schedule per account (portal.schedules) and the job lookup (portal.views)."""
+(portal.previews), a daily schedule per account (portal.schedules), the job lookup (portal.views) and
+pages of a list (portal.devicelists)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django_htmx.middleware import HtmxDetails
 from django_q.models import Schedule
 
 from portal import previews
+from portal.devicelists import cut_page
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from portal.previews import preview_response, stage_spreadsheet
 from portal.schedules import DailySchedule
@@ -181,3 +183,14 @@ def test_a_job_is_found_by_any_page_unless_the_page_names_its_kinds(user, accoun
     assert get_job_for_user(request, job.pk, ("guard.lock", "guard.unlock")) == job
     with pytest.raises(Http404):
         get_job_for_user(request, job.pk, ("kdp.upload", "kdp.delete"))
+
+
+# --- pages of a list -----------------------------------------------------------------------------------------------
+
+
+def test_a_page_is_cut_by_reading_one_row_more_and_names_its_last_row_when_more_follow():
+    rows = [Job(pk=n) for n in range(1, 6)]
+    assert cut_page(rows, 2) == (rows[:2], 2)
+    assert cut_page(rows, 5) == (rows, None)
+    assert cut_page(rows[3:], 2, lambda job: f"at {job.pk}") == (rows[3:], None)
+    assert cut_page(rows, 4, lambda job: f"at {job.pk}") == (rows[:4], "at 4")
