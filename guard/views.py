@@ -53,8 +53,8 @@ from portal import exports
 from portal.devicelists import cut_page, device_export, device_list, outcome_page
 from portal.lists import list_context
 from portal.lookups import lookup_context, queue_lookup
-from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.previews import htmx_target, preview_response, stage_spreadsheet
+from portal.models import AuditEvent, Job, KnoxAccount, Upload
+from portal.previews import NOT_READY, htmx_target, preview_response, problem_rows_xlsx, stage_spreadsheet
 from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
@@ -553,10 +553,7 @@ def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_staged_for_user(request, pk)
     if staged.status != Upload.Status.READY:
-        messages.error(
-            request,
-            "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted).",
-        )
+        messages.error(request, NOT_READY)
         return redirect("guard:bulk_detail", staged.pk)
     if staged.operation == Upload.Operation.GUARD_UPLOAD:
         return _confirm_upload(request, staged)
@@ -619,18 +616,9 @@ def _confirm_upload(request: HttpRequest, staged: Upload) -> HttpResponse:
 @require_GET
 def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_staged_for_user(request, pk)
-    rows = staged.read_rows().exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-    columns = [
-        exports.Column("Row", "row_number", "number", 8),
-        exports.Column("Value in the file", "raw", "identifier", 24),
-        exports.Column("Approve ID", "approve_id", "identifier", 20),
-        exports.Column("Problem", lambda r: r.get_status_display(), "text", 22),
-        exports.Column("Reason", "reason", "text", 70),
-        exports.Column("Suggested value", "suggestion", "identifier", 20),
-    ]
-    AuditEvent.objects.record("guard.export", request=request, target=staged, summary={"what": "problem rows"})
-    return exports.xlsx_response(
-        columns, rows.order_by("row_number").iterator(), f"{staged.filename}-problems.xlsx", "Problems"
+    approve_id = exports.Column("Approve ID", "approve_id", "identifier", 20)
+    return problem_rows_xlsx(
+        request, staged, audit_action="guard.export", what="problem rows", value_columns=(approve_id,)
     )
 
 

@@ -48,8 +48,15 @@ from portal.charts import bar_chart_svg, daily_series
 from portal.devicelists import cut_page, device_export, device_list, outcome_page
 from portal.forms import MAX_ID
 from portal.lists import list_context
-from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.previews import PREVIEW_REGIONS, htmx_target, preview_response, stage_spreadsheet
+from portal.models import AuditEvent, Job, KnoxAccount, Upload
+from portal.previews import (
+    NOT_READY,
+    PREVIEW_REGIONS,
+    htmx_target,
+    preview_response,
+    problem_rows_xlsx,
+    stage_spreadsheet,
+)
 from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
@@ -232,10 +239,7 @@ def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
 def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
     if staged.status != Upload.Status.READY:
-        messages.error(
-            request,
-            "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted).",
-        )
+        messages.error(request, NOT_READY)
         return redirect("kdp:upload_detail", staged.pk)
     missing = staged.account.missing_credentials(staged.account.kdp_service())
     if missing:
@@ -274,19 +278,8 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def upload_invalid_xlsx(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
-    rows = staged.read_rows().exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-    columns = [
-        exports.Column("Row", "row_number", "number", 8),
-        exports.Column("Value in the file", "raw", "identifier", 24),
-        exports.Column("Problem", lambda r: r.get_status_display(), "text", 22),
-        exports.Column("Reason", "reason", "text", 70),
-        exports.Column("Suggested value", "suggestion", "identifier", 20),
-        exports.Column("Order number", "order_no", "identifier", 16),
-    ]
-    AuditEvent.objects.record("kdp.export", request=request, target=staged, summary={"what": "invalid rows"})
-    return exports.xlsx_response(
-        columns, rows.order_by("row_number").iterator(), f"{staged.filename}-problems.xlsx", "Problems"
-    )
+    order = exports.Column("Order number", "order_no", "identifier", 16)
+    return problem_rows_xlsx(request, staged, audit_action="kdp.export", what="invalid rows", last_columns=(order,))
 
 
 @require_perm(ACCESS)

@@ -14,7 +14,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_htmx.http import HttpResponseClientRefresh
 
-from portal.models import AuditEvent, KnoxAccount, Upload
+from portal import exports
+from portal.models import AuditEvent, KnoxAccount, Upload, UploadRow
+
+# What every service's confirm says when its spreadsheet cannot be submitted (any more).
+NOT_READY = "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted)."
 
 # The regions every preview page defines (as template partials) and re-renders on their own.
 PREVIEW_REGIONS = ("upload-status", "preview-rows")
@@ -75,3 +79,30 @@ def preview_response(
     if target in (*PREVIEW_REGIONS, *regions):
         return render(request, f"{template}#{target}", ctx)
     return render(request, template, ctx)
+
+
+def problem_rows_xlsx(
+    request: HttpRequest,
+    staged: Upload,
+    *,
+    audit_action: str,
+    what: str,
+    value_columns: tuple[exports.Column, ...] = (),
+    last_columns: tuple[exports.Column, ...] = (),
+) -> HttpResponse:
+    """The rows of a staged spreadsheet that will not be sent (all but the valid and the empty ones) as an Excel
+    file to fix them at the source, audited as an export (`what` names it in the audit log). `value_columns`
+    follow the file's value (Knox Guard: the Approve ID), `last_columns` end each row (KDP: the order number)."""
+    rows = staged.read_rows().exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
+    columns = [
+        exports.Column("Row", "row_number", "number", 8),
+        exports.Column("Value in the file", "raw", "identifier", 24),
+        *value_columns,
+        exports.Column("Problem", lambda r: r.get_status_display(), "text", 22),
+        exports.Column("Reason", "reason", "text", 70),
+        exports.Column("Suggested value", "suggestion", "identifier", 20),
+        *last_columns,
+    ]
+    AuditEvent.objects.record(audit_action, request=request, target=staged, summary={"what": what})
+    filename = f"{staged.filename}-problems.xlsx"
+    return exports.xlsx_response(columns, rows.order_by("row_number").iterator(), filename, "Problems")
