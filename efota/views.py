@@ -247,10 +247,17 @@ def force_update(request: HttpRequest) -> HttpResponse:
         d = form.cleaned_data
         try:
             job = queue_force_update(
-                d["account"], customer_id=d["customer_id"], licence=d["licence"], model=d["model"],
-                sales_code=d["sales_code"], serials=d["devices"], target=d["target"], network_type=d["network_type"],
-                user=request.user, request=request,
-            )  # fmt: skip
+                d["account"],
+                customer_id=d["customer_id"],
+                licence=d["licence"],
+                model=d["model"],
+                sales_code=d["sales_code"],
+                serials=d["devices"],
+                target=d["target"],
+                network_type=d["network_type"],
+                user=request.user,
+                request=request,
+            )
         except EfotaValidationError as e:
             form.add_efota_errors(e)
         else:

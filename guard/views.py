@@ -190,6 +190,11 @@ def devices(request: HttpRequest) -> HttpResponse:
     return device_list(request, form, GuardDevice.objects, _device_page, "guard/devices.html", offered=offered)
 
 
+ONE_ACCOUNT_FOR_ALL = (
+    "Choose one Knox account in the filter before acting on all matching devices: a job acts for one account."
+)
+
+
 def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSelectionForm, Any, str]:
     """The device list's selection: (the form, (account, devices, filters) or None, why not in words).
 
@@ -220,13 +225,7 @@ def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSele
         account = KnoxAccount.objects.get(pk=accounts[0])
         return selection, (account, devices, {"ids": selection.cleaned_data["ids"]}), ""
     if account is None:
-        return (
-            selection,
-            None,
-            (
-                "Choose one Knox account in the filter before acting on all matching devices: a job acts for one account."
-            ),
-        )
+        return selection, None, ONE_ACCOUNT_FOR_ALL
     return selection, (account, matching, filters.filters()), ""
 
 

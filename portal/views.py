@@ -197,9 +197,22 @@ def lookup_result(request: PortalRequest, pk: int) -> HttpResponse:
 
 
 JOB_PROGRESS_FIELDS = (
-    "id", "kind", "title", "status", "total", "succeeded", "failed", "version", "error_summary",
-    "created_at", "started_at", "finished_at", "waiting_since", "waiting_reason", "next_try_at",
-)  # fmt: skip
+    "id",
+    "kind",
+    "title",
+    "status",
+    "total",
+    "succeeded",
+    "failed",
+    "version",
+    "error_summary",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "waiting_since",
+    "waiting_reason",
+    "next_try_at",
+)
 
 
 @require_perm(QUEUE)
