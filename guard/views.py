@@ -50,18 +50,24 @@ from guard.models import (
     upload_flags_display,
 )
 from portal import exports
-from portal.devicelists import cut_page, device_export, device_list, outcome_page
-from portal.lists import list_context
+from portal.devicelists import device_export, device_list, outcome_page
+from portal.lists import cut_page, list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
-from portal.previews import NOT_READY, htmx_target, preview_response, problem_rows_xlsx, stage_spreadsheet
+from portal.previews import (
+    NOT_READY,
+    PREVIEW_PAGE_SIZE,
+    htmx_target,
+    preview_response,
+    preview_rows,
+    problem_rows_xlsx,
+    stage_spreadsheet,
+)
 from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
-    PREVIEW_PAGE_SIZE,
     QUEUE,
     get_job_for_user,
-    preview_rows,
     require_perm,
     retry_exists_message,
 )

@@ -45,15 +45,16 @@ from kdp.models import (
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
-from portal.devicelists import cut_page, device_export, device_list, outcome_page
+from portal.devicelists import device_export, device_list, outcome_page
 from portal.forms import MAX_ID
-from portal.lists import list_context
+from portal.lists import cut_page, list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from portal.previews import (
     NOT_READY,
     PREVIEW_REGIONS,
     htmx_target,
     preview_response,
+    preview_rows,
     problem_rows_xlsx,
     stage_spreadsheet,
 )
@@ -62,7 +63,6 @@ from portal.views import (
     ACCESS,
     QUEUE,
     get_job_for_user,
-    preview_rows,
     require_perm,
     retry_context,
     retry_exists_message,

@@ -1,9 +1,8 @@
 """The lists of devices every service shows the same way: its device list (filtered, paged, counted, exported) and
-a job's per-device results (filtered by outcome, paged by id).
+a job's per-device results (filtered by outcome, paged by id with portal.lists.cut_page).
 
 KDP (kdp.views.devices, devices_export, job) and Knox Guard (guard.views.devices, devices_export, _job_context)
-pass their own model, form, columns and words; the steps are here once. Every page is cut by keyset (one row more
-than the page tells whether another follows), never by COUNT and OFFSET: a list can hold a million rows.
+pass their own model, form, columns and words; the steps are here once.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from portal import exports
-from portal.lists import list_context
+from portal.lists import cut_page, list_context
 from portal.models import AuditEvent
 from portal.previews import htmx_target
 
@@ -39,13 +38,6 @@ class DeviceManager(Protocol):
     def matching(self, account: Any, filters: dict[str, Any]) -> QuerySet[Any]: ...
 
     def none(self) -> QuerySet[Any]: ...
-
-
-def cut_page(rows: Any, size: int, cursor: Callable[[Any], Any] = lambda row: row.pk) -> tuple[list[Any], Any]:
-    """The first `size` of `rows` (an ordered queryset or list), and the cursor of the last of them when more
-    follow, else None."""
-    page = list(rows[: size + 1])
-    return page[:size], (cursor(page[size - 1]) if len(page) > size else None)
 
 
 def matching(form: DeviceFilter, devices: DeviceManager) -> QuerySet[Any]:

@@ -1,4 +1,5 @@
-"""The steps every service's spreadsheet flow shares: staging the file, and the preview page with its htmx regions.
+"""The steps every service's spreadsheet flow shares: staging the file, the preview's rows, the preview page with
+its htmx regions, and the export of the rows that will not be sent.
 
 KDP (kdp.views.upload, upload_detail) and Knox Guard (guard.views.bulk_new, upload_new, bulk_detail) stage their
 spreadsheets in the same table (portal.models.Upload, told apart by `service`) and show the same preview regions
@@ -14,8 +15,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_htmx.http import HttpResponseClientRefresh
 
-from portal import exports
+from portal import exports, forms, uploads
+from portal.lists import cut_page
 from portal.models import AuditEvent, KnoxAccount, Upload, UploadRow
+from portal.views import QUEUE
 
 # What every service's confirm says when its spreadsheet cannot be submitted (any more).
 NOT_READY = "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted)."
@@ -57,6 +60,38 @@ def stage_spreadsheet(
         summary={"file": file.name, "bytes": file.size, "operation": staged.operation},
     )
     return staged
+
+
+PREVIEW_PAGE_SIZE = 50
+
+
+def preview_rows(request: HttpRequest, staged: Upload) -> dict[str, Any]:
+    """The rows part of a staged spreadsheet's preview, the same for every service: filtered by status (or
+    "problems"), paged by row number, and shown once the file was read (a refused file shows its reasons too)."""
+    filters = forms.PreviewFilterForm(request.GET)
+    rows = staged.read_rows()
+    after, status = 0, ""
+    if filters.is_valid():
+        status = filters.cleaned_data["status"]
+        if status == "problems":
+            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
+        elif status:
+            rows = rows.filter(status=status)
+        after = filters.cleaned_data["after"] or 0
+    page, next_after = cut_page(
+        rows.filter(row_number__gt=after).order_by("row_number"), PREVIEW_PAGE_SIZE, lambda row: row.row_number
+    )
+    return {
+        "upload": staged,
+        "rows": page,
+        "next_after": next_after,
+        "filters": filters,
+        "status_filter": status,
+        "can_queue": request.user.has_perm(QUEUE),
+        "can_fix": request.user.has_perm(QUEUE) and uploads.can_fix_rows(staged),
+        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
+        or (staged.status == Upload.Status.REFUSED and bool(staged.rows_total)),
+    }
 
 
 def htmx_target(request: HttpRequest) -> str | None:

@@ -409,36 +409,6 @@ def retry_exists_message(original: Job, retry: Job) -> str:
     )
 
 
-PREVIEW_PAGE_SIZE = 50
-
-
-def preview_rows(request: HttpRequest, staged: Upload) -> dict[str, Any]:
-    """The rows part of a staged spreadsheet's preview, the same for every service: filtered by status (or
-    "problems"), paged by row number, and shown once the file was read (a refused file shows its reasons too)."""
-    filters = forms.PreviewFilterForm(request.GET)
-    rows = staged.read_rows()
-    after, status = 0, ""
-    if filters.is_valid():
-        status = filters.cleaned_data["status"]
-        if status == "problems":
-            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-        elif status:
-            rows = rows.filter(status=status)
-        after = filters.cleaned_data["after"] or 0
-    page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PREVIEW_PAGE_SIZE + 1])
-    return {
-        "upload": staged,
-        "rows": page[:PREVIEW_PAGE_SIZE],
-        "next_after": page[PREVIEW_PAGE_SIZE - 1].row_number if len(page) > PREVIEW_PAGE_SIZE else None,
-        "filters": filters,
-        "status_filter": status,
-        "can_queue": request.user.has_perm(QUEUE),
-        "can_fix": request.user.has_perm(QUEUE) and uploads.can_fix_rows(staged),
-        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
-        or (staged.status == Upload.Status.REFUSED and bool(staged.rows_total)),
-    }
-
-
 @require_perm(QUEUE)
 @require_POST
 def upload_row_fix(request: HttpRequest, pk: int, row: int) -> HttpResponse:

@@ -1,6 +1,6 @@
 """The view helpers every service shares (issue 18): staging a spreadsheet and answering for its preview
 (portal.previews), a daily schedule per account (portal.schedules), the job lookup (portal.views) and
-pages of a list (portal.devicelists)."""
+pages of a list (portal.lists)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django_htmx.middleware import HtmxDetails
 from django_q.models import Schedule
 
 from portal import previews
-from portal.devicelists import cut_page
+from portal.lists import cut_page
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from portal.previews import preview_response, stage_spreadsheet
 from portal.schedules import DailySchedule
