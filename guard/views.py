@@ -67,6 +67,7 @@ from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
     QUEUE,
+    cannot_call,
     get_job_for_user,
     require_perm,
     retry_exists_message,
@@ -153,9 +154,8 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_POST
 def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
     account = _account_or_404(account_pk)
-    missing = account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:index")
     job = queue_sync(account, user=request.user, request=request)
     messages.success(request, f"Job #{job.pk} is reading the Knox Guard devices of {account}.")
@@ -296,9 +296,8 @@ def devices_act(request: HttpRequest) -> HttpResponse:
             request, f"None of these devices can take “{spec.label}” now (the review says why); nothing was sent."
         )
         return redirect(back)
-    missing = account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect(back)
     form = forms.BulkActionForm(data, action=spec.name, count=check.sendable)
     if not form.is_valid():
@@ -426,9 +425,8 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     if busy is not None:
         messages.error(request, f"Job #{busy.pk} is already acting on this device; wait for it to finish.")
         return redirect("guard:device_detail", device.pk)
-    missing = device.account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{device.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(device.account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:device_detail", device.pk)
     form = forms.ConfirmedActionForm(request.POST, action=spec.name, count=1)
     if not form.is_valid():
@@ -567,9 +565,8 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseBadRequest("Unknown action")
     spec = choice.spec
     _check_may_act(request, spec)
-    missing = staged.account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(staged.account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:bulk_detail", staged.pk)
     check = check_staged(staged, spec.name)
     if not check.sendable:
@@ -601,9 +598,8 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _confirm_upload(request: HttpRequest, staged: Upload) -> HttpResponse:
-    missing = staged.account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(staged.account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:bulk_detail", staged.pk)
     form = forms.UploadFlagsForm(request.POST)
     if not form.is_valid():

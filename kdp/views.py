@@ -62,6 +62,7 @@ from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
     QUEUE,
+    cannot_call,
     get_job_for_user,
     require_perm,
     retry_context,
@@ -241,9 +242,8 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     if staged.status != Upload.Status.READY:
         messages.error(request, NOT_READY)
         return redirect("kdp:upload_detail", staged.pk)
-    missing = staged.account.missing_credentials(staged.account.kdp_service())
-    if missing:
-        messages.error(request, f"{staged.account} cannot call KDP yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(staged.account, staged.account.kdp_service(), "KDP"):
+        messages.error(request, problem)
         return redirect("kdp:upload_detail", staged.pk)
     groups = file_customers(staged)
     form: Confirm = (
@@ -551,9 +551,8 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
     staged = None
     if form.cleaned_data["upload"] is not None:
         staged = get_object_or_404(Upload, pk=form.cleaned_data["upload"], service="kdp", account=account)
-    missing = account.missing_credentials(account.kdp_service())
-    if missing:
-        error = f"{account} cannot call KDP yet: it needs {', '.join(missing)}."
+    error = cannot_call(account, account.kdp_service(), "KDP")
+    if error:
         if staged is not None and request.htmx:
             ctx = {"upload": staged, "refresh_error": error}
             return render(request, "kdp/upload_detail.html#customer-refresh", ctx)

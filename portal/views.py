@@ -67,6 +67,13 @@ def get_job_for_user(request: HttpRequest, pk: int, kinds: Iterable[str] | None 
     return get_object_or_404(jobs, pk=pk)
 
 
+def cannot_call(account: KnoxAccount, service: str, label: str) -> str:
+    """Why `account` cannot call `service` (`label` in words) yet, or "" when it can: every page that queues a job
+    says the same before queueing one that could only fail."""
+    missing = account.missing_credentials(service)
+    return f"{account} cannot call {label} yet: it needs {', '.join(missing)}." if missing else ""
+
+
 def _get_account_for_user(request: PortalRequest, pk: int) -> KnoxAccount:
     return get_object_or_404(KnoxAccount, pk=pk)
 

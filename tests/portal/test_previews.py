@@ -19,7 +19,7 @@ from portal.lists import cut_page
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from portal.previews import preview_response, stage_spreadsheet
 from portal.schedules import DailySchedule
-from portal.views import get_job_for_user
+from portal.views import cannot_call, get_job_for_user
 from tests.base import make_user
 
 pytestmark = pytest.mark.django_db
@@ -194,3 +194,16 @@ def test_a_page_is_cut_by_reading_one_row_more_and_names_its_last_row_when_more_
     assert cut_page(rows, 5) == (rows, None)
     assert cut_page(rows[3:], 2, lambda job: f"at {job.pk}") == (rows[3:], None)
     assert cut_page(rows, 4, lambda job: f"at {job.pk}") == (rows[:4], "at 4")
+
+
+def test_an_account_without_credentials_is_told_what_it_needs_and_a_ready_one_nothing(account):
+    needs = ", ".join(account.missing_credentials("guard"))
+    assert (
+        needs
+        and cannot_call(account, "guard", "Knox Guard") == f"Acme Mobile cannot call Knox Guard yet: it needs {needs}."
+    )
+    ready = KnoxAccount(name="Ready", environment=KnoxAccount.Environment.SANDBOX, auth_mode=KnoxAccount.AuthMode.OAUTH)
+    ready.oauth_client_id, ready.reseller_id = "portal-tests", "4612345678"
+    ready.set_secret("oauth_client_secret", "not-a-real-secret")
+    ready.save()
+    assert ready.missing_credentials("kdp") == [] and cannot_call(ready, "kdp", "KDP") == ""
