@@ -48,13 +48,9 @@ from efota.models import (
 from portal.lists import list_context
 from portal.lookups import lookup_context
 from portal.models import Job, KnoxAccount
-from portal.views import ACCESS, QUEUE, require_perm
+from portal.views import ACCESS, QUEUE, get_job_for_user, require_perm
 
 DEVICES_SHOWN = 500
-
-
-def _get_efota_job_for_user(request: HttpRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
 
 
 def _get_group_for_user(request: HttpRequest, pk: int) -> EfotaGroup:
@@ -251,10 +247,17 @@ def force_update(request: HttpRequest) -> HttpResponse:
         d = form.cleaned_data
         try:
             job = queue_force_update(
-                d["account"], customer_id=d["customer_id"], licence=d["licence"], model=d["model"],
-                sales_code=d["sales_code"], serials=d["devices"], target=d["target"], network_type=d["network_type"],
-                user=request.user, request=request,
-            )  # fmt: skip
+                d["account"],
+                customer_id=d["customer_id"],
+                licence=d["licence"],
+                model=d["model"],
+                sales_code=d["sales_code"],
+                serials=d["devices"],
+                target=d["target"],
+                network_type=d["network_type"],
+                user=request.user,
+                request=request,
+            )
         except EfotaValidationError as e:
             form.add_efota_errors(e)
         else:
@@ -307,7 +310,7 @@ def _job_path(job: Job) -> str:
 @require_GET
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_efota_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     elsewhere = _own_page(request, the_job)
     if elsewhere is not None:
         return elsewhere
@@ -327,7 +330,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 def job_status(request: HttpRequest, pk: int) -> HttpResponse:
     """The polled status section: the figures the job (or a status refresh) last read from E-FOTA. Never asks
     E-FOTA: a poll must not wait on it."""
-    the_job = _get_efota_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     elsewhere = _own_page(request, the_job)
     if elsewhere is not None:
         return elsewhere
@@ -339,7 +342,7 @@ def job_status(request: HttpRequest, pk: int) -> HttpResponse:
 def job_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     """The “Refresh status” button: queue a job that asks E-FOTA for the status of every started part (one at a time per
     force update); the status section follows it."""
-    the_job = _get_efota_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind != "efota.force_update":
         return redirect(the_job.get_absolute_url())
     refresh, created = queue_status_refresh(the_job, user=request.user)

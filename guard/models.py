@@ -729,6 +729,23 @@ def retry_devices(job: Job) -> models.QuerySet[GuardDevice]:
     return GuardDevice.objects.filter(pk__in=models.Subquery(failed), account=job.account_id)
 
 
+def retry_outlook(job: Job) -> dict[str, Any]:
+    """What an action job's page says about “Retry the failed devices” (templates/portal/_retry_note.html): how many
+    devices the retry sends (exactly retry_devices, which queue_retry queues, so the button and the typed
+    confirmation count them) and, by reason, the failures it leaves out: those a retry cannot fix
+    (portal.knox.errors.PERMANENT), and failed rows the portal has no device for (any more)."""
+    if not job.failed or not job.is_finished:
+        return {"retryable": 0, "left_out": []}
+    fixable, left_out = errors.retry_breakdown(failed_by_code(job))
+    sendable = retry_devices(job).count()
+    if fixable > sendable:
+        left_out = [
+            *left_out,
+            ("not in the portal's records (sync devices from Knox, then act on them)", fixable - sendable),
+        ]
+    return {"retryable": sendable, "left_out": left_out}
+
+
 def retry_device_ids(job: Job) -> list[int]:
     return list(retry_devices(job).order_by("id").values_list("pk", flat=True))
 

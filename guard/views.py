@@ -15,14 +15,11 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRefresh
-from django_q.models import Schedule
 
 from guard import forms
 from guard.client import ACTIONS, ActionSpec, GuardValidationError
@@ -39,7 +36,6 @@ from guard.models import (
     annotate_refusals,
     check_devices,
     check_staged,
-    failed_by_code,
     pending_upload_results,
     queue_action,
     queue_action_matching,
@@ -49,20 +45,31 @@ from guard.models import (
     queue_upload_results,
     refused_rows,
     retry_devices,
+    retry_outlook,
     sendable_devices,
     upload_flags_display,
 )
 from portal import exports
-from portal.lists import list_context
+from portal.devicelists import device_export, device_list, outcome_page
+from portal.lists import cut_page, list_context
 from portal.lookups import lookup_context, queue_lookup
-from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
+from portal.models import AuditEvent, Job, KnoxAccount, Upload
+from portal.previews import (
+    NOT_READY,
+    PREVIEW_PAGE_SIZE,
+    htmx_target,
+    preview_response,
+    preview_rows,
+    problem_rows_xlsx,
+    stage_spreadsheet,
+)
+from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
-    PREVIEW_PAGE_SIZE,
     QUEUE,
-    preview_rows,
+    cannot_call,
+    get_job_for_user,
     require_perm,
-    retry_context,
     retry_exists_message,
 )
 
@@ -70,8 +77,16 @@ CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
 TIMELINE_LIMIT = 200
 STATE_COUNTS_CACHE_KEY = "guard:device-state-counts"
-SYNC_TASK = "guard.tasks.scheduled_sync"
-SYNC_SCHEDULE_PREFIX = "Knox Guard sync: account "
+SYNC_SCHEDULE = DailySchedule(
+    "guard.tasks.scheduled_sync",
+    "Knox Guard sync: account ",
+    page="guard:index",
+    audit=("guard.sync_schedule", "guard.sync_unschedule"),
+    words=(
+        "The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.",
+        "Daily Knox Guard sync removed.",
+    ),
+)
 ACTION_KINDS = tuple(f"guard.{name}" for name in ACTIONS)
 
 
@@ -95,10 +110,6 @@ def _get_device_for_user(request: HttpRequest, pk: int) -> GuardDevice:
 
 def _get_staged_for_user(request: HttpRequest, pk: int) -> Upload:
     return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="guard")
-
-
-def _get_job_for_user(request: HttpRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
 
 
 def _account_or_404(pk: Any) -> KnoxAccount:
@@ -132,7 +143,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "total": sum(counts.values()),
         "jobs": Job.objects.filter(kind__startswith="guard.").select_related("account", "created_by")[:15],
         "staged": Upload.objects.filter(service="guard").select_related("account")[:10],
-        "schedules": Schedule.objects.filter(func=SYNC_TASK).order_by("name"),
+        "schedules": SYNC_SCHEDULE.rows(),
         "schedule_form": forms.ScheduleForm(),
         "can_queue": request.user.has_perm(QUEUE),
     }
@@ -143,9 +154,8 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_POST
 def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
     account = _account_or_404(account_pk)
-    missing = account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:index")
     job = queue_sync(account, user=request.user, request=request)
     messages.success(request, f"Job #{job.pk} is reading the Knox Guard devices of {account}.")
@@ -155,46 +165,16 @@ def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def schedule(request: HttpRequest) -> HttpResponse:
-    form = forms.ScheduleForm(request.POST)
-    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
-        return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
-    if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
-        return redirect("guard:index")
-    account, hour = form.cleaned_data["account"], form.cleaned_data["hour"]
-    Schedule.objects.update_or_create(
-        name=f"{SYNC_SCHEDULE_PREFIX}{account.pk}",
-        defaults={
-            "func": SYNC_TASK,
-            "args": repr((account.pk,)),
-            "schedule_type": Schedule.CRON,
-            "cron": f"0 {hour} * * *",
-            "repeats": -1,
-        },
-    )
-    AuditEvent.objects.record("guard.sync_schedule", request=request, target=account, summary={"hour_utc": hour})
-    messages.success(request, f"The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.")
-    return redirect("guard:index")
+    return SYNC_SCHEDULE.save(request, forms.ScheduleForm(request.POST))
 
 
 @require_perm(QUEUE)
 @require_POST
 def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    sched = get_object_or_404(Schedule, pk=pk, func=SYNC_TASK)
-    AuditEvent.objects.record("guard.sync_unschedule", request=request, summary={"schedule": sched.name})
-    sched.delete()
-    messages.success(request, "Daily Knox Guard sync removed.")
-    return redirect("guard:index")
+    return SYNC_SCHEDULE.remove(request, pk)
 
 
 # --- devices ------------------------------------------------------------------------------------------------
-
-
-def _matching(form: forms.DeviceFilterForm) -> QuerySet[GuardDevice]:
-    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
-    if not form.is_valid():
-        return GuardDevice.objects.none()
-    return GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters())
 
 
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int | None]:
@@ -203,8 +183,7 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int |
     after = form.cleaned_data.get("after")
     if after:
         qs = qs.filter(id__lt=after)
-    page = list(qs.order_by("-id")[: PAGE_SIZE + 1])
-    return page[:PAGE_SIZE], page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None
+    return cut_page(qs.order_by("-id"), PAGE_SIZE)
 
 
 @require_perm(ACCESS)
@@ -212,21 +191,14 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[GuardDevice], int |
 @vary_on_headers("HX-Request")
 def devices(request: HttpRequest) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    rows, next_after = _device_page(form) if form.is_valid() else ([], None)
-    query = request.GET.copy()
-    query.pop("after", None)
-    ctx = {
-        "form": form,
-        "devices": rows,
-        "next_after": next_after,
-        "query": query.urlencode(),
-        # The actions this user may take on a selection (the review page checks each device's state).
-        "offered": [spec for spec in ACTIONS.values() if _may_act(request, spec)],
-    }
-    ctx.update(list_context(request, _matching(form), singular="device"))
-    if request.htmx and request.htmx.target == "device-table":
-        return render(request, "guard/devices.html#device-table", ctx)
-    return render(request, "guard/devices.html", ctx)
+    # The actions this user may take on a selection (the review page checks each device's state).
+    offered = [spec for spec in ACTIONS.values() if _may_act(request, spec)]
+    return device_list(request, form, GuardDevice.objects, _device_page, "guard/devices.html", offered=offered)
+
+
+ONE_ACCOUNT_FOR_ALL = (
+    "Choose one Knox account in the filter before acting on all matching devices: a job acts for one account."
+)
 
 
 def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSelectionForm, Any, str]:
@@ -237,9 +209,9 @@ def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSele
     selection = forms.DeviceSelectionForm(data)
     filters = forms.DeviceFilterForm(data)
     if not filters.is_valid():
-        return selection, None, " ".join(e for errs in filters.errors.values() for e in errs)
+        return selection, None, form_errors(filters)
     if not selection.is_valid():
-        return selection, None, " ".join(e for errs in selection.errors.values() for e in errs)
+        return selection, None, form_errors(selection)
     account = filters.cleaned_data.get("account")
     matching = GuardDevice.objects.matching(account, filters.filters())
     if selection.cleaned_data["scope"] == "selected":
@@ -259,13 +231,7 @@ def _selected_devices(request: HttpRequest, data: Any) -> tuple[forms.DeviceSele
         account = KnoxAccount.objects.get(pk=accounts[0])
         return selection, (account, devices, {"ids": selection.cleaned_data["ids"]}), ""
     if account is None:
-        return (
-            selection,
-            None,
-            (
-                "Choose one Knox account in the filter before acting on all matching devices: a job acts for one account."
-            ),
-        )
+        return selection, None, ONE_ACCOUNT_FOR_ALL
     return selection, (account, matching, filters.filters()), ""
 
 
@@ -330,9 +296,8 @@ def devices_act(request: HttpRequest) -> HttpResponse:
             request, f"None of these devices can take “{spec.label}” now (the review says why); nothing was sent."
         )
         return redirect(back)
-    missing = account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect(back)
     form = forms.BulkActionForm(data, action=spec.name, count=check.sendable)
     if not form.is_valid():
@@ -389,21 +354,17 @@ DEVICE_COLUMNS = [
 @require_GET
 def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    if not form.is_valid() or fmt not in ("csv", "xlsx"):
-        return HttpResponseBadRequest("Invalid filter")
-    qs = (
-        GuardDevice.objects.matching(form.cleaned_data.get("account"), form.filters())
-        .select_related("account")
-        .order_by("id")
+    return device_export(
+        request,
+        fmt,
+        form,
+        GuardDevice.objects,
+        DEVICE_COLUMNS,
+        related="account",
+        audit_action="guard.export",
+        name="guard-devices",
+        sheet="Knox Guard devices",
     )
-    AuditEvent.objects.record(
-        "guard.export", request=request, summary={"what": "devices", "format": fmt, "filter": form.filters()}
-    )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    rows = qs.iterator(chunk_size=2000)
-    if fmt == "csv":
-        return exports.stream_csv(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.csv")
-    return exports.xlsx_response(DEVICE_COLUMNS, rows, f"guard-devices-{stamp}.xlsx", "Knox Guard devices")
 
 
 def _detail_context(
@@ -464,9 +425,8 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     if busy is not None:
         messages.error(request, f"Job #{busy.pk} is already acting on this device; wait for it to finish.")
         return redirect("guard:device_detail", device.pk)
-    missing = device.account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{device.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(device.account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:device_detail", device.pk)
     form = forms.ConfirmedActionForm(request.POST, action=spec.name, count=1)
     if not form.is_valid():
@@ -492,24 +452,8 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _stage(request: HttpRequest, form: forms.StagingForm, operation: str) -> Upload:
-    f = form.cleaned_data["file"]
-    staged = Upload(
-        service="guard",
-        operation=operation,
-        account=form.cleaned_data["account"],
-        created_by=request.user,
-        filename=f.name[:255],
-    )
-    staged.file.save(f.name, f, save=False)
-    staged.save()
-    staged.start_parsing(request.user)
-    AuditEvent.objects.record(
-        "guard.file_upload",
-        request=request,
-        target=staged,
-        summary={"file": f.name, "bytes": f.size, "operation": operation},
-    )
-    return staged
+    data = form.cleaned_data
+    return stage_spreadsheet(request, data["file"], service="guard", account=data["account"], operation=operation)
 
 
 @require_perm(QUEUE)
@@ -589,9 +533,8 @@ def _preview_context(
     ctx["show_refused"] = bool(chosen_action and request.GET.get("show") == "refused")
     if ctx["show_refused"]:
         after = (ctx["filters"].cleaned_data.get("after") or 0) if ctx["filters"].is_valid() else 0
-        page = refused_rows(staged, chosen_action, after=after, limit=PREVIEW_PAGE_SIZE + 1)
-        ctx["rows"] = page[:PREVIEW_PAGE_SIZE]
-        ctx["next_after"] = page[PREVIEW_PAGE_SIZE - 1].row_number if len(page) > PREVIEW_PAGE_SIZE else None
+        refused = refused_rows(staged, chosen_action, after=after, limit=PREVIEW_PAGE_SIZE + 1)
+        ctx["rows"], ctx["next_after"] = cut_page(refused, PREVIEW_PAGE_SIZE, lambda row: row.row_number)
     if is_action:
         annotate_refusals(staged, ctx["rows"], chosen_action or None)
     return ctx
@@ -603,17 +546,9 @@ def _preview_context(
 def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number), then the action or the flags."""
     staged = _get_staged_for_user(request, pk)
-    rows_only = bool(request.htmx and request.htmx.target == "preview-rows")
-    ctx = _preview_context(request, staged, counts=not rows_only)
-    if request.htmx and request.htmx.target == "upload-status":
-        if staged.status != Upload.Status.PARSING:
-            return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
-        return render(request, "guard/staged.html#upload-status", ctx)
-    if request.htmx and request.htmx.target == "preview-rows":
-        return render(request, "guard/staged.html#preview-rows", ctx)
-    if request.htmx and request.htmx.target == "bulk-action":
-        return render(request, "guard/staged.html#bulk-action", ctx)
-    return render(request, "guard/staged.html", ctx)
+    # A page of rows needs no check of the whole file; the status region shows the check's counts.
+    ctx = _preview_context(request, staged, counts=htmx_target(request) != "preview-rows")
+    return preview_response(request, staged, "guard/staged.html", ctx, regions=("bulk-action",))
 
 
 @require_perm(QUEUE)
@@ -621,10 +556,7 @@ def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_staged_for_user(request, pk)
     if staged.status != Upload.Status.READY:
-        messages.error(
-            request,
-            "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted).",
-        )
+        messages.error(request, NOT_READY)
         return redirect("guard:bulk_detail", staged.pk)
     if staged.operation == Upload.Operation.GUARD_UPLOAD:
         return _confirm_upload(request, staged)
@@ -633,9 +565,8 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseBadRequest("Unknown action")
     spec = choice.spec
     _check_may_act(request, spec)
-    missing = staged.account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(staged.account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:bulk_detail", staged.pk)
     check = check_staged(staged, spec.name)
     if not check.sendable:
@@ -667,9 +598,8 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _confirm_upload(request: HttpRequest, staged: Upload) -> HttpResponse:
-    missing = staged.account.missing_credentials("guard")
-    if missing:
-        messages.error(request, f"{staged.account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(staged.account, "guard", "Knox Guard"):
+        messages.error(request, problem)
         return redirect("guard:bulk_detail", staged.pk)
     form = forms.UploadFlagsForm(request.POST)
     if not form.is_valid():
@@ -687,18 +617,9 @@ def _confirm_upload(request: HttpRequest, staged: Upload) -> HttpResponse:
 @require_GET
 def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_staged_for_user(request, pk)
-    rows = staged.read_rows().exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-    columns = [
-        exports.Column("Row", "row_number", "number", 8),
-        exports.Column("Value in the file", "raw", "identifier", 24),
-        exports.Column("Approve ID", "approve_id", "identifier", 20),
-        exports.Column("Problem", lambda r: r.get_status_display(), "text", 22),
-        exports.Column("Reason", "reason", "text", 70),
-        exports.Column("Suggested value", "suggestion", "identifier", 20),
-    ]
-    AuditEvent.objects.record("guard.export", request=request, target=staged, summary={"what": "problem rows"})
-    return exports.xlsx_response(
-        columns, rows.order_by("row_number").iterator(), f"{staged.filename}-problems.xlsx", "Problems"
+    approve_id = exports.Column("Approve ID", "approve_id", "identifier", 20)
+    return problem_rows_xlsx(
+        request, staged, audit_action="guard.export", what="problem rows", value_columns=(approve_id,)
     )
 
 
@@ -709,7 +630,7 @@ def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind == UPLOAD_RESULTS:  # a read of an upload's results: shown on the upload's page
         return redirect("guard:job", the_job.params.get("job"))
     if not the_job.kind.startswith("guard."):
@@ -722,37 +643,15 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "guard/job.html", ctx)
 
 
-def _retry_context(the_job: Job, spec: ActionSpec | None) -> dict[str, Any]:
-    """What the page says about “Retry the failed devices”: how many devices it sends again (exactly the ones
-    guard.models.queue_retry queues, so the button and the typed confirmation count them) and, by reason, the
-    failures it leaves out: those a retry cannot fix (portal.knox.errors.PERMANENT), and failed rows the portal
-    has no device for (any more)."""
-    if spec is None or not the_job.failed or not the_job.is_finished:
-        return {"retryable": 0, "left_out": []}
-    retry = retry_context(the_job, failed_by_code(the_job))
-    sendable = retry_devices(the_job).count()
-    left_out = list(retry["left_out"])
-    if retry["retryable"] > sendable:
-        left_out.append(
-            ("not in the portal's records (sync devices from Knox, then act on them)", retry["retryable"] - sendable)
-        )
-    return {"retryable": sendable, "left_out": left_out}
-
-
 def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm | None = None) -> dict[str, Any]:
     is_upload = the_job.kind == "guard.upload"
     filters = forms.ResultsFilterForm(request.GET)
     if is_upload:  # an upload's per-device results have outcomes of their own
         filters.fields["outcome"].choices = [("", "All"), *GuardUploadDevice.Outcome.choices]
-    outcome, after = (
-        (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
-    )
-    results = GuardAction.objects.filter(job=the_job)
-    if outcome:
-        results = results.filter(outcome=outcome)
-    page = list(results.filter(id__gt=after).select_related("device").order_by("id")[: PAGE_SIZE + 1])
+    results = GuardAction.objects.filter(job=the_job).select_related("device")
+    page = outcome_page(filters, results, PAGE_SIZE)
     spec = ACTIONS.get(the_job.params.get("action", "")) if the_job.kind in ACTION_KINDS else None
-    retry = _retry_context(the_job, spec)
+    retry = retry_outlook(the_job) if spec is not None else {"retryable": 0, "left_out": []}
     can_retry = spec is not None and _may_act(request, spec) and retry["retryable"] > 0
     if can_retry and retry_form is None and spec is not None:
         retry_form = forms.RetryForm(action=spec.name, count=retry["retryable"])
@@ -761,10 +660,7 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
         "spec": spec,
         "is_action": spec is not None,
         "is_upload": is_upload,
-        "results": page[:PAGE_SIZE],
-        "next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
-        "outcome": outcome,
-        "after": after,
+        **page,
         "outcomes": GuardAction.Outcome.choices,
         "upload": Upload.objects.filter(job=the_job).first() or Upload.objects.filter(parse_job=the_job).first(),
         "can_cancel": request.user.has_perm(QUEUE) and the_job.status == Job.Status.QUEUED,
@@ -779,7 +675,7 @@ def _job_context(request: HttpRequest, the_job: Job, retry_form: forms.RetryForm
         "flags": upload_flags_display(the_job.params.get("flags") or {}),
     }
     if is_upload:
-        ctx.update(_upload_results_context(request, the_job, outcome, after))
+        ctx.update(_upload_results_context(request, the_job, page["outcome"], page["after"]))
     return ctx
 
 
@@ -798,12 +694,12 @@ def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after:
     rows = GuardUploadDevice.objects.filter(job=job)
     if outcome:
         rows = rows.filter(outcome=outcome)
-    page = list(rows.filter(id__gt=after).select_related("upload").order_by("id")[: PAGE_SIZE + 1])
+    device_results, next_after = cut_page(rows.filter(id__gt=after).select_related("upload").order_by("id"), PAGE_SIZE)
     reading = pending_upload_results(job)
     return {
         "guard_uploads": parts,
-        "device_results": page[:PAGE_SIZE],
-        "results_next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "device_results": device_results,
+        "results_next_after": next_after,
         "result_outcomes": GuardUploadDevice.Outcome.choices,
         "reading": reading,
         "last_read": Job.objects.filter(kind=UPLOAD_RESULTS, params__job=job.pk).order_by("-id").first(),
@@ -817,7 +713,7 @@ def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after:
 def job_refresh_results(request: HttpRequest, pk: int) -> HttpResponse:
     """“Refresh results”: queue a job that reads Knox Guard's per-device results of every part of the upload (a
     worker asks Knox, never this request); the results section follows it."""
-    the_job = _get_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind != "guard.upload":
         return HttpResponseBadRequest("Only Knox Guard upload jobs have per-device results to read")
     read, created = queue_upload_results(the_job, user=request.user, request=request)
@@ -843,41 +739,36 @@ def _refresh_context(request: HttpRequest, job: Job) -> dict[str, Any]:
 @require_perm(QUEUE)
 @require_POST
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    """Queue the job's action again for its failed devices that the portal still knows (once per job)."""
-    the_job = _get_job_for_user(request, pk)
+    """Queue the job's action again for its failed devices that the portal still knows, once per job
+    (guard.models.queue_retry); the devices' count is typed to confirm a lock, complete or delete."""
+    the_job = get_job_for_user(request, pk)
     if the_job.kind not in ACTION_KINDS:
         return HttpResponseBadRequest("Only Knox Guard action jobs can be retried")
     spec = ACTIONS[the_job.params["action"]]
     _check_may_act(request, spec)
-    existing = Job.objects.filter(retry_of=the_job).first()
-    if existing is not None:  # a second click, or another tab: say so rather than ask for a confirmation again
-        messages.info(request, retry_exists_message(the_job, existing))
-        return redirect("guard:job", existing.pk)
     form = forms.RetryForm(request.POST, action=spec.name, count=retry_devices(the_job).count())
-    if form.count and not form.is_valid():
-        return render(request, "guard/job.html", _job_context(request, the_job, form), status=200)
+    # A second click (or another tab) is told of the retry already queued rather than asked to type again.
+    if form.count and not form.is_valid() and not the_job.retries.exists():
+        return render(request, "guard/job.html", _job_context(request, the_job, form))
+    confirmation = form.cleaned_data.get("confirmation", "") if form.count else ""
     try:
-        retry, created, skipped = queue_retry(
-            the_job,
-            user=request.user,
-            request=request,
-            confirmation=form.cleaned_data.get("confirmation", "") if form.count else "",
-        )
+        retry, created, skipped = queue_retry(the_job, user=request.user, request=request, confirmation=confirmation)
     except (GuardValidationError, ValueError) as e:
         messages.error(request, str(e))
         return redirect("guard:job", the_job.pk)
-    if not created:
+    if created:
+        messages.success(request, _retry_queued(retry, skipped))
+    else:
         messages.info(request, retry_exists_message(the_job, retry))
-        return redirect("guard:job", retry.pk)
-    note = (
-        f" {skipped} failed row{'s' if skipped != 1 else ''} without a device in the portal were left out."
-        if skipped > 0
-        else ""
-    )
-    messages.success(
-        request, f"Job #{retry.pk} queued for {retry.total} failed device{'s' if retry.total != 1 else ''}.{note}"
-    )
     return redirect("guard:job", retry.pk)
+
+
+def _retry_queued(retry: Job, skipped: int) -> str:
+    devices = f"{retry.total} failed device{'s' if retry.total != 1 else ''}"
+    if skipped <= 0:
+        return f"Job #{retry.pk} queued for {devices}."
+    rows = f"{skipped} failed row{'s' if skipped != 1 else ''}"
+    return f"Job #{retry.pk} queued for {devices}. {rows} without a device in the portal were left out."
 
 
 RESULT_COLUMNS = [
@@ -900,7 +791,7 @@ RESULT_COLUMNS = [
 @require_perm(ACCESS)
 @require_GET
 def job_report(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk)
     if the_job.kind not in ACTION_KINDS:
         return redirect(the_job.get_absolute_url())  # no per-device report for this job
     rows = GuardAction.objects.filter(job=the_job).select_related("device").order_by("id")
@@ -943,10 +834,10 @@ def uploads_from_knox(request: HttpRequest) -> HttpResponse:
     """Knox's own list of uploads (every channel), read on request by a worker (portal.lookups): never on a plain
     page view, never while the request waits."""
     form = forms.AccountForm(request.POST)
-    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+    if unknown_account(form):
         return HttpResponseBadRequest("Unknown account")
     if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        messages.error(request, form_errors(form))
         return redirect("guard:uploads")
     account = form.cleaned_data["account"]
     job = queue_lookup(

@@ -21,8 +21,6 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRefresh
-from django_q.models import Schedule
 
 from kdp import forms
 from kdp.models import (
@@ -47,10 +45,29 @@ from kdp.models import (
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
+from portal.devicelists import device_export, device_list, outcome_page
 from portal.forms import MAX_ID
-from portal.lists import list_context
-from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, preview_rows, require_perm, retry_context, retry_exists_message
+from portal.lists import cut_page, list_context
+from portal.models import AuditEvent, Job, KnoxAccount, Upload
+from portal.previews import (
+    NOT_READY,
+    PREVIEW_REGIONS,
+    htmx_target,
+    preview_response,
+    preview_rows,
+    problem_rows_xlsx,
+    stage_spreadsheet,
+)
+from portal.schedules import DailySchedule, form_errors, unknown_account
+from portal.views import (
+    ACCESS,
+    QUEUE,
+    cannot_call,
+    get_job_for_user,
+    require_perm,
+    retry_context,
+    retry_exists_message,
+)
 
 PAGE_SIZE = 50
 KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.reconcile")
@@ -59,10 +76,6 @@ KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.
 def _get_upload_for_user(request: HttpRequest, pk: int) -> Upload:
     # KDP's spreadsheets only: Knox Guard stages its own in the same table (Upload.service).
     return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="kdp")
-
-
-def _get_kdp_job_for_user(request: HttpRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk, kind__in=KDP_JOB_KINDS)
 
 
 def _account_or_404(pk: Any) -> KnoxAccount:
@@ -103,22 +116,13 @@ def upload(request: HttpRequest) -> HttpResponse:
         request.POST or None, request.FILES or None, initial={"operation": request.GET.get("operation", "upload")}
     )
     if request.method == "POST" and form.is_valid():
-        f = form.cleaned_data["file"]
-        staged = Upload(
+        staged = stage_spreadsheet(
+            request,
+            form.cleaned_data["file"],
+            service="kdp",
             account=form.cleaned_data["account"],
-            created_by=request.user,
             operation=form.cleaned_data["operation"],
-            filename=f.name[:255],
             allow_bad_check_digit=form.cleaned_data["allow_bad_check_digit"],
-        )
-        staged.file.save(f.name, f, save=False)
-        staged.save()
-        staged.start_parsing(request.user)
-        AuditEvent.objects.record(
-            "kdp.file_upload",
-            request=request,
-            target=staged,
-            summary={"file": f.name, "bytes": f.size, "operation": staged.operation},
         )
         return redirect("kdp:upload_detail", staged.pk)
     ctx = {"form": form, "has_accounts": bool(form.fields["account"].queryset.exists())}
@@ -200,17 +204,9 @@ def _customer_check(staged: Upload, customer_pk: int | None) -> dict[str, Any]:
 def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
     staged = _get_upload_for_user(request, pk)
-    fragment = bool(request.htmx) and request.htmx.target in ("upload-status", "preview-rows")
-    ctx = _preview_context(request, staged, checks=not fragment)
-    if request.htmx and request.htmx.target == "upload-status":
-        if staged.status != Upload.Status.PARSING:
-            return HttpResponseClientRefresh()  # parsing ended: reload to show the rows and the confirm form
-        return render(request, "kdp/upload_detail.html#upload-status", ctx)
-    if request.htmx and request.htmx.target == "preview-rows":
-        return render(request, "kdp/upload_detail.html#preview-rows", ctx)
-    if request.htmx and request.htmx.target == "customer-check":
-        return render(request, "kdp/upload_detail.html#customer-check", ctx)
-    return render(request, "kdp/upload_detail.html", ctx)
+    # The polled regions need no customer checks: those read every valid row.
+    ctx = _preview_context(request, staged, checks=htmx_target(request) not in PREVIEW_REGIONS)
+    return preview_response(request, staged, "kdp/upload_detail.html", ctx, regions=("customer-check",))
 
 
 @require_perm(QUEUE)
@@ -244,14 +240,10 @@ def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
 def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
     if staged.status != Upload.Status.READY:
-        messages.error(
-            request,
-            "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted).",
-        )
+        messages.error(request, NOT_READY)
         return redirect("kdp:upload_detail", staged.pk)
-    missing = staged.account.missing_credentials(staged.account.kdp_service())
-    if missing:
-        messages.error(request, f"{staged.account} cannot call KDP yet: it needs {', '.join(missing)}.")
+    if problem := cannot_call(staged.account, staged.account.kdp_service(), "KDP"):
+        messages.error(request, problem)
         return redirect("kdp:upload_detail", staged.pk)
     groups = file_customers(staged)
     form: Confirm = (
@@ -286,19 +278,8 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def upload_invalid_xlsx(request: HttpRequest, pk: int) -> HttpResponse:
     staged = _get_upload_for_user(request, pk)
-    rows = staged.read_rows().exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-    columns = [
-        exports.Column("Row", "row_number", "number", 8),
-        exports.Column("Value in the file", "raw", "identifier", 24),
-        exports.Column("Problem", lambda r: r.get_status_display(), "text", 22),
-        exports.Column("Reason", "reason", "text", 70),
-        exports.Column("Suggested value", "suggestion", "identifier", 20),
-        exports.Column("Order number", "order_no", "identifier", 16),
-    ]
-    AuditEvent.objects.record("kdp.export", request=request, target=staged, summary={"what": "invalid rows"})
-    return exports.xlsx_response(
-        columns, rows.order_by("row_number").iterator(), f"{staged.filename}-problems.xlsx", "Problems"
-    )
+    order = exports.Column("Order number", "order_no", "identifier", 16)
+    return problem_rows_xlsx(request, staged, audit_action="kdp.export", what="invalid rows", last_columns=(order,))
 
 
 @require_perm(ACCESS)
@@ -322,15 +303,9 @@ def aliases(request: HttpRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def job(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_kdp_job_for_user(request, pk)
-    filters = forms.ResultsFilterForm(request.GET)
-    outcome, after = (
-        (filters.cleaned_data["outcome"], filters.cleaned_data["after"] or 0) if filters.is_valid() else ("", 0)
-    )
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     results = TransactionDevice.objects.filter(job=the_job)
-    if outcome:
-        results = results.filter(outcome=outcome)
-    page = list(results.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
+    page = outcome_page(forms.ResultsFilterForm(request.GET), results, PAGE_SIZE)
     retry = retry_context(the_job, failed_by_code(the_job) if the_job.failed else {})
     upload = (
         Upload.objects.filter(pk=the_job.params["upload"], service="kdp").first()
@@ -339,9 +314,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
     )
     ctx = {
         "job": the_job,
-        "results": page[:PAGE_SIZE],
-        "next_after": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
-        "outcome": outcome,
+        **page,
         "outcomes": TransactionDevice.Outcome.choices,
         "transactions": Transaction.objects.filter(job=the_job).select_related("customer").order_by("sequence")[:200],
         "upload": upload,
@@ -369,7 +342,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_kdp_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     try:
         retry, created = queue_retry(the_job, user=request.user, request=request)
     except ValueError as e:
@@ -397,7 +370,7 @@ RESULT_COLUMNS = [
 @require_perm(ACCESS)
 @require_GET
 def job_report(request: HttpRequest, pk: int) -> HttpResponse:
-    the_job = _get_kdp_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     rows = TransactionDevice.objects.filter(job=the_job).select_related("transaction").order_by("id")
     AuditEvent.objects.record("kdp.export", request=request, target=the_job, summary={"what": "job report"})
     if the_job.kind == "kdp.reconcile":
@@ -416,13 +389,6 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # --- devices ------------------------------------------------------------------------------------------------
-
-
-def _matching(form: forms.DeviceFilterForm) -> QuerySet[Device]:
-    """The devices the list's filters match, whatever its page (portal.lists counts them)."""
-    if not form.is_valid():
-        return Device.objects.none()
-    return Device.objects.matching(form.cleaned_data.get("account"), form.filters())
 
 
 def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None]:
@@ -447,12 +413,7 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None
             qs = qs.filter(id__lt=after_pk)
         qs = qs.order_by("-id")
         key = "pk"
-    page = list(qs[: PAGE_SIZE + 1])
-    next_after = None
-    if len(page) > PAGE_SIZE:
-        last = page[PAGE_SIZE - 1]
-        next_after = f"{last.identifier}:{last.pk}" if key == "cursor" else str(last.pk)
-    return page[:PAGE_SIZE], next_after
+    return cut_page(qs, PAGE_SIZE, (lambda d: f"{d.identifier}:{d.pk}") if key == "cursor" else (lambda d: str(d.pk)))
 
 
 @require_perm(ACCESS)
@@ -460,20 +421,8 @@ def _device_page(form: forms.DeviceFilterForm) -> tuple[list[Device], str | None
 @vary_on_headers("HX-Request")
 def devices(request: HttpRequest) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    rows, next_after = _device_page(form) if form.is_valid() else ([], None)
-    query = request.GET.copy()
-    query.pop("after", None)
-    ctx = {
-        "form": form,
-        "devices": rows,
-        "next_after": next_after,
-        "query": query.urlencode(),
-        "can_queue": request.user.has_perm(QUEUE),
-        **list_context(request, _matching(form), singular="device"),
-    }
-    if request.htmx and request.htmx.target == "device-table":
-        return render(request, "kdp/devices.html#device-table", ctx)
-    return render(request, "kdp/devices.html", ctx)
+    can_queue = request.user.has_perm(QUEUE)
+    return device_list(request, form, Device.objects, _device_page, "kdp/devices.html", can_queue=can_queue)
 
 
 MAX_SELECTED = 500
@@ -499,20 +448,17 @@ DEVICE_COLUMNS = [
 @require_GET
 def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
     form = forms.DeviceFilterForm(request.GET)
-    if not form.is_valid() or fmt not in ("csv", "xlsx"):
-        return HttpResponseBadRequest("Invalid filter")
-    qs = (
-        Device.objects.matching(form.cleaned_data.get("account"), form.filters())
-        .select_related("customer")
-        .order_by("id")
+    return device_export(
+        request,
+        fmt,
+        form,
+        Device.objects,
+        DEVICE_COLUMNS,
+        related="customer",
+        audit_action="kdp.export",
+        name="devices",
+        sheet="Devices",
     )
-    AuditEvent.objects.record(
-        "kdp.export", request=request, summary={"what": "devices", "format": fmt, "filter": form.filters()}
-    )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    if fmt == "csv":
-        return exports.stream_csv(DEVICE_COLUMNS, qs.iterator(chunk_size=2000), f"devices-{stamp}.csv")
-    return exports.xlsx_response(DEVICE_COLUMNS, qs.iterator(chunk_size=2000), f"devices-{stamp}.xlsx", "Devices")
 
 
 @require_perm(QUEUE)
@@ -605,9 +551,8 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
     staged = None
     if form.cleaned_data["upload"] is not None:
         staged = get_object_or_404(Upload, pk=form.cleaned_data["upload"], service="kdp", account=account)
-    missing = account.missing_credentials(account.kdp_service())
-    if missing:
-        error = f"{account} cannot call KDP yet: it needs {', '.join(missing)}."
+    error = cannot_call(account, account.kdp_service(), "KDP")
+    if error:
         if staged is not None and request.htmx:
             ctx = {"upload": staged, "refresh_error": error}
             return render(request, "kdp/upload_detail.html#customer-refresh", ctx)
@@ -644,10 +589,10 @@ def transactions(request: HttpRequest) -> HttpResponse:
         qs = qs.filter(id__lt=before)
     if search:
         qs = qs.filter(transaction_id__startswith=search.lower())
-    page = list(qs[: PAGE_SIZE + 1])
+    page, next_before = cut_page(qs, PAGE_SIZE)
     ctx = {
-        "transactions": page[:PAGE_SIZE],
-        "next_before": page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None,
+        "transactions": page,
+        "next_before": next_before,
         "q": search,
         **list_context(request, _transactions_matching(search), singular="transaction"),
     }
@@ -666,7 +611,13 @@ def transaction_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 # --- reconcile ----------------------------------------------------------------------------------------------
 
-RECONCILE_SCHEDULE_PREFIX = "KDP reconcile: account "
+RECONCILE_SCHEDULE = DailySchedule(
+    "kdp.tasks.scheduled_reconcile",
+    "KDP reconcile: account ",
+    page="kdp:reconcile",
+    audit=("kdp.reconcile_schedule", "kdp.reconcile_unschedule"),
+    words=("{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.", "Daily reconcile removed."),
+)
 
 
 @require_perm(ACCESS)
@@ -675,7 +626,7 @@ def reconcile(request: HttpRequest) -> HttpResponse:
     ctx = {
         "jobs": Job.objects.filter(kind="kdp.reconcile").select_related("account", "created_by")[:30],
         "accounts": KnoxAccount.objects.filter(is_active=True),
-        "schedules": Schedule.objects.filter(func="kdp.tasks.scheduled_reconcile").order_by("name"),
+        "schedules": RECONCILE_SCHEDULE.rows(),
         "schedule_form": forms.ScheduleForm(),
         "can_queue": request.user.has_perm(QUEUE),
     }
@@ -692,7 +643,7 @@ def reconcile_job(request: HttpRequest, pk: int) -> HttpResponse:
     """One reconcile report's differences on screen: filtered by kind and identifier prefix, paged by (kind,
     identifier) cursor, all in the URL; the counts per kind come from one GROUP BY on the report's index. A job that
     is not a reconcile has no differences: its own page."""
-    the_job = _get_kdp_job_for_user(request, pk)
+    the_job = get_job_for_user(request, pk, KDP_JOB_KINDS)
     if the_job.kind != "kdp.reconcile":
         return redirect("kdp:job", the_job.pk)
     form = forms.ReconcileFilterForm(request.GET)
@@ -732,9 +683,9 @@ def reconcile_job(request: HttpRequest, pk: int) -> HttpResponse:
 def reconcile_run(request: HttpRequest) -> HttpResponse:
     form = forms.ReconcileRunForm(request.POST)
     if not form.is_valid():
-        if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
+        if unknown_account(form):
             return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        messages.error(request, form_errors(form))
         return redirect("kdp:reconcile")
     account = form.cleaned_data["account"]
     job = queue_reconcile(account, user=request.user, request=request)
@@ -745,36 +696,13 @@ def reconcile_run(request: HttpRequest) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def reconcile_schedule(request: HttpRequest) -> HttpResponse:
-    form = forms.ScheduleForm(request.POST)
-    if form.has_error("account", "invalid_choice") or form.has_error("account", "required"):
-        return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
-    if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
-        return redirect("kdp:reconcile")
-    account, hour = form.cleaned_data["account"], form.cleaned_data["hour"]
-    Schedule.objects.update_or_create(
-        name=f"{RECONCILE_SCHEDULE_PREFIX}{account.pk}",
-        defaults={
-            "func": "kdp.tasks.scheduled_reconcile",
-            "args": repr((account.pk,)),
-            "schedule_type": Schedule.CRON,
-            "cron": f"0 {hour} * * *",
-            "repeats": -1,
-        },
-    )
-    AuditEvent.objects.record("kdp.reconcile_schedule", request=request, target=account, summary={"hour_utc": hour})
-    messages.success(request, f"{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.")
-    return redirect("kdp:reconcile")
+    return RECONCILE_SCHEDULE.save(request, forms.ScheduleForm(request.POST))
 
 
 @require_perm(QUEUE)
 @require_POST
 def reconcile_unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    schedule = get_object_or_404(Schedule, pk=pk, func="kdp.tasks.scheduled_reconcile")
-    AuditEvent.objects.record("kdp.reconcile_unschedule", request=request, summary={"schedule": schedule.name})
-    schedule.delete()
-    messages.success(request, "Daily reconcile removed.")
-    return redirect("kdp:reconcile")
+    return RECONCILE_SCHEDULE.remove(request, pk)
 
 
 # --- dashboard panel (portal.dashboard calls this; see kdp/apps.py) -----------------------------------------

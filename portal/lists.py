@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,3 +166,11 @@ def list_context(
         if request.GET.get(cursor):
             ctx["list_first_query"] = page_query(request, **{cursor: None})
     return ctx
+
+
+def cut_page(rows: Any, size: int, cursor: Callable[[Any], Any] = lambda row: row.pk) -> tuple[list[Any], Any]:
+    """One page of a keyset-paged list: the first `size` of `rows` (ordered, and already filtered past the
+    previous page's cursor) and the cursor of the last of them when more follow, else None. One row more than
+    the page is read to know that: no COUNT, no OFFSET."""
+    page = list(rows[: size + 1])
+    return page[:size], (cursor(page[size - 1]) if len(page) > size else None)

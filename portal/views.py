@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
 
@@ -58,8 +58,20 @@ def require_perm(perm: str) -> Callable[[Callable[..., HttpResponse]], Callable[
     return decorator
 
 
-def _get_job_for_user(request: PortalRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("account", "created_by"), pk=pk)
+def get_job_for_user(request: HttpRequest, pk: int, kinds: Iterable[str] | None = None) -> Job:
+    """The job `pk` for every page that shows or acts on one (portal, kdp, guard, efota); 404 when it does not
+    exist or, with `kinds`, is not of one of them (KDP's pages show KDP's jobs only)."""
+    jobs = Job.objects.select_related("account", "created_by")
+    if kinds is not None:
+        jobs = jobs.filter(kind__in=kinds)
+    return get_object_or_404(jobs, pk=pk)
+
+
+def cannot_call(account: KnoxAccount, service: str, label: str) -> str:
+    """Why `account` cannot call `service` (`label` in words) yet, or "" when it can: every page that queues a job
+    says the same before queueing one that could only fail."""
+    missing = account.missing_credentials(service)
+    return f"{account} cannot call {label} yet: it needs {', '.join(missing)}." if missing else ""
 
 
 def _get_account_for_user(request: PortalRequest, pk: int) -> KnoxAccount:
@@ -154,7 +166,7 @@ def jobs(request: PortalRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def job_detail(request: PortalRequest, pk: int) -> HttpResponse:
-    job = _get_job_for_user(request, pk)
+    job = get_job_for_user(request, pk)
     if job.get_absolute_url() != request.path:
         return redirect(job.get_absolute_url())  # the service app's own page shows per-device results
     ctx = {"job": job, "can_cancel": request.user.has_perm(QUEUE) and job.status == Job.Status.QUEUED}
@@ -192,15 +204,28 @@ def lookup_result(request: PortalRequest, pk: int) -> HttpResponse:
 
 
 JOB_PROGRESS_FIELDS = (
-    "id", "kind", "title", "status", "total", "succeeded", "failed", "version", "error_summary",
-    "created_at", "started_at", "finished_at", "waiting_since", "waiting_reason", "next_try_at",
-)  # fmt: skip
+    "id",
+    "kind",
+    "title",
+    "status",
+    "total",
+    "succeeded",
+    "failed",
+    "version",
+    "error_summary",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "waiting_since",
+    "waiting_reason",
+    "next_try_at",
+)
 
 
 @require_perm(QUEUE)
 @require_POST
 def job_cancel(request: PortalRequest, pk: int) -> HttpResponse:
-    job = _get_job_for_user(request, pk)
+    job = get_job_for_user(request, pk)
     if job.cancel():
         AuditEvent.objects.record("job.cancel", request=request, target=job, summary={"kind": job.kind})
         messages.success(request, f"Job #{job.pk} was cancelled before it started.")
@@ -376,21 +401,6 @@ def account_test(request: PortalRequest, pk: int) -> HttpResponse:
     return redirect(LOOKUPS[CONNECTION_TEST].page(job))
 
 
-def service_index(request: HttpRequest, *, service: str, title: str) -> HttpResponse:
-    """Landing page of a Knox service: which accounts can call it, and its recent jobs."""
-    accounts = [
-        (a, a.missing_credentials(a.kdp_service() if service == "kdp" else service))
-        for a in KnoxAccount.objects.filter(is_active=True)
-    ]
-    ctx = {
-        "title": title,
-        "service": service,
-        "accounts": accounts,
-        "jobs": Job.objects.filter(kind__startswith=f"{service}.").select_related("account", "created_by")[:20],
-    }
-    return render(request, "portal/service_index.html", ctx)
-
-
 def retry_context(job: Job, failed_by_code: dict[str, int]) -> dict[str, Any]:
     """What a finished job's page says about "Retry the failed devices" (templates/portal/_retry_note.html): how
     many failures a retry can fix (portal.knox.errors.is_retryable), and why the others are left out."""
@@ -404,36 +414,6 @@ def retry_exists_message(original: Job, retry: Job) -> str:
         f"Job #{original.pk} was already retried as job #{retry.pk} ({retry.get_status_display().lower()}); "
         "nothing new was queued. If devices still fail there, retry them from that job."
     )
-
-
-PREVIEW_PAGE_SIZE = 50
-
-
-def preview_rows(request: HttpRequest, staged: Upload) -> dict[str, Any]:
-    """The rows part of a staged spreadsheet's preview, the same for every service: filtered by status (or
-    "problems"), paged by row number, and shown once the file was read (a refused file shows its reasons too)."""
-    filters = forms.PreviewFilterForm(request.GET)
-    rows = staged.read_rows()
-    after, status = 0, ""
-    if filters.is_valid():
-        status = filters.cleaned_data["status"]
-        if status == "problems":
-            rows = rows.exclude(status__in=(UploadRow.Status.VALID, UploadRow.Status.SKIPPED))
-        elif status:
-            rows = rows.filter(status=status)
-        after = filters.cleaned_data["after"] or 0
-    page = list(rows.filter(row_number__gt=after).order_by("row_number")[: PREVIEW_PAGE_SIZE + 1])
-    return {
-        "upload": staged,
-        "rows": page[:PREVIEW_PAGE_SIZE],
-        "next_after": page[PREVIEW_PAGE_SIZE - 1].row_number if len(page) > PREVIEW_PAGE_SIZE else None,
-        "filters": filters,
-        "status_filter": status,
-        "can_queue": request.user.has_perm(QUEUE),
-        "can_fix": request.user.has_perm(QUEUE) and uploads.can_fix_rows(staged),
-        "show_rows": staged.status in (Upload.Status.READY, Upload.Status.SUBMITTED)
-        or (staged.status == Upload.Status.REFUSED and bool(staged.rows_total)),
-    }
 
 
 @require_perm(QUEUE)
