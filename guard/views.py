@@ -86,6 +86,7 @@ SYNC_SCHEDULE = DailySchedule(
         "The Knox Guard devices of {account} will be synced every day at {hour:02d}:00 UTC.",
         "Daily Knox Guard sync removed.",
     ),
+    form=forms.ScheduleForm,
 )
 ACTION_KINDS = tuple(f"guard.{name}" for name in ACTIONS)
 
@@ -162,16 +163,7 @@ def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
     return redirect("guard:job", job.pk)
 
 
-@require_perm(QUEUE)
-@require_POST
-def schedule(request: HttpRequest) -> HttpResponse:
-    return SYNC_SCHEDULE.save(request, forms.ScheduleForm(request.POST))
-
-
-@require_perm(QUEUE)
-@require_POST
-def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    return SYNC_SCHEDULE.remove(request, pk)
+schedule, unschedule = SYNC_SCHEDULE.views(QUEUE)
 
 
 # --- devices ------------------------------------------------------------------------------------------------

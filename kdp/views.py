@@ -617,6 +617,7 @@ RECONCILE_SCHEDULE = DailySchedule(
     page="kdp:reconcile",
     audit=("kdp.reconcile_schedule", "kdp.reconcile_unschedule"),
     words=("{account} will be reconciled with Knox every day at {hour:02d}:00 UTC.", "Daily reconcile removed."),
+    form=forms.ScheduleForm,
 )
 
 
@@ -693,16 +694,7 @@ def reconcile_run(request: HttpRequest) -> HttpResponse:
     return redirect("kdp:job", job.pk)
 
 
-@require_perm(QUEUE)
-@require_POST
-def reconcile_schedule(request: HttpRequest) -> HttpResponse:
-    return RECONCILE_SCHEDULE.save(request, forms.ScheduleForm(request.POST))
-
-
-@require_perm(QUEUE)
-@require_POST
-def reconcile_unschedule(request: HttpRequest, pk: int) -> HttpResponse:
-    return RECONCILE_SCHEDULE.remove(request, pk)
+reconcile_schedule, reconcile_unschedule = RECONCILE_SCHEDULE.views(QUEUE)
 
 
 # --- dashboard panel (portal.dashboard calls this; see kdp/apps.py) -----------------------------------------

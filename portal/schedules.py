@@ -1,11 +1,12 @@
 """Daily schedules of a service's job per Knox account (django-q2 Schedule rows), set and removed from its pages.
 
 KDP's daily reconcile (kdp.views.reconcile_schedule) and Knox Guard's daily device sync (guard.views.schedule) are
-the same steps with other names: each service declares its DailySchedule, and its two views call it.
+the same steps with other names: each service declares its DailySchedule, and takes its two views from it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -13,6 +14,7 @@ from django.db.models import QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_POST
 from django_q.models import Schedule
 
 from portal.models import AuditEvent
@@ -40,6 +42,23 @@ class DailySchedule:
     page: str
     audit: tuple[str, str]
     words: tuple[str, str]
+    form: type[Form]  # the account-and-hour form the page posts
+
+    def views(self, perm: str) -> tuple[Callable[..., HttpResponse], Callable[..., HttpResponse]]:
+        """The page's two POST views, setting and removing a schedule, each for users holding `perm`."""
+        from portal.views import require_perm
+
+        @require_perm(perm)
+        @require_POST
+        def schedule(request: HttpRequest) -> HttpResponse:
+            return self.save(request, self.form(request.POST))
+
+        @require_perm(perm)
+        @require_POST
+        def unschedule(request: HttpRequest, pk: int) -> HttpResponse:
+            return self.remove(request, pk)
+
+        return schedule, unschedule
 
     def rows(self) -> QuerySet[Schedule]:
         return Schedule.objects.filter(func=self.task).order_by("name")

@@ -24,18 +24,20 @@ from tests.base import make_user
 
 pytestmark = pytest.mark.django_db
 
+
+class HourForm(forms.Form):
+    account = forms.ModelChoiceField(KnoxAccount.objects.filter(is_active=True))
+    hour = forms.IntegerField(min_value=0, max_value=23, error_messages={"max_value": "Choose an hour up to 23."})
+
+
 NIGHTLY = DailySchedule(
     "tests.portal.test_previews.nightly",
     "Nightly: account ",
     page="portal:dashboard",
     audit=("test.nightly_schedule", "test.nightly_unschedule"),
     words=("{account} runs every day at {hour:02d}:00 UTC.", "Nightly run removed."),
+    form=HourForm,
 )
-
-
-class HourForm(forms.Form):
-    account = forms.ModelChoiceField(KnoxAccount.objects.filter(is_active=True))
-    hour = forms.IntegerField(min_value=0, max_value=23, error_messages={"max_value": "Choose an hour up to 23."})
 
 
 @pytest.fixture
