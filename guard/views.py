@@ -50,7 +50,7 @@ from guard.models import (
     upload_flags_display,
 )
 from portal import exports
-from portal.devicelists import device_export, device_list, outcome_page
+from portal.devicelists import device_list, export_view, outcome_page
 from portal.lists import cut_page, list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
@@ -342,21 +342,16 @@ DEVICE_COLUMNS = [
 ]
 
 
-@require_perm(ACCESS)
-@require_GET
-def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
-    form = forms.DeviceFilterForm(request.GET)
-    return device_export(
-        request,
-        fmt,
-        form,
-        GuardDevice.objects,
-        DEVICE_COLUMNS,
-        related="account",
-        audit_action="guard.export",
-        name="guard-devices",
-        sheet="Knox Guard devices",
-    )
+devices_export = export_view(
+    forms.DeviceFilterForm,
+    GuardDevice.objects,
+    DEVICE_COLUMNS,
+    perm=ACCESS,
+    related="account",
+    audit_action="guard.export",
+    name="guard-devices",
+    sheet="Knox Guard devices",
+)
 
 
 def _detail_context(

@@ -45,7 +45,7 @@ from kdp.models import (
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
 from portal import exports
 from portal.charts import bar_chart_svg, daily_series
-from portal.devicelists import device_export, device_list, outcome_page
+from portal.devicelists import device_list, export_view, outcome_page
 from portal.forms import MAX_ID
 from portal.lists import cut_page, list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
@@ -444,21 +444,16 @@ DEVICE_COLUMNS = [
 ]
 
 
-@require_perm(ACCESS)
-@require_GET
-def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
-    form = forms.DeviceFilterForm(request.GET)
-    return device_export(
-        request,
-        fmt,
-        form,
-        Device.objects,
-        DEVICE_COLUMNS,
-        related="customer",
-        audit_action="kdp.export",
-        name="devices",
-        sheet="Devices",
-    )
+devices_export = export_view(
+    forms.DeviceFilterForm,
+    Device.objects,
+    DEVICE_COLUMNS,
+    perm=ACCESS,
+    related="customer",
+    audit_action="kdp.export",
+    name="devices",
+    sheet="Devices",
+)
 
 
 @require_perm(QUEUE)

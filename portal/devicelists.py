@@ -74,6 +74,32 @@ def device_list(
     return render(request, template, ctx)
 
 
+def export_view(
+    filter_form: Callable[[Any], DeviceFilter],
+    devices: DeviceManager,
+    columns: Sequence[exports.Column],
+    *,
+    perm: str,
+    related: str,
+    audit_action: str,
+    name: str,
+    sheet: str,
+) -> Callable[..., HttpResponse]:
+    """A service's device export view (GET, for users holding `perm`): `device_export` of the list's filters."""
+    from django.views.decorators.http import require_GET
+
+    from portal.views import require_perm
+
+    @require_perm(perm)
+    @require_GET
+    def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
+        form = filter_form(request.GET)
+        options = {"related": related, "audit_action": audit_action, "name": name, "sheet": sheet}
+        return device_export(request, fmt, form, devices, columns, **options)
+
+    return devices_export
+
+
 def device_export(
     request: HttpRequest,
     fmt: str,
