@@ -52,3 +52,50 @@ def sandbox_account(knox_sandbox, db):
 
     call_command("import_sandbox_account", str(knox_sandbox.credentials_path.parent), stdout=io.StringIO())
     return KnoxAccount.objects.get(name="Sandbox")
+
+
+# --- fixtures the tests of more than one app use ---------------------------------------------------------
+
+
+@pytest.fixture
+def synced(sandbox_account):
+    """The sandbox account with its customers and profile aliases synced from Knox."""
+    from kdp.tasks import sync_customers
+    from portal.models import Job
+
+    job = Job.objects.create(kind="kdp.customers", account=sandbox_account)
+    sync_customers(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error_summary
+    return sandbox_account
+
+
+@pytest.fixture
+def customer(synced):
+    """The first verified customer of the synced sandbox account (by name)."""
+    from kdp.models import Customer
+
+    return Customer.objects.filter(account=synced, status="Verified").order_by("name").first()
+
+
+@pytest.fixture
+def guard_synced(sandbox_account):
+    """The sandbox account with its Knox Guard devices synced."""
+    from guard.models import GuardDevice
+    from guard.tasks import sync_devices
+    from portal.models import Job
+
+    job = Job.objects.create(kind="guard.sync", account=sandbox_account)
+    sync_devices(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error_summary
+    assert GuardDevice.objects.filter(account=sandbox_account).exists()
+    return sandbox_account
+
+
+@pytest.fixture
+def operator(db):
+    """Olivia, the operator persona of tests/base.py, for pytest-style tests."""
+    from tests.base import make_user
+
+    return make_user("olivia", "operator")

@@ -7,7 +7,7 @@ from html import unescape
 from efota.models import EfotaCall, ForceUpdate, ForceUpdateDevice
 from portal.models import Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import ready_account
+from tests.efota.helpers import ready_account
 
 
 class EfotaAdminTestCase(BaseTestCase):

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +16,8 @@ from django.core.management.base import CommandError
 
 from efota.models import EfotaCall, EfotaGroup, EfotaLicence
 from portal.models import AuditEvent, Job, KnoxAccount
-from tests.efota.test_index_views import efota_world
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.base import ROOT
+from tests.efota.helpers import efota_world
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import requests
 from efota.client import EfotaClient
 from efota.models import ForceUpdate, queue_force_update
 from efota.tasks import ForceUpdates, run_force_update
-from portal.knox import errors
 from portal.models import Job
+from tests.base import knox_comes_back, lose_first_answer, migrated, refuse_first_connection, set_faults
 
 MODEL, SALES_CODE = "SM-G991B", "BTU"
 
@@ -44,60 +44,6 @@ def force_update_job(account, efota, n: int, part_size: int, monkeypatch) -> Job
 def started_at_e_fota(server) -> int:
     """How many force updates E-FOTA itself started (its own records, not the requests it received)."""
     return len(requests.get(f"{server.url}/_sandbox/state?devices=0", timeout=10).json()["efota"]["forceUpdates"])
-
-
-def set_faults(server, **knobs: float) -> None:
-    requests.post(f"{server.url}/_sandbox/faults", json=knobs, timeout=10).raise_for_status()
-
-
-def knox_comes_back(monkeypatch, server) -> list[str]:
-    """Knox is back by the time the job has recorded that it waits for it: the first wait switches the sandbox's
-    faults off (no clock involved). Returns the reasons the job gave for waiting."""
-    reasons: list[str] = []
-    real = Job.wait_for_knox
-
-    def wait_for_knox(job: Job, reason: str, **kwargs) -> None:
-        real(job, reason, **kwargs)
-        reasons.append(reason)
-        set_faults(server)
-
-    monkeypatch.setattr(Job, "wait_for_knox", wait_for_knox)
-    monkeypatch.setattr("portal.engine.OUTAGE_FIRST_WAIT_SECONDS", 0.05)
-    return reasons
-
-
-def lose_first_answer(monkeypatch, cls: type, name: str) -> list:
-    """The first call of `cls.name` reaches Knox, then its answer is lost. Returns what Knox answered to it."""
-    real = getattr(cls, name)
-    lost: list = []
-
-    def answer_lost_once(self, *args, **kwargs):
-        answer = real(self, *args, **kwargs)
-        if not lost:
-            lost.append(answer)
-            raise errors.KnoxOutcomeUnknown("the connection was reset after sending", service=cls.service)
-        return answer
-
-    monkeypatch.setattr(cls, name, answer_lost_once)
-    return lost
-
-
-def refuse_first_connection(monkeypatch, cls: type, name: str) -> list[int]:
-    """The first call of `cls.name` finds the connection refused (nothing left); the next ones go through.
-    Returns one item per attempt."""
-    real = getattr(cls, name)
-    attempts: list[int] = []
-
-    def refused_once(self, *args, **kwargs):
-        attempts.append(1)
-        if len(attempts) == 1:
-            error = errors.KnoxUnavailable("connection refused", service=cls.service)
-            error.never_sent = True  # as the HTTP layer marks it: Knox cannot have it
-            raise error
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, name, refused_once)
-    return attempts
 
 
 def outage_after_the_start(monkeypatch, server) -> None:
@@ -248,24 +194,6 @@ def test_an_outage_after_the_watch_window_does_not_hold_the_job(
     job, part = run_through_an_outage(sandbox_account, efota, knox_sandbox, monkeypatch)
     assert reasons == [] and part.state == "complete" and part.knox_code.startswith("FUD_9")
     assert part.is_in_progress and (job.status, job.succeeded, job.failed) == (Job.Status.SUCCEEDED, 2, 0)
-
-
-def migrated(app: str, before: str, after: str, rows) -> None:
-    """Migrate `app` back to `before`, let `rows(apps)` create rows with the historical models, migrate forward to
-    `after`, and leave the database at its latest migrations whatever happens."""
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
-    executor = MigrationExecutor(connection)
-    try:
-        executor.migrate([(app, before)])
-        executor = MigrationExecutor(connection)
-        rows(executor.loader.project_state(list(executor.loader.applied_migrations)).apps)
-        executor = MigrationExecutor(connection)
-        executor.migrate([(app, after)])
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db(transaction=True)

@@ -18,15 +18,10 @@ from efota.models import EfotaCall, EfotaGroup, ForceUpdate, ForceUpdateDevice, 
 from efota.tasks import run_force_update
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, known_licence, ready_account
+from tests.efota.helpers import CUSTOMER, LICENCE, known_licence, ready_account
 
 URL = "/efota/force-updates/new/"
 SERIALS = ["R5CMXWARTYK", "R58N123ABCD", "R5ZZ9876543"]
-
-
-@pytest.fixture
-def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 def started_job(account, *, processing: int, finished: bool = True, checked_at=None) -> Job:

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from html import unescape
 
-import pytest
-
 from efota.models import EfotaCall, EfotaGroup
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, TOO_LONG_GROUP, efota_world, known_licence, ready_account
-
-
-@pytest.fixture
-def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings, sandbox_account)
+from tests.efota.helpers import CUSTOMER, LICENCE, TOO_LONG_GROUP, known_licence, ready_account
 
 
 class GroupsTestCase(BaseTestCase):

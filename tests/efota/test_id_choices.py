@@ -10,7 +10,7 @@ from html import unescape
 from efota.models import EfotaGroup
 from portal.models import Job
 from tests.base import BaseTestCase
-from tests.efota.test_index_views import CUSTOMER, LICENCE, known_licence, ready_account
+from tests.efota.helpers import CUSTOMER, LICENCE, known_licence, ready_account
 
 OTHER_CUSTOMER = "AAAA1111-BB22-CC33-DD44-EEEEEE555555"
 

@@ -6,20 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from html import unescape
 
-import pytest
-
 from efota.models import EfotaCall, EfotaLicence
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE, efota_world, ready_account
-from tests.portal.test_lookups import HTMX, ask, assert_following
+from tests.efota.helpers import CUSTOMER, LICENCE, ready_account
+from tests.portal.helpers import HTMX, ask, assert_following
 
 URL = "/efota/licences/"
-
-
-@pytest.fixture
-def efota(sandbox_account, knox_sandbox, settings):
-    return efota_world(knox_sandbox, settings, sandbox_account)
 
 
 class LicencesTestCase(BaseTestCase):

@@ -10,7 +10,7 @@ from guard.client import ActionParams
 from guard.models import GuardAction, GuardDevice, queue_action
 from guard.tasks import run_actions, sync_devices
 from portal.models import Job
-from tests.guard.conftest import device_in
+from tests.guard.helpers import device_in
 
 
 def knox_state(server, uid: str) -> str:

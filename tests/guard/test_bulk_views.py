@@ -16,21 +16,12 @@ from django.test import Client
 from guard.models import GuardAction, GuardDevice
 from guard.tasks import run_actions
 from portal.models import AuditEvent, Job, Upload, UploadRow
-from tests.base import BaseTestCase, make_user
-from tests.guard.test_device_views import CONTACT, guard_account
-from tests.guard.test_engine import fresh_imeis
-from tests.kdp.conftest import make_upload
+from tests.base import BaseTestCase, fresh_imeis, make_user
+from tests.guard.helpers import CONTACT, guard_account, imei_csv, stage
+from tests.kdp.helpers import make_upload
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
 LOCK = {"action": "lock", "message": "Payment overdue: call us", **CONTACT}
-
-
-def stage(account, content: bytes, filename: str = "loans.csv", *, operation: str = "guard", user=None) -> Upload:
-    return make_upload(account, content, filename, operation=operation, user=user, service="guard")
-
-
-def imei_csv(imeis) -> bytes:
-    return ("IMEI\n" + "".join(f"{i}\n" for i in imeis)).encode()
 
 
 def record_rows(upload: Upload, state: str = "Enrolled", rows: slice = slice(None)) -> list[GuardDevice]:

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from guard.models import UPLOAD_RESULTS, GuardAction, GuardDevice, GuardUploadDevice
 from portal.models import Job, KnoxAccount, Upload
-from tests.guard.conftest import device_in
-from tests.kdp.test_transfer import fresh_imeis
+from tests.base import ROOT, child_env, fresh_imeis, migrated_database, sandbox_state
+from tests.guard.helpers import device_in
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
 LOCK = ["--message", "Payment overdue: call us", "--tel", "+44 20 7946 0000"]
 
@@ -53,10 +49,6 @@ def uids(account: KnoxAccount, state: str) -> list[str]:
     return list(
         GuardDevice.objects.filter(account=account, state=state).order_by("id").values_list("device_uid", flat=True)
     )
-
-
-def sandbox_state(server) -> dict[str, Any]:
-    return requests.get(f"{server.url}/_sandbox/state", timeout=10).json()
 
 
 def test_it_locks_the_enrolled_devices_of_a_file_and_waits(guard_synced, knox_sandbox, tmp_path):
@@ -356,35 +348,8 @@ def test_the_real_guard_upload_command_stores_knox_s_results(knox_sandbox, tmp_p
 
 # --- real processes (also used by test_engine) -----------------------------------------------------------------
 
-_TEMPLATE: list[Path] = []
-
-
-def child_env(tmp_path: Path, server, database: str = "cli.sqlite3") -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / database}",
-        "KNOX_SANDBOX_URL": server.url,
-        "MEDIA_ROOT": str(tmp_path / "media"),
-        "Q_SYNC": "False",
-    }
-
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-
-
-def migrated_database(target: Path) -> None:
-    """Put a migrated SQLite database at `target`. Migrating takes about 3 s, so it runs once per test session and
-    later callers get a copy."""
-    if not _TEMPLATE:
-        template = target.parent / "migrated-template.sqlite3"
-        done = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "DATABASE_URL": f"sqlite:///{template}"},
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        _TEMPLATE.append(template)
-    shutil.copyfile(_TEMPLATE[0], target)

@@ -13,7 +13,7 @@ from guard import tasks
 from guard.models import GuardAction, GuardChunk, GuardDevice
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase, make_user
-from tests.guard.test_device_views import CONTACT, guard_account, make_device
+from tests.guard.helpers import CONTACT, guard_account, make_device
 
 LOCK = {"message": "Payment overdue: call us", **CONTACT}
 

@@ -21,33 +21,12 @@ from django.test.utils import CaptureQueriesContext
 from guard.client import quiet_flags
 from guard.models import GuardAction, GuardDevice, GuardLicence
 from guard.tasks import params_from, run_actions
-from portal.models import AuditEvent, Job, KnoxAccount
-from tests.base import BaseTestCase, make_user
-from tests.guard.conftest import device_in
+from portal.models import AuditEvent, Job
+from tests.base import BaseTestCase, body, make_user
+from tests.guard.helpers import CONTACT, device_in, guard_account, make_device
 
 # Every action's form is found by its hidden input on the detail page.
 ACTION_INPUT = re.compile(r'<input type="hidden" name="action" value="([a-z-]+)">')
-CONTACT = {"tel": "+44 20 7946 0000"}
-
-
-def guard_account(name: str = "Guard Finance") -> KnoxAccount:
-    """An account with every credential Knox Guard needs; the tests that use it never let it call Knox."""
-    account = KnoxAccount(name=name, environment=KnoxAccount.Environment.SANDBOX, public_key="cHVibGlj")
-    account.set_secret("private_key", "not-a-real-key")
-    account.set_secret("client_identifier", "not-a-real-identifier")
-    account.save()
-    return account
-
-
-def make_device(account: KnoxAccount, state: str, n: int = 1, **extra: object) -> GuardDevice:
-    defaults = {"approve_id": f"LOAN-{n:04d}", "object_id": f"OBJ{n:020d}", "model": "SM-A155F"}
-    return GuardDevice.objects.create(
-        account=account, device_uid=f"35000000000{n:04d}", state=state, **{**defaults, **extra}
-    )
-
-
-def body(response) -> bytes:
-    return b"".join(response.streaming_content) if response.streaming else response.content
 
 
 def shown_actions(html: str) -> list[str]:

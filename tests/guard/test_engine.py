@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import timedelta
 
 import pytest
-import requests
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
@@ -24,44 +22,23 @@ from guard.tasks import (
     sync_devices,
 )
 from portal.engine import _send
-from portal.identifiers import luhn_check_digit
 from portal.jobsummary import job_summary
 from portal.knox import errors
 from portal.models import Job, KnoxAccount, Upload
 from portal.uploads import stage_upload
-from tests.guard.conftest import device_in
-from tests.guard.test_cli import ROOT, child_env, migrated_database
+from tests.base import ROOT, child_env, expire_lease, fresh_imeis, migrated_database, sandbox_state
+from tests.guard.helpers import KG, calls, device_in, guard_upload
 
-KG = "/kcs/v1.1/kg"
 LOCK = ActionParams(message="Payment overdue", tel="+44 20 7946 0000")
 BLINK = ActionParams(message="Your payment is due", email="pay@example.org", interval=3600, time_limit=(22, 7))
-
-
-def sandbox_state(server) -> dict:
-    return requests.get(f"{server.url}/_sandbox/state", timeout=10).json()
 
 
 def knox_devices(server) -> dict[str, dict]:
     return sandbox_state(server)["guard"]["devices"]
 
 
-def calls(server, endpoint: str) -> int:
-    """How many requests the sandbox received on a Knox Guard path, e.g. "devices/lock"."""
-    return sandbox_state(server)["counters"]["by_path"].get(f"{KG}/{endpoint}", 0)
-
-
 def devices(account: KnoxAccount, *states: str) -> list[GuardDevice]:
     return list(GuardDevice.objects.filter(account=account, state__in=states).order_by("id"))
-
-
-def fresh_imeis(n: int, prefix: str) -> list[str]:
-    bodies = [f"{prefix}{i:06d}"[:14] for i in range(n)]
-    return [b + luhn_check_digit(b) for b in bodies]
-
-
-def expire_lease(job: Job) -> None:
-    """What a killed worker leaves behind: the job running, its lease run out."""
-    Job.objects.filter(pk=job.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
 
 
 def finished(job: Job) -> Job:
@@ -412,15 +389,6 @@ def test_sync_pages_through_knox_guard_devices(sandbox_account, knox_sandbox):
     # Run again: nothing is duplicated, states are refreshed.
     sync_devices(Job.objects.create(kind="guard.sync", account=sandbox_account).pk)
     assert local.count() == 1013
-
-
-def guard_upload(account: KnoxAccount, imeis: list[str], name: str = "new-loans.csv") -> Upload:
-    upload = Upload(service="guard", account=account, operation=Upload.Operation.GUARD_UPLOAD, filename=name)
-    upload.file.save(name, ContentFile(("IMEI\n" + "".join(f"{u}\n" for u in imeis)).encode()), save=False)
-    upload.save()
-    stage_upload(upload)
-    assert upload.status == Upload.Status.READY, upload.error
-    return upload
 
 
 def test_upload_to_knox_guard_with_auto_accept(guard_synced, knox_sandbox):

@@ -10,7 +10,7 @@ from django_q.models import Schedule
 from guard.tasks import scheduled_sync
 from portal.models import AuditEvent, Job, KnoxAccount
 from tests.base import BaseTestCase
-from tests.guard.test_device_views import guard_account, make_device
+from tests.guard.helpers import guard_account, make_device
 
 SYNC = "guard.tasks.scheduled_sync"
 

@@ -12,7 +12,7 @@ from guard.client import ActionParams
 from guard.models import GuardAction, GuardDevice, queue_action
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase
-from tests.guard.test_device_views import guard_account, make_device
+from tests.guard.helpers import guard_account, make_device
 
 
 class GuardJobTestCase(BaseTestCase):

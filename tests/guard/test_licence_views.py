@@ -6,7 +6,7 @@ import datetime as dt
 
 from guard.models import GuardLicence
 from tests.base import BaseTestCase
-from tests.guard.test_device_views import guard_account, make_device
+from tests.guard.helpers import guard_account, make_device
 
 
 class LicencesTestCase(BaseTestCase):

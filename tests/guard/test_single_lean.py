@@ -15,7 +15,6 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-import requests
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -27,12 +26,11 @@ from portal.knox import errors
 from portal.knox.http import KnoxSession
 from portal.knox.ratelimit import DatabaseSlotStore
 from portal.models import Job
-from tests.guard.conftest import device_in
-from tests.guard.test_cli import ROOT, child_env, migrated_database
+from tests.base import ROOT, child_env, migrated_database
+from tests.guard.helpers import calls, device_in
 
 MESSAGE = ActionParams(message="Your payment is due", tel="+44 20 7946 0000")
 LOCK = ActionParams(message="Payment overdue", tel="+44 20 7946 0000")
-KG = "/kcs/v1.1/kg/devices"
 
 # SQL statements of a one-device job from its delivery to its end, transaction control (BEGIN, COMMIT, savepoints)
 # not counted: the job read and claimed (2), the device taken and the action stored (2; 1 on PostgreSQL), the
@@ -44,11 +42,6 @@ TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK")
 
 def statements(queries: CaptureQueriesContext) -> list[str]:
     return [q["sql"] for q in queries.captured_queries if not q["sql"].lstrip().startswith(TRANSACTION_CONTROL)]
-
-
-def calls(server, endpoint: str) -> int:
-    state = requests.get(f"{server.url}/_sandbox/state", timeout=10).json()
-    return state["counters"]["by_path"].get(f"{KG}/{endpoint}", 0)
 
 
 def backlog(*jobs: Job) -> None:
@@ -73,7 +66,7 @@ def test_a_single_device_job_costs_a_bounded_number_of_statements(guard_synced, 
     assert (a.outcome, a.sent_at is not None, a.transaction_id != "") == ("succeeded", True, True)
     d.refresh_from_db()
     assert (d.pending_job, d.last_action, d.last_outcome) == (None, "message", "succeeded")
-    assert calls(knox_sandbox, "sendMessage") == 2
+    assert calls(knox_sandbox, "devices/sendMessage") == 2
 
 
 def test_a_drained_job_costs_fewer_statements_than_a_delivered_one(guard_synced, knox_sandbox):
@@ -114,7 +107,7 @@ def test_drain_claims_only_queued_one_device_jobs_no_worker_has_claimed(guard_sy
     assert (status[bulk.pk], status[cancelled.pk], status[just_queued.pk]) == ("queued", "cancelled", "queued")
     assert Job.objects.get(pk=held.pk).lease_owner == "another-live-worker"
     assert set(GuardAction.objects.values_list("job_id", flat=True)) == {delivered.pk, backlogged.pk}
-    assert calls(knox_sandbox, "sendMessage") == 2
+    assert calls(knox_sandbox, "devices/sendMessage") == 2
 
 
 def test_a_job_held_by_another_worker_is_left_alone_without_a_write(guard_synced, knox_sandbox):
@@ -126,7 +119,7 @@ def test_a_job_held_by_another_worker_is_left_alone_without_a_write(guard_synced
     assert [q["sql"].split()[0] for q in queries.captured_queries] == ["SELECT"]
     job.refresh_from_db()
     assert (job.status, job.lease_owner) == ("running", "another-live-worker")
-    assert not GuardAction.objects.filter(job=job).exists() and calls(knox_sandbox, "sendMessage") == 0
+    assert not GuardAction.objects.filter(job=job).exists() and calls(knox_sandbox, "devices/sendMessage") == 0
 
 
 def test_a_drain_that_meets_a_knox_failure_stops_and_hands_the_rest_back(guard_synced, knox_sandbox, monkeypatch):
@@ -154,7 +147,7 @@ def test_a_drain_that_meets_a_knox_failure_stops_and_hands_the_rest_back(guard_s
     assert (a.outcome, a.code, a.sent_at) == ("failed", "NOT_SENT", None)
     assert "connection to Knox failed" in Job.objects.get(pk=refused.pk).error_summary
     assert not GuardDevice.objects.filter(pending_job__isnull=False).exists()
-    assert calls(knox_sandbox, "sendMessage") == 2
+    assert calls(knox_sandbox, "devices/sendMessage") == 2
 
 
 def test_a_busy_device_is_refused_by_the_general_planner(guard_synced, knox_sandbox):
@@ -165,7 +158,9 @@ def test_a_busy_device_is_refused_by_the_general_planner(guard_synced, knox_sand
     run_actions(job.pk)
     a = GuardAction.objects.get(job=job)
     assert (a.outcome, a.code, Job.objects.get(pk=job.pk).status) == ("failed", "BUSY", "failed")
-    assert GuardDevice.objects.get(pk=d.pk).pending_job_id == holder.pk and calls(knox_sandbox, "sendMessage") == 0
+    assert (
+        GuardDevice.objects.get(pk=d.pk).pending_job_id == holder.pk and calls(knox_sandbox, "devices/sendMessage") == 0
+    )
 
 
 def test_the_knox_token_is_reused_in_process_without_reading_the_shared_cache(sandbox_account, knox_sandbox):
@@ -278,5 +273,5 @@ def test_a_drained_job_whose_worker_is_killed_mid_request_resumes_without_a_seco
     [(status,)] = sql("SELECT status FROM portal_job WHERE id = ?", jobs["drained"])
     [(outcome, reason)] = sql("SELECT outcome, reason FROM guard_guardaction WHERE job_id = ?", jobs["drained"])
     assert (status, outcome) == ("succeeded", "succeeded") and reason.startswith("confirmed by the device's state")
-    assert calls(knox_sandbox, "lock") == 1  # read from Knox, never sent again
+    assert calls(knox_sandbox, "devices/lock") == 1  # read from Knox, never sent again
     assert sql("SELECT count(*) FROM guard_guarddevice WHERE pending_job_id IS NOT NULL") == [(0,)]

@@ -13,14 +13,8 @@ from guard.client import GuardClient
 from guard.models import GuardDevice, GuardUpload, queue_upload
 from guard.tasks import GuardUploads, run_upload
 from portal.models import Job
-from tests.efota.test_force_update_engine import (
-    knox_comes_back,
-    lose_first_answer,
-    migrated,
-    refuse_first_connection,
-    set_faults,
-)
-from tests.guard.test_engine import calls, fresh_imeis, guard_upload
+from tests.base import fresh_imeis, knox_comes_back, lose_first_answer, migrated, refuse_first_connection, set_faults
+from tests.guard.helpers import calls, guard_upload
 
 
 @pytest.fixture(autouse=True)

@@ -23,11 +23,9 @@ from guard.tasks import read_upload_results, run_upload
 from guard.views import PAGE_SIZE
 from portal.engine import Timings
 from portal.models import AuditEvent, Job
-from tests.base import BaseTestCase, make_user
-from tests.guard.conftest import device_in
-from tests.guard.test_device_views import guard_account
-from tests.guard.test_engine import calls, fresh_imeis, guard_upload
-from tests.portal.test_lookups import HTMX
+from tests.base import BaseTestCase, fresh_imeis, make_user
+from tests.guard.helpers import calls, device_in, guard_account, guard_upload
+from tests.portal.helpers import HTMX
 
 # --- the client: parsing and paging ---------------------------------------------------------------------------
 

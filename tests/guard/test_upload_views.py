@@ -11,11 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from guard.models import GuardDevice, GuardUpload
 from guard.tasks import UPLOAD_FIELDS, run_upload
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
-from tests.base import BaseTestCase, make_user
-from tests.guard.test_bulk_views import imei_csv, stage
-from tests.guard.test_device_views import guard_account
-from tests.kdp.test_transfer import fresh_imeis
-from tests.portal.test_lookups import HTMX, ask, assert_following
+from tests.base import BaseTestCase, fresh_imeis, make_user
+from tests.guard.helpers import guard_account, imei_csv, stage
+from tests.portal.helpers import HTMX, ask, assert_following
 
 
 class UploadListTestCase(BaseTestCase):

@@ -17,10 +17,9 @@ from django.core.management.base import CommandError
 
 from kdp.models import Device, TransactionDevice
 from portal.models import Job, KnoxAccount, Upload
-from tests.kdp.conftest import SAMPLES, imei_csv
-from tests.kdp.test_transfer import fresh_imeis
+from tests.base import ROOT, fresh_imeis
+from tests.kdp.helpers import SAMPLES, imei_csv
 
-ROOT = Path(__file__).resolve().parents[2]
 MIXED = SAMPLES / "kdp-upload-mixed.csv"
 MIXED_VALID = ["359221145350335", "351121670763365", "355488840597445", "358060368779353"]
 

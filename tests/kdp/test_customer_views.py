@@ -9,7 +9,7 @@ from kdp.models import Customer, ProfileAlias
 from kdp.tasks import sync_customers
 from portal.models import AuditEvent, Job, KnoxAccount
 from tests.base import BaseTestCase, make_user
-from tests.kdp.test_upload_views import ready_account
+from tests.kdp.helpers import ready_account
 
 
 class CustomersPageTestCase(BaseTestCase):
@@ -97,8 +97,8 @@ class RefreshFromThePreviewTestCase(BaseTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        from tests.kdp.conftest import imei_csv, make_upload
-        from tests.kdp.test_transfer import fresh_imeis
+        from tests.base import fresh_imeis
+        from tests.kdp.helpers import imei_csv, make_upload
 
         self.acme = ready_account("Acme Mobile")
         self.upload = make_upload(self.acme, imei_csv(fresh_imeis(2, "35877798")), "order.csv")

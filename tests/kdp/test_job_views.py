@@ -7,25 +7,18 @@ against the in-process sandbox.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from collections.abc import Sequence
 from html import unescape
 
 import pytest
-import python_calamine
-from django.contrib.auth.models import User
 
-from kdp.models import Customer, Device, Transaction, TransactionDevice
+from kdp.models import Customer, Transaction, TransactionDevice
 from kdp.tasks import run_transfer
 from portal.models import AuditEvent, Job, Upload
-from tests.base import BaseTestCase, make_user
-from tests.kdp.conftest import imei_csv, make_upload
-from tests.kdp.test_transfer import fresh_imeis
-from tests.kdp.test_upload_views import ready_account
+from tests.base import BaseTestCase, fresh_imeis, make_user
+from tests.kdp.helpers import finished_job, imei_csv, make_upload, ready_account, xlsx_rows
 
-ALREADY_REGISTERED = ("4092100", "DEVICE_ALREADY_EXISTS", "device already exists for another customer")
 # A failure a retry can fix (portal.knox.errors.is_retryable): Knox could not be reached.
 NOT_SENT = ("NOT_SENT", "not sent", "not sent: The connection to Knox failed (refused or reset)")
 
@@ -38,56 +31,9 @@ def _quick(settings, monkeypatch):
     monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
 
 
-def finished_job(
-    customer: Customer,
-    *,
-    user: User | None = None,
-    succeeded: Sequence[str] = (),
-    failed: Sequence[str] = (),
-    kind: str = "kdp.upload",
-    transaction_id: str = "",
-    failure: tuple[str, str, str] = ALREADY_REGISTERED,
-) -> Job:
-    """The records a finished one-chunk upload job leaves: job counters, a Transaction, per-device outcomes and
-    the devices themselves."""
-    succeeded, failed = list(succeeded), list(failed)
-    job = Job.objects.create(
-        kind=kind, account=customer.account, created_by=user, title=f"Register devices for {customer.name}",
-        params={"customer": customer.pk, "profile_alias": "Kiosk", "order_no": "PO-7"},
-    )  # fmt: skip
-    job.set_total(len(succeeded) + len(failed))
-    job.claim("test-worker")
-    tx = Transaction.objects.create(
-        account=customer.account, job=job, sequence=1, operation="upload", generation="gen2", customer=customer,
-        device_type="IMEI", profile_alias="Kiosk", device_count=len(succeeded) + len(failed),
-        state=Transaction.State.COMPLETE, succeeded=len(succeeded), failed=len(failed),
-        **({"transaction_id": transaction_id} if transaction_id else {}),
-    )  # fmt: skip
-    TransactionDevice.objects.bulk_create(
-        [TransactionDevice(transaction=tx, job=job, identifier=i, row_number=n, outcome="succeeded")
-         for n, i in enumerate(succeeded, 2)]
-        + [TransactionDevice(transaction=tx, job=job, identifier=i, row_number=n, outcome="failed",
-                             code=failure[0], message=failure[1], data=failure[2])
-           for n, i in enumerate(failed, 2 + len(succeeded))]
-    )  # fmt: skip
-    Device.objects.bulk_create(
-        [Device(account=customer.account, identifier=i, kind="imei", imei=i, customer=customer,
-                state=Device.State.REGISTERED, last_transaction=tx) for i in succeeded]
-        + [Device(account=customer.account, identifier=i, kind="imei", imei=i, state=Device.State.FAILED,
-                  last_transaction=tx, last_code=failure[0]) for i in failed]
-    )  # fmt: skip
-    job.add_progress(succeeded=len(succeeded), failed=len(failed))
-    job.finish()
-    return job
-
-
 def result_identifiers(html: str) -> list[str]:
     section = html[html.index('id="job-results"') :]
     return re.findall(r"<tr><td><code>(\w+)</code></td>", section)
-
-
-def xlsx_rows(content: bytes) -> list[list[object]]:
-    return python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(content)).get_sheet_by_index(0).to_python()
 
 
 class JobPageTestCase(BaseTestCase):

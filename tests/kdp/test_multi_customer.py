@@ -12,27 +12,14 @@ import pytest
 from kdp.models import Customer, ProfileAlias, RowCustomer, file_customers
 from kdp.tasks import plan_items, run_transfer
 from portal.models import AuditEvent, Job, Upload
-from tests.base import BaseTestCase, make_user
-from tests.kdp.conftest import SAMPLES, make_upload
-from tests.kdp.test_transfer import fresh_imeis, sandbox_state
-from tests.kdp.test_upload_views import ready_account
+from tests.base import BaseTestCase, fresh_imeis, make_user, sandbox_state
+from tests.kdp.helpers import SAMPLES, make_upload, ready_account, two_customers
 
 SAMPLE = SAMPLES / "kdp-upload-multi-customer.csv"
 
 
 def customer_csv(rows: list[tuple[str, str]]) -> bytes:
     return ("IMEI,Customer\n" + "".join(f"{imei},{customer}\n" for imei, customer in rows)).encode()
-
-
-def two_customers(account) -> tuple[Customer, Customer]:
-    """Contoso and Fabrikam, two verified customers of `account` (the preview and delete-check tests)."""
-    contoso = Customer.objects.create(
-        account=account, customer_id="4611111111", name="Contoso Logistics", status="Verified"
-    )
-    fabrikam = Customer.objects.create(
-        account=account, customer_id="4622222222", name="Fabrikam Health", status="Verified"
-    )
-    return contoso, fabrikam
 
 
 class MultiCustomerTestCase(BaseTestCase):

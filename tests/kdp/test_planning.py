@@ -14,8 +14,8 @@ from kdp.client import KdpClient
 from kdp.models import Transaction, TransactionDevice, submit_upload
 from kdp.tasks import plan_chunks, run_transfer
 from portal.models import Job, LeaseLost
-from tests.kdp.conftest import imei_csv, make_upload
-from tests.kdp.test_transfer import fresh_imeis
+from tests.base import fresh_imeis
+from tests.kdp.helpers import imei_csv, make_upload
 
 
 @pytest.fixture

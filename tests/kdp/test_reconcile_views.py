@@ -15,9 +15,8 @@ from django_q.models import Schedule
 from kdp.models import Customer, Device, ReconcileItem
 from kdp.tasks import run_reconcile
 from portal.models import AuditEvent, Job
-from tests.base import BaseTestCase, make_user
-from tests.kdp.test_transfer import fresh_imeis
-from tests.kdp.test_upload_views import ready_account
+from tests.base import BaseTestCase, fresh_imeis, make_user
+from tests.kdp.helpers import ready_account
 
 SCHEDULED_FUNC = "kdp.tasks.scheduled_reconcile"
 

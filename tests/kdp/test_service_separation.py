@@ -7,10 +7,8 @@ from __future__ import annotations
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from portal.models import Upload
-from tests.base import BaseTestCase
-from tests.kdp.conftest import imei_csv, make_upload
-from tests.kdp.test_transfer import fresh_imeis
-from tests.kdp.test_upload_views import ready_account
+from tests.base import BaseTestCase, fresh_imeis
+from tests.kdp.helpers import imei_csv, make_upload, ready_account
 
 
 class ServiceSeparationTestCase(BaseTestCase):

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import requests
-
 from kdp.models import Device, Transaction, TransactionDevice, submit_upload
 from kdp.tasks import run_transfer
-from portal.identifiers import luhn_check_digit
 from portal.models import AuditEvent, Job, Upload
-from tests.kdp.conftest import imei_csv, make_upload
-
-
-def fresh_imeis(n: int, prefix: str = "35000000") -> list[str]:
-    out = []
-    for i in range(n):
-        body = f"{prefix}{i:06d}"[:14]
-        out.append(body + luhn_check_digit(body))
-    return out
-
-
-def sandbox_state(server) -> dict:
-    return requests.get(f"{server.url}/_sandbox/state", timeout=10).json()
+from tests.base import fresh_imeis, sandbox_state
+from tests.kdp.helpers import imei_csv, make_upload
 
 
 def test_upload_registers_every_device_with_the_profile_alias(customer, knox_sandbox, settings):

@@ -6,52 +6,27 @@ before "confirm"); the confirm tests run against the in-process sandbox.
 
 from __future__ import annotations
 
-import io
 import re
 from html import unescape
 
 import pytest
-import python_calamine
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from kdp.models import Customer, ProfileAlias
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from portal.tasks import parse_upload
-from tests.base import BaseTestCase, make_user
-from tests.kdp.conftest import SAMPLES, imei_csv, make_upload
-from tests.kdp.test_transfer import fresh_imeis
+from tests.base import BaseTestCase, body, fresh_imeis, make_user
+from tests.kdp.helpers import SAMPLES, imei_csv, make_upload, ready_account, xlsx_rows
 
 MIXED = SAMPLES / "kdp-upload-mixed.csv"
 SCIENTIFIC = SAMPLES / "kdp-upload-scientific.csv"
 XLSX_MAGIC = b"PK\x03\x04"
 
 
-def ready_account(name: str = "Acme Mobile") -> KnoxAccount:
-    """A Gen2 OAuth account with every credential KDP needs; no test in this module makes it call Knox."""
-    account = KnoxAccount(
-        name=name,
-        environment=KnoxAccount.Environment.SANDBOX,
-        auth_mode=KnoxAccount.AuthMode.OAUTH,
-        oauth_client_id="portal-tests",
-        reseller_id="4612345678",
-    )
-    account.set_secret("oauth_client_secret", "not-a-real-secret")
-    account.save()
-    return account
-
-
 def row_numbers(html: str) -> list[int]:
     """Row numbers of the preview table, in page order."""
     return [int(n) for n in re.findall(r'<tr class="row-\w+">\s*<td>(\d+)</td>', html)]
-
-
-def xlsx_rows(content: bytes) -> list[list[object]]:
-    return python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(content)).get_sheet_by_index(0).to_python()
-
-
-def body(response) -> bytes:
-    return b"".join(response.streaming_content) if response.streaming else response.content
 
 
 class UploadFormTestCase(BaseTestCase):
@@ -482,11 +457,6 @@ class KdpIndexTestCase(BaseTestCase):
 
 
 @pytest.fixture
-def operator(db):
-    return make_user("olivia", "operator")
-
-
-@pytest.fixture
 def staged(customer, operator):
     """Three fresh IMEIs staged for the sandbox account, ready to confirm."""
     return make_upload(customer.account, imei_csv(fresh_imeis(3, "35900000")), "order.csv", user=operator)
@@ -602,7 +572,7 @@ def test_the_template_example_row_is_never_submitted(db, settings, tmp_path):
     """Someone uploads the downloaded template without replacing its example row."""
     from portal.exports import TEMPLATE_EXAMPLE, device_template_csv
     from portal.models import KnoxAccount
-    from tests.kdp.conftest import make_upload
+    from tests.kdp.helpers import make_upload
 
     account = KnoxAccount.objects.create(name="T", environment="sandbox", reseller_id="1")
     upload = make_upload(account, device_template_csv(), "template.csv")

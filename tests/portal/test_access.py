@@ -2,113 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-
-from django.contrib import admin
-from django.db.models import Model
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern
 
 from portal.models import Job, KnoxAccount
 from portal.roles import ROLES
 from tests.base import BaseTestCase
+from tests.portal.helpers import OUR_NAMESPACES, admin_route, build_world, iter_patterns
 
 PUBLIC = {"login", "healthz", "admin:login"}
 WORLD_JOBS = 2  # build_world's KDP upload and firmware lookup: nobody's request may add one
-OUR_NAMESPACES = ("portal", "kdp", "guard", "efota")
-
-
-def iter_patterns(patterns=None, prefix: str = "", ns: str = ""):
-    for p in patterns if patterns is not None else get_resolver().url_patterns:
-        if isinstance(p, URLResolver):
-            child_ns = ":".join(filter(None, [ns, p.namespace])) if p.namespace else ns
-            yield from iter_patterns(p.url_patterns, prefix + str(p.pattern), child_ns)
-        elif isinstance(p, URLPattern):
-            name = f"{ns}:{p.name}" if ns and p.name else (p.name or "")
-            yield prefix + str(p.pattern), name, p
-
-
-def concrete(route: str, ids: dict[str, int]) -> str:
-    """Turn a route (path converters or admin's regexes) into a URL that resolves."""
-    pk = str(ids.get("pk", 1))
-    route = re.sub(r"<int:\w+>", pk, route)
-    route = re.sub(r"<path:\w+>", pk, route)
-    route = re.sub(r"<(str|slug):\w+>", "x", route)
-    route = re.sub(r"\(\?P<app_label>([a-z_]+)[^)]*\)", r"\1", route)
-    route = re.sub(r"\(\?P<\w+>[^)]*\)", "x", route)
-    route = re.sub(r"<\w+>", pk, route)  # the default converter (the admin's auth/user/<id>/password/)
-    route = route.replace("^", "").replace("$", "").replace("\\", "")
-    return "/" + route
-
-
-@dataclass
-class World:
-    """One object of each kind the routes with a primary key need, so that every URL pattern resolves to a real
-    page (shared with tests/portal/test_security.py)."""
-
-    account: KnoxAccount
-    job: Job
-    ids: dict[str, int]  # route name word -> primary key (first matching word wins)
-
-    def pk_for(self, name: str) -> int:
-        found = admin_route(name)
-        if found is not None:
-            # Admin pages: an existing object of the page's own model when there is one.
-            pk = found[0]._default_manager.order_by("pk").values_list("pk", flat=True).first()
-            return pk if pk is not None else self.account.pk
-        return next((v for word, v in self.ids.items() if word in name), self.account.pk)
-
-    def urls(self) -> Iterator[tuple[str, str, URLPattern]]:
-        """(concrete URL, route name, pattern) for every URL pattern of the project."""
-        for route, name, pattern in iter_patterns():
-            url = concrete(route, {"pk": self.pk_for(name)})
-            if name == "admin:autocomplete":
-                url += "?app_label=portal&model_name=job&field_name=account"  # it refuses a request without them
-            yield url, name, pattern
-
-
-def build_world() -> World:
-    from django_q.models import Schedule
-
-    from guard.models import GuardDevice
-    from kdp.models import Customer, Device, Transaction
-    from portal.models import Upload
-
-    account = KnoxAccount.objects.create(name="Acme", environment="sandbox")
-    job = Job.objects.create(kind="kdp.upload", account=account)
-    customer = Customer.objects.create(account=account, customer_id="C1", name="Cust")
-    upload = Upload.objects.create(account=account, filename="f.csv", file="kdp/f.csv", status="ready")
-    device = Device.objects.create(account=account, identifier="359221145350335", kind="imei", customer=customer)
-    tx = Transaction.objects.create(account=account, job=job, sequence=1, operation="upload", generation="gen2",
-                                    customer=customer, device_type="IMEI")  # fmt: skip
-    schedule = Schedule.objects.create(func="kdp.tasks.scheduled_reconcile", name="KDP reconcile: account x")
-    guard_device = GuardDevice.objects.create(account=account, device_uid="359221145350335")
-    guard_upload = Upload.objects.create(
-        account=account, service="guard", operation="guard", filename="g.csv", file="guard/g.csv", status="ready"
-    )
-    # A lookup a viewer may ask for, answered (portal:lookup_result shows lookups only).
-    lookup = Job.objects.create(
-        kind="efota.firmware",
-        account=account,
-        status=Job.Status.SUCCEEDED,
-        params={"customer_id": "C1", "licence": "L1", "model": "M", "sales_code": "S", "current": ""},
-        result={"versions": []},
-    )
-    ids = {"lookup": lookup.pk, "guard:device": guard_device.pk, "guard:bulk": guard_upload.pk, "job": job.pk, "upload": upload.pk, "device": device.pk, "transaction": tx.pk,
-           "unschedule": schedule.pk, "account": account.pk, "customers": account.pk}  # fmt: skip
-    return World(account=account, job=job, ids=ids)
-
-
-def admin_route(name: str) -> tuple[type[Model], str] | None:
-    """(model, page) of a Django admin model page ("admin:portal_job_change" -> (Job, "change")), else None."""
-    if not name.startswith("admin:"):
-        return None
-    for model in admin.site._registry:
-        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}_"
-        if name.startswith(prefix):
-            return model, name[len(prefix) :]
-    return None
 
 
 # The permissions (any one of them) each admin model page needs, by Django's admin rules.

@@ -11,7 +11,7 @@ from django.db import connection
 from portal.models import AuditEvent, Job, KnoxAccount
 from tests.base import BaseTestCase
 from tests.keys import keys_dict, keys_json
-from tests.portal.test_lookups import HTMX, ask, assert_following
+from tests.portal.helpers import HTMX, ask, assert_following
 
 CLIENT_ID = "cid-PLAINTEXT-4c1d"
 OAUTH_SECRET = "oauth-PLAINTEXT-9f2e"

@@ -20,11 +20,9 @@ from django_q.models import Schedule
 
 from portal import tasks
 from portal.models import AuditEvent, Job, Upload
-from tests.base import make_user
 from tests.data.hostile.make_corpus import imei
-from tests.guard.test_device_views import guard_account
-from tests.kdp.conftest import make_upload
-from tests.kdp.test_upload_views import ready_account
+from tests.guard.helpers import guard_account
+from tests.kdp.helpers import make_upload, ready_account
 
 DAY = datetime.timedelta(days=1)
 HOUR = 3600
@@ -40,11 +38,6 @@ def _folders(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.PORTAL_TEMP_DIR = tmp_path / "tmp"
     settings.UPLOAD_RETENTION_DAYS = 30
-
-
-@pytest.fixture
-def operator(db):
-    return make_user("olivia", "operator")
 
 
 def staged(account, *, days_old: float, status: str = Upload.Status.READY, service: str = "kdp") -> Upload:

@@ -15,19 +15,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
-from django.utils import timezone
 
 from portal.engine import KnoxRequest
-from portal.identifiers import luhn_check_digit
 from portal.knox import errors
 from portal.models import Job
-from tests.guard.conftest import guard_synced  # noqa: F401 - fixtures the service cases use
-from tests.kdp.conftest import customer, synced  # noqa: F401
+from tests.base import expire_lease, fresh_imeis, sandbox_state
 
 
 @pytest.fixture(autouse=True)
@@ -43,15 +39,6 @@ def _polls_match_the_test_sandbox(monkeypatch):
 
 class Killed(BaseException):
     """What kill -9 looks like from inside the worker: nothing after it runs (not even `except Exception`)."""
-
-
-def fresh_imeis(n: int, prefix: str) -> list[str]:
-    bodies = [f"{prefix}{i:06d}"[:14] for i in range(n)]
-    return [b + luhn_check_digit(b) for b in bodies]
-
-
-def sandbox_state(server) -> dict:
-    return requests.get(f"{server.url}/_sandbox/state", timeout=10).json()
 
 
 @dataclass
@@ -76,7 +63,7 @@ class Case:
 
 def make_kdp(request) -> Job:
     from kdp.models import submit_upload
-    from tests.kdp.conftest import imei_csv, make_upload
+    from tests.kdp.helpers import imei_csv, make_upload
 
     settings = request.getfixturevalue("settings")
     settings.KDP_CHUNK_SIZE = 4
@@ -177,7 +164,7 @@ GUARD_BULK = Case(
 
 def make_guard_upload(request) -> Job:
     from guard.models import queue_upload
-    from tests.guard.test_engine import guard_upload
+    from tests.guard.helpers import guard_upload
 
     request.getfixturevalue("monkeypatch").setattr("guard.tasks.KG_UPLOAD_MAX_DEVICES", 2)
     account = request.getfixturevalue("guard_synced")
@@ -296,10 +283,6 @@ def wrap_send(monkeypatch, case: Case, around: Callable[[Callable, tuple, dict, 
 
     monkeypatch.setattr(cls, method, send)
     return seen
-
-
-def expire_lease(job: Job) -> None:
-    Job.objects.filter(pk=job.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
 
 
 def ended(job: Job) -> Job:

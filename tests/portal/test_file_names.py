@@ -21,10 +21,10 @@ from django.http import multipartparser
 
 from portal.models import AuditEvent, KnoxAccount, Upload
 from tests.base import make_user
-from tests.efota.test_index_views import CUSTOMER, LICENCE
-from tests.efota.test_index_views import ready_account as efota_account
-from tests.guard.test_device_views import guard_account
-from tests.kdp.test_upload_views import ready_account as kdp_account
+from tests.efota.helpers import CUSTOMER, LICENCE
+from tests.efota.helpers import ready_account as efota_account
+from tests.guard.helpers import guard_account
+from tests.kdp.helpers import ready_account as kdp_account
 
 CSV = b"IMEI\r\n359221145350335\r\n"
 NAMES = {
@@ -41,11 +41,6 @@ TOO_LONG = (
 def _media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.PORTAL_TEMP_DIR = tmp_path / "tmp"
-
-
-@pytest.fixture
-def operator(db):
-    return make_user("olivia", "operator")
 
 
 def forms_with_a_file() -> dict[str, tuple[str, dict[str, str], bool]]:

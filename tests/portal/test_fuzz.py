@@ -43,7 +43,7 @@ from portal.knox.auth import parse_keys_json
 from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from tests.base import BaseTestCase, make_user
 from tests.keys import keys_json
-from tests.portal.test_access import OUR_NAMESPACES, concrete, iter_patterns
+from tests.portal.helpers import OUR_NAMESPACES, concrete, iter_patterns
 
 ALLOWED = {200, 204, 302, 400, 403, 404, 405}
 NOWHERE = "http://127.0.0.1:9"  # the discard port: closed, and `responses` refuses before a socket opens anyway
@@ -838,7 +838,7 @@ class FoundByFuzzingTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         from kdp.models import Customer, Device
-        from tests.kdp.test_upload_views import ready_account
+        from tests.kdp.helpers import ready_account
 
         self.account = ready_account()
         self.customer = Customer.objects.create(account=self.account, customer_id="C1", name="Cust", status="Verified")

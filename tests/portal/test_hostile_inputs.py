@@ -32,12 +32,10 @@ from kdp.models import Device, Transaction, TransactionDevice
 from portal import identifiers, spreadsheets
 from portal.models import Job, Upload, UploadRow
 from portal.uploads import stage_upload
-from tests.base import make_user
 from tests.data.hostile import make_corpus
 from tests.data.hostile.make_corpus import INJECTIONS, XSS, XSS_IMG, imei
-from tests.guard.test_device_views import guard_account
-from tests.kdp.conftest import make_upload
-from tests.kdp.test_upload_views import ready_account
+from tests.guard.helpers import guard_account
+from tests.kdp.helpers import make_upload, ready_account
 
 CORPUS = Path(make_corpus.__file__).resolve().parent
 
@@ -401,11 +399,6 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def operator(db):
-    return make_user("olivia", "operator")
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from efota.models import EfotaLicence, queue_licence_check
 from kdp.models import Customer, Transaction, TransactionDevice
 from portal.models import Job
 from tests.base import BaseTestCase
-from tests.efota.test_index_views import CUSTOMER, LICENCE
-from tests.efota.test_index_views import ready_account as efota_account
-from tests.kdp.test_upload_views import ready_account as kdp_account
+from tests.efota.helpers import CUSTOMER, LICENCE
+from tests.efota.helpers import ready_account as efota_account
+from tests.kdp.helpers import ready_account as kdp_account
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 PROGRESS_ID = re.compile(r"^job-\d+-progress$")
@@ -225,9 +225,8 @@ def test_a_real_upload_s_page_and_its_owner_learn_the_outcome_when_it_ends(clien
 
     from kdp.tasks import run_transfer
     from portal.notify import notify_ended_jobs
-    from tests.base import make_user
-    from tests.kdp.conftest import imei_csv, make_upload
-    from tests.kdp.test_transfer import fresh_imeis
+    from tests.base import fresh_imeis, make_user
+    from tests.kdp.helpers import imei_csv, make_upload
 
     settings.PORTAL_URL = "https://portal.example.com"
     customer = sandbox_customer

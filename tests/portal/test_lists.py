@@ -17,8 +17,8 @@ from portal import lists
 from portal.lists import Total, approximate, list_context, page_query, total
 from portal.models import AuditEvent, Job
 from tests.base import BaseTestCase
-from tests.guard.test_device_views import guard_account, make_device
-from tests.kdp.test_upload_views import ready_account
+from tests.guard.helpers import guard_account, make_device
+from tests.kdp.helpers import ready_account
 
 ON_POSTGRES = connection.vendor == "postgresql"
 

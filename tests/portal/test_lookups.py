@@ -4,48 +4,18 @@ tests share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from html import unescape
 from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from django.test import Client
 from django.test.client import RequestFactory
 
 from portal.knox.errors import KnoxUnavailable
 from portal.lookups import LOOKUPS, Lookup, queue_lookup, register_lookup, run_lookup
 from portal.models import AuditEvent, Job, KnoxAccount
 from tests.base import BaseTestCase
-
-HTMX = {"HX-Request": "true"}
-
-
-def ask(
-    client: Client, url: str, data: dict[str, Any], capture: Callable[..., Any], *, htmx: bool = True
-) -> tuple[Any, Job, str]:
-    """POST a lookup form as a page does, let the worker run the queued job (django-q2's sync mode, on commit),
-    then fetch the answer as the page does once `jobFinished` fires.
-
-    Returns (the POST's response, the job, the answer's HTML). The POST's response is the one the browser got
-    before any worker ran: the job in it is still queued."""
-    before = set(Job.objects.values_list("pk", flat=True))
-    with capture(execute=True):
-        r = client.post(url, data, headers=HTMX if htmx else {})
-    job = Job.objects.exclude(pk__in=before).get()
-    answer = client.get(f"/jobs/{job.pk}/result/", headers=HTMX)
-    assert answer.status_code == 200, answer.status_code
-    return r, job, unescape(answer.content.decode())
-
-
-def assert_following(html: str, job: Job) -> None:
-    """The page's answer to the POST: the job queued, its progress polled, its answer fetched when it ends."""
-    assert "<html" not in html
-    assert f'hx-get="/jobs/{job.pk}/progress/?v=' in html and 'hx-trigger="every 2s"' in html
-    assert f'hx-get="/jobs/{job.pk}/result/" hx-trigger="jobFinished from:body"' in html
-    assert 'class="badge badge-queued">Queued<' in html
-
+from tests.portal.helpers import HTMX
 
 # A lookup registered by these tests only: it answers what its params say, or raises what they say.
 TEST_KIND = "test.lookup"

@@ -10,8 +10,8 @@ import pytest
 from portal.models import Job, Upload
 from portal.tasks import parse_upload
 from tests.base import BaseTestCase
-from tests.kdp.test_upload_views import ready_account
-from tests.portal.test_staging import devices_csv, parsing_upload
+from tests.kdp.helpers import ready_account
+from tests.portal.helpers import devices_csv, parsing_upload
 
 
 @pytest.fixture(autouse=True)

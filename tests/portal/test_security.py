@@ -39,8 +39,7 @@ from portal import throttle
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from tests.base import PASSWORD, BaseTestCase
 from tests.keys import keys_dict, keys_json
-from tests.portal.test_access import OUR_NAMESPACES, build_world
-from tests.portal.test_settings import PRODUCTION, manage
+from tests.portal.helpers import OUR_NAMESPACES, PRODUCTION, build_world, manage
 
 LOCKED = (
     "Too many failed sign-in attempts for this account. Try again in 15 minutes or ask an administrator to reset it."

@@ -5,37 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from portal import settings as portal_settings
-
-ROOT = Path(__file__).resolve().parents[2]
-PRODUCTION = {
-    "DEBUG": "False",
-    "SECRET_KEY": "x" * 20 + "-production-like-secret-key-for-tests-only-0123456789",
-    "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-    "ALLOWED_HOSTS": "portal.example.com",
-}
-
-
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEY", "FIELD_ENCRYPTION_KEYS")
-    }
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.base import ROOT
+from tests.portal.helpers import PRODUCTION, manage
 
 
 def test_check_deploy_passes_without_warnings_in_production():

@@ -17,8 +17,8 @@ from portal import uploads
 from portal.models import Job, Upload, UploadRow
 from portal.uploads import stage_upload
 from tests.data.hostile.make_corpus import imei
-from tests.kdp.conftest import make_upload
-from tests.kdp.test_upload_views import ready_account
+from tests.kdp.helpers import make_upload, ready_account
+from tests.portal.helpers import devices_csv, parsing_upload
 
 ROWS = 23
 
@@ -54,27 +54,9 @@ def _probe(upload: Upload, rows: list[uploads.StagedRow]) -> None:  # replaced b
     raise AssertionError("the `seen` fixture installs the probe")
 
 
-def devices_csv(n: int, *, header: str = "IMEI,Serial Number") -> bytes:
-    return (header + "\n" + "".join(f"{imei(i)},R{i:010d}\n" for i in range(n))).encode()
-
-
 def is_row_insert(sql: str) -> bool:
     """A statement writing staged rows: an INSERT, or on PostgreSQL a COPY (portal.db.insert_rows)."""
     return any(statement in sql for statement in ('INSERT INTO "portal_uploadrow"', 'COPY "portal_uploadrow"'))
-
-
-def parsing_upload(content: bytes, filename: str = "devices.csv") -> Upload:
-    """An upload as the upload view leaves it: saved, with a parse job, PARSING."""
-    from django.core.files.base import ContentFile
-
-    account = ready_account()
-    upload = Upload(account=account, filename=filename)
-    upload.file.save(filename, ContentFile(content), save=False)
-    upload.save()
-    job = Job.objects.create(kind="kdp.parse", account=account, params={"upload": upload.pk})
-    Upload.objects.filter(pk=upload.pk).update(parse_job=job, status=Upload.Status.PARSING)
-    upload.refresh_from_db()
-    return upload
 
 
 @pytest.mark.django_db(transaction=True)

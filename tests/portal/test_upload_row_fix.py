@@ -13,8 +13,7 @@ from django.test import override_settings
 
 from portal.models import AuditEvent, Upload, UploadRow
 from tests.base import BaseTestCase
-from tests.kdp.conftest import SAMPLES, make_upload
-from tests.kdp.test_upload_views import ready_account
+from tests.kdp.helpers import SAMPLES, make_upload, ready_account
 
 APOSTROPHES = SAMPLES / "kdp-upload-apostrophes.csv"
 

@@ -15,29 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.kdp.test_transfer import fresh_imeis
-from tests.reliability.conftest import Stack, wait_for
+from tests.base import fresh_imeis
+from tests.reliability.helpers import FINISHED, GUARD_DEVICES, Stack, job_row, tx_states, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.crash]
 
 KDP_DEVICES = 20_000
 KDP_CHUNK = 500  # 40 Knox transactions: long enough a sending phase to kill it in the middle
-GUARD_DEVICES = 3_000  # 3 asynchronous lock requests of 1,000
-FINISHED = ("succeeded", "partial", "failed", "cancelled")
-
-
-def job_row(stack: Stack, job_pk: int) -> dict:
-    cols = ("status", "total", "succeeded", "failed", "error_summary", "lease_owner")
-    row = stack.sql(f"SELECT {', '.join(cols)} FROM portal_job WHERE id = ?", job_pk)[0]  # noqa: S608
-    return dict(zip(cols, row, strict=True))
 
 
 def latest_job(stack: Stack, kind: str) -> int:
     return stack.sql("SELECT max(id) FROM portal_job WHERE kind = ?", kind)[0][0]
-
-
-def tx_states(stack: Stack, job_pk: int) -> dict[str, int]:
-    return dict(stack.sql("SELECT state, count(*) FROM kdp_transaction WHERE job_id = ? GROUP BY state", job_pk))
 
 
 def crash_and_restart(stack: Stack, cluster, job_pk: int, when, what: str):
@@ -116,35 +104,6 @@ def test_kdp_upload_survives_kill_9_while_sending_and_while_polling(kdp_stack: S
     assert all(registered[d]["customerId"] == customer for d in devices)
     assert "resuming it now" in stack.log_text("qcluster")
     print(f"resumed after restart: {resumed_1:.1f} s (sending), {resumed_2:.1f} s (polling)")
-
-
-@pytest.fixture
-def guard_stack(stack: Stack, migrated_sqlite, tmp_path) -> tuple[Stack, list[str]]:
-    stack.start_sandbox("--process-delay", "2")
-    stack.install(migrated_sqlite)
-    devices = fresh_imeis(GUARD_DEVICES, "35910020")
-    (tmp_path / "guard.json").write_text(json.dumps(devices))
-    # Enrol the devices with Knox Guard (upload + auto-accept, then the sandbox enrols them) and sync the portal,
-    # the way a reseller's devices arrive; done in a one-off process with the job run in-process.
-    script = f"""
-import json, time
-from guard.client import GuardClient
-from guard.tasks import sync_devices
-from portal.models import Job, KnoxAccount
-account = KnoxAccount.objects.get(name="Sandbox")
-uids = json.load(open({str(tmp_path / "guard.json")!r}))
-GuardClient(account).upload([(u, "") for u in uids], {{"autoAccept": True}}, transaction_id="crashtestupload")
-time.sleep(2.5)
-job = Job.objects.create(kind="guard.sync", account=account)
-sync_devices(job.pk)
-job.refresh_from_db()
-assert job.status == "succeeded", job.error_summary
-"""
-    done = stack.manage("shell", "-c", script, Q_SYNC="True")
-    assert done.returncode == 0, done.stdout + done.stderr
-    enrolled = stack.sql("SELECT count(*) FROM guard_guarddevice WHERE state = 'Enrolled'")[0][0]
-    assert enrolled >= GUARD_DEVICES
-    return stack, devices
 
 
 def test_guard_bulk_lock_survives_kill_9_mid_job(guard_stack, tmp_path):

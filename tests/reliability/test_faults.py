@@ -12,7 +12,6 @@ import logging
 import time
 
 import pytest
-import requests
 
 from efota.models import EfotaGroup, queue_register
 from efota.tasks import register_group
@@ -22,17 +21,13 @@ from guard.tasks import run_actions, sync_devices
 from kdp.models import Customer, Device, Transaction, TransactionDevice, submit_upload
 from kdp.tasks import run_transfer, sync_customers
 from portal.models import Job
-from tests.kdp.conftest import imei_csv, make_upload
-from tests.kdp.test_transfer import fresh_imeis, sandbox_state
+from tests.base import fresh_imeis, sandbox_state, set_faults
+from tests.kdp.helpers import imei_csv, make_upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 FAULTS = {"error": 0.10, "throttle": 0.05, "reset": 0.02, "latency": 0.01}
 TOKEN_TTL = 5.0
-
-
-def set_faults(server, **knobs: float) -> None:
-    requests.post(f"{server.url}/_sandbox/faults", json=knobs, timeout=10).raise_for_status()
 
 
 @pytest.fixture

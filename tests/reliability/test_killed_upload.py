@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from portal.processes import free_port, signal_group, wait_http
-from tests.reliability.conftest import ROOT, wait_for
+from tests.base import ROOT
+from tests.reliability.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.crash]
 

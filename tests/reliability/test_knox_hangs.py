@@ -31,7 +31,7 @@ import requests
 
 from portal.processes import free_port, wait_http
 from tests.keys import keys_json
-from tests.reliability.conftest import Stack
+from tests.reliability.helpers import Stack
 
 pytestmark = [pytest.mark.slow]
 

@@ -31,13 +31,11 @@ import pytest
 import requests
 
 from portal.processes import signal_group
-from tests.kdp.test_transfer import fresh_imeis
-from tests.reliability import test_crash
-from tests.reliability.conftest import Stack, wait_for
-from tests.reliability.test_crash import FINISHED, job_row
+from tests.base import fresh_imeis
+from tests.reliability.helpers import FINISHED, GUARD_DEVICES, Stack, job_row, wait_for
 
 # 3,000 devices enrolled with Knox Guard and synced into the portal, as for the crash test.
-guard_stack = test_crash.guard_stack
+
 
 pytestmark = [pytest.mark.slow]
 
@@ -46,8 +44,7 @@ PATIENCE = "120"
 KDP_DEVICES = 5_000
 KDP_CHUNK = 250  # 20 Knox transactions at 10 requests a second: a sending phase of about two seconds
 KDP_DELAY = "3"  # seconds Knox takes over each transaction: a polling phase after the last send
-GUARD_DEVICES = 3_000  # 3 asynchronous lock requests of 1,000 (test_crash.guard_stack enrols them)
-GUARD_DELAY = "2"  # the process delay test_crash.guard_stack starts the sandbox with
+GUARD_DELAY = "2"  # the process delay the guard_stack fixture starts the sandbox with
 LOCK_MESSAGE = ("--message", "Payment overdue", "--tel", "+44 20 7946 0000")
 RUNNING = ("queued", "running")
 # A finished job's waiting fields: cleared.

@@ -13,8 +13,8 @@ import threading
 import pytest
 import requests
 
-from tests.kdp.test_transfer import fresh_imeis
-from tests.reliability.conftest import Stack, wait_for
+from tests.base import fresh_imeis
+from tests.reliability.helpers import Stack, wait_for
 
 pytestmark = [pytest.mark.slow]
 

@@ -16,9 +16,8 @@ import uuid
 import pytest
 from django.conf import settings
 
-from tests.kdp.test_transfer import fresh_imeis
-from tests.reliability.conftest import Stack, wait_for
-from tests.reliability.test_crash import FINISHED, job_row, tx_states
+from tests.base import fresh_imeis
+from tests.reliability.helpers import FINISHED, Stack, job_row, tx_states, wait_for
 
 pytestmark = [
     pytest.mark.slow,

@@ -29,7 +29,7 @@ from portal.processes import free_port, wait_http
 from tests.base import PASSWORD
 from tests.data.hostile import make_corpus
 from tests.data.hostile.make_corpus import imei
-from tests.reliability.conftest import Stack, wait_for
+from tests.reliability.helpers import Stack, wait_for
 
 pytestmark = [pytest.mark.slow]
 

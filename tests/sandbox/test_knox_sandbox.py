@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.base import ROOT
 
 
 def _free_port() -> int:
