@@ -31,6 +31,28 @@ def _no_outage_patience(settings):
     settings.KNOX_OUTAGE_PATIENCE = 0
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_keys_loaded_once():
+    """Loading an RSA private key checks it, which costs about 35 ms (several times that on a busy machine), and
+    a test against the sandbox loads the same keys.json key four times (validating the file, then signing for
+    each service). Within the session each key is loaded once, by its bytes; a key that fails to load is not
+    remembered, so the tests of unusable keys still get their error every time."""
+    from cryptography.hazmat.primitives import serialization
+
+    load = serialization.load_der_private_key
+    loaded: dict[tuple, object] = {}
+
+    def load_once(data, password=None, *args, **kwargs):
+        key = (bytes(data), password, args, tuple(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = load(data, password, *args, **kwargs)
+        return loaded[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serialization, "load_der_private_key", load_once)
+        yield
+
+
 @pytest.fixture
 def knox_sandbox(tmp_path, settings):
     """A real Knox sandbox on an ephemeral loopback port; accounts with environment "sandbox" point at it."""
@@ -91,6 +113,25 @@ def guard_synced(sandbox_account):
     assert job.status == Job.Status.SUCCEEDED, job.error_summary
     assert GuardDevice.objects.filter(account=sandbox_account).exists()
     return sandbox_account
+
+
+@pytest.fixture
+def kdp_polls_sooner(monkeypatch):
+    """KDP's first status read 0.3 s after sending instead of 1 s: the sandbox finishes a chunk in 0.2 s, so a
+    test would otherwise spend most of its time asleep. (The engine reads the delay from the protocol's timings,
+    built when kdp.tasks is imported: patching kdp.tasks.POLL_FIRST_DELAY_SECONDS no longer reaches it.)"""
+    from dataclasses import replace
+
+    from kdp.tasks import Transfer
+
+    monkeypatch.setattr(Transfer, "timings", replace(Transfer.timings, first_poll=0.3))
+
+
+@pytest.fixture
+def quick_kdp(settings, kdp_polls_sooner):
+    """KDP sooner, and our client's KDP pacing off too (the sandbox still enforces Knox's limit; the tests using
+    this make far fewer calls than that, and assert nothing about the sandbox's throttling)."""
+    settings.KNOX_KDP_RATE_LIMIT = 0
 
 
 @pytest.fixture

@@ -3,42 +3,19 @@ process with its own SQLite file (as a shell runs it)."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import subprocess
-import sys
-from typing import Any
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from efota.models import EfotaCall, EfotaGroup, EfotaLicence
 from portal.models import AuditEvent, Job, KnoxAccount
-from tests.base import ROOT
+from tests.base import child_env, migrated_database, run_command, run_json, run_manage
 from tests.efota.helpers import efota_world
 
 
 @pytest.fixture
 def efota(sandbox_account, knox_sandbox, settings):
     return efota_world(knox_sandbox, settings)
-
-
-def run(command: str, *args: str) -> tuple[int, str, str]:
-    """call_command as the shell would see it: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(command, *args, stdout=out, stderr=err)
-    except CommandError as e:
-        err.write(f"CommandError: {e}\n")
-        return e.returncode, out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
-
-
-def run_json(command: str, *args: str) -> tuple[int, dict[str, Any]]:
-    code, out, _ = run(command, *args, "--json")
-    return code, json.loads(out)  # exactly one JSON object on stdout, whatever the outcome
 
 
 def test_it_registers_a_group(efota):
@@ -59,7 +36,7 @@ def test_it_registers_a_group(efota):
     assert AuditEvent.objects.filter(action="efota.register_group", actor_name="system").exists()
 
     # Human output; the account's one known customer ID is used when --customer is left out.
-    code, out, err = run(
+    code, out, err = run_command(
         "efota_register_group", "--account", "Sandbox", "--group", "kiosks", "--license", efota["license"]
     )
     assert code == 0 and "Group KIOSKS is registered to" in out
@@ -77,7 +54,7 @@ def test_an_expired_licence_exits_1_with_the_fud_code_in_words(efota):
     assert code == 1
     assert data["ok"] is False and data["code"] == "FUD_3018" and "renew it or choose another licence" in data["error"]
     assert data["max_devices"] is None and data["license"] == efota["expired_license"]
-    code, out, err = run("efota_license_info", *args)
+    code, out, err = run_command("efota_license_info", *args)
     assert code == 1 and "FUD_3018" in out and "The licence is not active" in err
 
 
@@ -88,7 +65,7 @@ def test_it_describes_a_licence(efota):
     assert data["ok"] is True and data["max_devices"] == 100 and data["expired"] is False
     record = EfotaLicence.objects.get(key=efota["license"])
     assert data["expiration_date"] == record.expiration_date.isoformat()
-    code, out, _ = run(
+    code, out, _ = run_command(
         "efota_license_info", "--account", "Sandbox", "--license", efota["license"]
     )  # customer known now
     assert code == 0 and "Max devices: 100" in out and "Expired:     no" in out
@@ -96,7 +73,7 @@ def test_it_describes_a_licence(efota):
 
 def test_a_group_registered_to_another_licence_is_not_sent_again(efota):
     args = ["--account", "Sandbox", "--group", "moving", "--customer", efota["customer_id"]]
-    assert run("efota_register_group", *args, "--license", efota["license"])[0] == 0
+    assert run_command("efota_register_group", *args, "--license", efota["license"])[0] == 0
     code, data = run_json("efota_register_group", *args, "--license", efota["second_license"])
     assert code == 2 and "is already registered to" in data["error"] and "Groups page" in data["error"]
     assert EfotaGroup.objects.get(group_id="MOVING").licence == efota["license"]
@@ -118,7 +95,7 @@ def test_a_group_registered_to_another_licence_is_not_sent_again(efota):
 )  # fmt: skip
 def test_unusable_input_exits_2_and_sends_nothing(efota, command, argv, message):
     KnoxAccount.objects.create(name="Bare", environment="sandbox")
-    code, out, err = run(command, *argv)
+    code, out, err = run_command(command, *argv)
     assert code == 2 and message in err and out == ""
     code, data = run_json(command, *argv)
     assert code == 2 and data["ok"] is False and message in data["error"]
@@ -131,28 +108,18 @@ def test_the_real_commands_against_the_sandbox(knox_sandbox, tmp_path):
     """`manage.py efota_register_group --json` and `efota_license_info --json` in their own processes, database
     file and no qcluster."""
     efota = knox_sandbox.credentials["efota"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/cli.sqlite3",
-        "KNOX_SANDBOX_URL": knox_sandbox.url,
-        "MEDIA_ROOT": str(tmp_path / "media"),
-        "Q_SYNC": "False",
-    }
-
-    def manage(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
-
-    assert manage("migrate", "-v0").returncode == 0
-    imported = manage("import_sandbox_account", str(knox_sandbox.credentials_path.parent))
+    env = child_env(tmp_path, knox_sandbox)
+    migrated_database(tmp_path / "cli.sqlite3")
+    imported = run_manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
     assert imported.returncode == 0, imported.stderr
-    done = manage("efota_register_group", "--account", "Sandbox", "--group", "cli-group", "--license", efota["license"],
-                  "--customer", efota["customer_id"], "--json")  # fmt: skip
+    group = ["--group", "cli-group", "--license", efota["license"], "--customer", efota["customer_id"]]
+    done = run_manage(env, "efota_register_group", "--account", "Sandbox", *group, "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert (data["ok"], data["group"], data["status"]) == (True, "CLI-GROUP", "registered")
-    info = manage("efota_license_info", "--account", "Sandbox", "--license", efota["expired_license"], "--json")
+    info = run_manage(
+        env, "efota_license_info", "--account", "Sandbox", "--license", efota["expired_license"], "--json"
+    )
     assert info.returncode == 1, info.stderr
     data = json.loads(info.stdout)
     assert data["code"] == "FUD_3018" and "not active" in data["error"] and data["customer"] == efota["customer_id"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from django.core.management.base import CommandError
 
 from guard.models import UPLOAD_RESULTS, GuardAction, GuardDevice, GuardUploadDevice
 from portal.models import Job, KnoxAccount, Upload
-from tests.base import ROOT, child_env, fresh_imeis, migrated_database, sandbox_state
+from tests.base import child_env, fresh_imeis, migrated_database, run_manage, sandbox_state
 from tests.guard.helpers import device_in
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
@@ -234,19 +232,19 @@ def test_the_real_command_locks_devices_against_the_sandbox(knox_sandbox, tmp_pa
     The fresh database has no Knox Guard device, so the command reads them from Knox first."""
     env = child_env(tmp_path, knox_sandbox)
     migrated_database(tmp_path / "cli.sqlite3")
-    imported = manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
+    imported = run_manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
     assert imported.returncode == 0, imported.stderr
     devices = knox_sandbox.credentials["guard"]["devices"]
     enrolled = [d["deviceUid"] for d in devices if d["state"] == "Enrolled"]
     path = write_csv(tmp_path, enrolled)
-    done = manage(env, "guard_action", "lock", str(path), "--account", "Sandbox", *LOCK, "--json", "--wait")
+    done = run_manage(env, "guard_action", "lock", str(path), "--account", "Sandbox", *LOCK, "--json", "--wait")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert (data["status"], data["rows"], data["valid"], data["invalid"]) == ("succeeded", 3, 3, 0)
     assert (data["submitted"], data["succeeded"], data["failed"], data["action"]) == (3, 3, 0, "lock")
     knox = sandbox_state(knox_sandbox)["guard"]["devices"]
     assert {knox[u]["state"] for u in enrolled} <= {"Locking", "Locked"}
-    unknown = manage(env, "guard_action", "lock", str(path), "--account", "Nobody", *LOCK)
+    unknown = run_manage(env, "guard_action", "lock", str(path), "--account", "Nobody", *LOCK)
     assert unknown.returncode == 2 and "There is no Knox account named “Nobody”" in unknown.stderr
 
 
@@ -326,12 +324,12 @@ def test_the_real_guard_upload_command_stores_knox_s_results(knox_sandbox, tmp_p
     results, read by the process after the upload, name it."""
     env = child_env(tmp_path, knox_sandbox)
     migrated_database(tmp_path / "cli.sqlite3")
-    imported = manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
+    imported = run_manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
     assert imported.returncode == 0, imported.stderr
     existing = knox_sandbox.credentials["guard"]["devices"][0]["deviceUid"]
     fresh = fresh_imeis(2, "35872000")
     path = write_csv(tmp_path, [*fresh, existing])
-    done = manage(env, "guard_upload", str(path), "--account", "Sandbox", "--json", "--wait")
+    done = run_manage(env, "guard_upload", str(path), "--account", "Sandbox", "--json", "--wait")
     assert done.returncode == 1, done.stderr
     data = json.loads(done.stdout)
     assert (data["status"], data["succeeded"], data["failed"]) == ("partial", 2, 1)
@@ -342,14 +340,8 @@ def test_the_real_guard_upload_command_stores_knox_s_results(knox_sandbox, tmp_p
     assert {d["deviceUid"] for d in sandbox_state(knox_sandbox)["guard"]["uploads"][upload_id]["devices"]} == {
         *fresh, existing,
     }  # fmt: skip
-    unknown = manage(env, "guard_upload", str(path), "--account", "Nobody")
+    unknown = run_manage(env, "guard_upload", str(path), "--account", "Nobody")
     assert unknown.returncode == 2 and "There is no Knox account named “Nobody”" in unknown.stderr
 
 
 # --- real processes (also used by test_engine) -----------------------------------------------------------------
-
-
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )

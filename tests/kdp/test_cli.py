@@ -3,48 +3,20 @@ loopback), plus one real `manage.py kdp_upload` process with its own SQLite file
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from kdp.models import Device, TransactionDevice
 from portal.models import Job, KnoxAccount, Upload
-from tests.base import ROOT, fresh_imeis
+from tests.base import child_env, fresh_imeis, migrated_database, run_command, run_json, run_manage
 from tests.kdp.helpers import SAMPLES, imei_csv
+
+pytestmark = pytest.mark.usefixtures("quick_kdp")  # tests/conftest.py: no pacing, first poll sooner
 
 MIXED = SAMPLES / "kdp-upload-mixed.csv"
 MIXED_VALID = ["359221145350335", "351121670763365", "355488840597445", "358060368779353"]
-
-
-@pytest.fixture(autouse=True)
-def _unpaced(settings):
-    """Our client's pacing off: it spaces KDP calls 0.1 s apart, which would be most of this module's time. The
-    sandbox still enforces Knox's limit, and these tests make far fewer calls than that per second."""
-    settings.KNOX_KDP_RATE_LIMIT = 0
-
-
-def run(command: str, *args: str) -> tuple[int, str, str]:
-    """call_command as the shell would see it: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(command, *args, stdout=out, stderr=err)
-    except CommandError as e:
-        err.write(f"CommandError: {e}\n")
-        return e.returncode, out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
-
-
-def run_json(command: str, *args: str) -> tuple[int, dict[str, Any]]:
-    code, out, _ = run(command, *args, "--json")
-    return code, json.loads(out)  # exactly one JSON object on stdout, whatever the outcome
 
 
 def upload_args(path: Path, customer_id: str, *more: str) -> list[str]:
@@ -96,7 +68,7 @@ def test_it_reports_knox_refusals_per_device_and_exits_1(customer, knox_sandbox,
 def test_human_output_names_the_failed_device(customer, knox_sandbox, tmp_path):
     theirs = knox_sandbox.credentials["second_reseller"]["device_ids"][1]
     path = write_csv(tmp_path, [*fresh_imeis(1, "35710000"), theirs])
-    code, out, err = run("kdp_upload", *upload_args(path, customer.customer_id, "--wait"))
+    code, out, err = run_command("kdp_upload", *upload_args(path, customer.customer_id, "--wait"))
     assert code == 1
     assert "Status: partial" in out and theirs in out and "4092100" in out
     assert "running it in this process" in err and "1 of 2 devices failed" in err
@@ -115,7 +87,7 @@ def test_a_dry_run_submits_nothing(customer):
     assert not Upload.objects.exists()  # the staging is discarded
     assert not Device.objects.exists()
 
-    code, out, _ = run("kdp_upload", *upload_args(MIXED, customer.customer_id, "--dry-run"))
+    code, out, _ = run_command("kdp_upload", *upload_args(MIXED, customer.customer_id, "--dry-run"))
     assert code == 0
     assert "nothing was submitted" in out and "4 valid" in out and "row 11" in out
 
@@ -155,7 +127,7 @@ def offline_account(db):
     ],
 )
 def test_unusable_input_exits_2_with_a_sentence(offline_account, argv, message):
-    code, out, err = run("kdp_upload", *argv, "--customer", "4650161365", "--wait")
+    code, out, err = run_command("kdp_upload", *argv, "--customer", "4650161365", "--wait")
     assert code == 2 and message in err and out == ""
     code, data = run_json("kdp_upload", *argv, "--customer", "4650161365", "--wait")
     assert code == 2 and message in data["error"] and data["status"] == "refused" and data["job"] is None
@@ -172,7 +144,9 @@ def test_unusable_input_exits_2_with_a_sentence(offline_account, argv, message):
 def test_an_unknown_customer_or_alias_exits_2_after_a_refresh(customer, argv, message):
     options = {"--customer": customer.customer_id, "--profile-alias": ""}
     options.update(zip(argv[::2], argv[1::2], strict=True))
-    code, _, err = run("kdp_upload", str(MIXED), "--account", "Sandbox", *[x for kv in options.items() for x in kv])
+    code, _, err = run_command(
+        "kdp_upload", str(MIXED), "--account", "Sandbox", *[x for kv in options.items() for x in kv]
+    )
     assert code == 2 and message in err
     assert not Job.objects.filter(kind="kdp.upload").exists()
     assert Job.objects.filter(kind="kdp.customers").count() == 2  # the fixture's sync, then the command's
@@ -189,7 +163,7 @@ def test_a_file_of_scientific_notation_is_refused(customer):
 
 def test_an_account_without_kdp_credentials_is_refused(customer):
     KnoxAccount.objects.create(name="Bare", environment=KnoxAccount.Environment.SANDBOX)
-    code, _, err = run("kdp_upload", str(MIXED), "--account", "Bare", "--customer", customer.customer_id)
+    code, _, err = run_command("kdp_upload", str(MIXED), "--account", "Bare", "--customer", customer.customer_id)
     assert code == 2
     assert "not ready for KDP" in err and "Client Identifier" in err
 
@@ -198,7 +172,7 @@ def test_a_pending_customer_is_refused_before_anything_is_sent(synced):
     from kdp.models import Customer
 
     pending = Customer.objects.get(account=synced, status="Pending")
-    code, _, err = run("kdp_upload", *upload_args(MIXED, pending.customer_id, "--wait"))
+    code, _, err = run_command("kdp_upload", *upload_args(MIXED, pending.customer_id, "--wait"))
     assert code == 2 and "pending verification" in err
 
 
@@ -232,7 +206,7 @@ def test_job_status_reports_a_finished_partial_job(customer, knox_sandbox, tmp_p
     assert code == 1
     assert status["status"] == "partial" and status["failures"][0]["code"] == "4092100"
     assert status["started_at"] and status["finished_at"] and status["created_by"] is None
-    code, out, _ = run("job_status", f"#{data['job']}")
+    code, out, _ = run_command("job_status", f"#{data['job']}")
     assert code == 1 and "Status: partial" in out
 
 
@@ -244,39 +218,29 @@ def test_job_status_of_a_queued_job_exits_0(db):
 
 
 def test_job_status_of_an_unknown_job_exits_2(db):
-    code, _, err = run("job_status", "999999")
+    code, _, err = run_command("job_status", "999999")
     assert code == 2 and "There is no job 999999" in err
     code, data = run_json("job_status", "999999")
     assert code == 2 and data["job"] is None and "There is no job 999999" in data["error"]
-    assert run("job_status", "twelve")[0] == 2
+    assert run_command("job_status", "twelve")[0] == 2
 
 
 @pytest.mark.slow
 def test_the_real_command_uploads_against_the_sandbox(knox_sandbox, tmp_path):
     """`manage.py kdp_upload --json --wait` as a shell runs it: its own process, database file and no qcluster."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/cli.sqlite3",
-        "KNOX_SANDBOX_URL": knox_sandbox.url,
-        "MEDIA_ROOT": str(tmp_path / "media"),
-        "Q_SYNC": "False",
-    }
-
-    def manage(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
-
-    assert manage("migrate", "-v0").returncode == 0
-    imported = manage("import_sandbox_account", str(knox_sandbox.credentials_path.parent))
+    env = child_env(tmp_path, knox_sandbox)
+    migrated_database(tmp_path / "cli.sqlite3")
+    imported = run_manage(env, "import_sandbox_account", str(knox_sandbox.credentials_path.parent))
     assert imported.returncode == 0, imported.stderr
     customer_id = next(c["customerId"] for c in knox_sandbox.credentials["customers"] if c["status"] == "Verified")
-    done = manage("kdp_upload", str(MIXED), "--account", "Sandbox", "--customer", customer_id, "--json", "--wait")
+    done = run_manage(
+        env, "kdp_upload", str(MIXED), "--account", "Sandbox", "--customer", customer_id, "--json", "--wait"
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert (data["status"], data["rows"], data["valid"], data["invalid"]) == ("succeeded", 9, 4, 5)
     assert (data["submitted"], data["succeeded"], data["failed"]) == (4, 4, 0)
-    refused = manage("kdp_upload", str(MIXED), "--account", "Nobody", "--customer", customer_id)
+    refused = run_manage(env, "kdp_upload", str(MIXED), "--account", "Nobody", "--customer", customer_id)
     assert refused.returncode == 2 and "There is no Knox account named “Nobody”" in refused.stderr
 
 
@@ -309,7 +273,7 @@ def test_a_file_with_a_customer_column_needs_no_customer_and_queues_a_job_per_cu
 
 
 def test_customers_that_cannot_be_used_stop_the_command_unless_skipped(synced):
-    code, _, err = run("kdp_upload", str(MULTI), "--account", "Sandbox")
+    code, _, err = run_command("kdp_upload", str(MULTI), "--account", "Sandbox")
     assert code == 2
     assert "The rows of 3 customers of the file cannot be sent" in err and "--skip-unusable-customers" in err
     assert "“Initech” (1 row): " in err and "pending verification" in err
@@ -317,7 +281,7 @@ def test_customers_that_cannot_be_used_stop_the_command_unless_skipped(synced):
 
 
 def test_a_dry_run_lists_the_customers_of_the_file(synced):
-    code, out, _ = run("kdp_upload", str(MULTI), "--account", "Sandbox", "--dry-run")
+    code, out, _ = run_command("kdp_upload", str(MULTI), "--account", "Sandbox", "--dry-run")
     assert code == 0
     assert "Customers in the file:" in out and "Contoso Logistics (" in out and ": 3 rows" in out
     assert not Job.objects.filter(kind="kdp.upload").exists() and not Upload.objects.exists()
@@ -327,16 +291,16 @@ def test_neither_customer_nor_column_or_both_are_refused_with_the_reason(synced,
     from kdp.models import Customer
 
     plain = write_csv(tmp_path, fresh_imeis(2, "35877794"))
-    code, _, err = run("kdp_upload", str(plain), "--account", "Sandbox")
+    code, _, err = run_command("kdp_upload", str(plain), "--account", "Sandbox")
     assert code == 2 and "has no customer column: give --customer CUSTOMER_ID, or add a “Customer” column" in err
     customer = Customer.objects.filter(account=synced, status="Verified").first()
-    code, _, err = run("kdp_upload", str(MULTI), "--account", "Sandbox", "--customer", customer.customer_id)
+    code, _, err = run_command("kdp_upload", str(MULTI), "--account", "Sandbox", "--customer", customer.customer_id)
     assert code == 2 and "has a customer column, so each row names its customer; leave out --customer" in err
     assert not Job.objects.filter(kind="kdp.upload").exists() and not Upload.objects.exists()
 
 
 def test_an_alias_for_a_customer_not_in_the_file_is_refused(synced):
-    code, _, err = run(
+    code, _, err = run_command(
         "kdp_upload", str(MULTI), "--account", "Sandbox", "--skip-unusable-customers",
         "--profile-alias", "TOP Oil=Default",
     )  # fmt: skip
@@ -352,10 +316,13 @@ def test_kdp_delete_refuses_a_customer_the_records_contradict_and_deletes_from_t
     imeis = fresh_imeis(3, "35877799")
     for customer, part in ((fabrikam, imeis[:2]), (contoso, imeis[2:])):
         assert (
-            run("kdp_upload", *upload_args(write_csv(tmp_path, part, "u.csv"), customer.customer_id, "--wait"))[0] == 0
+            run_command("kdp_upload", *upload_args(write_csv(tmp_path, part, "u.csv"), customer.customer_id, "--wait"))[
+                0
+            ]
+            == 0
         )
     path = write_csv(tmp_path, imeis, "d.csv")
-    code, _, err = run("kdp_delete", *upload_args(path, contoso.customer_id))
+    code, _, err = run_command("kdp_delete", *upload_args(path, contoso.customer_id))
     assert code == 2 and "2 of the 3 devices are registered to another customer than Contoso Logistics" in err
     assert "(--recorded-customers)" in err and not Job.objects.filter(kind="kdp.delete").exists()
     code, data = run_json("kdp_delete", str(path), "--account", "Sandbox", "--recorded-customers", "--wait")

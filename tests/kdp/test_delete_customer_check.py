@@ -16,6 +16,8 @@ from portal.models import Job, Upload
 from tests.base import BaseTestCase, fresh_imeis, make_user, sandbox_state
 from tests.kdp.helpers import imei_csv, make_upload, ready_account, two_customers
 
+pytestmark = pytest.mark.usefixtures("quick_kdp")  # tests/conftest.py: no pacing, first poll sooner
+
 
 class DeleteCustomerCheckTestCase(BaseTestCase):
     def setUp(self) -> None:
@@ -156,12 +158,6 @@ class DeleteCustomerCheckTestCase(BaseTestCase):
 
 
 # --- against the sandbox ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _quick(settings, monkeypatch):
-    settings.KNOX_KDP_RATE_LIMIT = 0
-    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
 
 
 def test_devices_of_two_customers_are_each_deleted_from_their_own(client, synced, knox_sandbox):

@@ -364,11 +364,7 @@ class DeviceDetailTestCase(BaseTestCase):
         assert self.client.post(self.url).status_code == 405
 
 
-def test_the_device_page_shows_the_knox_transaction_and_the_audit_event(
-    client, customer, knox_sandbox, settings, monkeypatch
-):
-    settings.KNOX_KDP_RATE_LIMIT = 0
-    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)  # the sandbox finishes a chunk in 0.2 s
+def test_the_device_page_shows_the_knox_transaction_and_the_audit_event(client, customer, knox_sandbox, quick_kdp):
     operator = make_user("olivia", "operator")
     imei = fresh_imeis(1, "35920000")[0]
     job = submit_upload(

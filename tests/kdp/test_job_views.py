@@ -19,16 +19,10 @@ from portal.models import AuditEvent, Job, Upload
 from tests.base import BaseTestCase, fresh_imeis, make_user
 from tests.kdp.helpers import finished_job, imei_csv, make_upload, ready_account, xlsx_rows
 
+pytestmark = pytest.mark.usefixtures("quick_kdp")  # tests/conftest.py: no pacing, first poll sooner
+
 # A failure a retry can fix (portal.knox.errors.is_retryable): Knox could not be reached.
 NOT_SENT = ("NOT_SENT", "not sent", "not sent: The connection to Knox failed (refused or reset)")
-
-
-@pytest.fixture(autouse=True)
-def _quick(settings, monkeypatch):
-    """Our client's pacing off and the first status poll sooner (the sandbox finishes a chunk in 0.2 s): the
-    sandbox test here would otherwise spend most of its time asleep."""
-    settings.KNOX_KDP_RATE_LIMIT = 0
-    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
 
 
 def result_identifiers(html: str) -> list[str]:

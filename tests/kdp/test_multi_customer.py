@@ -15,6 +15,8 @@ from portal.models import AuditEvent, Job, Upload
 from tests.base import BaseTestCase, fresh_imeis, make_user, sandbox_state
 from tests.kdp.helpers import SAMPLES, make_upload, ready_account, two_customers
 
+pytestmark = pytest.mark.usefixtures("quick_kdp")  # tests/conftest.py: no pacing, first poll sooner
+
 SAMPLE = SAMPLES / "kdp-upload-multi-customer.csv"
 
 
@@ -200,12 +202,6 @@ def groups_problem(upload: Upload, label: str) -> str:
 
 
 # --- against the sandbox ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _quick(settings, monkeypatch):
-    settings.KNOX_KDP_RATE_LIMIT = 0
-    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
 
 
 def test_the_sample_registers_each_customers_devices_with_its_alias(client, synced, knox_sandbox):

@@ -207,13 +207,11 @@ class JobEndRefreshTestCase(BaseTestCase):
 
 
 @pytest.fixture
-def sandbox_customer(sandbox_account, settings, monkeypatch, tmp_path) -> Customer:
+def sandbox_customer(sandbox_account, settings, quick_kdp, tmp_path) -> Customer:
     """A verified customer of the sandbox account, synced from Knox; KDP's pacing off and its first poll sooner."""
     from kdp.tasks import sync_customers
 
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.KNOX_KDP_RATE_LIMIT = 0
-    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
     sync_customers(Job.objects.create(kind="kdp.customers", account=sandbox_account).pk)
     return Customer.objects.filter(account=sandbox_account, status="Verified").order_by("name").first()
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,8 @@ from portal.knox.ratelimit import (
     RateLimiter,
     RedisSlotStore,
 )
+from tests.base import ROOT, migrated_database
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -145,7 +144,7 @@ def test_processes_sharing_redis_keep_the_limit():
 @pytest.mark.slow
 def test_processes_sharing_a_sqlite_database_keep_the_limit(tmp_path):
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/rl.sqlite3", "KEY": "1:kdp"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env={**os.environ, **env})
+    migrated_database(tmp_path / "rl.sqlite3")
     times = run_processes(3, 20, 30, env)
     assert len(times) == 60
     # Times are taken after each sleep ends, so scheduling jitter on a busy machine can squeeze one extra call

@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.base import ROOT, fresh_imeis
+from tests.base import fresh_imeis, migrated_database
 from tests.reliability.helpers import GUARD_DEVICES, Stack
 
 
@@ -20,11 +17,7 @@ from tests.reliability.helpers import GUARD_DEVICES, Stack
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One freshly migrated SQLite database, copied by every test that needs an installation."""
     path = tmp_path_factory.mktemp("migrated") / "portal.sqlite3"
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": ""}
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    migrated_database(path)
     return path
 
 
