@@ -14,32 +14,26 @@ from django.core.management.base import CommandError
 
 from guard.models import UPLOAD_RESULTS, GuardAction, GuardDevice, GuardUploadDevice
 from portal.models import Job, KnoxAccount, Upload
+from tests import base
 from tests.base import child_env, fresh_imeis, migrated_database, run_manage, sandbox_state
-from tests.guard.helpers import device_in
+from tests.guard.helpers import device_in, imei_csv
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "guard-bulk-10.xlsx"
 LOCK = ["--message", "Payment overdue: call us", "--tel", "+44 20 7946 0000"]
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    """call_command as the shell would see it: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("guard_action", *args, stdout=out, stderr=err)
-    except CommandError as e:
-        err.write(f"CommandError: {e}\n")
-        return e.returncode, out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
+    """`guard_action` as the shell would see it: (exit code, stdout, stderr)."""
+    return base.run_command("guard_action", *args)
 
 
 def run_json(*args: str) -> tuple[int, dict[str, Any]]:
-    code, out, _ = run(*args, "--json")
-    return code, json.loads(out)  # exactly one JSON object on stdout, whatever the outcome
+    return base.run_json("guard_action", *args)
 
 
 def write_csv(tmp_path: Path, uids: list[str], name: str = "devices.csv") -> Path:
     path = tmp_path / name
-    path.write_text("IMEI\n" + "".join(f"{u}\n" for u in uids))
+    path.write_bytes(imei_csv(uids))
     return path
 
 

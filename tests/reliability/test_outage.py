@@ -34,9 +34,6 @@ from portal.processes import signal_group
 from tests.base import fresh_imeis
 from tests.reliability.helpers import FINISHED, GUARD_DEVICES, Stack, job_row, wait_for
 
-# 3,000 devices enrolled with Knox Guard and synced into the portal, as for the crash test.
-
-
 pytestmark = [pytest.mark.slow]
 
 # Patience the workers get: far longer than these tests keep Knox away, so a job that fails meanwhile is a bug.
@@ -44,7 +41,7 @@ PATIENCE = "120"
 KDP_DEVICES = 5_000
 KDP_CHUNK = 250  # 20 Knox transactions at 10 requests a second: a sending phase of about two seconds
 KDP_DELAY = "3"  # seconds Knox takes over each transaction: a polling phase after the last send
-GUARD_DELAY = "2"  # the process delay the guard_stack fixture starts the sandbox with
+GUARD_DELAY = "2"  # the process delay guard_stack (conftest.py: 3,000 devices enrolled and synced) starts with
 LOCK_MESSAGE = ("--message", "Payment overdue", "--tel", "+44 20 7946 0000")
 RUNNING = ("queued", "running")
 # A finished job's waiting fields: cleared.
