@@ -117,14 +117,10 @@ def guard_synced(sandbox_account):
 
 @pytest.fixture
 def kdp_polls_sooner(monkeypatch):
-    """KDP's first status read 0.3 s after sending instead of 1 s: the sandbox finishes a chunk in 0.2 s, so a
-    test would otherwise spend most of its time asleep. (The engine reads the delay from the protocol's timings,
-    built when kdp.tasks is imported: patching kdp.tasks.POLL_FIRST_DELAY_SECONDS no longer reaches it.)"""
-    from dataclasses import replace
-
-    from kdp.tasks import Transfer
-
-    monkeypatch.setattr(Transfer, "timings", replace(Transfer.timings, first_poll=0.3))
+    """KDP's first status read 0.3 s after sending instead of 1 s: the test sandbox settles a transaction in
+    0.2 s, so a test would otherwise spend most of its time asleep. (tests/kdp/conftest.py does this for every
+    KDP test; this is for the tests of other folders that run KDP jobs.)"""
+    monkeypatch.setattr("kdp.tasks.POLL_FIRST_DELAY_SECONDS", 0.3)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import requests
 
 from kdp.models import Customer, Device, Transaction, submit_upload
@@ -10,8 +9,6 @@ from kdp.tasks import run_transfer, sync_customers
 from portal.models import Job, KnoxAccount
 from tests.base import fresh_imeis
 from tests.kdp.helpers import imei_csv, make_upload
-
-pytestmark = pytest.mark.usefixtures("kdp_polls_sooner")  # tests/conftest.py
 
 
 def test_gen1_sync_upload_and_delete(sandbox_account, knox_sandbox):

@@ -4,14 +4,11 @@ operations, which belong on the Guard pages."""
 
 from __future__ import annotations
 
-import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from portal.models import Upload
 from tests.base import BaseTestCase, fresh_imeis
 from tests.kdp.helpers import imei_csv, make_upload, ready_account
-
-pytestmark = pytest.mark.usefixtures("kdp_polls_sooner")  # tests/conftest.py
 
 
 class ServiceSeparationTestCase(BaseTestCase):

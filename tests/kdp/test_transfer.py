@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from kdp.models import Device, Transaction, TransactionDevice, submit_upload
 from kdp.tasks import run_transfer
 from portal.models import AuditEvent, Job, Upload
 from tests.base import fresh_imeis, sandbox_state
 from tests.kdp.helpers import imei_csv, make_upload
-
-pytestmark = pytest.mark.usefixtures("kdp_polls_sooner")  # tests/conftest.py
 
 
 def test_upload_registers_every_device_with_the_profile_alias(customer, knox_sandbox, settings):
