@@ -365,8 +365,9 @@ SPREADSHEET_MAX_BYTES = envint("SPREADSHEET_MAX_BYTES", str(20 * 1024 * 1024))
 SPREADSHEET_MAX_ROWS = envint("SPREADSHEET_MAX_ROWS", "200000")
 # Per workbook, measured from its XML before anything is loaded (portal/spreadsheets.py): its sheets; its cells in
 # all, each sheet counted from A1 to its last filled row and column (finding the header may load every sheet);
-# and the memory the one sheet being read would take (32 bytes a cell plus its text). A parse of a file within
-# the defaults peaks at about 200 MB; raise SPREADSHEET_MAX_MEMORY_MB only with memory to match.
+# and the memory the one sheet being read would take (32 bytes a cell plus its text, and 40 bytes more for each
+# filled cell while calamine builds the grid). A parse of a file within the defaults peaks under 200 MB (measured:
+# bench/parse_rss.py, docs/performance.md); raise SPREADSHEET_MAX_MEMORY_MB only with memory to match.
 SPREADSHEET_MAX_SHEETS = envint("SPREADSHEET_MAX_SHEETS", "50")
 SPREADSHEET_MAX_CELLS = envint("SPREADSHEET_MAX_CELLS", "10000000")
 SPREADSHEET_MAX_MEMORY_MB = envint("SPREADSHEET_MAX_MEMORY_MB", "128")
