@@ -2,10 +2,11 @@
 
     python bench/run.py [--quick] [--only NAME] [--json] [--no-write]
 
-NAME is one of ingest, knox, pages, sandbox, parse. `--quick` shrinks the sizes so the whole set ends in about a
-minute on a 2-core machine (same metrics, smaller N). Without --quick (and without --no-write) the results are written
-to docs/performance.md. Benchmarks report; they never assert (CI does not run them). DATABASE_URL, when set,
-runs them on that database instead of a throw-away SQLite file.
+NAME is one of ingest, ingest_pg, knox, pages, sandbox, parse. `--quick` shrinks the sizes so the whole set ends in
+about two minutes on a 2-core machine (same metrics, smaller N). Without --quick (and without --no-write) the results
+are written to docs/performance.md. Benchmarks report; they never assert (CI does not run them). DATABASE_URL, when
+set, runs them on that database instead of a throw-away SQLite file; BENCH_PG_URL (an empty PostgreSQL database)
+adds the ingest on PostgreSQL (`ingest_pg`, every metric ending in _pg).
 """
 
 from __future__ import annotations
