@@ -52,19 +52,14 @@ def make_dense_xlsx(path: Path, rows: int, columns: int) -> None:
 
 def parse(path: Path) -> dict:
     """Read `path` as stage_upload does (same limits, every row), without staging anything."""
-    from django.conf import settings
-
     from portal import spreadsheets
+    from portal.uploads import spreadsheet_limits
 
     try:
         with spreadsheets.open_spreadsheet(
             path,
             path.name,
-            max_bytes=settings.SPREADSHEET_MAX_BYTES,
-            max_rows=settings.SPREADSHEET_MAX_ROWS,
-            max_sheets=settings.SPREADSHEET_MAX_SHEETS,
-            max_cells=settings.SPREADSHEET_MAX_CELLS,
-            max_memory=settings.SPREADSHEET_MAX_MEMORY_MB * 1024 * 1024,
+            **spreadsheet_limits(),
         ) as sheet:
             rows = sum(1 for _ in sheet.iter_rows())
     except spreadsheets.SpreadsheetError as error:

@@ -610,26 +610,21 @@ def _reconcile_batch(job: Job, account: object, batch: list, customers: dict[str
     for d in batch:
         mine = local.get(d.identifier)
         if mine is None or mine[1] != Device.State.REGISTERED:
-            items.append(
-                ReconcileItem(
-                    job=job,
-                    identifier=d.identifier,
-                    drift=ReconcileItem.Drift.ONLY_IN_KNOX,
-                    knox_customer_id=d.customer_id,
-                    model=d.model,
-                )
-            )
+            drift, local_customer = ReconcileItem.Drift.ONLY_IN_KNOX, ""
         elif d.customer_id and mine[0] != d.customer_id:
-            items.append(
-                ReconcileItem(
-                    job=job,
-                    identifier=d.identifier,
-                    drift=ReconcileItem.Drift.OTHER_CUSTOMER,
-                    knox_customer_id=d.customer_id,
-                    local_customer_id=mine[0] or "",
-                    model=d.model,
-                )
+            drift, local_customer = ReconcileItem.Drift.OTHER_CUSTOMER, mine[0] or ""
+        else:
+            continue
+        items.append(
+            ReconcileItem(
+                job=job,
+                identifier=d.identifier,
+                drift=drift,
+                knox_customer_id=d.customer_id,
+                local_customer_id=local_customer,
+                model=d.model,
             )
+        )
     ReconcileItem.objects.bulk_create(items)
     Device.objects.filter(account=account, identifier__in=ids).update(seen_in_knox_at=timezone.now())
     job.add_progress(succeeded=len(batch))

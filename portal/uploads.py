@@ -142,11 +142,7 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
             with spreadsheets.open_spreadsheet(
                 Path(upload.file.path),
                 upload.filename,
-                max_bytes=settings.SPREADSHEET_MAX_BYTES,
-                max_rows=settings.SPREADSHEET_MAX_ROWS,
-                max_sheets=settings.SPREADSHEET_MAX_SHEETS,
-                max_cells=settings.SPREADSHEET_MAX_CELLS,
-                max_memory=settings.SPREADSHEET_MAX_MEMORY_MB * 1024 * 1024,
+                **spreadsheet_limits(),
                 sheet=upload.sheet or None,
                 device_column=upload.device_column or None,
                 allow_bad_check_digit=upload.allow_bad_check_digit,
@@ -192,6 +188,17 @@ def stage_upload(upload: Upload, *, job: Job | None = None, owner: str = "") -> 
         logger.info("upload %s is being read again by job %s; this parse stops", upload.pk, upload.parse_job_id)
         upload.refresh_from_db()
     return upload
+
+
+def spreadsheet_limits() -> dict[str, int]:
+    """The settings' limits for reading an uploaded spreadsheet, as `spreadsheets.open_spreadsheet` takes them."""
+    return {
+        "max_bytes": settings.SPREADSHEET_MAX_BYTES,
+        "max_rows": settings.SPREADSHEET_MAX_ROWS,
+        "max_sheets": settings.SPREADSHEET_MAX_SHEETS,
+        "max_cells": settings.SPREADSHEET_MAX_CELLS,
+        "max_memory": settings.SPREADSHEET_MAX_MEMORY_MB * 1024 * 1024,
+    }
 
 
 def _current(upload: Upload, parse_job: int | None) -> Upload:

@@ -79,16 +79,22 @@ def sandbox_account(knox_sandbox, db):
 # --- fixtures the tests of more than one app use ---------------------------------------------------------
 
 
+def run_to_success(kind: str, account, task) -> None:
+    """Run a new `kind` job of `account` in-process with `task(job_pk)`, and require that it succeeded."""
+    from portal.models import Job
+
+    job = Job.objects.create(kind=kind, account=account)
+    task(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error_summary
+
+
 @pytest.fixture
 def synced(sandbox_account):
     """The sandbox account with its customers and profile aliases synced from Knox."""
     from kdp.tasks import sync_customers
-    from portal.models import Job
 
-    job = Job.objects.create(kind="kdp.customers", account=sandbox_account)
-    sync_customers(job.pk)
-    job.refresh_from_db()
-    assert job.status == Job.Status.SUCCEEDED, job.error_summary
+    run_to_success("kdp.customers", sandbox_account, sync_customers)
     return sandbox_account
 
 
@@ -105,12 +111,8 @@ def guard_synced(sandbox_account):
     """The sandbox account with its Knox Guard devices synced."""
     from guard.models import GuardDevice
     from guard.tasks import sync_devices
-    from portal.models import Job
 
-    job = Job.objects.create(kind="guard.sync", account=sandbox_account)
-    sync_devices(job.pk)
-    job.refresh_from_db()
-    assert job.status == Job.Status.SUCCEEDED, job.error_summary
+    run_to_success("guard.sync", sandbox_account, sync_devices)
     assert GuardDevice.objects.filter(account=sandbox_account).exists()
     return sandbox_account
 
