@@ -13,9 +13,9 @@ update's status is followed by its job (efota.tasks.ForceUpdates.poll); the poll
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from django.contrib import messages
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -48,30 +48,13 @@ from efota.models import (
 from portal.lists import list_context
 from portal.lookups import lookup_context
 from portal.models import Job, KnoxAccount
-from portal.views import ACCESS, QUEUE, get_job_for_user, require_perm
+from portal.views import ACCESS, QUEUE, follow_up, get_job_for_user, queued, require_perm
 
 DEVICES_SHOWN = 500
 
 
 def _get_group_for_user(request: HttpRequest, pk: int) -> EfotaGroup:
     return get_object_or_404(EfotaGroup.objects.select_related("account"), pk=pk, account__is_active=True)
-
-
-def _lookup_page(
-    request: HttpRequest, form_class: type[Form], kind: str, ctx: dict[str, Any]
-) -> tuple[Form | None, dict[str, Any]]:
-    """The lookup a GET of the page was opened on (`?job=<pk>`, after a POST without JavaScript), with the form
-    filled in as it was sent; (None, ctx) for a POST or a page opened on nothing."""
-    if request.method != "GET":
-        return None, ctx
-    found = lookup_context(request, kind)
-    if not found:
-        return None, ctx
-    job = found["lookup_job"]
-    initial = {"account": job.account_id, **job.params}
-    if "serials" in initial:
-        initial["serials"] = "\n".join(initial["serials"])
-    return form_class(initial=initial), {**ctx, **found}
 
 
 # --- home ---------------------------------------------------------------------------------------------------
@@ -138,8 +121,7 @@ def group_register(request: HttpRequest) -> HttpResponse:
         except EfotaValidationError as e:
             form.add_efota_errors(e)
         else:
-            messages.success(request, f"Job #{job.pk} queued: {job.title}.")
-            return redirect("efota:job", job.pk)
+            return queued(request, job)
     return render(request, "efota/groups.html", _groups_context(request, register=form))
 
 
@@ -154,86 +136,85 @@ def group_license_change(request: HttpRequest, pk: int) -> HttpResponse:
         except EfotaValidationError as e:
             form.add_error("licence", list(e.errors.values()))
         else:
-            messages.success(request, f"Job #{job.pk} queued: {job.title}.")
-            return redirect("efota:job", job.pk)
+            return queued(request, job)
     return render(request, "efota/groups.html", _groups_context(request, change=form))
 
 
-# --- licences -----------------------------------------------------------------------------------------------
+# --- the three reads: licence check, firmware lookup, abnormal devices --------------------------------------------
 
 
-def _lookup_answer(request: HttpRequest, job: Job, kind: str, partial: str, ctx: dict[str, Any]) -> HttpResponse:
-    """After a lookup was queued: htmx gets the page's fragment with the lookup region (progress, then answer);
-    without JavaScript, the page opened on the job."""
-    if not request.htmx:
-        return redirect(job.get_absolute_url())
-    return render(request, partial, {**ctx, **lookup_context(request, kind, job)})
+def _lookup_view(
+    form_class: type[Form],
+    kind: str,
+    page: str,
+    region: str,
+    ask: Callable[[dict[str, Any], Any], Job],
+    more: Callable[[HttpRequest], dict[str, Any]] | None = None,
+) -> Callable[..., HttpResponse]:
+    """A page that asks E-FOTA one question (for viewers: ACCESS) through a lookup job (portal.lookups).
+
+    A valid POST queues the lookup (`ask(cleaned_data, user)`): htmx gets the page's region `page#region` following
+    it (progress, then answer); without JavaScript, the page opened on the job (`?job=<pk>`), which shows it with the
+    form filled in as it was sent. `more` adds what the whole page shows besides the form (never the region).
+    """
+
+    @require_perm(ACCESS)
+    @require_http_methods(["GET", "POST"])
+    @vary_on_headers("HX-Request")
+    def view(request: HttpRequest) -> HttpResponse:
+        form = form_class(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            job = ask(form.cleaned_data, request.user)
+            if not request.htmx:
+                return redirect(job.get_absolute_url())
+            return render(request, f"{page}#{region}", {"form": form, **lookup_context(request, kind, job)})
+        ctx: dict[str, Any] = {"form": form}
+        if request.method == "GET" and (found := lookup_context(request, kind)):
+            asked = {"account": found["lookup_job"].account_id, **found["lookup_job"].params}
+            if "serials" in asked:
+                asked["serials"] = "\n".join(asked["serials"])
+            ctx = {**found, "form": form_class(initial=asked)}
+        if request.htmx:
+            return render(request, f"{page}#{region}", ctx)
+        return render(request, page, {**ctx, **(more(request) if more else {})})
+
+    return view
 
 
-@require_perm(ACCESS)
-@require_http_methods(["GET", "POST"])
-@vary_on_headers("HX-Request")
-def licences(request: HttpRequest) -> HttpResponse:
-    """Known licences and the "check licence" form; a check is a job that asks E-FOTA and stores the answer."""
-    form = forms.LicenceCheckForm(request.POST or None)
-    ctx: dict[str, Any] = {"form": form}
-    partial = "efota/licences.html#licence-check"
-    if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
-        job = queue_licence_check(d["account"], d["customer_id"], d["licence"], user=request.user)
-        return _lookup_answer(request, job, LICENCE_LOOKUP, partial, ctx)
-    opened, ctx = _lookup_page(request, forms.LicenceCheckForm, LICENCE_LOOKUP, ctx)
-    ctx["form"] = opened or form
-    if request.htmx:
-        return render(request, partial, ctx)
-    ctx["licences"] = EfotaLicence.objects.select_related("account").filter(account__is_active=True)
-    ctx.update(list_context(request, ctx["licences"], singular="licence"))
-    return render(request, "efota/licences.html", ctx)
+def _checked_licences(request: HttpRequest) -> dict[str, Any]:
+    checked = EfotaLicence.objects.select_related("account").filter(account__is_active=True)
+    return {"licences": checked, **list_context(request, checked, singular="licence")}
 
 
-# --- firmware -----------------------------------------------------------------------------------------------
+# Known licences and the "check licence" form: how many devices a licence covers and when it expires.
+licences = _lookup_view(
+    forms.LicenceCheckForm,
+    LICENCE_LOOKUP,
+    "efota/licences.html",
+    "licence-check",
+    lambda d, user: queue_licence_check(d["account"], d["customer_id"], d["licence"], user=user),
+    more=_checked_licences,
+)
 
+# The firmware versions E-FOTA offers for a model and sales code.
+firmware = _lookup_view(
+    forms.FirmwareForm,
+    FIRMWARE_LOOKUP,
+    "efota/firmware.html",
+    "firmware-result",
+    lambda d, user: queue_firmware_lookup(
+        d["account"], d["customer_id"], d["licence"], d["model"], d["sales_code"], d["current"], user=user
+    ),
+)
 
-@require_perm(ACCESS)
-@require_http_methods(["GET", "POST"])
-@vary_on_headers("HX-Request")
-def firmware(request: HttpRequest) -> HttpResponse:
-    form = forms.FirmwareForm(request.POST or None)
-    ctx: dict[str, Any] = {"form": form}
-    partial = "efota/firmware.html#firmware-result"
-    if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
-        job = queue_firmware_lookup(
-            d["account"], d["customer_id"], d["licence"], d["model"], d["sales_code"], d["current"], user=request.user
-        )
-        return _lookup_answer(request, job, FIRMWARE_LOOKUP, partial, ctx)
-    opened, ctx = _lookup_page(request, forms.FirmwareForm, FIRMWARE_LOOKUP, ctx)
-    ctx["form"] = opened or form
-    if request.htmx:
-        return render(request, partial, ctx)
-    return render(request, "efota/firmware.html", ctx)
-
-
-# --- abnormal devices ---------------------------------------------------------------------------------------
-
-
-@require_perm(ACCESS)
-@require_http_methods(["GET", "POST"])
-@vary_on_headers("HX-Request")
-def abnormal(request: HttpRequest) -> HttpResponse:
-    """Which of the given devices E-FOTA reports as abnormal (not enrolled, blocked for lack of licence, …)."""
-    form = forms.AbnormalForm(request.POST or None, request.FILES or None)
-    ctx: dict[str, Any] = {"form": form}
-    partial = "efota/abnormal.html#abnormal-result"
-    if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
-        job = queue_abnormal_check(d["account"], d["customer_id"], d["licence"], d["devices"], user=request.user)
-        return _lookup_answer(request, job, ABNORMAL_LOOKUP, partial, ctx)
-    opened, ctx = _lookup_page(request, forms.AbnormalForm, ABNORMAL_LOOKUP, ctx)
-    ctx["form"] = opened or form
-    if request.htmx:
-        return render(request, partial, ctx)
-    return render(request, "efota/abnormal.html", ctx)
+# Which of the given devices E-FOTA reports as abnormal (not enrolled, blocked for lack of licence, …).
+abnormal = _lookup_view(
+    forms.AbnormalForm,
+    ABNORMAL_LOOKUP,
+    "efota/abnormal.html",
+    "abnormal-result",
+    lambda d, user: queue_abnormal_check(d["account"], d["customer_id"], d["licence"], d["devices"], user=user),
+)
 
 
 # --- force updates ------------------------------------------------------------------------------------------
@@ -262,8 +243,7 @@ def force_update(request: HttpRequest) -> HttpResponse:
             form.add_efota_errors(e)
         else:
             notes = " ".join(getattr(form, "file_notes", []))
-            messages.success(request, f"Job #{job.pk} queued: {job.title}. {notes}".strip())
-            return redirect("efota:job", job.pk)
+            return queued(request, job, f"Job #{job.pk} queued: {job.title}. {notes}".strip())
     ctx = {"form": form, "has_accounts": bool(forms.efota_accounts())}
     return render(request, "efota/force_update.html", ctx)
 
@@ -337,6 +317,14 @@ def job_status(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "efota/job.html#fu-status", _status_context(request, the_job))
 
 
+# What "Refresh status" says without JavaScript (portal.views.follow_up).
+STATUS_REFRESH_WORDS = {
+    "nothing": "No part of this force update has started yet; there is no status to ask for.",
+    "asking": "Job #{read.pk} queued: asking E-FOTA for the status of {parts}; the figures below change when it answers.",
+    "already": "Job #{read.pk} is already asking E-FOTA for the status; the figures below follow it.",
+}
+
+
 @require_perm(QUEUE)
 @require_POST
 def job_refresh(request: HttpRequest, pk: int) -> HttpResponse:
@@ -346,18 +334,5 @@ def job_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     if the_job.kind != "efota.force_update":
         return redirect(the_job.get_absolute_url())
     refresh, created = queue_status_refresh(the_job, user=request.user)
-    if request.htmx:
-        return render(request, "efota/job.html#fu-status", _status_context(request, the_job))
-    if refresh is None:
-        messages.info(request, "No part of this force update has started yet; there is no status to ask for.")
-    elif created:
-        messages.success(
-            request,
-            f"Job #{refresh.pk} queued: asking E-FOTA for the status of {refresh.total} "
-            f"part{'s' if refresh.total != 1 else ''}; the figures below change when it answers.",
-        )
-    else:
-        messages.info(
-            request, f"Job #{refresh.pk} is already asking E-FOTA for the status; the figures below follow it."
-        )
-    return redirect("efota:job", the_job.pk)
+    region = ("efota/job.html#fu-status", lambda: _status_context(request, the_job))
+    return follow_up(request, the_job, refresh, created, region=region, **STATUS_REFRESH_WORDS)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
@@ -21,7 +20,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from guard import forms
+from guard import columns, forms
 from guard.client import ACTIONS, ActionSpec, GuardValidationError
 from guard.constants import KG_CONSOLE_LABELS, KG_DEVICE_STATES
 from guard.models import (
@@ -49,29 +48,13 @@ from guard.models import (
     sendable_devices,
     upload_flags_display,
 )
-from portal import exports
+from portal import exports, previews
 from portal.devicelists import device_list, export_view, outcome_page
 from portal.lists import cut_page, list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
-from portal.previews import (
-    NOT_READY,
-    PREVIEW_PAGE_SIZE,
-    htmx_target,
-    preview_response,
-    preview_rows,
-    problem_rows_xlsx,
-    stage_spreadsheet,
-)
 from portal.schedules import DailySchedule, form_errors, unknown_account
-from portal.views import (
-    ACCESS,
-    QUEUE,
-    cannot_call,
-    get_job_for_user,
-    require_perm,
-    retry_exists_message,
-)
+from portal.views import ACCESS, QUEUE, cannot_call, follow_up, get_job_for_user, queued, refused, require_perm, retried
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
@@ -107,10 +90,6 @@ def _check_may_act(request: HttpRequest, spec: ActionSpec) -> None:
 
 def _get_device_for_user(request: HttpRequest, pk: int) -> GuardDevice:
     return get_object_or_404(GuardDevice.objects.select_related("account", "pending_job"), pk=pk)
-
-
-def _get_staged_for_user(request: HttpRequest, pk: int) -> Upload:
-    return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="guard")
 
 
 def _account_or_404(pk: Any) -> KnoxAccount:
@@ -156,11 +135,9 @@ def index(request: HttpRequest) -> HttpResponse:
 def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
     account = _account_or_404(account_pk)
     if problem := cannot_call(account, "guard", "Knox Guard"):
-        messages.error(request, problem)
-        return redirect("guard:index")
+        return refused(request, problem, "guard:index")
     job = queue_sync(account, user=request.user, request=request)
-    messages.success(request, f"Job #{job.pk} is reading the Knox Guard devices of {account}.")
-    return redirect("guard:job", job.pk)
+    return queued(request, job, f"Job #{job.pk} is reading the Knox Guard devices of {account}.")
 
 
 schedule, unschedule = SYNC_SCHEDULE.views(QUEUE)
@@ -277,20 +254,17 @@ def devices_act(request: HttpRequest) -> HttpResponse:
     _check_may_act(request, spec)
     back = _list_url(data)
     if found is None:
-        messages.error(request, problem)
-        return redirect(back)
+        return refused(request, problem, back)
     account, devices, filters = found
     if request.method == "GET":
         return render(request, "guard/devices_act.html", _act_context(request, data, found, spec))
     check = check_devices(devices, spec.name)
     if not check.sendable:
-        messages.error(
-            request, f"None of these devices can take “{spec.label}” now (the review says why); nothing was sent."
+        return refused(
+            request, f"None of these devices can take “{spec.label}” now (the review says why); nothing was sent.", back
         )
-        return redirect(back)
     if problem := cannot_call(account, "guard", "Knox Guard"):
-        messages.error(request, problem)
-        return redirect(back)
+        return refused(request, problem, back)
     form = forms.BulkActionForm(data, action=spec.name, count=check.sendable)
     if not form.is_valid():
         return render(request, "guard/devices_act.html", _act_context(request, data, found, spec, form))
@@ -319,38 +293,12 @@ def devices_act(request: HttpRequest) -> HttpResponse:
                 confirmation=confirmation,
             )
     except (GuardValidationError, ValueError) as e:
-        messages.error(request, str(e))
-        return redirect(back)
-    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
-    return redirect("guard:job", job.pk)
-
-
-DEVICE_COLUMNS = [
-    exports.Column("IMEI / serial", "device_uid", "identifier", 20),
-    exports.Column("Approve ID", "approve_id", "identifier", 20),
-    exports.Column("Knox objectId", "object_id", "identifier", 26),
-    exports.Column("State (API)", "state", "text", 16),
-    exports.Column("State (console)", "console_state", "text", 16),
-    exports.Column("Model", "model", "text", 14),
-    exports.Column("Licence (recorded by staff)", "licence", "identifier", 22),
-    exports.Column("Account", lambda d: d.account.name, "text", 16),
-    exports.Column("Last action", "last_action", "text", 12),
-    exports.Column("Last outcome", "last_outcome", "text", 12),
-    exports.Column("Last Knox code", "last_code", "identifier", 12),
-    exports.Column("Last message", "last_message", "text", 40),
-    exports.Column("Synced from Knox", "synced_at", "datetime", 20),
-]
+        return refused(request, str(e), back)
+    return queued(request, job)
 
 
 devices_export = export_view(
-    forms.DeviceFilterForm,
-    GuardDevice.objects,
-    DEVICE_COLUMNS,
-    perm=ACCESS,
-    related="account",
-    audit_action="guard.export",
-    name="guard-devices",
-    sheet="Knox Guard devices",
+    forms.DeviceFilterForm, GuardDevice.objects, columns.DEVICE_EXPORT, audit_action="guard.export"
 )
 
 
@@ -402,19 +350,23 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     spec = choice.spec
     _check_may_act(request, spec)
     if not device.allows(spec.name):
-        messages.error(
+        return refused(
             request,
             f"“{spec.label}” is not possible now: the device is {device.console_state}; "
             f"it is possible only while a device is {spec.allowed_label}. Nothing was sent.",
+            "guard:device_detail",
+            device.pk,
         )
-        return redirect("guard:device_detail", device.pk)
     busy = _busy_job(device)
     if busy is not None:
-        messages.error(request, f"Job #{busy.pk} is already acting on this device; wait for it to finish.")
-        return redirect("guard:device_detail", device.pk)
+        return refused(
+            request,
+            f"Job #{busy.pk} is already acting on this device; wait for it to finish.",
+            "guard:device_detail",
+            device.pk,
+        )
     if problem := cannot_call(device.account, "guard", "Knox Guard"):
-        messages.error(request, problem)
-        return redirect("guard:device_detail", device.pk)
+        return refused(request, problem, "guard:device_detail", device.pk)
     form = forms.ConfirmedActionForm(request.POST, action=spec.name, count=1)
     if not form.is_valid():
         return render(request, "guard/device_detail.html", _detail_context(request, device, form))
@@ -429,10 +381,8 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
             confirmation=form.cleaned_data["confirmation"],
         )
     except (GuardValidationError, ValueError) as e:
-        messages.error(request, str(e))
-        return redirect("guard:device_detail", device.pk)
-    messages.success(request, f"Job #{job.pk} queued: {spec.label} on {device.device_uid}.")
-    return redirect("guard:job", job.pk)
+        return refused(request, str(e), "guard:device_detail", device.pk)
+    return queued(request, job, f"Job #{job.pk} queued: {spec.label} on {device.device_uid}.")
 
 
 # --- spreadsheets: bulk actions and uploads to Knox Guard -----------------------------------------------------
@@ -440,7 +390,9 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _stage(request: HttpRequest, form: forms.StagingForm, operation: str) -> Upload:
     data = form.cleaned_data
-    return stage_spreadsheet(request, data["file"], service="guard", account=data["account"], operation=operation)
+    return previews.stage_spreadsheet(
+        request, data["file"], service="guard", account=data["account"], operation=operation
+    )
 
 
 @require_perm(QUEUE)
@@ -508,7 +460,7 @@ def _preview_context(
     if confirm is None and ready and not is_action and request.user.has_perm(QUEUE):
         confirm = forms.UploadFlagsForm(initial={k: k in request.GET for k in forms.UPLOAD_FLAGS})
     ctx = {
-        **preview_rows(request, staged),
+        **previews.preview_rows(request, staged),
         "is_action": is_action,
         "offered": offered if ready else [],
         "confirm": confirm,
@@ -520,8 +472,8 @@ def _preview_context(
     ctx["show_refused"] = bool(chosen_action and request.GET.get("show") == "refused")
     if ctx["show_refused"]:
         after = (ctx["filters"].cleaned_data.get("after") or 0) if ctx["filters"].is_valid() else 0
-        refused = refused_rows(staged, chosen_action, after=after, limit=PREVIEW_PAGE_SIZE + 1)
-        ctx["rows"], ctx["next_after"] = cut_page(refused, PREVIEW_PAGE_SIZE, lambda row: row.row_number)
+        refused = refused_rows(staged, chosen_action, after=after, limit=previews.PREVIEW_PAGE_SIZE + 1)
+        ctx["rows"], ctx["next_after"] = cut_page(refused, previews.PREVIEW_PAGE_SIZE, lambda row: row.row_number)
     if is_action:
         annotate_refusals(staged, ctx["rows"], chosen_action or None)
     return ctx
@@ -532,19 +484,19 @@ def _preview_context(
 @vary_on_headers("HX-Request")
 def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number), then the action or the flags."""
-    staged = _get_staged_for_user(request, pk)
+    staged = previews.get_staged(pk, "guard")
     # A page of rows needs no check of the whole file; the status region shows the check's counts.
-    ctx = _preview_context(request, staged, counts=htmx_target(request) != "preview-rows")
-    return preview_response(request, staged, "guard/staged.html", ctx, regions=("bulk-action",))
+    ctx = _preview_context(request, staged, counts=previews.htmx_target(request) != "preview-rows")
+    return previews.preview_response(request, staged, "guard/staged.html", ctx, regions=("bulk-action",))
 
 
 @require_perm(QUEUE)
 @require_POST
 def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
-    staged = _get_staged_for_user(request, pk)
-    if staged.status != Upload.Status.READY:
-        messages.error(request, NOT_READY)
-        return redirect("guard:bulk_detail", staged.pk)
+    """A staged spreadsheet confirmed: its bulk action for the rows that can take it, or its upload to Knox Guard."""
+    staged = previews.get_staged(pk, "guard")
+    if problem := previews.cannot_submit(staged, "guard", "Knox Guard"):
+        return refused(request, problem, "guard:bulk_detail", staged.pk)
     if staged.operation == Upload.Operation.GUARD_UPLOAD:
         return _confirm_upload(request, staged)
     choice = forms.ActionChoiceForm(request.POST)
@@ -552,17 +504,14 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseBadRequest("Unknown action")
     spec = choice.spec
     _check_may_act(request, spec)
-    if problem := cannot_call(staged.account, "guard", "Knox Guard"):
-        messages.error(request, problem)
-        return redirect("guard:bulk_detail", staged.pk)
     check = check_staged(staged, spec.name)
     if not check.sendable:
-        messages.error(
+        return refused(
             request,
             f"None of the {check.total} valid rows can succeed for “{spec.label}” (each row says why); "
             "nothing was sent. Sync devices from Knox, or choose another action.",
+            f"{redirect('guard:bulk_detail', staged.pk).url}?action={spec.name}",
         )
-        return redirect(f"{redirect('guard:bulk_detail', staged.pk).url}?action={spec.name}")
     form = forms.BulkActionForm(request.POST, action=spec.name, count=check.sendable)
     if not form.is_valid():
         return render(request, "guard/staged.html", _preview_context(request, staged, form))
@@ -578,36 +527,22 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
             not_sent=check.refused,
         )
     except (GuardValidationError, ValueError) as e:
-        messages.error(request, str(e))
-        return redirect("guard:bulk_detail", staged.pk)
-    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
-    return redirect("guard:job", job.pk)
+        return refused(request, str(e), "guard:bulk_detail", staged.pk)
+    return queued(request, job)
 
 
 def _confirm_upload(request: HttpRequest, staged: Upload) -> HttpResponse:
-    if problem := cannot_call(staged.account, "guard", "Knox Guard"):
-        messages.error(request, problem)
-        return redirect("guard:bulk_detail", staged.pk)
     form = forms.UploadFlagsForm(request.POST)
     if not form.is_valid():
         return render(request, "guard/staged.html", _preview_context(request, staged, form))
     try:
         job = queue_upload(staged, form.flags(), user=request.user, request=request)
     except ValueError as e:
-        messages.error(request, str(e))
-        return redirect("guard:bulk_detail", staged.pk)
-    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
-    return redirect("guard:job", job.pk)
+        return refused(request, str(e), "guard:bulk_detail", staged.pk)
+    return queued(request, job)
 
 
-@require_perm(ACCESS)
-@require_GET
-def bulk_problems(request: HttpRequest, pk: int) -> HttpResponse:
-    staged = _get_staged_for_user(request, pk)
-    approve_id = exports.Column("Approve ID", "approve_id", "identifier", 20)
-    return problem_rows_xlsx(
-        request, staged, audit_action="guard.export", what="problem rows", value_columns=(approve_id,)
-    )
+bulk_problems = previews.problem_rows_view("guard", what="problem rows", value_columns=(columns.APPROVE_ID,))
 
 
 # --- jobs ---------------------------------------------------------------------------------------------------
@@ -695,6 +630,15 @@ def _upload_results_context(request: HttpRequest, job: Job, outcome: str, after:
     }
 
 
+# What "Refresh results" says without JavaScript (portal.views.follow_up).
+RESULTS_READ_WORDS = {
+    "nothing": "No part of this upload has a Knox upload ID yet; there are no results to read.",
+    "asking": "Job #{read.pk} queued: reading Knox Guard's per-device results of {parts}; the table below changes "
+    "when it has them.",
+    "already": "Job #{read.pk} is already reading Knox Guard's results; the table below follows it.",
+}
+
+
 @require_perm(QUEUE)
 @require_POST
 def job_refresh_results(request: HttpRequest, pk: int) -> HttpResponse:
@@ -704,19 +648,8 @@ def job_refresh_results(request: HttpRequest, pk: int) -> HttpResponse:
     if the_job.kind != "guard.upload":
         return HttpResponseBadRequest("Only Knox Guard upload jobs have per-device results to read")
     read, created = queue_upload_results(the_job, user=request.user, request=request)
-    if request.htmx:
-        return render(request, "guard/job.html#upload-results", _refresh_context(request, the_job))
-    if read is None:
-        messages.info(request, "No part of this upload has a Knox upload ID yet; there are no results to read.")
-    elif created:
-        messages.success(
-            request,
-            f"Job #{read.pk} queued: reading Knox Guard's per-device results of {read.total} "
-            f"part{'s' if read.total != 1 else ''}; the table below changes when it has them.",
-        )
-    else:
-        messages.info(request, f"Job #{read.pk} is already reading Knox Guard's results; the table below follows it.")
-    return redirect("guard:job", the_job.pk)
+    region = ("guard/job.html#upload-results", lambda: _refresh_context(request, the_job))
+    return follow_up(request, the_job, read, created, region=region, **RESULTS_READ_WORDS)
 
 
 def _refresh_context(request: HttpRequest, job: Job) -> dict[str, Any]:
@@ -741,13 +674,8 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         retry, created, skipped = queue_retry(the_job, user=request.user, request=request, confirmation=confirmation)
     except (GuardValidationError, ValueError) as e:
-        messages.error(request, str(e))
-        return redirect("guard:job", the_job.pk)
-    if created:
-        messages.success(request, _retry_queued(retry, skipped))
-    else:
-        messages.info(request, retry_exists_message(the_job, retry))
-    return redirect("guard:job", retry.pk)
+        return refused(request, str(e), "guard:job", the_job.pk)
+    return retried(request, the_job, retry, created, _retry_queued(retry, skipped))
 
 
 def _retry_queued(retry: Job, skipped: int) -> str:
@@ -756,23 +684,6 @@ def _retry_queued(retry: Job, skipped: int) -> str:
         return f"Job #{retry.pk} queued for {devices}."
     rows = f"{skipped} failed row{'s' if skipped != 1 else ''}"
     return f"Job #{retry.pk} queued for {devices}. {rows} without a device in the portal were left out."
-
-
-RESULT_COLUMNS = [
-    exports.Column("Identifier as given", "device_uid", "identifier", 20),
-    exports.Column("IMEI / serial", lambda a: a.device.device_uid if a.device else "", "identifier", 20),
-    exports.Column("Row in file", "row_number", "number", 10),
-    exports.Column("Action", "action", "text", 10),
-    exports.Column("Outcome", "outcome", "text", 12),
-    exports.Column("State before", "state_before", "text", 14),
-    exports.Column("State after", "state_after", "text", 14),
-    exports.Column("Knox code", "code", "identifier", 12),
-    exports.Column("Knox message", "message", "text", 30),
-    exports.Column("Reason", "reason", "text", 40),
-    exports.Column("What it means", lambda a: a.explanation(), "text", 70),
-    exports.Column("Knox transaction", "transaction_id", "identifier", 34),
-    exports.Column("Finished", "finished_at", "datetime", 20),
-]
 
 
 @require_perm(ACCESS)
@@ -784,7 +695,7 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
     rows = GuardAction.objects.filter(job=the_job).select_related("device").order_by("id")
     AuditEvent.objects.record("guard.export", request=request, target=the_job, summary={"what": "job report"})
     return exports.xlsx_response(
-        RESULT_COLUMNS, rows.iterator(chunk_size=2000), f"guard-job-{the_job.pk}-report.xlsx", "Results"
+        columns.RESULTS, rows.iterator(chunk_size=2000), f"guard-job-{the_job.pk}-report.xlsx", "Results"
     )
 
 
@@ -824,8 +735,7 @@ def uploads_from_knox(request: HttpRequest) -> HttpResponse:
     if unknown_account(form):
         return HttpResponseBadRequest("Unknown account")
     if not form.is_valid():
-        messages.error(request, form_errors(form))
-        return redirect("guard:uploads")
+        return refused(request, form_errors(form), "guard:uploads")
     account = form.cleaned_data["account"]
     job = queue_lookup(
         KNOX_UPLOADS_LOOKUP, account=account, user=request.user, params={}, title=f"Knox Guard uploads of {account}"

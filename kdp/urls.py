@@ -8,8 +8,8 @@ app_name = "kdp"
 
 upload_urls = [
     path("", views.upload, name="upload"),
-    path("template.xlsx", views.template_xlsx, name="template_xlsx"),
-    path("template.csv", views.template_csv, name="template_csv"),
+    path("template.xlsx", views.template, {"fmt": "xlsx"}, name="template_xlsx"),
+    path("template.csv", views.template, {"fmt": "csv"}, name="template_csv"),
     path("<int:pk>/", views.upload_detail, name="upload_detail"),
     path("<int:pk>/restage/", views.upload_restage, name="upload_restage"),
     path("<int:pk>/confirm/", views.upload_confirm, name="upload_confirm"),

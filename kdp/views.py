@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from kdp import forms
+from kdp import columns, forms
 from kdp.models import (
     Customer,
     Device,
@@ -43,39 +43,27 @@ from kdp.models import (
     upload_jobs,
 )
 from kdp.tasks import DASHBOARD_STATE_CACHE_KEY
-from portal import exports
+from portal import exports, previews
 from portal.charts import bar_chart_svg, daily_series
 from portal.devicelists import device_list, export_view, outcome_page
 from portal.forms import MAX_ID
 from portal.lists import cut_page, list_context
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
-from portal.previews import (
-    NOT_READY,
-    PREVIEW_REGIONS,
-    htmx_target,
-    preview_response,
-    preview_rows,
-    problem_rows_xlsx,
-    stage_spreadsheet,
-)
 from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
     QUEUE,
     cannot_call,
     get_job_for_user,
+    queued,
+    refused,
     require_perm,
+    retried,
     retry_context,
-    retry_exists_message,
 )
 
 PAGE_SIZE = 50
 KDP_JOB_KINDS = ("kdp.upload", "kdp.delete", "kdp.parse", "kdp.customers", "kdp.reconcile")
-
-
-def _get_upload_for_user(request: HttpRequest, pk: int) -> Upload:
-    # KDP's spreadsheets only: Knox Guard stages its own in the same table (Upload.service).
-    return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service="kdp")
 
 
 def _account_or_404(pk: Any) -> KnoxAccount:
@@ -116,7 +104,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         request.POST or None, request.FILES or None, initial={"operation": request.GET.get("operation", "upload")}
     )
     if request.method == "POST" and form.is_valid():
-        staged = stage_spreadsheet(
+        staged = previews.stage_spreadsheet(
             request,
             form.cleaned_data["file"],
             service="kdp",
@@ -129,19 +117,19 @@ def upload(request: HttpRequest) -> HttpResponse:
     return render(request, "kdp/upload.html", ctx)
 
 
-@require_perm(ACCESS)
-@require_GET
-def template_xlsx(request: HttpRequest) -> HttpResponse:
-    response = HttpResponse(exports.device_template_xlsx(), content_type=exports.XLSX_CONTENT_TYPE)
-    response["Content-Disposition"] = 'attachment; filename="knox-devices-template.xlsx"'
-    return response
+TEMPLATE_DOWNLOADS = {
+    "xlsx": (exports.device_template_xlsx, exports.XLSX_CONTENT_TYPE),
+    "csv": (exports.device_template_csv, exports.CSV_CONTENT_TYPE),
+}
 
 
 @require_perm(ACCESS)
 @require_GET
-def template_csv(request: HttpRequest) -> HttpResponse:
-    response = HttpResponse(exports.device_template_csv(), content_type=exports.CSV_CONTENT_TYPE)
-    response["Content-Disposition"] = 'attachment; filename="knox-devices-template.csv"'
+def template(request: HttpRequest, fmt: str) -> HttpResponse:
+    """The upload template, an example row under the headers the upload reads (kdp/urls.py: one URL per format)."""
+    content, content_type = TEMPLATE_DOWNLOADS[fmt]
+    response = HttpResponse(content(), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="knox-devices-template.{fmt}"'
     return response
 
 
@@ -165,7 +153,7 @@ def _preview_context(
     single = confirm if isinstance(confirm, forms.ConfirmForm) else None
     chosen = _id_or_none(single.data.get("customer")) if single is not None and single.is_bound else None
     ctx = {
-        **preview_rows(request, staged),
+        **previews.preview_rows(request, staged),
         "confirm": confirm,
         "groups": groups,
         "multi": isinstance(confirm, forms.MultiConfirmForm),
@@ -203,30 +191,31 @@ def _customer_check(staged: Upload, customer_pk: int | None) -> dict[str, Any]:
 @vary_on_headers("HX-Request")
 def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The preview: counts, the per-row table (filterable, paged by row number) and the confirm form."""
-    staged = _get_upload_for_user(request, pk)
+    staged = previews.get_staged(pk, "kdp")
     # The polled regions need no customer checks: those read every valid row.
-    ctx = _preview_context(request, staged, checks=htmx_target(request) not in PREVIEW_REGIONS)
-    return preview_response(request, staged, "kdp/upload_detail.html", ctx, regions=("customer-check",))
+    ctx = _preview_context(request, staged, checks=previews.htmx_target(request) not in previews.PREVIEW_REGIONS)
+    return previews.preview_response(request, staged, "kdp/upload_detail.html", ctx, regions=("customer-check",))
 
 
 @require_perm(QUEUE)
 @require_POST
 def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
-    staged = _get_upload_for_user(request, pk)
+    staged = previews.get_staged(pk, "kdp")
     form = forms.RestageForm(request.POST)
     if staged.file_deleted_at:
-        messages.error(request, staged.file_deleted_notice)
-        return redirect("kdp:upload_detail", staged.pk)
+        return refused(request, staged.file_deleted_notice, "kdp:upload_detail", staged.pk)
     if staged.status == Upload.Status.SUBMITTED and not can_choose_again(staged):
-        messages.error(
+        return refused(
             request,
             "This spreadsheet was already submitted and its job has not ended with failed devices; upload it again "
             "to change how it is read.",
+            "kdp:upload_detail",
+            staged.pk,
         )
-        return redirect("kdp:upload_detail", staged.pk)
     if not form.is_valid():
-        messages.error(request, "The sheet or column name is too long; choose one from the lists.")
-        return redirect("kdp:upload_detail", staged.pk)
+        return refused(
+            request, "The sheet or column name is too long; choose one from the lists.", "kdp:upload_detail", staged.pk
+        )
     staged.sheet = form.cleaned_data["sheet"]
     staged.device_column = form.cleaned_data["device_column"]
     staged.allow_bad_check_digit = form.cleaned_data["allow_bad_check_digit"]
@@ -238,13 +227,10 @@ def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
 @require_perm(QUEUE)
 @require_POST
 def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
-    staged = _get_upload_for_user(request, pk)
-    if staged.status != Upload.Status.READY:
-        messages.error(request, NOT_READY)
-        return redirect("kdp:upload_detail", staged.pk)
-    if problem := cannot_call(staged.account, staged.account.kdp_service(), "KDP"):
-        messages.error(request, problem)
-        return redirect("kdp:upload_detail", staged.pk)
+    """A staged spreadsheet confirmed: one job for the chosen customer, or one per customer of its customer column."""
+    staged = previews.get_staged(pk, "kdp")
+    if problem := previews.cannot_submit(staged, staged.account.kdp_service(), "KDP"):
+        return refused(request, problem, "kdp:upload_detail", staged.pk)
     groups = file_customers(staged)
     form: Confirm = (
         forms.MultiConfirmForm(request.POST, upload=staged, groups=groups)
@@ -263,23 +249,16 @@ def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
             request=request,
         )
     except ValueError as e:
-        messages.error(request, str(e))
-        return redirect("kdp:upload_detail", staged.pk)
+        return refused(request, str(e), "kdp:upload_detail", staged.pk)
     if len(jobs) == 1:
-        messages.success(request, f"Job #{jobs[0].pk} queued: {jobs[0].title}.")
-        return redirect("kdp:job", jobs[0].pk)
+        return queued(request, jobs[0])
     messages.success(
         request, f"{len(jobs)} jobs queued, one per customer: " + "; ".join(f"#{j.pk} {j.title}" for j in jobs) + "."
     )
     return redirect("kdp:upload_detail", staged.pk)
 
 
-@require_perm(ACCESS)
-@require_GET
-def upload_invalid_xlsx(request: HttpRequest, pk: int) -> HttpResponse:
-    staged = _get_upload_for_user(request, pk)
-    order = exports.Column("Order number", "order_no", "identifier", 16)
-    return problem_rows_xlsx(request, staged, audit_action="kdp.export", what="invalid rows", last_columns=(order,))
+upload_invalid_xlsx = previews.problem_rows_view("kdp", what="invalid rows", last_columns=(columns.ORDER_NUMBER,))
 
 
 @require_perm(ACCESS)
@@ -346,25 +325,8 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         retry, created = queue_retry(the_job, user=request.user, request=request)
     except ValueError as e:
-        messages.error(request, str(e))
-        return redirect("kdp:job", the_job.pk)
-    if created:
-        messages.success(request, f"Job #{retry.pk} queued for the {retry.total} failed devices.")
-    else:
-        messages.info(request, retry_exists_message(the_job, retry))
-    return redirect("kdp:job", retry.pk)
-
-
-RESULT_COLUMNS = [
-    exports.Column("IMEI / serial", "identifier", "identifier", 20),
-    exports.Column("Row in file", "row_number", "number", 10),
-    exports.Column("Outcome", "outcome", "text", 12),
-    exports.Column("Knox code", "code", "identifier", 12),
-    exports.Column("Knox message", "message", "text", 34),
-    exports.Column("What it means", lambda d: d.explanation(), "text", 70),
-    exports.Column("Knox detail", "data", "text", 40),
-    exports.Column("Knox transaction", lambda d: d.transaction.transaction_id, "identifier", 34),
-]
+        return refused(request, str(e), "kdp:job", the_job.pk)
+    return retried(request, the_job, retry, created, f"Job #{retry.pk} queued for the {retry.total} failed devices.")
 
 
 @require_perm(ACCESS)
@@ -374,17 +336,10 @@ def job_report(request: HttpRequest, pk: int) -> HttpResponse:
     rows = TransactionDevice.objects.filter(job=the_job).select_related("transaction").order_by("id")
     AuditEvent.objects.record("kdp.export", request=request, target=the_job, summary={"what": "job report"})
     if the_job.kind == "kdp.reconcile":
-        drift_cols = [
-            exports.Column("IMEI / serial", "identifier", "identifier", 20),
-            exports.Column("Difference", lambda r: r.get_drift_display(), "text", 30),
-            exports.Column("Customer in Knox", "knox_customer_id", "identifier", 18),
-            exports.Column("Customer in the portal", "local_customer_id", "identifier", 18),
-            exports.Column("Model", "model", "text", 16),
-        ]
         items = ReconcileItem.objects.filter(job=the_job).order_by("drift", "identifier").iterator()
-        return exports.xlsx_response(drift_cols, items, f"reconcile-{the_job.pk}.xlsx", "Drift")
+        return exports.xlsx_response(columns.DRIFT, items, f"reconcile-{the_job.pk}.xlsx", "Drift")
     return exports.xlsx_response(
-        RESULT_COLUMNS, rows.iterator(chunk_size=2000), f"job-{the_job.pk}-report.xlsx", "Results"
+        columns.RESULTS, rows.iterator(chunk_size=2000), f"job-{the_job.pk}-report.xlsx", "Results"
     )
 
 
@@ -427,33 +382,7 @@ def devices(request: HttpRequest) -> HttpResponse:
 
 MAX_SELECTED = 500
 
-DEVICE_COLUMNS = [
-    exports.Column("IMEI / serial", "identifier", "identifier", 20),
-    exports.Column("Type", "kind", "text", 8),
-    exports.Column("IMEI", "imei", "identifier", 18),
-    exports.Column("Serial number", "serial_number", "identifier", 14),
-    exports.Column("MEID", "meid", "identifier", 18),
-    exports.Column("Model", "model", "text", 14),
-    exports.Column("Customer ID", lambda d: d.customer.customer_id if d.customer else "", "identifier", 14),
-    exports.Column("Customer", lambda d: d.customer.name if d.customer else "", "text", 24),
-    exports.Column("KME profile alias", "profile_alias", "text", 18),
-    exports.Column("State", lambda d: d.get_state_display(), "text", 14),
-    exports.Column("Order number", "order_no", "identifier", 14),
-    exports.Column("Registered", "registered_at", "datetime", 20),
-    exports.Column("Last Knox code", "last_code", "identifier", 12),
-]
-
-
-devices_export = export_view(
-    forms.DeviceFilterForm,
-    Device.objects,
-    DEVICE_COLUMNS,
-    perm=ACCESS,
-    related="customer",
-    audit_action="kdp.export",
-    name="devices",
-    sheet="Devices",
-)
+devices_export = export_view(forms.DeviceFilterForm, Device.objects, columns.DEVICE_EXPORT, audit_action="kdp.export")
 
 
 @require_perm(QUEUE)
@@ -466,30 +395,28 @@ def devices_delete(request: HttpRequest) -> HttpResponse:
         return HttpResponseBadRequest("Invalid selection")
     account = filters_form.cleaned_data.get("account")
     if account is None:
-        messages.error(
-            request, "Choose one Knox account in the filter before deleting: a delete job runs against one account."
+        return refused(
+            request,
+            "Choose one Knox account in the filter before deleting: a delete job runs against one account.",
+            "kdp:devices",
         )
-        return redirect("kdp:devices")
     filters = filters_form.filters()
     if action.cleaned_data["scope"] == "selected":
         ids = action.cleaned_data["ids"]
         if not ids:
-            messages.error(request, "Select at least one device, or choose “all matching”.")
-            return redirect("kdp:devices")
+            return refused(request, "Select at least one device, or choose “all matching”.", "kdp:devices")
         if len(ids) > MAX_SELECTED:
-            messages.error(
+            return refused(
                 request,
                 f"At most {MAX_SELECTED} devices can be selected at once; use “all matching this filter” for more.",
+                "kdp:devices",
             )
-            return redirect("kdp:devices")
         filters = {"ids": ids}
     try:
         job = queue_delete_matching(account, filters, user=request.user, request=request)
     except ValueError as e:
-        messages.error(request, str(e))
-        return redirect("kdp:devices")
-    messages.success(request, f"Job #{job.pk} queued: {job.title}.")
-    return redirect("kdp:job", job.pk)
+        return refused(request, str(e), "kdp:devices")
+    return queued(request, job)
 
 
 @require_perm(ACCESS)
@@ -551,8 +478,9 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
         if staged is not None and request.htmx:
             ctx = {"upload": staged, "refresh_error": error}
             return render(request, "kdp/upload_detail.html#customer-refresh", ctx)
-        messages.error(request, error)
-        return redirect("kdp:upload_detail", staged.pk) if staged is not None else redirect("kdp:customers")
+        return refused(
+            request, error, *(("kdp:upload_detail", staged.pk) if staged is not None else ("kdp:customers",))
+        )
     job = queue_customer_sync(account, user=request.user, request=request)
     if staged is not None:
         if request.htmx:
@@ -561,8 +489,7 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
             request, f"Job #{job.pk} is refreshing the customers of {account} from Knox; reload this page when it ends."
         )
         return redirect("kdp:upload_detail", staged.pk)
-    messages.success(request, f"Job #{job.pk} is refreshing the customers of {account} from Knox.")
-    return redirect("kdp:job", job.pk)
+    return queued(request, job, f"Job #{job.pk} is refreshing the customers of {account} from Knox.")
 
 
 # --- transactions -------------------------------------------------------------------------------------------
@@ -681,12 +608,10 @@ def reconcile_run(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         if unknown_account(form):
             return HttpResponseBadRequest("Unknown account")  # the page only offers existing accounts
-        messages.error(request, form_errors(form))
-        return redirect("kdp:reconcile")
+        return refused(request, form_errors(form), "kdp:reconcile")
     account = form.cleaned_data["account"]
     job = queue_reconcile(account, user=request.user, request=request)
-    messages.success(request, f"Job #{job.pk} is comparing {account} with Knox.")
-    return redirect("kdp:job", job.pk)
+    return queued(request, job, f"Job #{job.pk} is comparing {account} with Knox.")
 
 
 reconcile_schedule, reconcile_unschedule = RECONCILE_SCHEDULE.views(QUEUE)

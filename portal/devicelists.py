@@ -7,7 +7,7 @@ pass their own model, form, columns and words; the steps are here once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from django.db.models import QuerySet
@@ -75,27 +75,17 @@ def device_list(
 
 
 def export_view(
-    filter_form: Callable[[Any], DeviceFilter],
-    devices: DeviceManager,
-    columns: Sequence[exports.Column],
-    *,
-    perm: str,
-    related: str,
-    audit_action: str,
-    name: str,
-    sheet: str,
+    filter_form: Callable[[Any], DeviceFilter], devices: DeviceManager, export: exports.Export, *, audit_action: str
 ) -> Callable[..., HttpResponse]:
-    """A service's device export view (GET, for users holding `perm`): `device_export` of the list's filters."""
+    """A service's device export view (GET, for viewers): `device_export` of the list's filters."""
     from django.views.decorators.http import require_GET
 
-    from portal.views import require_perm
+    from portal.views import ACCESS, require_perm
 
-    @require_perm(perm)
+    @require_perm(ACCESS)
     @require_GET
     def devices_export(request: HttpRequest, fmt: str) -> HttpResponse:
-        form = filter_form(request.GET)
-        options = {"related": related, "audit_action": audit_action, "name": name, "sheet": sheet}
-        return device_export(request, fmt, form, devices, columns, **options)
+        return device_export(request, fmt, filter_form(request.GET), devices, export, audit_action=audit_action)
 
     return devices_export
 
@@ -105,27 +95,23 @@ def device_export(
     fmt: str,
     form: DeviceFilter,
     devices: DeviceManager,
-    columns: Sequence[exports.Column],
+    export: exports.Export,
     *,
-    related: str,
     audit_action: str,
-    name: str,
-    sheet: str,
 ) -> HttpResponse:
-    """Every device matching the list's filters as a streamed CSV or an Excel file named `<name>-<time>`, audited
-    with the filters (an export carries devices out of the portal). `related` is what the columns read of each
-    device's relations."""
+    """Every device matching the list's filters as a streamed CSV or an Excel file named `<export.name>-<time>`,
+    audited with the filters (an export carries devices out of the portal)."""
     if not form.is_valid() or fmt not in EXPORT_FORMATS:
         return HttpResponseBadRequest("Invalid filter")
     filters = form.filters()
     AuditEvent.objects.record(
         audit_action, request=request, summary={"what": "devices", "format": fmt, "filter": filters}
     )
-    filename = f"{name}-{timezone.now().strftime('%Y%m%d-%H%M')}.{fmt}"
-    rows = matching(form, devices).select_related(related).order_by("id").iterator(chunk_size=2000)
+    filename = f"{export.name}-{timezone.now().strftime('%Y%m%d-%H%M')}.{fmt}"
+    rows = matching(form, devices).select_related(export.related).order_by("id").iterator(chunk_size=2000)
     if fmt == "csv":
-        return exports.stream_csv(columns, rows, filename)
-    return exports.xlsx_response(columns, rows, filename, sheet)
+        return exports.stream_csv(export.columns, rows, filename)
+    return exports.xlsx_response(export.columns, rows, filename, export.sheet)
 
 
 def outcome_page(filters: Form, results: QuerySet[Any], size: int) -> dict[str, Any]:

@@ -116,6 +116,26 @@ class Column:
         return getattr(row, self.key)
 
 
+@dataclass(frozen=True)
+class Export:
+    """A download's format: its columns, the file's name (before its time stamp) and the Excel sheet's, and the
+    relations its columns read (select_related)."""
+
+    columns: Sequence[Column]
+    name: str
+    sheet: str
+    related: str = ""
+
+
+# Columns with one meaning in every service's per-device report: one header, one width, wherever they appear.
+ROW_IN_FILE = Column("Row in file", "row_number", "number", 10)
+OUTCOME = Column("Outcome", "outcome", "text", 12)
+KNOX_CODE = Column("Knox code", "code", "identifier", 12)
+WHAT_IT_MEANS = Column("What it means", lambda result: result.explanation(), "text", 70)
+MODEL = Column("Model", "model", "text", 14)
+LAST_KNOX_CODE = Column("Last Knox code", "last_code", "identifier", 12)
+
+
 # --- CSV ----------------------------------------------------------------------------------------------------
 
 

@@ -8,23 +8,38 @@ spreadsheets in the same table (portal.models.Upload, told apart by `service`) a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseClientRefresh
 
 from portal import exports, forms, uploads
 from portal.lists import cut_page
 from portal.models import AuditEvent, KnoxAccount, Upload, UploadRow
-from portal.views import QUEUE
+from portal.views import ACCESS, QUEUE, cannot_call, require_perm
 
 # What every service's confirm says when its spreadsheet cannot be submitted (any more).
 NOT_READY = "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted)."
 
 # The regions every preview page defines (as template partials) and re-renders on their own.
 PREVIEW_REGIONS = ("upload-status", "preview-rows")
+
+
+def get_staged(pk: int, service: str) -> Upload:
+    """The staged spreadsheet `pk` of `service` (404 otherwise: KDP and Knox Guard stage theirs in the same table)."""
+    return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service=service)
+
+
+def cannot_submit(staged: Upload, service: str, label: str) -> str:
+    """Why the staged spreadsheet cannot be submitted to `service` (`label` in words) now, or "" when it can: it is
+    not ready (refused, still being read, already submitted), or its account cannot call the service yet."""
+    if staged.status != Upload.Status.READY:
+        return NOT_READY
+    return cannot_call(staged.account, service, label)
 
 
 def stage_spreadsheet(
@@ -141,3 +156,16 @@ def problem_rows_xlsx(
     AuditEvent.objects.record(audit_action, request=request, target=staged, summary={"what": what})
     filename = f"{staged.filename}-problems.xlsx"
     return exports.xlsx_response(columns, rows.order_by("row_number").iterator(), filename, "Problems")
+
+
+def problem_rows_view(service: str, *, what: str, **columns: tuple[exports.Column, ...]) -> Callable[..., HttpResponse]:
+    """A service's download of a staged spreadsheet's problem rows (GET, for viewers): problem_rows_xlsx with the
+    service's own `columns` (value_columns, last_columns), audited as `<service>.export`."""
+
+    @require_perm(ACCESS)
+    @require_GET
+    def problem_rows(request: HttpRequest, pk: int) -> HttpResponse:
+        staged = get_staged(pk, service)
+        return problem_rows_xlsx(request, staged, audit_action=f"{service}.export", what=what, **columns)
+
+    return problem_rows

@@ -74,6 +74,47 @@ def cannot_call(account: KnoxAccount, service: str, label: str) -> str:
     return f"{account} cannot call {label} yet: it needs {', '.join(missing)}." if missing else ""
 
 
+def refused(request: HttpRequest, problem: str, to: str, *args: Any) -> HttpResponse:
+    """Nothing was queued or changed: say why (`problem`, words the user can act on) on the page `to` (a URL name
+    with `args`, or a URL) the user is sent back to."""
+    messages.error(request, problem)
+    return redirect(to, *args)
+
+
+def queued(request: HttpRequest, job: Job, text: str = "") -> HttpResponse:
+    """A job was queued: say so (`text`, or its number and title) and open its page."""
+    messages.success(request, text or f"Job #{job.pk} queued: {job.title}.")
+    return redirect(job.get_absolute_url())
+
+
+def follow_up(
+    request: HttpRequest,
+    job: Job,
+    read: Job | None,
+    created: bool,
+    *,
+    region: tuple[str, Callable[[], dict[str, Any]]],
+    nothing: str,
+    asking: str,
+    already: str,
+) -> HttpResponse:
+    """After a button that queues a `read` of Knox for `job` (a force update's status, an upload's per-device
+    results; one at a time per job). htmx gets `region` again, (template partial, its context), which follows the
+    read. Without JavaScript, `job`'s page says what happened: `nothing` to read (`read` is None), `asking` (queued
+    now) or `already` (one was pending), formatted with `read` and `parts`, its count in words."""
+    if request.htmx:
+        template, context = region
+        return render(request, template, context())
+    parts = f"{read.total} part{'s' if read.total != 1 else ''}" if read is not None else ""
+    if read is None:
+        messages.info(request, nothing)
+    elif created:
+        messages.success(request, asking.format(read=read, parts=parts))
+    else:
+        messages.info(request, already.format(read=read, parts=parts))
+    return redirect(job.get_absolute_url())
+
+
 def _get_account_for_user(request: PortalRequest, pk: int) -> KnoxAccount:
     return get_object_or_404(KnoxAccount, pk=pk)
 
@@ -408,12 +449,18 @@ def retry_context(job: Job, failed_by_code: dict[str, int]) -> dict[str, Any]:
     return {"retryable": retryable, "left_out": left_out}
 
 
-def retry_exists_message(original: Job, retry: Job) -> str:
-    """What a second "Retry the failed devices" on the same job says (Job.create_retry queues one retry)."""
-    return (
-        f"Job #{original.pk} was already retried as job #{retry.pk} ({retry.get_status_display().lower()}); "
-        "nothing new was queued. If devices still fail there, retry them from that job."
-    )
+def retried(request: HttpRequest, original: Job, retry: Job, created: bool, text: str) -> HttpResponse:
+    """After "Retry the failed devices": `text` when the retry was queued now; else, since Job.create_retry queues one
+    retry per job, which job already retried it. Either way, the retry's page."""
+    if created:
+        messages.success(request, text)
+    else:
+        messages.info(
+            request,
+            f"Job #{original.pk} was already retried as job #{retry.pk} ({retry.get_status_display().lower()}); "
+            "nothing new was queued. If devices still fail there, retry them from that job.",
+        )
+    return redirect(retry.get_absolute_url())
 
 
 @require_perm(QUEUE)

@@ -15,7 +15,7 @@ from django.test import Client
 
 from guard.models import GuardAction, GuardDevice
 from guard.tasks import run_actions
-from portal.models import AuditEvent, Job, Upload, UploadRow
+from portal.models import AuditEvent, Job, KnoxAccount, Upload, UploadRow
 from tests.base import BaseTestCase, fresh_imeis, make_user
 from tests.guard.helpers import CONTACT, guard_account, imei_csv, stage
 from tests.kdp.helpers import make_upload
@@ -211,6 +211,17 @@ class BulkConfirmTestCase(BaseTestCase):
         assert r.status_code == 200 and "type exactly DELETE 10" in unescape(r.content.decode())
         r = self.confirm(self.admin, action="delete", confirmation="DELETE 10")
         assert r.status_code == 302 and Job.objects.get(kind="guard.delete").total == 10
+
+    def test_an_account_not_set_up_for_knox_guard_is_refused_in_words_for_an_action_and_an_upload(self):
+        half = KnoxAccount.objects.create(name="Half", environment="sandbox")
+        action = stage(half, imei_csv(["359221145350335"]), "half.csv")
+        upload = stage(half, imei_csv(["359221145350335"]), "half-upload.csv", operation="guard-upload")
+        self.client.force_login(self.admin)
+        for staged, data in ((action, {**LOCK, "confirmation": "LOCK 1"}), (upload, {"autoAccept": "on"})):
+            r = self.client.post(f"/guard/bulk/{staged.pk}/confirm/", data, follow=True)
+            assert "Half cannot call Knox Guard yet: it needs keys.json" in unescape(r.content.decode()), staged
+            assert r.redirect_chain[-1][0] == f"/guard/bulk/{staged.pk}/"
+        assert not Job.objects.filter(kind__in=("guard.lock", "guard.upload")).exists()
 
     def test_an_operator_may_blink_in_bulk_without_typing(self):
         r = self.confirm(self.operator, action="blink", message="Due", interval=3600, **CONTACT)

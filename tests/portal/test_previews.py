@@ -11,6 +11,7 @@ from django.contrib.messages.storage.fallback import FallbackStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import Http404
 from django.test import RequestFactory
+from django.urls import reverse
 from django_htmx.middleware import HtmxDetails
 from django_q.models import Schedule
 
@@ -19,7 +20,7 @@ from portal.lists import cut_page
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from portal.previews import preview_response, stage_spreadsheet
 from portal.schedules import DailySchedule
-from portal.views import cannot_call, get_job_for_user
+from portal.views import cannot_call, follow_up, get_job_for_user, queued, refused, retried
 from tests.base import make_user
 
 pytestmark = pytest.mark.django_db
@@ -209,3 +210,88 @@ def test_an_account_without_credentials_is_told_what_it_needs_and_a_ready_one_no
     ready.set_secret("oauth_client_secret", "not-a-real-secret")
     ready.save()
     assert ready.missing_credentials("kdp") == [] and cannot_call(ready, "kdp", "KDP") == ""
+
+
+# --- the answers every service's queueing views give (portal.views, portal.previews) ----------------------------
+
+
+def ready_account() -> KnoxAccount:
+    ready = KnoxAccount(name="Ready", environment=KnoxAccount.Environment.SANDBOX, auth_mode=KnoxAccount.AuthMode.OAUTH)
+    ready.oauth_client_id, ready.reseller_id = "portal-tests", "4612345678"
+    ready.set_secret("oauth_client_secret", "not-a-real-secret")
+    ready.save()
+    return ready
+
+
+def test_a_spreadsheet_is_submittable_only_when_ready_and_its_account_can_call_the_service(user, account):
+    ready = ready_account()
+    for status in (Upload.Status.PARSING, Upload.Status.REFUSED, Upload.Status.SUBMITTED):
+        assert previews.cannot_submit(Upload(account=ready, status=status), "kdp", "KDP") == previews.NOT_READY
+    assert previews.cannot_submit(Upload(account=ready, status=Upload.Status.READY), "kdp", "KDP") == ""
+    missing = previews.cannot_submit(Upload(account=account, status=Upload.Status.READY), "guard", "Knox Guard")
+    assert missing == cannot_call(account, "guard", "Knox Guard") and missing.startswith("Acme Mobile cannot call")
+
+
+def test_a_staged_spreadsheet_is_found_for_its_own_service_only(user, account):
+    staged = Upload.objects.create(account=account, service="guard", operation=Upload.Operation.GUARD_ACTION)
+    assert previews.get_staged(staged.pk, "guard") == staged
+    with pytest.raises(Http404):
+        previews.get_staged(staged.pk, "kdp")
+
+
+def test_refused_says_why_and_sends_back_and_queued_opens_the_job_s_page(user, account):
+    request = request_for(user, {})
+    response = refused(request, "Nothing was sent: choose an account.", "portal:dashboard")
+    assert response.status_code == 302 and response.url == reverse("portal:dashboard")
+    job = Job.objects.create(kind="guard.lock", account=account, title="Lock 2 devices")
+    request = request_for(user, {})
+    response = queued(request, job)
+    assert response.url == reverse("guard:job", args=[job.pk]) == job.get_absolute_url()
+    assert words(request) == [f"Job #{job.pk} queued: Lock 2 devices."]
+    request = request_for(user, {})
+    assert queued(request, job, "Job queued, in other words.").url == job.get_absolute_url()
+    assert words(request) == ["Job queued, in other words."]
+
+
+def test_a_retry_opens_the_retry_and_a_second_one_says_which_job_retried_it(user, account):
+    original = Job.objects.create(kind="kdp.upload", account=account, title="Upload")
+    retry = Job.objects.create(kind="kdp.upload", account=account, title="Retry")
+    request = request_for(user, {})
+    assert retried(request, original, retry, True, "Queued for 2 devices.").url == retry.get_absolute_url()
+    assert words(request) == ["Queued for 2 devices."]
+    request = request_for(user, {})
+    retried(request, original, retry, False, "not shown")
+    assert words(request) == [
+        f"Job #{original.pk} was already retried as job #{retry.pk} (queued); nothing new was queued. "
+        "If devices still fail there, retry them from that job."
+    ]
+
+
+FOLLOW_UP_WORDS = {
+    "nothing": "Nothing to read.",
+    "asking": "Job #{read.pk} reads {parts}.",
+    "already": "#{read.pk} busy.",
+}
+
+
+def test_a_follow_up_read_is_told_in_words_without_javascript_and_as_its_region_with_htmx(user, account):
+    job = Job.objects.create(kind="efota.force_update", account=account, title="Force update")
+    read = Job.objects.create(kind="efota.status_refresh", account=account, title="Refresh", total=1)
+    regions: list[str] = []
+    region = ("efota/job.html#fu-status", lambda: regions.append("context") or {})
+    for found, created, said in (
+        (None, False, "Nothing to read."),
+        (read, True, f"Job #{read.pk} reads 1 part."),
+        (read, False, f"#{read.pk} busy."),
+    ):
+        request = request_for(user, {})
+        response = follow_up(request, job, found, created, region=region, **FOLLOW_UP_WORDS)
+        assert response.url == job.get_absolute_url() and words(request) == [said]
+    read.total = 3
+    request = request_for(user, {})
+    follow_up(request, job, read, True, region=region, **FOLLOW_UP_WORDS)
+    assert words(request) == [f"Job #{read.pk} reads 3 parts."] and regions == []  # no context without htmx
+    htmx = request_for(user, htmx_target="fu-status")
+    htmx.method = "POST"
+    assert follow_up(htmx, job, read, False, region=region, **FOLLOW_UP_WORDS).status_code == 200
+    assert regions == ["context"] and words(htmx) == []
