@@ -22,7 +22,7 @@ from guard.constants import (
     KG_MESSAGE_MAX_LENGTH,
 )
 from guard.models import GuardAction
-from portal.forms import MAX_ID, FileField
+from portal.forms import MAX_ID, FileField, ServiceAccountForm, daily_hour_field
 from portal.models import KnoxAccount
 from portal.widgets import QuickSelect
 
@@ -453,28 +453,9 @@ class UploadToGuardForm(StagingForm, UploadFlagsForm):
 # --- accounts and schedules -----------------------------------------------------------------------------------
 
 
-class AccountForm(forms.Form):
-    account = _guard_account_field()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["account"].queryset = KnoxAccount.objects.filter(is_active=True)
-
-    def clean_account(self) -> KnoxAccount:
-        account = self.cleaned_data["account"]
-        missing = account.missing_credentials("guard")
-        if missing:
-            raise forms.ValidationError(f"{account} cannot call Knox Guard yet: it needs {', '.join(missing)}.")
-        return account
+class AccountForm(ServiceAccountForm):
+    service = "guard"
 
 
 class ScheduleForm(AccountForm):
-    hour = forms.IntegerField(
-        min_value=0,
-        max_value=23,
-        initial=3,
-        label="Daily at (hour, UTC)",
-        error_messages={
-            k: "Choose an hour between 0 and 23 (UTC)." for k in ("min_value", "max_value", "invalid", "required")
-        },
-    )
+    hour = daily_hour_field(initial=3)

@@ -54,7 +54,7 @@ from portal.lists import cut_page, list_context
 from portal.lookups import lookup_context, queue_lookup
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from portal.schedules import DailySchedule, form_errors, unknown_account
-from portal.views import ACCESS, QUEUE, cannot_call, follow_up, get_job_for_user, queued, refused, require_perm, retried
+from portal.views import ACCESS, QUEUE, follow_up, get_job_for_user, queued, refused, require_perm, retried
 
 CONTROL = "portal.control_guard_devices"
 PAGE_SIZE = 50
@@ -134,7 +134,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_POST
 def sync(request: HttpRequest, account_pk: int) -> HttpResponse:
     account = _account_or_404(account_pk)
-    if problem := cannot_call(account, "guard", "Knox Guard"):
+    if problem := account.cannot_call("guard"):
         return refused(request, problem, "guard:index")
     job = queue_sync(account, user=request.user, request=request)
     return queued(request, job, f"Job #{job.pk} is reading the Knox Guard devices of {account}.")
@@ -263,7 +263,7 @@ def devices_act(request: HttpRequest) -> HttpResponse:
         return refused(
             request, f"None of these devices can take “{spec.label}” now (the review says why); nothing was sent.", back
         )
-    if problem := cannot_call(account, "guard", "Knox Guard"):
+    if problem := account.cannot_call("guard"):
         return refused(request, problem, back)
     form = forms.BulkActionForm(data, action=spec.name, count=check.sendable)
     if not form.is_valid():
@@ -365,7 +365,7 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
             "guard:device_detail",
             device.pk,
         )
-    if problem := cannot_call(device.account, "guard", "Knox Guard"):
+    if problem := device.account.cannot_call("guard"):
         return refused(request, problem, "guard:device_detail", device.pk)
     form = forms.ConfirmedActionForm(request.POST, action=spec.name, count=1)
     if not form.is_valid():
@@ -495,7 +495,7 @@ def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     """A staged spreadsheet confirmed: its bulk action for the rows that can take it, or its upload to Knox Guard."""
     staged = previews.get_staged(pk, "guard")
-    if problem := previews.cannot_submit(staged, "guard", "Knox Guard"):
+    if problem := previews.cannot_submit(staged, "guard"):
         return refused(request, problem, "guard:bulk_detail", staged.pk)
     if staged.operation == Upload.Operation.GUARD_UPLOAD:
         return _confirm_upload(request, staged)

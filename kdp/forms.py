@@ -18,7 +18,7 @@ from kdp.models import (
     mismatch_refusal,
     recorded_customers,
 )
-from portal.forms import MAX_ID, FileField, FilterDateField
+from portal.forms import MAX_ID, FileField, FilterDateField, ServiceAccountForm, daily_hour_field
 from portal.models import KnoxAccount, Upload
 from portal.widgets import QuickSelect
 
@@ -322,27 +322,13 @@ class TransactionFilterForm(forms.Form):
     before = forms.IntegerField(required=False, min_value=1)
 
 
-class ReconcileRunForm(forms.Form):
-    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.filter(is_active=True))
-
-    def clean_account(self) -> KnoxAccount:
-        account = self.cleaned_data["account"]
-        missing = account.missing_credentials(account.kdp_service())
-        if missing:
-            raise forms.ValidationError(f"{account} cannot call KDP yet: it needs {', '.join(missing)}.")
-        return account
+class ReconcileRunForm(ServiceAccountForm):
+    def account_service(self, account: KnoxAccount) -> str:
+        return account.kdp_service()  # the generation the account is on
 
 
 class ScheduleForm(ReconcileRunForm):
-    hour = forms.IntegerField(
-        min_value=0,
-        max_value=23,
-        initial=2,
-        label="Daily at (hour, UTC)",
-        error_messages={
-            k: "Choose an hour between 0 and 23 (UTC)." for k in ("min_value", "max_value", "invalid", "required")
-        },
-    )
+    hour = daily_hour_field(initial=2)
 
 
 class ReconcileFilterForm(forms.Form):

@@ -53,7 +53,6 @@ from portal.schedules import DailySchedule, form_errors, unknown_account
 from portal.views import (
     ACCESS,
     QUEUE,
-    cannot_call,
     get_job_for_user,
     queued,
     refused,
@@ -229,7 +228,7 @@ def upload_restage(request: HttpRequest, pk: int) -> HttpResponse:
 def upload_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     """A staged spreadsheet confirmed: one job for the chosen customer, or one per customer of its customer column."""
     staged = previews.get_staged(pk, "kdp")
-    if problem := previews.cannot_submit(staged, staged.account.kdp_service(), "KDP"):
+    if problem := previews.cannot_submit(staged, staged.account.kdp_service()):
         return refused(request, problem, "kdp:upload_detail", staged.pk)
     groups = file_customers(staged)
     form: Confirm = (
@@ -473,7 +472,7 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
     staged = None
     if form.cleaned_data["upload"] is not None:
         staged = get_object_or_404(Upload, pk=form.cleaned_data["upload"], service="kdp", account=account)
-    error = cannot_call(account, account.kdp_service(), "KDP")
+    error = account.cannot_call(account.kdp_service())
     if error:
         if staged is not None and request.htmx:
             ctx = {"upload": staged, "refresh_error": error}

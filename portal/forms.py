@@ -206,6 +206,36 @@ class KeysUploadForm(forms.Form):
         return read_keys_file(self.cleaned_data["keys_file"])
 
 
+class ServiceAccountForm(forms.Form):
+    """One active Knox account that can call the form's `service` now (a service app's forms name it); another is
+    refused with what it still needs (KnoxAccount.cannot_call)."""
+
+    service = ""
+    account = forms.ModelChoiceField(queryset=KnoxAccount.objects.filter(is_active=True), label="Knox account")
+
+    def account_service(self, account: KnoxAccount) -> str:
+        return self.service
+
+    def clean_account(self) -> KnoxAccount:
+        account = self.cleaned_data["account"]
+        if problem := account.cannot_call(self.account_service(account)):
+            raise forms.ValidationError(problem)
+        return account
+
+
+def daily_hour_field(initial: int) -> forms.IntegerField:
+    """The hour (UTC) a daily schedule runs at (portal.schedules.DailySchedule)."""
+    return forms.IntegerField(
+        min_value=0,
+        max_value=23,
+        initial=initial,
+        label="Daily at (hour, UTC)",
+        error_messages={
+            k: "Choose an hour between 0 and 23 (UTC)." for k in ("min_value", "max_value", "invalid", "required")
+        },
+    )
+
+
 class PreviewFilterForm(forms.Form):
     """Which rows of a staged spreadsheet the preview shows, and where the page starts (row-number cursor)."""
 

@@ -39,6 +39,10 @@ class PortalPermissions(models.Model):
         return "portal permissions"
 
 
+# The services an account calls (KnoxAccount.missing_credentials), in the words staff read.
+SERVICE_LABELS = {"kdp": "KDP", "kdp_gen1": "KDP", "guard": "Knox Guard", "efota": "E-FOTA"}
+
+
 class KnoxAccount(models.Model):
     """One set of Knox credentials and the hosts they are used against.
 
@@ -212,6 +216,12 @@ class KnoxAccount(models.Model):
 
     def kdp_service(self) -> str:
         return "kdp_gen1" if self.kdp_generation == self.Generation.GEN1 else "kdp"
+
+    def cannot_call(self, service: str) -> str:
+        """Why this account cannot call `service` yet, or "" when it can: what every page and form that queues a
+        job says before queueing one that could only fail."""
+        missing = self.missing_credentials(service)
+        return f"{self} cannot call {SERVICE_LABELS[service]} yet: it needs {', '.join(missing)}." if missing else ""
 
     def record_test(self, ok: bool, message: str) -> None:
         self.last_test_at = timezone.now()

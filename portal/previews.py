@@ -20,7 +20,7 @@ from django_htmx.http import HttpResponseClientRefresh
 from portal import exports, forms, uploads
 from portal.lists import cut_page
 from portal.models import AuditEvent, KnoxAccount, Upload, UploadRow
-from portal.views import ACCESS, QUEUE, cannot_call, require_perm
+from portal.views import ACCESS, QUEUE, require_perm
 
 # What every service's confirm says when its spreadsheet cannot be submitted (any more).
 NOT_READY = "This spreadsheet is not ready to submit (it was refused, is still being read, or was already submitted)."
@@ -34,12 +34,12 @@ def get_staged(pk: int, service: str) -> Upload:
     return get_object_or_404(Upload.objects.select_related("account", "parse_job", "job"), pk=pk, service=service)
 
 
-def cannot_submit(staged: Upload, service: str, label: str) -> str:
-    """Why the staged spreadsheet cannot be submitted to `service` (`label` in words) now, or "" when it can: it is
-    not ready (refused, still being read, already submitted), or its account cannot call the service yet."""
+def cannot_submit(staged: Upload, service: str) -> str:
+    """Why the staged spreadsheet cannot be submitted to `service` now, or "" when it can: it is not ready (refused,
+    still being read, already submitted), or its account cannot call the service yet."""
     if staged.status != Upload.Status.READY:
         return NOT_READY
-    return cannot_call(staged.account, service, label)
+    return staged.account.cannot_call(service)
 
 
 def stage_spreadsheet(

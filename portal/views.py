@@ -67,13 +67,6 @@ def get_job_for_user(request: HttpRequest, pk: int, kinds: Iterable[str] | None 
     return get_object_or_404(jobs, pk=pk)
 
 
-def cannot_call(account: KnoxAccount, service: str, label: str) -> str:
-    """Why `account` cannot call `service` (`label` in words) yet, or "" when it can: every page that queues a job
-    says the same before queueing one that could only fail."""
-    missing = account.missing_credentials(service)
-    return f"{account} cannot call {label} yet: it needs {', '.join(missing)}." if missing else ""
-
-
 def refused(request: HttpRequest, problem: str, to: str, *args: Any) -> HttpResponse:
     """Nothing was queued or changed: say why (`problem`, words the user can act on) on the page `to` (a URL name
     with `args`, or a URL) the user is sent back to."""

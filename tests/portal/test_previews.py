@@ -20,7 +20,7 @@ from portal.lists import cut_page
 from portal.models import AuditEvent, Job, KnoxAccount, Upload
 from portal.previews import preview_response, stage_spreadsheet
 from portal.schedules import DailySchedule
-from portal.views import cannot_call, follow_up, get_job_for_user, queued, refused, retried
+from portal.views import follow_up, get_job_for_user, queued, refused, retried
 from tests.base import make_user
 
 pytestmark = pytest.mark.django_db
@@ -49,6 +49,14 @@ def user():
 @pytest.fixture
 def account():
     return KnoxAccount.objects.create(name="Acme Mobile")
+
+
+def ready_account() -> KnoxAccount:
+    ready = KnoxAccount(name="Ready", environment=KnoxAccount.Environment.SANDBOX, auth_mode=KnoxAccount.AuthMode.OAUTH)
+    ready.oauth_client_id, ready.reseller_id = "portal-tests", "4612345678"
+    ready.set_secret("oauth_client_secret", "not-a-real-secret")
+    ready.save()
+    return ready
 
 
 def request_for(user, data=None, *, htmx_target: str | None = None):
@@ -201,35 +209,22 @@ def test_a_page_is_cut_by_reading_one_row_more_and_names_its_last_row_when_more_
 
 def test_an_account_without_credentials_is_told_what_it_needs_and_a_ready_one_nothing(account):
     needs = ", ".join(account.missing_credentials("guard"))
-    assert (
-        needs
-        and cannot_call(account, "guard", "Knox Guard") == f"Acme Mobile cannot call Knox Guard yet: it needs {needs}."
-    )
-    ready = KnoxAccount(name="Ready", environment=KnoxAccount.Environment.SANDBOX, auth_mode=KnoxAccount.AuthMode.OAUTH)
-    ready.oauth_client_id, ready.reseller_id = "portal-tests", "4612345678"
-    ready.set_secret("oauth_client_secret", "not-a-real-secret")
-    ready.save()
-    assert ready.missing_credentials("kdp") == [] and cannot_call(ready, "kdp", "KDP") == ""
+    assert needs and account.cannot_call("guard") == f"Acme Mobile cannot call Knox Guard yet: it needs {needs}."
+    ready = ready_account()
+    assert ready.missing_credentials("kdp") == [] and ready.cannot_call("kdp") == ""
+    assert ready.cannot_call("efota").startswith("Ready cannot call E-FOTA yet: it needs the E-FOTA client ID")
 
 
 # --- the answers every service's queueing views give (portal.views, portal.previews) ----------------------------
 
 
-def ready_account() -> KnoxAccount:
-    ready = KnoxAccount(name="Ready", environment=KnoxAccount.Environment.SANDBOX, auth_mode=KnoxAccount.AuthMode.OAUTH)
-    ready.oauth_client_id, ready.reseller_id = "portal-tests", "4612345678"
-    ready.set_secret("oauth_client_secret", "not-a-real-secret")
-    ready.save()
-    return ready
-
-
 def test_a_spreadsheet_is_submittable_only_when_ready_and_its_account_can_call_the_service(user, account):
     ready = ready_account()
     for status in (Upload.Status.PARSING, Upload.Status.REFUSED, Upload.Status.SUBMITTED):
-        assert previews.cannot_submit(Upload(account=ready, status=status), "kdp", "KDP") == previews.NOT_READY
-    assert previews.cannot_submit(Upload(account=ready, status=Upload.Status.READY), "kdp", "KDP") == ""
-    missing = previews.cannot_submit(Upload(account=account, status=Upload.Status.READY), "guard", "Knox Guard")
-    assert missing == cannot_call(account, "guard", "Knox Guard") and missing.startswith("Acme Mobile cannot call")
+        assert previews.cannot_submit(Upload(account=ready, status=status), "kdp") == previews.NOT_READY
+    assert previews.cannot_submit(Upload(account=ready, status=Upload.Status.READY), "kdp") == ""
+    missing = previews.cannot_submit(Upload(account=account, status=Upload.Status.READY), "guard")
+    assert missing == account.cannot_call("guard") and missing.startswith("Acme Mobile cannot call")
 
 
 def test_a_staged_spreadsheet_is_found_for_its_own_service_only(user, account):
