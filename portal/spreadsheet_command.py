@@ -17,7 +17,7 @@ from typing import Any
 from django.core.files import File
 from django.core.management.base import CommandError
 
-from portal.jobsummary import job_summary, progress_line, summary_lines, upload_figures
+from portal.jobsummary import job_summary, progress_line, summary_lines, upload_figures, wait_until_finished
 from portal.management.base import EXIT_FAILED, EXIT_INTERRUPTED, KnoxCommand, Unusable
 from portal.models import Job, KnoxAccount, Upload
 from portal.uploads import stage_upload
@@ -88,6 +88,22 @@ class SpreadsheetJobCommand(KnoxCommand):
         except Exception:
             # run_job has already ended the job as failed with a reason; show the details, then report the job.
             self.stderr.write(traceback.format_exc())
+
+    def follow(self, job: Job, *, wait: bool) -> None:
+        """Report a queued job: without --wait as queued, with how to follow it; with --wait, run it in this process
+        and report it finished (after `finished_here`, where a command may do more in this process)."""
+        if not wait:
+            self.note(f"job {job.pk} queued: {job.title}; follow it with: manage.py job_status {job.pk} --wait")
+            self.finish(job)
+            return
+        self.note(f"job {job.pk}: {job.title}; running it in this process")
+        self.run_here(job)
+        job = wait_until_finished(job, report=None if self.as_json else self.progress)
+        self.finished_here(job)
+        self.finish(job)
+
+    def finished_here(self, job: Job) -> None:
+        """After a job ran here with --wait, before its summary (guard_upload reads Knox Guard's results here)."""
 
     def finish(self, job: Job) -> None:
         data = job_summary(job)

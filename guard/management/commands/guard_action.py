@@ -144,13 +144,7 @@ class Command(SpreadsheetJobCommand):
             self.dry_run(upload)
             return
         job = queue_action(knox_account, action, params, user=None, upload=upload)
-        if not wait:
-            self.note(f"job {job.pk} queued: {job.title}; follow it with: manage.py job_status {job.pk} --wait")
-            self.finish(job)
-            return
-        self.note(f"job {job.pk}: {job.title}; running it in this process")
-        self.run_here(job)
-        self.finish(wait_until_finished(job, report=None if self.as_json else self.progress))
+        self.follow(job, wait=wait)
 
     # --- checks -------------------------------------------------------------------------------------------------
 

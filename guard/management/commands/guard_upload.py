@@ -90,19 +90,11 @@ class Command(SpreadsheetJobCommand):
             self.dry_run(upload)
             return
         job = queue_upload(upload, self.flags, user=None)
-        if not wait:
-            self.note(f"job {job.pk} queued: {job.title}; follow it with: manage.py job_status {job.pk} --wait")
-            self.finish(job)
-            return
-        self.note(f"job {job.pk}: {job.title}; running it in this process")
-        self.run_here(job)
-        job = wait_until_finished(job, report=None if self.as_json else self.progress)
-        self.read_results(job)
-        self.finish(job)
+        self.follow(job, wait=wait)
 
     # --- Knox Guard's per-device results ------------------------------------------------------------------------
 
-    def read_results(self, job: Job) -> None:
+    def finished_here(self, job: Job) -> None:
         """Run here the reads of per-device results the upload queued (a qcluster that took one first keeps it;
         then its row is watched), and keep what they found for the summary."""
         reads = list(Job.objects.filter(kind=UPLOAD_RESULTS, params__job=job.pk).order_by("id"))

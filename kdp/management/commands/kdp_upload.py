@@ -185,13 +185,7 @@ class Command(SpreadsheetJobCommand):
         job = submit_upload(
             upload, user=None, customer=found, profile_alias=alias, order_no=order_no.strip(), order_time=order_time
         )
-        if not wait:
-            self.note(f"job {job.pk} queued: {job.title}; follow it with: manage.py job_status {job.pk} --wait")
-            self.finish(job)
-            return
-        self.note(f"job {job.pk}: {job.title}; running it in this process")
-        self.run_here(job)
-        self.finish(wait_until_finished(job, report=None if self.as_json else self.progress))
+        self.follow(job, wait=wait)
 
     # --- delete from the recorded customers ----------------------------------------------------------------------
 
