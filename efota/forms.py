@@ -18,7 +18,7 @@ from efota.client import DEVICE_FIELDS, EfotaValidationError, Ids, check_device_
 from efota.constants import EFOTA_LATEST_FIRMWARE, EFOTA_NETWORK_TYPES
 from efota.models import EfotaGroup, EfotaLicence
 from portal import spreadsheets
-from portal.forms import FileField
+from portal.forms import SpreadsheetField
 from portal.models import KnoxAccount
 
 # A force update job stores its serial numbers in Job.params and starts one E-FOTA call per 100 devices; beyond
@@ -26,7 +26,6 @@ from portal.models import KnoxAccount
 FORCE_UPDATE_MAX_DEVICES = 10_000
 # The abnormal-devices report (a lookup job, its answer kept on the job): at most this many devices, 10 calls of 100.
 ABNORMAL_MAX_DEVICES = 1_000
-SPREADSHEET_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 # Free text is bounded in characters here; E-FOTA's own limits are in bytes and checked by check_ids.
 TEXT_MAX = 200
 
@@ -355,10 +354,9 @@ class SerialsMixin(forms.Form):
         widget=forms.Textarea(attrs={"rows": 6}),
         help_text="One per line, or separated by commas: 11 letters and digits each.",
     )
-    file = FileField(
+    file = SpreadsheetField(
         label="…or a spreadsheet",
         required=False,
-        allow_empty_file=True,
         help_text="Excel (.xlsx, .xls) or CSV with a “Serial Number” column; only valid serial numbers are used.",
     )
 
@@ -367,10 +365,6 @@ class SerialsMixin(forms.Form):
         self.file_notes: list[str] = []
         if not f:
             return []
-        if not f.name.lower().endswith(SPREADSHEET_EXTENSIONS):
-            raise forms.ValidationError(
-                f"“{f.name}” is not a spreadsheet this portal reads; use an Excel workbook (.xlsx, .xls) or a CSV file."
-            )
         try:
             serials, notes = read_serials(f, f.name, max_rows=self.max_devices)
         except spreadsheets.SpreadsheetError as e:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
-from django.conf import settings
 
 from guard.client import ACTIONS, ActionParams, ActionSpec, GuardValidationError, validate
 from guard.constants import (
@@ -22,11 +21,10 @@ from guard.constants import (
     KG_MESSAGE_MAX_LENGTH,
 )
 from guard.models import GuardAction
-from portal.forms import MAX_ID, FileField, ServiceAccountForm, daily_hour_field
+from portal.forms import MAX_ID, ServiceAccountForm, SpreadsheetField, daily_hour_field
 from portal.models import KnoxAccount
 from portal.widgets import QuickSelect
 
-ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 # A prefix this short would match most of a million devices; the search is for finding one phone.
 SEARCH_MIN_LENGTH = 4
 
@@ -419,31 +417,15 @@ class UploadFlagsForm(forms.Form):
 class StagingForm(forms.Form):
     """A spreadsheet for a Knox Guard account (bulk action or upload to Knox Guard)."""
 
-    file = FileField(
+    file = SpreadsheetField(
         label="Spreadsheet",
         help_text="Excel (.xlsx, .xls) or CSV; one device per row: IMEI or serial number, optionally Approve ID.",
-        allow_empty_file=True,  # clean_file explains an empty file better than Django's generic message
     )
     account = _guard_account_field(empty_label=None)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["account"].queryset = KnoxAccount.objects.filter(pk__in=[a.pk for a in guard_accounts()])
-
-    def clean_file(self) -> Any:
-        f = self.cleaned_data["file"]
-        if not f.name.lower().endswith(ALLOWED_EXTENSIONS):
-            raise forms.ValidationError(
-                f"“{f.name}” is not a spreadsheet this portal reads; upload an Excel workbook (.xlsx, .xls) or a CSV file."
-            )
-        if f.size == 0:
-            raise forms.ValidationError("The file is empty (0 bytes); check that you chose the right file.")
-        if f.size > settings.SPREADSHEET_MAX_BYTES:
-            raise forms.ValidationError(
-                f"The file is {f.size / 1048576:.1f} MB; the limit is {settings.SPREADSHEET_MAX_BYTES / 1048576:.0f} MB. "
-                "Split it into smaller files."
-            )
-        return f
 
 
 class UploadToGuardForm(StagingForm, UploadFlagsForm):

@@ -5,7 +5,6 @@ import datetime as dt
 from typing import Any
 
 from django import forms
-from django.conf import settings
 
 from kdp.models import (
     Customer,
@@ -18,12 +17,11 @@ from kdp.models import (
     mismatch_refusal,
     recorded_customers,
 )
-from portal.forms import MAX_ID, FileField, FilterDateField, ServiceAccountForm, daily_hour_field
+from portal.forms import MAX_ID, FilterDateField, ServiceAccountForm, SpreadsheetField, daily_hour_field
 from portal.models import KnoxAccount, Upload
 from portal.widgets import QuickSelect
 
 KDP_OPERATIONS = (Upload.Operation.UPLOAD, Upload.Operation.DELETE)
-ALLOWED_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
 
 
 def kdp_accounts() -> list[KnoxAccount]:
@@ -33,9 +31,7 @@ def kdp_accounts() -> list[KnoxAccount]:
 
 class UploadForm(forms.Form):
     # allow_empty_file: our own clean_file explains an empty file better than Django's generic message.
-    file = FileField(
-        label="Spreadsheet", help_text="Excel (.xlsx, .xls) or CSV; one device per row.", allow_empty_file=True
-    )
+    file = SpreadsheetField(label="Spreadsheet", help_text="Excel (.xlsx, .xls) or CSV; one device per row.")
     account = forms.ModelChoiceField(queryset=KnoxAccount.objects.none(), label="Knox account", empty_label=None)
     # KDP's own operations only: Upload.Operation also holds Knox Guard's, which have their own pages.
     operation = forms.ChoiceField(
@@ -53,22 +49,6 @@ class UploadForm(forms.Form):
         super().__init__(*args, **kwargs)
         ready = kdp_accounts()
         self.fields["account"].queryset = KnoxAccount.objects.filter(pk__in=[a.pk for a in ready])
-
-    def clean_file(self) -> Any:
-        f = self.cleaned_data["file"]
-        name = f.name.lower()
-        if not name.endswith(ALLOWED_EXTENSIONS):
-            raise forms.ValidationError(
-                f"“{f.name}” is not a spreadsheet this portal reads; upload an Excel workbook (.xlsx, .xls) or a CSV file."
-            )
-        if f.size == 0:
-            raise forms.ValidationError("The file is empty (0 bytes); check that you chose the right file.")
-        if f.size > settings.SPREADSHEET_MAX_BYTES:
-            raise forms.ValidationError(
-                f"The file is {f.size / 1048576:.1f} MB; the limit is {settings.SPREADSHEET_MAX_BYTES / 1048576:.0f} MB. "
-                "Split it into smaller files."
-            )
-        return f
 
 
 class RestageForm(forms.Form):

@@ -4,6 +4,7 @@ import datetime as dt
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -55,6 +56,35 @@ class FileField(forms.FileField):
                     code="name_too_long",
                 )
         return uploaded
+
+
+# What the spreadsheet reader (portal.spreadsheets) opens, by the file's name.
+SPREADSHEET_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".csv", ".txt", ".tsv")
+
+
+class SpreadsheetField(FileField):
+    """A spreadsheet of devices: a name the reader opens, not empty, at most SPREADSHEET_MAX_BYTES; each refused with
+    what to do (before the file is stored or read)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_empty_file=True, **kwargs)  # an empty file is explained below, better than Django does
+
+    def clean(self, data: Any, initial: Any = None) -> Any:
+        f = super().clean(data, initial)
+        if not f:
+            return f
+        if not f.name.lower().endswith(SPREADSHEET_EXTENSIONS):
+            raise ValidationError(
+                f"“{f.name}” is not a spreadsheet this portal reads; upload an Excel workbook (.xlsx, .xls) or a CSV file."
+            )
+        if f.size == 0:
+            raise ValidationError("The file is empty (0 bytes); check that you chose the right file.")
+        if f.size > settings.SPREADSHEET_MAX_BYTES:
+            raise ValidationError(
+                f"The file is {f.size / 1048576:.1f} MB; the limit is {settings.SPREADSHEET_MAX_BYTES / 1048576:.0f} MB. "
+                "Split it into smaller files."
+            )
+        return f
 
 
 def read_keys_file(upload: Any) -> KnoxKeys:

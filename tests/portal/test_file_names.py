@@ -180,3 +180,34 @@ def test_temporary_upload_files_are_the_portals_own(settings, tmp_path):
     assert path.startswith(str(tmp_path / "tmp" / "portal-upload-")) and path.endswith(".upload.csv")
     assert uploaded.full_name == name and len(uploaded.name) == 255  # Django's cut, the full one kept beside it
     uploaded.close()
+
+
+def test_every_spreadsheet_input_refuses_a_wrong_name_an_empty_file_and_too_many_bytes_in_words(settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from portal.forms import SpreadsheetField
+
+    settings.SPREADSHEET_MAX_BYTES = 1024 * 1024
+    field, optional = SpreadsheetField(), SpreadsheetField(required=False)
+    for name, data, said in (
+        ("devices.json", b"[]", "“devices.json” is not a spreadsheet this portal reads; upload an Excel workbook"),
+        ("devices.csv", b"", "The file is empty (0 bytes); check that you chose the right file."),
+        (
+            "devices.csv",
+            b"x" * (1024 * 1024 + 1),
+            "The file is 1.0 MB; the limit is 1 MB. Split it into smaller files.",
+        ),
+    ):
+        with pytest.raises(django_forms.ValidationError) as refused:
+            field.clean(SimpleUploadedFile(name, data))
+        assert refused.value.messages[0].startswith(said), name
+    good = SimpleUploadedFile("Devices.XLSX", b"PK")
+    assert field.clean(good) is good and optional.clean(None) is None
+    # The E-FOTA, KDP and Knox Guard spreadsheet inputs are this field.
+    from efota.forms import AbnormalForm
+    from guard.forms import StagingForm
+    from kdp.forms import UploadForm
+
+    assert all(
+        isinstance(form.base_fields["file"], SpreadsheetField) for form in (AbnormalForm, StagingForm, UploadForm)
+    )
