@@ -96,6 +96,15 @@ def _account_or_404(pk: Any) -> KnoxAccount:
     return get_object_or_404(KnoxAccount, pk=pk, is_active=True)
 
 
+def _queue_confirmed(request: HttpRequest, account: KnoxAccount, form: forms.ConfirmedActionForm, **target: Any) -> Job:
+    """Queue the action `form` confirmed, with its parameters and the typed text (the audit keeps it), for `target`:
+    devices=[pk, ...], or upload= (a staged spreadsheet) with not_sent= (guard.models.queue_action)."""
+    confirmation = form.cleaned_data["confirmation"]
+    return queue_action(
+        account, form.action, form.params, user=request.user, request=request, confirmation=confirmation, **target
+    )
+
+
 def _busy_job(device: GuardDevice) -> Job | None:
     job = device.pending_job
     return job if job is not None and not job.is_finished else None
@@ -268,19 +277,10 @@ def devices_act(request: HttpRequest) -> HttpResponse:
     form = forms.BulkActionForm(data, action=spec.name, count=check.sendable)
     if not form.is_valid():
         return render(request, "guard/devices_act.html", _act_context(request, data, found, spec, form))
-    confirmation = form.cleaned_data["confirmation"]
     try:
         if "ids" in filters:
             ids = list(sendable_devices(devices, spec.name).order_by("id").values_list("pk", flat=True))
-            job = queue_action(
-                account,
-                spec.name,
-                form.params,
-                user=request.user,
-                devices=ids,
-                request=request,
-                confirmation=confirmation,
-            )
+            job = _queue_confirmed(request, account, form, devices=ids)
         else:
             job = queue_action_matching(
                 account,
@@ -290,7 +290,7 @@ def devices_act(request: HttpRequest) -> HttpResponse:
                 count=check.sendable,
                 user=request.user,
                 request=request,
-                confirmation=confirmation,
+                confirmation=form.cleaned_data["confirmation"],
             )
     except (GuardValidationError, ValueError) as e:
         return refused(request, str(e), back)
@@ -371,15 +371,7 @@ def device_act(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return render(request, "guard/device_detail.html", _detail_context(request, device, form))
     try:
-        job = queue_action(
-            device.account,
-            spec.name,
-            form.params,
-            user=request.user,
-            devices=[device.pk],
-            request=request,
-            confirmation=form.cleaned_data["confirmation"],
-        )
+        job = _queue_confirmed(request, device.account, form, devices=[device.pk])
     except (GuardValidationError, ValueError) as e:
         return refused(request, str(e), "guard:device_detail", device.pk)
     return queued(request, job, f"Job #{job.pk} queued: {spec.label} on {device.device_uid}.")
@@ -516,16 +508,7 @@ def bulk_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return render(request, "guard/staged.html", _preview_context(request, staged, form))
     try:
-        job = queue_action(
-            staged.account,
-            spec.name,
-            form.params,
-            user=request.user,
-            upload=staged,
-            request=request,
-            confirmation=form.cleaned_data["confirmation"],
-            not_sent=check.refused,
-        )
+        job = _queue_confirmed(request, staged.account, form, upload=staged, not_sent=check.refused)
     except (GuardValidationError, ValueError) as e:
         return refused(request, str(e), "guard:bulk_detail", staged.pk)
     return queued(request, job)
