@@ -5,6 +5,7 @@ devices: portal.lookups). No web request calls E-FOTA: a page queues one of thes
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -328,6 +329,25 @@ def _refused(job: Job, e: Exception, *, failed: int = 1) -> None:
     job.fail(_sentence(failure))
 
 
+def _record_read(job: Job, operation: str, what: str, error: Exception | None, audit: str, **figures: Any) -> None:
+    """A read's E-FOTA call log line and its audit event (who asked, for which customer and licence, the answer's
+    `figures`, whether it succeeded and with which code)."""
+    log_call(job, job.account_id, operation, what, error, job.created_by_id)
+    AuditEvent.objects.record(
+        audit,
+        actor=job.created_by,
+        target=job.account,
+        summary={
+            "customer_id": job.params["customer_id"],
+            "licence": job.params["licence"],
+            **figures,
+            "ok": error is None,
+            "code": getattr(error, "code", "") if error else "",
+            "job": job.pk,
+        },
+    )
+
+
 def lookup_licence(job: Job, owner: str) -> None:
     """How many devices a licence covers and when it expires; stored as an EfotaLicence by check_licence."""
     p = job.params
@@ -362,23 +382,8 @@ def lookup_firmware(job: Job, owner: str) -> None:
         )
     except (EfotaValidationError, errors.KnoxError) as e:
         error = e
-    log_call(job, account.pk, "firmwareList", what, error, job.created_by_id)
-    AuditEvent.objects.record(
-        "efota.firmware_list",
-        actor=job.created_by,
-        target=account,
-        summary={
-            "customer_id": p["customer_id"],
-            "licence": p["licence"],
-            "model": p["model"],
-            "sales_code": p["sales_code"],
-            "current": p["current"],
-            "ok": error is None,
-            "code": getattr(error, "code", "") if error else "",
-            "versions": len(versions),
-            "job": job.pk,
-        },
-    )
+    asked = {"model": p["model"], "sales_code": p["sales_code"], "current": p["current"]}
+    _record_read(job, "firmwareList", what, error, "efota.firmware_list", **asked, versions=len(versions))
     if error is not None:
         _refused(job, error)
         return
@@ -407,20 +412,15 @@ def lookup_abnormal(job: Job, owner: str) -> None:
             found.setdefault(title, []).extend(listed)
         asked += len(part)
         job.add_progress(succeeded=len(part))
-    log_call(job, account.pk, "abnormalDeviceList", f"{len(serials)} devices", error, job.created_by_id)
-    AuditEvent.objects.record(
+    abnormal = 0 if error else sum(len(v) for v in found.values())
+    _record_read(
+        job,
+        "abnormalDeviceList",
+        f"{len(serials)} devices",
+        error,
         "efota.abnormal_devices",
-        actor=job.created_by,
-        target=account,
-        summary={
-            "customer_id": p["customer_id"],
-            "licence": p["licence"],
-            "devices": len(serials),
-            "ok": error is None,
-            "code": getattr(error, "code", "") if error else "",
-            "abnormal": 0 if error else sum(len(v) for v in found.values()),
-            "job": job.pk,
-        },
+        devices=len(serials),
+        abnormal=abnormal,
     )
     if error is not None:
         _refused(job, error, failed=len(serials) - asked)
