@@ -136,6 +136,8 @@ def test_it_lists_the_firmware_e_fota_offers(client, efota, sandbox_account, dja
     event = AuditEvent.objects.get(action="efota.firmware_list")
     assert event.summary["ok"] is True and event.summary["versions"] == len(efota["firmware"]["SM-G991B/BTU"])
     assert event.actor == viewer and event.summary["job"] == job.pk
+    asked = {k: event.summary[k] for k in ("customer_id", "licence", "model", "sales_code")}
+    assert asked == {k: job.params[k] for k in asked} and asked["model"] == "SM-G991B"
 
 
 def test_an_empty_list_and_a_refusal_are_explained(client, efota, sandbox_account, django_capture_on_commit_callbacks):
