@@ -464,8 +464,8 @@ def _preview_context(
     ctx["show_refused"] = bool(chosen_action and request.GET.get("show") == "refused")
     if ctx["show_refused"]:
         after = (ctx["filters"].cleaned_data.get("after") or 0) if ctx["filters"].is_valid() else 0
-        refused = refused_rows(staged, chosen_action, after=after, limit=previews.PREVIEW_PAGE_SIZE + 1)
-        ctx["rows"], ctx["next_after"] = cut_page(refused, previews.PREVIEW_PAGE_SIZE, lambda row: row.row_number)
+        not_sent = refused_rows(staged, chosen_action, after=after, limit=previews.PREVIEW_PAGE_SIZE + 1)
+        ctx["rows"], ctx["next_after"] = cut_page(not_sent, previews.PREVIEW_PAGE_SIZE, lambda row: row.row_number)
     if is_action:
         annotate_refusals(staged, ctx["rows"], chosen_action or None)
     return ctx

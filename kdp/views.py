@@ -473,13 +473,13 @@ def customers_refresh(request: HttpRequest, account_pk: int) -> HttpResponse:
     if form.cleaned_data["upload"] is not None:
         staged = get_object_or_404(Upload, pk=form.cleaned_data["upload"], service="kdp", account=account)
     error = account.cannot_call(account.kdp_service())
+    if error and staged is None:
+        return refused(request, error, "kdp:customers")
     if error:
-        if staged is not None and request.htmx:
+        if request.htmx:
             ctx = {"upload": staged, "refresh_error": error}
             return render(request, "kdp/upload_detail.html#customer-refresh", ctx)
-        return refused(
-            request, error, *(("kdp:upload_detail", staged.pk) if staged is not None else ("kdp:customers",))
-        )
+        return refused(request, error, "kdp:upload_detail", staged.pk)
     job = queue_customer_sync(account, user=request.user, request=request)
     if staged is not None:
         if request.htmx:
