@@ -21,7 +21,7 @@ The job's lease (portal.models.Job.claim) makes sure only one worker does this a
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -188,8 +188,7 @@ def plan_items(job: Job) -> Iterator[PlanItem]:
 
 def plan(job: Job) -> int:
     """Plan every chunk of `job` at once (what `plan_chunks` does a chunk at a time); return the job's total."""
-    for _ in plan_chunks(job):
-        pass
+    deque(plan_chunks(job), maxlen=0)  # run the generator to its end: every chunk planned and committed
     return Job.objects.values_list("total", flat=True).get(pk=job.pk)
 
 

@@ -393,8 +393,8 @@ class Planning:
 
     def finish(self) -> None:
         """Plan everything still unplanned (the job ends early: every device must get its outcome)."""
-        while self.advance():
-            pass
+        while not self.done:
+            self.advance()
 
     def sending(self) -> None:
         """A send starts now: the next one cannot leave before one spacing from now."""
